@@ -1,0 +1,76 @@
+"""The ``napari-regional-mil`` command line.
+
+Each subcommand lives in its own module ``cli/cmd_<name>.py`` with two functions:
+``register(subparsers)`` (argparse only: cheap, so ``--help`` is fast) and
+``run(args) -> int`` (imports the heavy core lazily). A :class:`RegionalMilError`
+becomes one line ``error: <message>`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "build_parser"]
+
+#: Subcommand modules, in the order ``--help`` lists them.
+SUBCOMMANDS = (
+    "info",
+    "embed",
+    "export_h5",
+    "import_h5",
+    "synth",
+    "train",
+    "crossval",
+    "predict",
+    "pretrain",
+    "demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every available subcommand."""
+    from napari_regional_mil import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="napari-regional-mil",
+        description="Multiple-instance learning on regional embeddings for whole-slide images.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"napari_regional_mil.cli.cmd_{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"napari_regional_mil.cli.cmd_{name}":
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    from napari_regional_mil.errors import JobCancelled, RegionalMilError
+
+    try:
+        return int(args.func(args) or 0)
+    except JobCancelled as exc:
+        print(f"cancelled: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("cancelled: interrupted by the user", file=sys.stderr)
+        return 130
+    except RegionalMilError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
