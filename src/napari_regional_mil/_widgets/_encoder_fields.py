@@ -1,0 +1,142 @@
+"""The encoder choice of the Embed widget: a registered name, a TorchScript file, or timm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox, QStackedWidget, QVBoxLayout, QWidget
+
+from napari_regional_mil._widgets._fields import PathPicker, form
+from napari_regional_mil.errors import EncoderError
+
+__all__ = ["EncoderFields", "KINDS"]
+
+#: The encoder kinds offered, in order.
+KINDS = ("Registered encoder", "TorchScript file", "timm model + weights")
+
+_WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.bin);;All files (*)"
+
+
+class EncoderFields(QWidget):
+    """Which frozen encoder (second model) embeds the patches.
+
+    :meth:`choice` gives ``(encoder, options)`` for
+    :func:`~napari_regional_mil.embedding.pipeline.embed_slide`'s ``encoder`` and
+    ``encoder_options``.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from napari_regional_mil.encoders import DEFAULT_ENCODER, KNOWN_ENCODERS, list_encoders
+
+        self._known = set(KNOWN_ENCODERS)
+        self.kind = QComboBox()
+        self.kind.addItems(KINDS)
+        self.kind.setToolTip("Where the encoder comes from.")
+
+        # registered
+        self.name = QComboBox()
+        self.name.addItems(list_encoders())
+        self.name.setCurrentText(DEFAULT_ENCODER)
+        self.name.setToolTip(
+            "builtin-he needs no download (colour/stain statistics and texture responses). "
+            "Published pathology encoders (UNI, Virchow, ...) need their weights file."
+        )
+        self.name_weights = PathPicker(caption="Weights of the encoder", filter=_WEIGHTS_FILTER, placeholder="weights file (if needed)")
+        registered = QWidget()
+        f1 = form(registered)
+        f1.setContentsMargins(0, 0, 0, 0)
+        f1.addRow("Name", self.name)
+        f1.addRow("Weights", self.name_weights)
+
+        # TorchScript
+        self.script = PathPicker(caption="TorchScript encoder", filter="TorchScript (*.pt *.pth *.ts *.torchscript);;All files (*)", placeholder="file made by torch.jit.save")
+        self.script_size = QSpinBox()
+        self.script_size.setRange(0, 4096)
+        self.script_size.setSpecialValueText("from file / 224")
+        self.script_size.setSuffix(" px")
+        self.script_size.setToolTip("Input size the model expects (0: from its JSON sidecar, else 224 px).")
+        self.script_mpp = QDoubleSpinBox()
+        self.script_mpp.setDecimals(3)
+        self.script_mpp.setRange(0.0, 50.0)
+        self.script_mpp.setSpecialValueText("from file / 0.5")
+        self.script_mpp.setSuffix(" µm/px")
+        self.script_mpp.setToolTip("Resolution the model was trained at (0: from its sidecar, else 0.5 µm/px).")
+        script = QWidget()
+        f2 = form(script)
+        f2.setContentsMargins(0, 0, 0, 0)
+        f2.addRow("File", self.script)
+        f2.addRow("Input size", self.script_size)
+        f2.addRow("Model mpp", self.script_mpp)
+
+        # timm
+        self.timm_name = QLineEdit()
+        self.timm_name.setPlaceholderText("e.g. vit_large_patch16_224")
+        self.timm_name.setToolTip("A timm architecture name (needs the optional timm package).")
+        self.timm_weights = PathPicker(caption="Weights of the timm model", filter=_WEIGHTS_FILTER, placeholder="local weights file")
+        timm = QWidget()
+        f3 = form(timm)
+        f3.setContentsMargins(0, 0, 0, 0)
+        f3.addRow("Model", self.timm_name)
+        f3.addRow("Weights", self.timm_weights)
+
+        self.pages = QStackedWidget()
+        for page in (registered, script, timm):
+            self.pages.addWidget(page)
+        self.kind.currentIndexChanged.connect(self._show_page)
+        self._show_page(0)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
+        layout.addWidget(self.kind)
+        layout.addWidget(self.pages)
+
+    def _show_page(self, index: int) -> None:
+        """Show page ``index``; the stack takes the height of the shown page only."""
+        from qtpy.QtWidgets import QSizePolicy
+
+        self.pages.setCurrentIndex(index)
+        for i in range(self.pages.count()):
+            policy = QSizePolicy.Policy.Preferred if i == index else QSizePolicy.Policy.Ignored
+            self.pages.widget(i).setSizePolicy(QSizePolicy.Policy.Preferred, policy)
+        self.pages.adjustSize()
+
+    def choice(self) -> tuple[Any, dict[str, Any]]:
+        """``(encoder, options)`` as chosen.
+
+        Raises
+        ------
+        EncoderError
+            When a required field is empty (a file, a weights file, a model name).
+        """
+        index = self.kind.currentIndex()
+        if index == 0:
+            name = self.name.currentText()
+            weights = self.name_weights.text()
+            if name in self._known and not weights:
+                raise EncoderError(f"encoder {name}: choose its weights file")
+            return name, ({"weights": weights} if weights else {})
+        if index == 1:
+            path = self.script.text()
+            if not path:
+                raise EncoderError("choose a TorchScript encoder file")
+            options: dict[str, Any] = {}
+            if self.script_size.value() > 0:
+                options["input_size"] = int(self.script_size.value())
+            if self.script_mpp.value() > 0:
+                options["mpp"] = float(self.script_mpp.value())
+            return path, options
+        name = self.timm_name.text().strip()
+        weights = self.timm_weights.text()
+        if not name or not weights:
+            raise EncoderError("a timm encoder needs a model name and a local weights file")
+        return f"timm:{name}", {"weights": weights}
+
+    def describe(self) -> str:
+        """A short name of the choice for messages."""
+        index = self.kind.currentIndex()
+        if index == 0:
+            return self.name.currentText()
+        if index == 1:
+            return self.script.path().name if self.script.path() else "TorchScript"
+        return f"timm:{self.timm_name.text().strip()}"

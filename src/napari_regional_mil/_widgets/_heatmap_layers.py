@@ -1,0 +1,245 @@
+"""napari side of the heatmaps: attention Image layers, thumbnails, camera jumps.
+
+The maths (grids, normalisation, placement) is in :mod:`napari_regional_mil.heatmap`;
+this module only turns an :class:`~napari_regional_mil.heatmap.AttentionMaps` into napari
+layers aligned with the slide layer and keeps them up to date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_regional_mil.heatmap import AttentionMaps, GridPlacement, contrast_limits
+
+__all__ = ["HeatmapSpec", "heatmap_specs", "sync_heatmap_layers", "read_thumbnail", "rgb_icon", "jump_to", "camera_of",
+           "show_selection"]
+
+#: Default colormaps: attention (hot = high), class evidence (diverging).
+ATTENTION_COLORMAP = "inferno"
+REGION_COLORMAP = "viridis"
+EVIDENCE_COLORMAP = "PiYG"
+
+
+@dataclass(frozen=True)
+class HeatmapSpec:
+    """One heatmap layer to show: its key, name, data, placement and colormap.
+
+    ``step_level0`` is the level-0 pixels one data pixel covers (for re-placing the layer
+    when the slide's mpp changes, see :func:`._layers.set_slide_mpp`).
+    """
+
+    key: str
+    name: str
+    data: np.ndarray
+    scale: tuple[float, float]
+    translate: tuple[float, float]
+    colormap: str
+    contrast_limits: tuple[float, float]
+    step_level0: float
+
+
+def _placed(placement: GridPlacement, offset: tuple[float, float]) -> tuple[tuple[float, float], tuple[float, float]]:
+    ty, tx = placement.translate
+    return placement.scale, (ty + offset[0], tx + offset[1])
+
+
+def heatmap_specs(
+    maps: AttentionMaps,
+    *,
+    normalisation: str,
+    evidence: bool = False,
+    offset: tuple[float, float] = (0.0, 0.0),
+) -> list[HeatmapSpec]:
+    """The heatmap layers of ``maps`` (region attention first, then patch attention, evidence).
+
+    ``offset`` is the slide layer's ``translate`` (world microns), added to every layer's.
+    """
+    name = maps.embeddings.slide_name
+    specs = []
+    if maps.has_region_attention:
+        data = maps.region_image(normalisation)
+        scale, translate = _placed(maps.region, offset)
+        specs.append(HeatmapSpec("region", f"{name} region attention", data, scale, translate,
+                                 REGION_COLORMAP, contrast_limits(data, normalisation), maps.region.step_level0))
+    data = maps.patch_image(normalisation)
+    scale, translate = _placed(maps.patch, offset)
+    specs.append(HeatmapSpec("patch", f"{name} patch attention", data, scale, translate,
+                             ATTENTION_COLORMAP, contrast_limits(data, normalisation), maps.patch.step_level0))
+    if evidence:
+        for cls in maps.evidence_classes:
+            data = maps.evidence_image(cls, normalisation)
+            specs.append(HeatmapSpec(f"evidence:{cls}", f"{name} evidence {cls}", data, scale, translate,
+                                     EVIDENCE_COLORMAP, contrast_limits(data, normalisation),
+                                     maps.patch.step_level0))
+    return specs
+
+
+def sync_heatmap_layers(viewer: Any, layers: dict[str, Any], specs: list[HeatmapSpec], *,
+                        opacity: float, units: Any = None, derived_from: str | None = None) -> dict[str, Any]:
+    """Add or update (in place) one Image layer per spec; remove the ones no longer wanted.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer.
+    layers
+        The layers from the previous call, by spec key (layers the user deleted are
+        re-added).
+    specs
+        What to show.
+    opacity
+        Opacity of newly added layers.
+    units
+        The slide layer's ``units`` (so napari sees consistent units), or ``None``.
+    derived_from
+        The slide layer's name: recorded as :mod:`._layers` does, so changing the slide's
+        mpp re-places the heatmaps too.
+
+    Returns
+    -------
+    dict
+        The layers now shown, by spec key.
+    """
+    wanted = {spec.key for spec in specs}
+    for key, layer in list(layers.items()):
+        if key not in wanted and layer in viewer.layers:
+            viewer.layers.remove(layer)
+    out = {}
+    for spec in specs:
+        meta = {"napari_regional_mil": {"heatmap": spec.key}}
+        if derived_from is not None:
+            meta.update(derived_from=derived_from, level0_step=(spec.step_level0,) * 2, corner=False,
+                        what=spec.key)
+        layer = layers.get(spec.key)
+        if layer is not None and layer in viewer.layers and layer.data.shape == spec.data.shape:
+            layer.data = spec.data
+            layer.contrast_limits = spec.contrast_limits
+            layer.scale = spec.scale
+            layer.translate = spec.translate
+            layer.name = spec.name
+            layer.metadata.update(meta)
+        else:
+            if layer is not None and layer in viewer.layers:
+                viewer.layers.remove(layer)
+            layer = viewer.add_image(
+                spec.data,
+                name=spec.name,
+                scale=spec.scale,
+                translate=spec.translate,
+                colormap=spec.colormap,
+                contrast_limits=spec.contrast_limits,
+                opacity=opacity,
+                blending="translucent",
+                interpolation2d="nearest",
+                metadata=meta,
+                **({} if units is None else {"units": units}),
+            )
+        out[spec.key] = layer
+    return out
+
+
+def read_thumbnail(level_arrays: list[Any], box: tuple[int, int, int], *, size: int = 96) -> np.ndarray:
+    """Read a patch from a slide layer's pyramid at the level nearest ``size`` px.
+
+    Parameters
+    ----------
+    level_arrays
+        The slide's levels: a list of ``(H, W[, 3])`` arrays (numpy or dask), level 0
+        first (``list(layer.data)`` of a multiscale layer), or one array.
+    box
+        ``(x, y, side)`` of the patch in level-0 pixels.
+    size
+        Wanted thumbnail side in pixels (the level read is the coarsest one that still
+        gives at least this, or level 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, w, 3)`` uint8 RGB (grey images are repeated to 3 channels).
+    """
+    levels = list(level_arrays) if isinstance(level_arrays, (list, tuple)) else [level_arrays]
+    x, y, side = box
+    h0 = levels[0].shape[0]
+    chosen, down = levels[0], 1.0
+    for arr in levels[1:]:
+        d = h0 / arr.shape[0]
+        if side / d >= size:
+            chosen, down = arr, d
+    x0, y0 = int(x / down), int(y / down)
+    n = max(1, int(round(side / down)))
+    step = max(1, n // size)
+    tile = np.asarray(chosen[max(0, y0) : y0 + n : step, max(0, x0) : x0 + n : step])
+    if tile.size == 0:  # outside the image: a grey square
+        return np.full((size, size, 3), 128, np.uint8)
+    if tile.ndim == 2:
+        tile = np.repeat(tile[..., None], 3, axis=2)
+    tile = tile[..., :3]
+    if tile.dtype != np.uint8:
+        lo, hi = float(np.nanmin(tile)), float(np.nanmax(tile))
+        tile = ((tile - lo) / (hi - lo or 1) * 255).astype(np.uint8)
+    return np.ascontiguousarray(tile)
+
+
+def show_selection(viewer: Any, layer: Any, maps: AttentionMaps, region: int, patches: Any, *,
+                   units: Any = None, offset: tuple[float, float] = (0.0, 0.0)) -> Any:
+    """Outline ``region`` and its listed ``patches`` in a Shapes layer (re-used when it exists).
+
+    Rectangles are in level-0 pixel-*corner* coordinates with ``scale = mpp`` and
+    ``translate = -mpp / 2`` (as :mod:`._layers` draws grids), so the edges run along the
+    pixel borders.
+    """
+    s = maps.patch.step_level0
+    k = maps.region_size
+    rx, ry = (int(v) for v in maps.embeddings.region_xy[region])
+    rows, cols = maps.grid_shape
+    rects = [((ry * k * s, rx * k * s), (min((ry + 1) * k, rows) * s, min((rx + 1) * k, cols) * s))]
+    for i in patches:
+        x, y, side = maps.patch_box_level0(int(i))
+        rects.append(((y, x), (y + s, x + s)))
+    data = [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float) for (y0, x0), (y1, x1) in rects]
+    colours = ["cyan"] + ["white"] * (len(data) - 1)
+    widths = [max(2.0, s / 16)] + [max(1.0, s / 32)] * (len(data) - 1)
+    if layer is None or layer not in viewer.layers:
+        active = viewer.layers.selection.active
+        mpp_y, mpp_x = maps.patch.mpp
+        layer = viewer.add_shapes(
+            name="selected region", scale=(mpp_y, mpp_x), translate=(offset[0] - mpp_y / 2, offset[1] - mpp_x / 2),
+            face_color="transparent",
+            metadata={"napari_regional_mil": {"heatmap": "selection"}},
+            **({} if units is None else {"units": units}),
+        )
+        if active is not None:  # keep the user's layer selected
+            viewer.layers.selection.active = active
+    layer.data = []
+    layer.add_rectangles(data, edge_color=colours, edge_width=widths, face_color="transparent")
+    layer.selected_data = set()
+    return layer
+
+
+def camera_of(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def rgb_icon(tile: np.ndarray, size: int) -> Any:
+    """A ``QIcon`` of an ``(h, w, 3)`` uint8 RGB tile, scaled to fit ``size`` px."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtGui import QIcon, QImage, QPixmap
+
+    tile = np.ascontiguousarray(tile[..., :3], dtype=np.uint8)
+    h, w, _ = tile.shape
+    image = QImage(tile.tobytes(), w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    return QIcon(QPixmap.fromImage(image).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio))
+
+
+def jump_to(viewer: Any, centre_yx: tuple[float, float], extent_um: float) -> None:
+    """Centre the camera on ``centre_yx`` (world um) and zoom so ``extent_um`` fills ~60 %."""
+    camera = camera_of(viewer)
+    camera.center = (float(centre_yx[0]), float(centre_yx[1]))
+    canvas = getattr(getattr(viewer, "canvas", None), "size", None) or getattr(viewer, "_canvas_size", None)
+    side = float(min(canvas)) if canvas and min(canvas) > 0 else 600.0
+    camera.zoom = 0.6 * side / max(float(extent_um), 1e-6)

@@ -1,0 +1,136 @@
+"""The Predict widget's steps, without Qt: find the slide layer, load a model, predict a slide.
+
+Kept apart from :mod:`.predict_widget` so it can be tested and reused without a viewer;
+everything here is a thin composition of core calls.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from napari_regional_mil.errors import CacheError, SlideError
+from napari_regional_mil.heatmap import AttentionMaps
+from napari_regional_mil.jobs import Progress
+from napari_regional_mil.tiling import TilingParams
+
+__all__ = ["load_model", "describe_model", "default_cache_dir", "model_tiling", "predict_job", "export"]
+
+def load_model(path: str | os.PathLike) -> Any:
+    """Load a checkpoint (``CheckpointError`` for a missing, corrupt or foreign file)."""
+    from napari_regional_mil.model.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def describe_model(checkpoint: Any) -> str:
+    """One line about a loaded checkpoint: file, type, classes, encoder."""
+    where = checkpoint.path.name if getattr(checkpoint, "path", None) else "trained model"
+    model_type = getattr(checkpoint.config, "model_type", "?")
+    encoder = (checkpoint.encoder or {}).get("name") or "?"
+    classes = ", ".join(checkpoint.class_names)
+    return f"{where}: {model_type} model, classes {classes}; encoder {encoder}"
+
+
+def default_cache_dir(slide_path: str | os.PathLike) -> Path:
+    """Where the Predict widget looks for (and writes) a slide's cache by default."""
+    return Path(slide_path).parent / "embeddings"
+
+
+def model_tiling(checkpoint: Any, layer_params: TilingParams | None = None) -> TilingParams | None:
+    """The tiling a model was trained on, as :class:`TilingParams` (``None`` when unknown).
+
+    The tissue threshold (not part of a model's tiling) comes from ``layer_params`` (what
+    the Slide widget used) when given.
+    """
+    tiling = getattr(checkpoint, "tiling", None) or {}
+    if any(tiling.get(key) is None for key in ("patch_size", "target_mpp", "region_size")):
+        return None
+    threshold = layer_params.tissue_threshold if layer_params is not None else TilingParams().tissue_threshold
+    return TilingParams(patch_size=int(tiling["patch_size"]), target_mpp=float(tiling["target_mpp"]),
+                        region_size=int(tiling["region_size"]), tissue_threshold=threshold)
+
+
+def _embeddings_for(
+    checkpoint: Any, slide_path: str, cache_dir: Path, params: TilingParams | None, mpp: float | None
+) -> Generator[Progress, None, Any]:
+    """Load the slide's cached embeddings for ``checkpoint``, embedding the slide first if needed."""
+    from napari_regional_mil.embedding.lookup import find_slide_cache, load_slide_embeddings
+    from napari_regional_mil.embedding.pipeline import embed_slide
+
+    encoder = (checkpoint.encoder or {}).get("name")
+    name = Path(slide_path).name
+    yield Progress("load", 0, 0, f"looking for the embeddings of {name} in {cache_dir}")
+    try:
+        found = find_slide_cache(cache_dir, slide_path, encoder=encoder, tiling_params=params)
+    except CacheError:
+        if not encoder or params is None:
+            raise CacheError(
+                f"{name}: no matching embedding cache in {cache_dir}, and the model does not say which "
+                "encoder and tiling to embed with"
+            ) from None
+        result = yield from embed_slide(slide_path, cache_dir=cache_dir, tiling_params=params, encoder=encoder, mpp=mpp)
+        found = result.cache_path
+    yield Progress("load", 0, 0, f"loading {Path(found).name}")
+    return load_slide_embeddings(found)
+
+
+def predict_job(
+    checkpoint: Any,
+    slide_path: str | None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    mpp: tuple[float, float] | None = None,
+    slide_mpp: float | None = None,
+    layer_params: TilingParams | None = None,
+) -> Generator[Progress, None, AttentionMaps]:
+    """Predict one slide with a loaded model and lay the attention out on its grids.
+
+    Parameters
+    ----------
+    checkpoint
+        A loaded :class:`~napari_regional_mil.model.checkpoint.Checkpoint`.
+    slide_path
+        The slide file.
+    cache_dir
+        Where its embedding cache is (default: :func:`default_cache_dir`). When it holds
+        none for the model's encoder and tiling, the slide is embedded first with them.
+    mpp
+        ``(mpp_y, mpp_x)`` of the slide layer, so the maps follow it.
+    slide_mpp
+        Level-0 mpp to embed with when the slide lacks it (the user's value).
+    layer_params
+        The tiling the Slide widget used (its tissue threshold is reused).
+
+    Raises
+    ------
+    SlideError, CacheError, CheckpointError
+        No slide path, no usable cache, a model that does not match the cache.
+    """
+    from napari_regional_mil.training.predict import predict_slide
+
+    if not slide_path:
+        raise SlideError("the slide layer does not say which file it shows")
+    folder = Path(cache_dir) if cache_dir else default_cache_dir(slide_path)
+    params = model_tiling(checkpoint, layer_params)
+    embeddings = yield from _embeddings_for(checkpoint, slide_path, folder, params, slide_mpp)
+    checkpoint.check_compatible(embeddings)
+    yield Progress("predict", 0, 1, f"predicting {embeddings.slide_name}")
+    prediction = predict_slide(checkpoint, embeddings)
+    yield Progress("predict", 1, 1, "heatmaps")
+    return AttentionMaps.from_prediction(embeddings, prediction, mpp=mpp)
+
+
+def export(kind: str, path: str | os.PathLike, maps: AttentionMaps, *, normalisation: str = "rank") -> Path:
+    """Write ``maps`` as ``kind``: ``"geojson"``, ``"tiff"`` or ``"csv"``; return the path."""
+    from napari_regional_mil import export as ex
+
+    if kind == "geojson":
+        return ex.export_geojson(path, maps)
+    if kind == "tiff":
+        return ex.export_heatmap_tiff(path, maps, normalisation=normalisation)
+    if kind == "csv":
+        return ex.export_csv(path, maps)
+    raise ValueError(f"unknown export kind {kind!r}")

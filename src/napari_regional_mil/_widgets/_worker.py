@@ -1,0 +1,418 @@
+"""The adapter from a long job to a napari worker thread, progress bar and Cancel.
+
+Every dock widget runs its long steps through :func:`start_job`; this module is the only
+place that knows about threads. A job is a *factory*: a callable that is run in the worker
+thread and returns either
+
+* a generator that yields :class:`~napari_regional_mil.jobs.Progress` events and returns
+  its result (the project's long jobs, see :mod:`napari_regional_mil.jobs`), or
+* a plain result (a short step such as tissue detection).
+
+What the adapter does for every job:
+
+* runs it in a napari ``thread_worker`` (the viewer never freezes);
+* shows a napari progress bar (activity dock) driven by the yielded ``Progress`` events,
+  with napari's own Cancel button wired to :meth:`JobHandle.cancel`;
+* forwards every yielded event to ``on_progress`` in the main thread (live plots, labels);
+* Cancel closes the job's generator *in the worker thread* at its next yield, so the job's
+  ``finally`` blocks leave files consistent; the result of a cancelled job is dropped;
+* errors become one-line notifications: a :class:`~napari_regional_mil.errors.RegionalMilError`
+  shows its message, any other exception shows ``Type: message`` and is logged with its
+  traceback; no traceback dialog;
+* refuses a second job of the same ``kind`` while one runs, with a warning notification;
+* registers with the viewer window so that closing napari cancels the job and waits for
+  its thread (no orphan thread, no traceback, no callback into a dead viewer).
+
+Examples
+--------
+>>> handle = start_job(
+...     lambda: embed_slide(path, ...),           # runs in the worker thread
+...     kind="embed", description="Embedding slide.svs",
+...     on_result=show_pca, on_progress=plot, on_finish=lambda status: reset_buttons(),
+...     viewer=viewer, owner=self)
+>>> if handle is not None:
+...     cancel_button.clicked.connect(handle.cancel)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from napari.qt.threading import GeneratorWorker
+from napari.utils import notifications
+from napari.utils.progress import cancelable_progress
+
+from napari_regional_mil.errors import JobCancelled, RegionalMilError
+from napari_regional_mil.jobs import Progress
+
+__all__ = ["JobHandle", "start_job", "running_job", "cancel_all", "notify_error"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a closing viewer waits for a cancelled job to reach its next yield.
+CLOSE_WAIT_S = 60.0
+
+_RUNNING: dict[str, JobHandle] = {}
+
+
+@dataclass
+class _Outcome:
+    status: str  # "done" | "failed" | "cancelled"
+    result: Any = None
+    error: BaseException | None = None
+
+
+def notify_error(exc: BaseException, *, context: str = "") -> None:
+    """Show an exception as a one-line napari error notification (never a traceback dialog).
+
+    Parameters
+    ----------
+    exc
+        The exception. A :class:`RegionalMilError` shows its own message; anything else
+        shows ``Type: message`` and is logged with its traceback.
+    context
+        Optional prefix, e.g. ``"Tiling failed"``.
+    """
+    if isinstance(exc, RegionalMilError):
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    else:
+        logger.error("unexpected error%s", f" ({context})" if context else "", exc_info=exc)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    notifications.show_error(f"{context}: {text}" if context else text)
+
+
+def _drive(factory: Callable[[], Any], cancel: threading.Event, done: threading.Event):
+    """Run ``factory`` in the worker thread; yield its events; return an :class:`_Outcome`.
+
+    Every exception is caught here, so the worker never sees one (superqt would turn a
+    ``RuntimeError`` into a warning and drop it).
+    """
+    job = None
+    try:
+        try:
+            job = factory()
+            if not isinstance(job, Generator):
+                return _Outcome("cancelled") if cancel.is_set() else _Outcome("done", job)
+            while True:
+                if cancel.is_set():
+                    job.close()
+                    return _Outcome("cancelled")
+                try:
+                    event = next(job)
+                except StopIteration as stop:
+                    return _Outcome("cancelled") if cancel.is_set() else _Outcome("done", stop.value)
+                yield event
+        except JobCancelled:
+            return _Outcome("cancelled")
+        except Exception as exc:  # noqa: BLE001 - reported in the main thread
+            return _Outcome("cancelled") if cancel.is_set() else _Outcome("failed", error=exc)
+        finally:
+            if isinstance(job, Generator):
+                try:
+                    job.close()
+                except Exception:  # noqa: BLE001
+                    logger.exception("closing a job failed")
+    finally:
+        done.set()
+
+
+class _JobWorker(GeneratorWorker):
+    """A generator worker whose ``quit()`` cancels the job the adapter's way.
+
+    superqt's own ``quit()`` stops driving the generator without closing it, so the job's
+    ``finally`` would run late, in whatever thread collects it. Here ``quit()`` (called
+    by anyone, napari included) sets the job's cancel flag instead: the generator is closed
+    in the worker thread at its next yield.
+    """
+
+    def __init__(self, factory: Callable[[], Any], cancel: threading.Event, done: threading.Event) -> None:
+        super().__init__(_drive, factory, cancel, done)
+        self._job_cancel = cancel
+
+    def quit(self) -> None:  # noqa: D102 - see class docstring
+        self._job_cancel.set()
+
+
+class _Progress(cancelable_progress):
+    """A napari progress bar whose Cancel button cancels a :class:`JobHandle`."""
+
+    def __init__(self, handle: JobHandle, **kwargs: Any) -> None:
+        self._handle = handle
+        super().__init__(**kwargs)
+
+    def cancel(self) -> None:  # napari's activity-dock Cancel button
+        super().cancel()
+        self._handle.cancel()
+
+
+class JobHandle:
+    """A running job: cancel it, wait for it, ask whether it still runs.
+
+    Made by :func:`start_job`; all methods are called from the main (GUI) thread.
+
+    Attributes
+    ----------
+    kind
+        The job kind (``"tissue"``, ``"tiling"``, ``"embed"``, ``"train"``, ...).
+    description
+        Human-readable text of the progress bar and notifications.
+    status
+        ``"running"``, then ``"done"``, ``"failed"`` or ``"cancelled"``.
+    worker
+        The underlying napari/superqt ``GeneratorWorker``.
+    """
+
+    def __init__(self, kind: str, description: str) -> None:
+        self.kind = kind
+        self.description = description
+        self.status = "running"
+        self.worker: Any = None
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._detached = False  # True once the viewer/owner is gone: no more callbacks
+        self._pbar: _Progress | None = None
+        self._last_stage: str | None = None
+        self._task_id: Any = None
+        self._window: Any = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the job's thread has not finished yet."""
+        return not self._done.is_set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next yield; its generator is closed in its thread."""
+        if self.running and not self._cancel.is_set():
+            self._cancel.set()
+            if self._pbar is not None:
+                self._pbar.set_description(f"{self.description} (cancelling...)")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job's thread finished; return whether it did within ``timeout`` s."""
+        return self._done.wait(timeout)
+
+    # -- internal -------------------------------------------------------------------------
+    def _close_pbar(self) -> None:
+        if self._pbar is not None:
+            pbar, self._pbar = self._pbar, None
+            try:
+                pbar.close()
+            except Exception:  # noqa: BLE001
+                logger.debug("closing a progress bar failed", exc_info=True)
+
+    def _update_task(self, status_name: str) -> None:
+        if self._task_id is None or self._window is None:
+            return
+        try:
+            from napari.utils.task_status import Status
+
+            self._window._update_task_status(self._task_id, Status[status_name], self.description)
+        except Exception:  # noqa: BLE001 - private napari API, best effort
+            logger.debug("task status update failed", exc_info=True)
+
+    def _shutdown(self) -> bool:
+        """Cancel, wait for the thread, and drop all callbacks (viewer closing)."""
+        self._detached = True
+        self.cancel()
+        finished = self.wait(CLOSE_WAIT_S)
+        if not finished:
+            logger.warning("job %r did not stop within %.0f s", self.description, CLOSE_WAIT_S)
+        self._close_pbar()
+        return finished
+
+    def _on_yield(self, event: Any, on_progress: Callable[[Progress], Any] | None) -> None:
+        if self._detached:
+            return
+        if isinstance(event, Progress) and self._pbar is not None and not self._cancel.is_set():
+            pbar = self._pbar
+            if pbar.total != event.total:
+                pbar.total = event.total
+            if event.stage != self._last_stage or event.message:
+                text = f"{self.description}: {event.message or event.stage}"
+                pbar.set_description(text)
+                self._last_stage = event.stage
+            pbar.n = event.done
+            pbar.update(0)
+        if on_progress is not None:
+            on_progress(event)
+
+    def _on_returned(
+        self,
+        outcome: _Outcome,
+        on_result: Callable[[Any], Any] | None,
+        on_error: Callable[[BaseException], Any] | None,
+        on_finish: Callable[[str], Any] | None,
+    ) -> None:
+        if _RUNNING.get(self.kind) is self:
+            del _RUNNING[self.kind]
+        self._close_pbar()
+        self.status = outcome.status
+        self._update_task({"done": "COMPLETED", "failed": "FAILED"}.get(outcome.status, "CANCELLED"))
+        if self._detached:
+            return
+        try:
+            if outcome.status == "done" and on_result is not None:
+                on_result(outcome.result)
+            elif outcome.status == "failed":
+                notify_error(outcome.error, context=self.description)
+                if on_error is not None:
+                    on_error(outcome.error)
+            elif outcome.status == "cancelled":
+                notifications.show_info(f"{self.description}: cancelled")
+        except Exception as exc:  # noqa: BLE001 - a failing callback must not kill Qt
+            self.status = "failed"
+            notify_error(exc, context=self.description)
+        finally:
+            if on_finish is not None:
+                try:
+                    on_finish(self.status)
+                except Exception as exc:  # noqa: BLE001
+                    notify_error(exc, context=self.description)
+
+
+def running_job(kind: str) -> JobHandle | None:
+    """The job of ``kind`` whose thread is still running, or ``None``."""
+    handle = _RUNNING.get(kind)
+    if handle is not None and not handle.running:
+        return None
+    return handle
+
+
+def cancel_all(*, wait: bool = True, timeout: float = CLOSE_WAIT_S) -> None:
+    """Cancel every running job (and wait for their threads when ``wait``)."""
+    for handle in list(_RUNNING.values()):
+        handle.cancel()
+    if wait:
+        for handle in list(_RUNNING.values()):
+            handle.wait(timeout)
+
+
+def start_job(
+    job: Callable[[], Generator[Progress, None, Any] | Any],
+    *,
+    kind: str,
+    description: str,
+    on_result: Callable[[Any], Any] | None = None,
+    on_progress: Callable[[Progress], Any] | None = None,
+    on_error: Callable[[BaseException], Any] | None = None,
+    on_finish: Callable[[str], Any] | None = None,
+    viewer: Any = None,
+    owner: Any = None,
+    show_progress: bool = True,
+) -> JobHandle | None:
+    """Run a job in a worker thread with a progress bar and Cancel.
+
+    Parameters
+    ----------
+    job
+        Called with no argument *in the worker thread*; returns a job generator
+        (yields :class:`Progress`, returns the result) or a plain result.
+    kind
+        Job kind; a second job of the same kind while one runs is refused with a
+        warning notification (``None`` is returned).
+    description
+        Text of the progress bar and of notifications (e.g. ``"Embedding CMU-1"``).
+    on_result
+        Called in the main thread with the job's result when it finished normally.
+    on_progress
+        Called in the main thread with every yielded event.
+    on_error
+        Called in the main thread with the exception after the error notification.
+    on_finish
+        Always called last in the main thread with the final status (``"done"``,
+        ``"failed"`` or ``"cancelled"``); use it to re-enable buttons.
+    viewer
+        The napari viewer: closing its window cancels the job and waits for it.
+    owner
+        A QWidget: when it is destroyed the job is cancelled and its callbacks dropped.
+    show_progress
+        Whether to show a napari progress bar.
+
+    Returns
+    -------
+    JobHandle or None
+        The running job, or ``None`` when refused.
+    """
+    other = running_job(kind)
+    if other is not None:
+        notifications.show_warning(
+            f"{description}: refused, '{other.description}' is still running; "
+            "wait for it or cancel it first"
+        )
+        return None
+    handle = JobHandle(kind, description)
+    worker = _JobWorker(job, handle._cancel, handle._done)
+    handle.worker = worker
+    worker.yielded.connect(lambda event: handle._on_yield(event, on_progress))
+    worker.returned.connect(lambda outcome: handle._on_returned(outcome, on_result, on_error, on_finish))
+    if show_progress:
+        handle._pbar = _Progress(handle, desc=description, total=0)
+    _RUNNING[kind] = handle
+    _bind_viewer(handle, viewer)
+    if owner is not None:
+        try:
+            owner.destroyed.connect(lambda *_: _detach(handle))
+        except (AttributeError, RuntimeError):
+            pass
+    worker.start()
+    return handle
+
+
+def _detach(handle: JobHandle) -> None:
+    handle._detached = True
+    handle.cancel()
+    handle._close_pbar()
+
+
+def _bind_viewer(handle: JobHandle, viewer: Any) -> None:
+    """Make closing ``viewer``'s window cancel ``handle`` and wait for its thread."""
+    window = getattr(viewer, "window", None)
+    if window is None:
+        return
+    register = getattr(window, "_register_task_status", None)
+    if register is not None:  # napari >= 0.5: asked on close, cancelled by closeEvent
+        try:
+            from napari.utils.task_status import Status
+
+            handle._task_id = register("napari-regional-mil", Status.BUSY, handle.description, handle._shutdown)
+            handle._window = window
+            return
+        except Exception:  # noqa: BLE001 - private API: fall back to an event filter
+            logger.debug("task status registration failed", exc_info=True)
+    qt_window = getattr(window, "_qt_window", None)
+    if qt_window is not None:
+        _CloseFilter.install(qt_window)
+
+
+class _CloseFilter:
+    """Fallback: a Close-event filter on the main window that shuts down all jobs."""
+
+    _installed: dict[int, Any] = {}
+
+    @classmethod
+    def install(cls, qt_window: Any) -> None:
+        from qtpy.QtCore import QEvent, QObject
+
+        if id(qt_window) in cls._installed:
+            return
+
+        class _Filter(QObject):
+            def eventFilter(self, obj, event):  # noqa: N802 - Qt name
+                if event.type() == QEvent.Type.Close:
+                    for handle in list(_RUNNING.values()):
+                        handle._shutdown()
+                return False
+
+        filt = _Filter(qt_window)
+        qt_window.installEventFilter(filt)
+        cls._installed[id(qt_window)] = filt

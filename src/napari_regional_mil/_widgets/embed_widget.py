@@ -1,0 +1,293 @@
+"""The "Embed" dock widget: embed the active slide's patches with a frozen encoder.
+
+Embedding runs :func:`~napari_regional_mil.embedding.pipeline.embed_slide` in a worker
+(:mod:`._worker`) with a progress bar and Cancel; a complete cache is reused (nothing is
+computed, the widget says so). When done, a PCA of the patch embeddings is shown as an
+RGB overlay on the patch grid, aligned with the slide (background patches transparent).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_regional_mil._widgets import _layers
+from napari_regional_mil._widgets._encoder_fields import EncoderFields
+from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form
+from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
+from napari_regional_mil.errors import CacheError, SlideError
+from napari_regional_mil.jobs import Progress
+
+__all__ = ["EmbedWidget", "default_cache_dir", "CACHE_FOLDER"]
+
+#: Name of the cache folder made next to a slide.
+CACHE_FOLDER = "regional-mil-cache"
+
+
+def _user_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+    return Path(base) / "napari-regional-mil" / "embeddings"
+
+
+def default_cache_dir(slide_path: str | Path) -> Path:
+    """``<slide folder>/regional-mil-cache`` when that folder is writable, else the user cache.
+
+    Parameters
+    ----------
+    slide_path
+        The slide file.
+    """
+    folder = Path(slide_path).expanduser().resolve().parent
+    cache = folder / CACHE_FOLDER
+    if (cache.is_dir() and os.access(cache, os.W_OK)) or (not cache.exists() and os.access(folder, os.W_OK)):
+        return cache
+    return _user_cache_dir()
+
+
+def _devices() -> list[str]:
+    try:
+        import torch
+
+        return ["cpu"] + [f"cuda:{i}" if i else "cuda" for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no torch, no CUDA
+        return ["cpu"]
+
+
+def _embed_job(slide_path: Path, grid_shape_of: Any, **kwargs: Any):
+    """Job: embed (or find the cache), then the PCA-to-RGB image of the patch grid."""
+    from napari_regional_mil.embedding.lookup import load_slide_embeddings
+    from napari_regional_mil.embedding.pca import patch_rgba_grid, pca_rgb
+    from napari_regional_mil.embedding.pipeline import embed_slide
+
+    result = yield from embed_slide(slide_path, **kwargs)
+    yield Progress("pca", 0, 1, message="PCA of the patch embeddings")
+    emb = load_slide_embeddings(result.cache_path)
+    if emb.grid_xy is None:
+        raise CacheError(f"{result.cache_path}: the cache has no patch grid")
+    step = float(emb.meta.get("patch_size_level0") or 0)
+    if not step > 0:
+        raise CacheError(f"{result.cache_path}: the cache does not record its patch size")
+    rows, cols = (int(v) for v in (emb.meta.get("grid_shape") or grid_shape_of(step)))
+    rows = max(rows, int(emb.grid_xy[:, 1].max()) + 1 if emb.n_patches else 0)
+    cols = max(cols, int(emb.grid_xy[:, 0].max()) + 1 if emb.n_patches else 0)
+    rgba = patch_rgba_grid(emb.grid_xy, pca_rgb(emb.features), (rows, cols))
+    yield Progress("pca", 1, 1, message="done")
+    return result, rgba, step
+
+
+class EmbedWidget(QWidget):
+    """Embed the active slide layer's tissue patches and show their PCA as an overlay.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer (napari passes it).
+    """
+
+    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.slide_layer: Any = None
+        self.job: JobHandle | None = None
+        self.result: Any = None
+        self._cache_dir_auto = True
+        self._build()
+        viewer.layers.selection.events.active.connect(lambda *_: self.refresh_slide())
+        viewer.layers.events.inserted.connect(lambda *_: self.refresh_slide())
+        viewer.layers.events.removed.connect(lambda *_: self.refresh_slide())
+        self.refresh_slide()
+
+    # -- UI ----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.slide_label = QLabel()
+        self.slide_label.setWordWrap(True)
+        slide_box = QGroupBox("Slide")
+        QVBoxLayout(slide_box).addWidget(self.slide_label)
+
+        self.encoder = EncoderFields()
+        enc_box = QGroupBox("Encoder (second model)")
+        enc_layout = QVBoxLayout(enc_box)
+        enc_layout.setContentsMargins(6, 6, 6, 6)
+        enc_layout.addWidget(self.encoder)
+
+        self.fields = TilingFields()
+        self.fields.setToolTip("Defaults come from the Slide widget's tiling of this slide.")
+        tile_box = QGroupBox("Patches and regions")
+        tile_layout = QVBoxLayout(tile_box)
+        tile_layout.setContentsMargins(6, 6, 6, 6)
+        tile_layout.addWidget(self.fields)
+
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(1, 4096)
+        self.batch_size.setValue(64)
+        self.batch_size.setToolTip("Patches per encoder forward pass.")
+        self.device = QComboBox()
+        self.device.addItems(_devices())
+        self.device.setToolTip("Where the encoder runs (cuda only when a GPU is visible).")
+        self.cache_dir = PathPicker(caption="Embedding cache folder", directory=True, placeholder="cache folder")
+        self.cache_dir.line.setToolTip(
+            f"Where embeddings are cached (default: a '{CACHE_FOLDER}' folder next to the slide when writable, "
+            "else your user cache). A complete cache is reused."
+        )
+        self.cache_dir.line.textEdited.connect(lambda *_: setattr(self, "_cache_dir_auto", False))
+        self.cache_dir.picked.connect(lambda *_: setattr(self, "_cache_dir_auto", False))
+        run_box = QGroupBox("Run")
+        run_form = form(run_box)
+        run_form.addRow("Batch size", self.batch_size)
+        run_form.addRow("Device", self.device)
+        run_form.addRow("Cache folder", self.cache_dir)
+
+        self.embed_button = QPushButton("Embed")
+        self.embed_button.setToolTip("Embed the slide's tissue patches (reuses a complete cache).")
+        self.cancel_button = QPushButton("Cancel")
+        self.embed_button.clicked.connect(self.embed)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.embed_button)
+        buttons.addWidget(self.cancel_button)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(6)
+        for box in (slide_box, enc_box, tile_box, run_box):
+            layout.addWidget(box)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self._set_busy(False)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.embed_button.setEnabled(not busy and self.slide_layer is not None)
+        self.cancel_button.setEnabled(busy)
+
+    # -- the slide ----------------------------------------------------------------------------
+    def refresh_slide(self) -> None:
+        """Follow the active slide layer: its name, mpp, tiling defaults and cache folder."""
+        layer = _layers.find_slide_layer(self.viewer)
+        if layer is self.slide_layer:
+            return
+        self.slide_layer = layer
+        busy = self.job is not None and self.job.running
+        self._set_busy(busy)
+        if layer is None:
+            self.slide_label.setText("<i>Open a slide (Slide widget or drag and drop).</i>")
+            return
+        path = _layers.slide_path_of(layer)
+        mpp = _layers.layer_mpp(layer)
+        mpp_text = f"{mpp[0]:.4g} µm/px" if mpp else "<span style='color:#e0a800'>no mpp: set it in the Slide widget</span>"
+        self.slide_label.setText(f"<b>{path.name}</b><br>{mpp_text}")
+        self.slide_label.setToolTip(str(path))
+        params = _layers.tiling_params_of(layer)
+        if params is not None:
+            self.fields.set_params(params)
+        if self._cache_dir_auto:
+            self.cache_dir.set_text(str(default_cache_dir(path)))
+
+    # -- running ----------------------------------------------------------------------------
+    def embed(self) -> None:
+        """Embed the slide in a worker; on success show the PCA overlay."""
+        self.refresh_slide()
+        layer = self.slide_layer
+        if layer is None:
+            notify_error(SlideError("open a slide first"))
+            return
+        path = _layers.slide_path_of(layer)
+        mpp = _layers.layer_mpp(layer)
+        if mpp is None:
+            notify_error(SlideError(f"{path.name}: the slide has no mpp; set it in the Slide widget first"))
+            return
+        try:
+            encoder, options = self.encoder.choice()
+            params = self.fields.params()
+            cache_dir = self.cache_dir.path()
+            if cache_dir is None:
+                raise CacheError("choose a cache folder")
+        except Exception as exc:  # noqa: BLE001 - bad fields become a notification
+            notify_error(exc, context="Embed")
+            return
+        width, height = (layer.metadata.get("slide_info") or {}).get("dimensions", (0, 0))
+
+        def grid_shape_of(step: float) -> tuple[int, int]:
+            return (math.floor(height / step), math.floor(width / step))
+
+        kwargs = {
+            "cache_dir": cache_dir,
+            "tiling_params": params,
+            "encoder": encoder,
+            "encoder_options": options or None,
+            "batch_size": int(self.batch_size.value()),
+            "device": self.device.currentText(),
+            "mpp": (mpp[0] + mpp[1]) / 2,
+            "tissue_mask": _layers.tissue_mask_of(self.viewer, layer, only_if_edited=True),
+        }
+        self.status.setText(f"Embedding with {self.encoder.describe()}...")
+        self.job = start_job(
+            lambda: _embed_job(path, grid_shape_of, **kwargs),
+            kind="embed",
+            description=f"Embedding {path.name}",
+            on_result=lambda out: self._show_result(layer, out),
+            on_progress=self._on_progress,
+            on_finish=self._on_finish,
+            viewer=self.viewer,
+            owner=self,
+        )
+        if self.job is not None:
+            self._set_busy(True)
+
+    def _on_progress(self, event: Any) -> None:
+        if isinstance(event, Progress) and event.stage == "embed" and event.total:
+            rate = f", {event.rate:.1f} patches/s" if event.rate else ""
+            self.status.setText(f"Embedding: {event.done:,} / {event.total:,} patches{rate}")
+
+    def _on_finish(self, status: str) -> None:
+        self._set_busy(False)
+        if status == "cancelled":
+            self.status.setText("Cancelled: the partial cache is kept and resumed next time.")
+        elif status == "failed":
+            self.status.setText("Failed (see the notification).")
+
+    def _show_result(self, layer: Any, out: tuple[Any, Any, float]) -> None:
+        result, rgba, step = out
+        self.result = result
+        if layer not in self.viewer.layers:
+            return
+        _layers.show_grid_rgba(self.viewer, layer, rgba, step, "embedding PCA")
+        self.viewer.layers.selection.active = layer
+        how = "cache found and reused (nothing computed)" if not result.computed else f"computed at {result.rate:.1f} patches/s"
+        if result.computed and result.resumed_from:
+            how += f", resumed after {result.resumed_from:,} cached patches"
+        self.status.setText(
+            f"<b>{result.n_patches:,}</b> patches, <b>{result.n_regions:,}</b> regions, "
+            f"{result.embedding_dim}-d ({result.encoder}): {how}.<br>Cache: {result.cache_path}"
+        )
+        self.status.setToolTip(str(result.cache_path))
+
+    def cancel(self) -> None:
+        """Cancel the running embedding (the cache stays consistent and resumable)."""
+        if self.job is not None:
+            self.job.cancel()

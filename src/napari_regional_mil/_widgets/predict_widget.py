@@ -1,0 +1,388 @@
+"""The "Predict" dock widget: run a first model on the open slide and show its heatmaps.
+
+Thin: loading, embedding, prediction and the heatmap maths are core calls
+(:mod:`~napari_regional_mil.model.checkpoint`, :mod:`~napari_regional_mil.embedding`,
+:mod:`~napari_regional_mil.training.predict`, :mod:`~napari_regional_mil.heatmap`,
+:mod:`~napari_regional_mil.export`); long steps run through
+:func:`~napari_regional_mil._widgets._worker.start_job` (progress bar, Cancel, one-line
+notifications on bad input).
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.utils import notifications
+from qtpy.QtCore import QSize, Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_regional_mil._widgets import _predict_job
+from napari_regional_mil._widgets._heatmap_layers import (
+    heatmap_specs,
+    jump_to,
+    read_thumbnail,
+    rgb_icon,
+    show_selection,
+    sync_heatmap_layers,
+)
+from napari_regional_mil._widgets._layers import find_slide_layer, layer_mpp, slide_path_of, tiling_params_of
+from napari_regional_mil._widgets._prediction_panel import PredictionPanel
+from napari_regional_mil._widgets._worker import notify_error, start_job
+from napari_regional_mil.heatmap import NORMALISATIONS, AttentionMaps
+
+__all__ = ["PredictWidget", "offer_model"]
+
+THUMB_PX = 96
+
+#: Live Predict widgets, so another widget can hand over a model without knowing them.
+_INSTANCES: weakref.WeakSet = weakref.WeakSet()
+
+
+def offer_model(viewer: Any, model: Any) -> int:
+    """Give ``model`` (a ``Checkpoint`` or a checkpoint path) to every Predict widget of ``viewer``.
+
+    The Train widget calls this when training ends. Returns how many widgets took it.
+    """
+    taken = 0
+    for widget in list(_INSTANCES):
+        if widget.viewer is viewer:
+            widget.set_model(model)
+            taken += 1
+    return taken
+
+
+class PredictWidget(QWidget):
+    """Load a first model, predict the open slide, show probabilities and attention maps.
+
+    Other widgets hand over a freshly trained model with :meth:`set_model`.
+
+    Signals
+    -------
+    predicted(object)
+        Emitted with the :class:`~napari_regional_mil.heatmap.AttentionMaps` of each run.
+    """
+
+    predicted = Signal(object)
+
+    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.model: Any = None  # a loaded Checkpoint
+        self.maps: AttentionMaps | None = None
+        self.heatmap_layers: dict[str, Any] = {}
+        self._slide_layer: Any = None
+        self.selection_layer: Any = None
+        self._build()
+        viewer.mouse_drag_callbacks.append(self._on_mouse_drag)
+        self.destroyed.connect(lambda *_: self._disconnect_viewer())
+        self._refresh_state()
+        _INSTANCES.add(self)
+
+    # -- UI ---------------------------------------------------------------------------------
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        box = QGroupBox("Model")
+        form = QFormLayout(box)
+        row = QHBoxLayout()
+        self.model_path = QLineEdit(placeholderText="checkpoint (.safetensors)")
+        self.browse_button = QPushButton("Browse...")
+        self.load_button = QPushButton("Load")
+        for w in (self.model_path, self.browse_button, self.load_button):
+            row.addWidget(w)
+        form.addRow(row)
+        self.model_label = QLabel("no model loaded")
+        self.model_label.setWordWrap(True)
+        form.addRow(self.model_label)
+        self.cache_dir = QLineEdit(placeholderText="embedding cache folder (default: <slide folder>/embeddings)")
+        form.addRow("Cache", self.cache_dir)
+        self.predict_button = QPushButton("Predict open slide")
+        form.addRow(self.predict_button)
+        layout.addWidget(box)
+
+        self.result = PredictionPanel()
+        self.prob_table, self.threshold = self.result.prob_table, self.result.threshold
+        self.decision_label = self.result.decision_label
+        layout.addWidget(self.result)
+
+        box = QGroupBox("Heatmaps")
+        form = QFormLayout(box)
+        self.normalisation = QComboBox()
+        self.normalisation.addItems(NORMALISATIONS)
+        self.normalisation.setToolTip("rank: percentile of each value (raw gated attention looks uniformly cold)")
+        form.addRow("Normalisation", self.normalisation)
+        self.opacity = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100, value=60)
+        form.addRow("Opacity", self.opacity)
+        self.evidence_check = QCheckBox("per-class evidence layers")
+        form.addRow(self.evidence_check)
+        self.top_k = QSpinBox(minimum=1, maximum=64, value=8)
+        form.addRow("Top-k patches", self.top_k)
+        self.selection_label = QLabel("click a patch or region on the canvas")
+        self.selection_label.setWordWrap(True)
+        form.addRow(self.selection_label)
+        self.patch_list = QListWidget()
+        self.patch_list.setViewMode(QListWidget.ViewMode.IconMode)
+        self.patch_list.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.patch_list.setMovement(QListWidget.Movement.Static)
+        self.patch_list.setIconSize(QSize(THUMB_PX, THUMB_PX))
+        self.patch_list.setGridSize(QSize(THUMB_PX + 16, THUMB_PX + 36))
+        self.patch_list.setMinimumHeight(2 * (THUMB_PX + 36) + 8)
+        self.patch_list.setToolTip("top patches of the clicked region; double-click one to go there")
+        form.addRow(self.patch_list)
+        layout.addWidget(box)
+
+        row = QHBoxLayout()
+        self.export_buttons = {}
+        for kind, text in (("geojson", "GeoJSON"), ("tiff", "Heatmap TIFF"), ("csv", "CSV")):
+            button = QPushButton(f"Export {text}")
+            button.clicked.connect(lambda _=False, k=kind: self._export_dialog(k))
+            row.addWidget(button)
+            self.export_buttons[kind] = button
+        layout.addLayout(row)
+        layout.addStretch(1)
+
+        self.browse_button.clicked.connect(self._browse_model)
+        self.load_button.clicked.connect(lambda: self.set_model(self.model_path.text().strip()))
+        self.model_path.returnPressed.connect(lambda: self.set_model(self.model_path.text().strip()))
+        self.predict_button.clicked.connect(self.predict)
+        self.normalisation.currentTextChanged.connect(lambda _: self._update_layers())
+        self.evidence_check.toggled.connect(lambda _: self._update_layers())
+        self.opacity.valueChanged.connect(self._set_opacity)
+        self.patch_list.itemDoubleClicked.connect(self._on_patch_item)
+
+    def _refresh_state(self) -> None:
+        for button in self.export_buttons.values():
+            button.setEnabled(self.maps is not None)
+
+    def _disconnect_viewer(self) -> None:
+        try:
+            self.viewer.mouse_drag_callbacks.remove(self._on_mouse_drag)
+        except (ValueError, AttributeError, RuntimeError):
+            pass
+
+    # -- model ------------------------------------------------------------------------------
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a model checkpoint", "", "Checkpoints (*.safetensors);;All files (*)")
+        if path:
+            self.model_path.setText(path)
+            self.set_model(path)
+
+    def set_model(self, model: Any) -> None:
+        """Use ``model``: a checkpoint path (loaded in the background) or a loaded ``Checkpoint``.
+
+        A bad path or corrupt checkpoint gives an error notification and keeps the previous
+        model.
+        """
+        if isinstance(model, (str, Path)):
+            path = str(model)
+            if not path:
+                notifications.show_warning("Predict: choose a checkpoint file first")
+                return
+            self.model_path.setText(path)
+            start_job(lambda: _predict_job.load_model(path), kind="predict-load",
+                      description=f"Loading {Path(path).name}", on_result=self.set_model,
+                      viewer=self.viewer, owner=self, show_progress=False)
+            return
+        self.model = model
+        self.model_label.setText(_predict_job.describe_model(model))
+        if len(model.class_names) == 2:
+            self.result.set_default_threshold(model.threshold)
+
+    # -- prediction -------------------------------------------------------------------------
+    def slide_layer(self) -> Any:
+        """The slide layer predicted on: the selected one if it is a slide, else the first."""
+        return find_slide_layer(self.viewer)
+
+    def predict(self) -> None:
+        """Predict the open slide in the background (embedding it first if it has no cache)."""
+        if self.model is None:
+            notifications.show_warning("Predict: no model loaded; load a checkpoint or train one first")
+            return
+        layer = self.slide_layer()
+        if layer is None:
+            notifications.show_warning("Predict: no slide open; open a whole-slide image first")
+            return
+        slide_path = str(slide_path_of(layer))
+        cache_dir = self.cache_dir.text().strip() or layer.metadata.get("cache_dir") or None
+        model = self.model
+        mpp = tuple(float(v) for v in layer.scale[-2:])
+        recorded = layer_mpp(layer)
+        options = {"cache_dir": cache_dir, "mpp": mpp, "slide_mpp": recorded[0] if recorded else None,
+                   "layer_params": tiling_params_of(layer)}
+        self._slide_layer = layer
+        self.predict_button.setEnabled(False)
+        start_job(
+            lambda: _predict_job.predict_job(model, slide_path, **options),
+            kind="predict",
+            description=f"Predicting {Path(slide_path).name}",
+            on_result=self.show_maps,
+            on_finish=lambda status: self.predict_button.setEnabled(True),
+            viewer=self.viewer,
+            owner=self,
+        )
+
+    def show_maps(self, maps: AttentionMaps) -> None:
+        """Show a prediction: probabilities, decision, heatmap layers."""
+        self.maps = maps
+        self.result.show_prediction(maps.prediction)
+        self._update_layers()
+        self.patch_list.clear()
+        self.selection_label.setText("click a patch or region on the canvas")
+        self._refresh_state()
+        self.predicted.emit(maps)
+
+    def _units(self) -> Any:
+        layer = self._slide_layer
+        return getattr(layer, "units", None) if layer is not None and layer in self.viewer.layers else None
+
+    def _offset(self) -> tuple[float, float]:
+        layer = self._slide_layer
+        if layer is None or layer not in self.viewer.layers:
+            return (0.0, 0.0)
+        return tuple(float(v) for v in layer.translate[-2:])  # type: ignore[return-value]
+
+    def _follow_slide_mpp(self) -> None:
+        """Re-place the maps when the slide layer's mpp changed (e.g. set in the Slide widget)."""
+        layer = self._slide_layer
+        if self.maps is None or layer is None or layer not in self.viewer.layers:
+            return
+        mpp = tuple(float(v) for v in layer.scale[-2:])
+        if not np.allclose(mpp, self.maps.patch.mpp):
+            self.maps = AttentionMaps.from_prediction(self.maps.embeddings, self.maps.prediction, mpp=mpp,
+                                                      grid_shape=self.maps.grid_shape)
+
+    def _update_layers(self) -> None:
+        if self.maps is None:
+            return
+        self._follow_slide_mpp()
+        specs = heatmap_specs(self.maps, normalisation=self.normalisation.currentText(),
+                              evidence=self.evidence_check.isChecked(), offset=self._offset())
+        layer = self._slide_layer
+        self.heatmap_layers = sync_heatmap_layers(
+            self.viewer, self.heatmap_layers, specs, opacity=self.opacity.value() / 100, units=self._units(),
+            derived_from=layer.name if layer is not None and layer in self.viewer.layers else None,
+        )
+
+    def _set_opacity(self, value: int) -> None:
+        for layer in self.heatmap_layers.values():
+            if layer in self.viewer.layers:
+                layer.opacity = value / 100
+
+    # -- clicking ---------------------------------------------------------------------------
+    def _on_mouse_drag(self, viewer: Any, event: Any):
+        """A click (press and release without moving) on the canvas selects what is under it."""
+        if self.maps is None or getattr(event, "button", 1) != 1:
+            return
+        position = tuple(event.position)
+        yield
+        if getattr(event, "type", None) == "mouse_move":
+            return  # a drag (pan), not a click
+        self.select_at(position[-2:])
+
+    def select_at(self, world_yx: tuple[float, float]) -> int | None:
+        """Select the region under world point ``(y, x)`` (um): list its top-k patches.
+
+        Returns the region index (``None`` where there is none).
+        """
+        if self.maps is None:
+            return None
+        self._follow_slide_mpp()
+        maps = self.maps
+        y, x = (float(v) - o for v, o in zip(world_yx, self._offset()))
+        patch = maps.patch_at((y, x))
+        region = maps.region_at((y, x))
+        if region is None:
+            self.selection_label.setText("no region here")
+            return None
+        text = [f"region {region}"]
+        if maps.has_region_attention:
+            r_att = float(maps.prediction.region_attention[region])
+            text.append(f"region attention {r_att:.4g}")
+        if patch is not None:
+            text.append(f"patch {patch}: attention {float(maps.prediction.patch_attention[patch]):.4g}")
+        self.selection_label.setText("; ".join(text))
+        top = maps.top_patches(region, self.top_k.value())
+        self._list_patches(top)
+        offset = self._offset()
+        self.selection_layer = show_selection(self.viewer, self.selection_layer, maps, region, top,
+                                              units=self._units(), offset=offset)
+        centre = maps.region_centre_world(region)
+        jump_to(self.viewer, (centre[0] + offset[0], centre[1] + offset[1]),
+                maps.region.scale[0] * 1.2)
+        return region
+
+    def _list_patches(self, patches: Any) -> None:
+        maps = self.maps
+        self.patch_list.clear()
+        layer = self._slide_layer
+        boxes = [maps.patch_box_level0(int(i)) for i in patches]
+        for i in patches:
+            att = float(maps.prediction.patch_attention[i])
+            item = QListWidgetItem(f"#{int(i)}\n{att:.3g}")
+            item.setToolTip(f"patch {int(i)}: attention {att:.4g}")
+            item.setData(Qt.ItemDataRole.UserRole, int(i))
+            self.patch_list.addItem(item)
+        if layer is None or layer not in self.viewer.layers:
+            return
+        data = list(layer.data) if layer.multiscale else layer.data
+        start_job(lambda: [read_thumbnail(data, box, size=THUMB_PX) for box in boxes],
+                  kind="predict-thumbnails", description="Reading patch thumbnails",
+                  on_result=self._set_thumbnails, viewer=self.viewer, owner=self, show_progress=False)
+
+    def _set_thumbnails(self, tiles: list[Any]) -> None:
+        for row, tile in enumerate(tiles):
+            item = self.patch_list.item(row)
+            if item is None:
+                return
+            item.setIcon(rgb_icon(tile, THUMB_PX))
+
+    def _on_patch_item(self, item: QListWidgetItem) -> None:
+        patch = item.data(Qt.ItemDataRole.UserRole)
+        if self.maps is not None and patch is not None:
+            y, x = self.maps.patch_centre_world(int(patch))
+            oy, ox = self._offset()
+            jump_to(self.viewer, (y + oy, x + ox), self.maps.patch.scale[0] * 3)
+
+    # -- export -----------------------------------------------------------------------------
+    def _export_dialog(self, kind: str) -> None:
+        if self.maps is None:
+            notifications.show_warning("Export: predict a slide first")
+            return
+        suffix, filt = {"geojson": (".geojson", "GeoJSON (*.geojson *.json)"),
+                        "tiff": ("_heatmap.tif", "TIFF (*.tif *.tiff)"),
+                        "csv": ("_scores.csv", "CSV (*.csv)")}[kind]
+        default = self.maps.embeddings.slide_name + suffix
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {kind}", default, filt)
+        if path:
+            self.export(kind, path)
+
+    def export(self, kind: str, path: str | Path) -> None:
+        """Export the current prediction as ``kind`` (``geojson``, ``tiff``, ``csv``) to ``path``."""
+        if self.maps is None:
+            notifications.show_warning("Export: predict a slide first")
+            return
+        maps, norm = self.maps, self.normalisation.currentText()
+        try:
+            written = _predict_job.export(kind, path, maps, normalisation=norm)
+        except Exception as exc:  # noqa: BLE001 - shown as a notification
+            notify_error(exc, context="Export failed")
+            return
+        notifications.show_info(f"Exported {written}")

@@ -1,0 +1,325 @@
+"""The "Slide" dock widget: open a slide, check its metadata and mpp, find tissue, tile it.
+
+Opening is cheap (only the TIFF structure is read) and runs in the GUI thread; tissue
+detection and tiling run in a worker (:mod:`._worker`) with a progress bar and Cancel.
+The tissue mask is an editable Labels layer: tiling uses it as painted. A slide layer
+made by the reader (drag and drop) is picked up when it becomes the active layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QDoubleSpinBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_regional_mil._widgets import _layers
+from napari_regional_mil._widgets._fields import WARNING_STYLE, PathPicker, TilingFields, form
+from napari_regional_mil._widgets._info_panel import SlideInfoPanel
+from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
+from napari_regional_mil.errors import SlideError
+from napari_regional_mil.jobs import Progress
+
+__all__ = ["SlideWidget", "SLIDE_FILTER"]
+
+SLIDE_FILTER = "Slides (*.svs *.tif *.tiff *.ndpi *.scn *.bif *.qptiff *.svslide);;All files (*)"
+
+
+def _tissue_job(path: Path, mpp: float | None):
+    """Job: detect tissue on a fresh handle of the slide (safe in the worker thread)."""
+    from napari_regional_mil.slide import open_slide
+    from napari_regional_mil.tissue import detect_tissue
+
+    yield Progress("tissue", 0, 1, message="detecting tissue")
+    with open_slide(path, mpp=mpp) as slide:
+        mask = detect_tissue(slide)
+    yield Progress("tissue", 1, 1, message="done")
+    return mask
+
+
+def _tiling_job(path: Path, mpp: float, params: Any, tissue: Any):
+    """Job: (detect tissue when ``tissue`` is None, then) tile the slide."""
+    from napari_regional_mil.slide import open_slide
+    from napari_regional_mil.tiling import tile_slide
+    from napari_regional_mil.tissue import detect_tissue
+
+    with open_slide(path, mpp=mpp) as slide:
+        detected = tissue is None
+        if detected:
+            yield Progress("tissue", 0, 2, message="detecting tissue")
+            tissue = detect_tissue(slide)
+        yield Progress("tile", 1, 2, message="tiling")
+        tiling = tile_slide(slide, tissue, params)
+        if hasattr(tiling, "send"):  # a job generator
+            tiling = yield from tiling
+    yield Progress("tile", 2, 2, message="done")
+    return (tissue if detected else None), tiling
+
+
+class SlideWidget(QWidget):
+    """Open a slide, see its metadata, set its mpp, detect tissue and tile it.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer (napari passes it).
+    """
+
+    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.slide: Any = None
+        self.slide_layer: Any = None
+        self.tiling: Any = None
+        self.job: JobHandle | None = None
+        self._build()
+        viewer.layers.selection.events.active.connect(self._on_active_layer)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+        current = _layers.find_slide_layer(viewer)
+        if current is not None:
+            self.use_layer(current)
+
+    # -- UI ----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.picker = PathPicker(caption="Open a whole-slide image", filter=SLIDE_FILTER, placeholder="slide file...")
+        self.picker.line.setToolTip("Path of a whole-slide image (.svs, .tif, .ndpi, ...).")
+        self.open_button = QPushButton("Open")
+        self.open_button.setToolTip("Open the slide as a multiscale layer (only its structure is read).")
+        self.picker.picked.connect(lambda _: self.open_path())
+        self.open_button.clicked.connect(lambda: self.open_path())
+        file_box = QGroupBox("File")
+        row = QHBoxLayout(file_box)
+        row.setContentsMargins(6, 6, 6, 6)
+        row.addWidget(self.picker, 1)
+        row.addWidget(self.open_button)
+
+        self.info = SlideInfoPanel()
+
+        self.mpp = QDoubleSpinBox()
+        self.mpp.setDecimals(4)
+        self.mpp.setRange(0.0, 50.0)
+        self.mpp.setSingleStep(0.05)
+        self.mpp.setSpecialValueText("required")
+        self.mpp.setSuffix(" µm/px")
+        self.mpp.setToolTip("Level-0 microns per pixel. Taken from the slide when it has it; you may override it.")
+        self.mpp.editingFinished.connect(self._apply_mpp)
+        self.mpp_warning = QLabel("⚠ This slide stores no microns per pixel: enter the scanner's value.")
+        self.mpp_warning.setWordWrap(True)
+        self.mpp_warning.setStyleSheet("color: #e0a800; font-weight: bold;")
+        self.mpp_warning.hide()
+        mpp_box = QGroupBox("Resolution")
+        mpp_form = form(mpp_box)
+        mpp_form.addRow("Slide mpp", self.mpp)
+        mpp_form.addRow(self.mpp_warning)
+
+        self.fields = TilingFields()
+        self.tissue_button = QPushButton("Detect tissue")
+        self.tissue_button.setToolTip("Find tissue on a low-resolution level; paint on the layer to correct it.")
+        self.tile_button = QPushButton("Tile")
+        self.tile_button.setToolTip("Cut the tissue into patches and regions (uses the tissue layer as painted).")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.tissue_button.clicked.connect(self.detect_tissue)
+        self.tile_button.clicked.connect(self.tile)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.setSpacing(4)
+        for button in (self.tissue_button, self.tile_button, self.cancel_button):
+            buttons.addWidget(button)
+        self.counts = QLabel("Not tiled yet.")
+        self.counts.setWordWrap(True)
+        tile_box = QGroupBox("Tissue and tiling")
+        tile_layout = QVBoxLayout(tile_box)
+        tile_layout.setContentsMargins(6, 6, 6, 6)
+        tile_layout.addWidget(self.fields)
+        tile_layout.addLayout(buttons)
+        tile_layout.addWidget(self.counts)
+
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(6)
+        for box in (file_box, self.info, mpp_box, tile_box):
+            layout.addWidget(box)
+        layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self._set_busy(False)
+
+    def _set_busy(self, busy: bool) -> None:
+        has_slide = self.slide is not None
+        self.tissue_button.setEnabled(has_slide and not busy)
+        self.tile_button.setEnabled(has_slide and not busy)
+        self.open_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    # -- opening -------------------------------------------------------------------------------
+    def open_path(self, path: str | Path | None = None) -> bool:
+        """Open ``path`` (default: the path field) as a slide layer; ``False`` on error."""
+        from napari_regional_mil.slide import open_slide
+
+        text = str(path) if path is not None else self.picker.text()
+        if not text:
+            notify_error(SlideError("choose a slide file first"))
+            return False
+        self.picker.set_text(text)
+        try:
+            slide = open_slide(Path(text).expanduser())
+            layer = _layers.add_slide_layer(self.viewer, slide)
+        except Exception as exc:  # noqa: BLE001 - any failure becomes a notification
+            notify_error(exc, context="Cannot open slide")
+            return False
+        self._show(slide, layer)
+        self.viewer.layers.selection.active = layer
+        self.viewer.reset_view()
+        return True
+
+    def use_layer(self, layer: Any) -> None:
+        """Make an existing slide layer (e.g. the reader's) the current slide."""
+        path = _layers.slide_path_of(layer)
+        if path is None or layer is self.slide_layer:
+            return
+        try:
+            slide = _layers.open_slide_of(layer)
+        except Exception as exc:  # noqa: BLE001
+            notify_error(exc, context="Cannot read slide layer")
+            return
+        self.picker.set_text(str(path))
+        self._show(slide, layer)
+
+    def _show(self, slide: Any, layer: Any) -> None:
+        self.slide, self.slide_layer, self.tiling = slide, layer, None
+        mpp = _layers.layer_mpp(layer) or slide.info.mpp
+        self.mpp.blockSignals(True)
+        self.mpp.setValue(float(mpp[0]) if mpp else 0.0)
+        self.mpp.blockSignals(False)
+        params = _layers.tiling_params_of(layer)
+        if params is not None:
+            self.fields.set_params(params)
+        self._update_mpp_state()
+        self.counts.setText("Not tiled yet.")
+        self._set_busy(self.job is not None and self.job.running)
+
+    def _on_active_layer(self, event: Any = None) -> None:
+        layer = self.viewer.layers.selection.active
+        if layer is not None and layer is not self.slide_layer and _layers.slide_path_of(layer):
+            if layer._type_string == "image" and "derived_from" not in (layer.metadata or {}):
+                self.use_layer(layer)
+
+    def _on_layer_removed(self, event: Any) -> None:
+        if event.value is self.slide_layer:
+            self.slide_layer = None
+            self.slide, self.tiling = None, None
+            self.info.clear()
+            self.counts.setText("Not tiled yet.")
+            self._set_busy(self.job is not None and self.job.running)
+
+    # -- mpp -----------------------------------------------------------------------------------
+    def current_mpp(self) -> float | None:
+        """The mpp in the field (``None`` when not given)."""
+        value = float(self.mpp.value())
+        return value if value > 0 else None
+
+    def _update_mpp_state(self) -> None:
+        missing = self.slide is not None and self.current_mpp() is None
+        self.mpp_warning.setVisible(missing)
+        self.mpp.setStyleSheet(WARNING_STYLE if missing else "")
+        if self.slide is not None:
+            mpp = self.current_mpp()
+            self.info.show_slide(self.slide, mpp=(mpp, mpp) if mpp else None)
+
+    def _apply_mpp(self) -> None:
+        if self.slide_layer is None:
+            return
+        mpp = self.current_mpp()
+        old = _layers.layer_mpp(self.slide_layer)
+        new = (mpp, mpp) if mpp else self.slide.info.mpp
+        if new != old:
+            _layers.set_slide_mpp(self.viewer, self.slide_layer, new)
+            self.viewer.reset_view()
+        self._update_mpp_state()
+
+    # -- tissue and tiling -------------------------------------------------------------------
+    def _start(self, job: Any, kind: str, description: str, on_result: Any) -> None:
+        self.job = start_job(
+            job,
+            kind=kind,
+            description=description,
+            on_result=on_result,
+            on_finish=lambda status: self._set_busy(False),
+            viewer=self.viewer,
+            owner=self,
+        )
+        if self.job is not None:
+            self._set_busy(True)
+
+    def detect_tissue(self) -> None:
+        """Detect tissue in a worker; the result becomes the editable tissue Labels layer."""
+        if self.slide is None:
+            notify_error(SlideError("open a slide first"))
+            return
+        path, mpp = Path(self.slide.info.path), self.current_mpp()
+        self._start(lambda: _tissue_job(path, mpp), "tissue", f"Tissue of {path.name}", self._show_tissue)
+
+    def _show_tissue(self, mask: Any) -> None:
+        if self.slide_layer is None:
+            return
+        _layers.show_tissue_mask(self.viewer, self.slide_layer, mask, self.slide.info.dimensions)
+        self.viewer.layers.selection.active = self.slide_layer
+
+    def tile(self) -> None:
+        """Tile the slide in a worker with the tissue layer as painted (detecting it if absent)."""
+        if self.slide is None:
+            notify_error(SlideError("open a slide first"))
+            return
+        mpp = self.current_mpp()
+        path = Path(self.slide.info.path)
+        if mpp is None:
+            self.mpp.setFocus()
+            notify_error(SlideError(f"{path.name}: enter the slide's microns per pixel (mpp) before tiling"))
+            return
+        try:
+            params = self.fields.params()
+        except Exception as exc:  # noqa: BLE001 - TilingParams may validate
+            notify_error(exc, context="Tiling parameters")
+            return
+        tissue = _layers.tissue_mask_of(self.viewer, self.slide_layer)
+        self._start(lambda: _tiling_job(path, mpp, params, tissue), "tiling", f"Tiling {path.name}", self._show_tiling)
+
+    def _show_tiling(self, result: tuple[Any, Any]) -> None:
+        detected, tiling = result
+        if self.slide_layer is None:
+            return
+        if detected is not None:
+            self._show_tissue(detected)
+        self.tiling = tiling
+        _layers.show_grids(self.viewer, self.slide_layer, tiling)
+        self.slide_layer.metadata["tiling_params"] = asdict(tiling.params)
+        self.slide_layer.metadata["tiling"] = tiling
+        rows, cols = tiling.grid_shape
+        self.counts.setText(
+            f"<b>{tiling.n_patches:,}</b> patches in <b>{tiling.n_regions:,}</b> regions "
+            f"(grid {cols} x {rows} patches of {tiling.patch_size_level0:.4g} level-0 px)"
+        )
+        self.viewer.layers.selection.active = self.slide_layer
+
+    def cancel(self) -> None:
+        """Cancel the running tissue detection or tiling."""
+        if self.job is not None:
+            self.job.cancel()

@@ -1,0 +1,97 @@
+"""``napari-regional-mil embed``: patch and regional embeddings of slides, into a cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``embed`` subcommand."""
+    parser = subparsers.add_parser(
+        "embed",
+        help="embed slides with a frozen encoder (the second model) into an embedding cache",
+        description=(
+            "Detect tissue, cut each slide into patches, embed every tissue patch with a frozen encoder "
+            "and pool regional embeddings (mean, max) into a resumable zarr cache per slide. A complete "
+            "cache is reused; an interrupted one is resumed. Exit status 1 when any slide failed."
+        ),
+    )
+    parser.add_argument("slides", nargs="+", type=Path, metavar="SLIDE", help="slide files")
+    parser.add_argument("--out", type=Path, required=True, metavar="CACHE_DIR", help="cache directory")
+    parser.add_argument("--encoder", default="builtin-he", metavar="NAME_OR_PATH",
+                        help="registered name (builtin-he, resnet50-random, uni, ...), timm:<name>, or a TorchScript / "
+                        ".safetensors file (default: builtin-he)")
+    parser.add_argument("--encoder-weights", type=Path, default=None, metavar="FILE",
+                        help="local weights for timm:/known/resnet50 encoders")
+    parser.add_argument("--mpp", type=float, default=None, help="level-0 um/px when the slide lacks it (or to override)")
+    parser.add_argument("--patch-size", type=int, default=256, help="patch side in px at --target-mpp (default: 256)")
+    parser.add_argument("--target-mpp", type=float, default=0.5, help="um/px of the patch grid (default: 0.5)")
+    parser.add_argument("--region-size", type=int, default=8, help="k: regions of k x k patches (default: 8)")
+    parser.add_argument("--tissue-threshold", type=float, default=0.5, help="min tissue fraction of a patch (default: 0.5)")
+    parser.add_argument("--batch-size", type=int, default=64, help="patches per forward pass (default: 64)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--readers", type=int, default=2, help="reader threads per slide (default: 2)")
+    parser.add_argument("--scheduler", default=None, metavar="local|ADDRESS",
+                        help="run one slide per task on dask.distributed: 'local' or tcp://host:port")
+    parser.add_argument("--workers", type=int, default=2, help="workers of the local cluster (default: 2)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``embed``; 0 when every slide is cached, 1 when some failed."""
+    from napari_regional_mil.cli._progress import drive
+    from napari_regional_mil.embedding.cluster import embed_on_cluster
+    from napari_regional_mil.embedding.cache import check_writable
+    from napari_regional_mil.encoders import load_encoder
+    from napari_regional_mil.errors import TilingError
+    from napari_regional_mil.tiling import TilingParams
+
+    if args.patch_size < 8 or args.region_size < 1 or not args.target_mpp > 0 or args.batch_size < 1:
+        raise TilingError("--patch-size must be >= 8, --region-size >= 1, --target-mpp > 0, --batch-size >= 1")
+    params = TilingParams(
+        patch_size=args.patch_size, target_mpp=args.target_mpp, region_size=args.region_size,
+        tissue_threshold=args.tissue_threshold,
+    )
+    options = {"weights": str(args.encoder_weights)} if args.encoder_weights else {}
+    check_writable(args.out)
+    common = {"cache_dir": args.out, "tiling_params": params, "batch_size": args.batch_size, "mpp": args.mpp,
+              "num_readers": args.readers, "device": args.device}
+    if args.scheduler:
+        summaries = drive(embed_on_cluster(
+            args.slides, scheduler=args.scheduler, workers=args.workers, encoder=str(args.encoder),
+            encoder_options=options, **common,
+        ))
+    else:
+        encoder = load_encoder(str(args.encoder), device=args.device, **options)  # once, for every slide
+        summaries = []
+        for path in args.slides:
+            summaries.append(_embed_local(path, encoder, common))
+            if summaries[-1].ok:
+                print(summaries[-1].message, flush=True)
+    for summary in summaries:
+        if args.scheduler and summary.ok:
+            print(summary.message)
+    failed = [s for s in summaries if not s.ok]
+    if failed:
+        print(f"{len(failed)} of {len(summaries)} slides failed:", file=sys.stderr)
+        for summary in failed:
+            print(f"  {summary.slide}: {summary.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _embed_local(path: Path, encoder: object, common: dict) -> object:
+    """One slide in this process with a progress bar; failures become a failed summary."""
+    from napari_regional_mil.cli._progress import drive
+    from napari_regional_mil.embedding.cluster import SlideSummary, summary_line
+    from napari_regional_mil.embedding.pipeline import embed_slide
+    from napari_regional_mil.errors import RegionalMilError
+
+    try:
+        result = drive(embed_slide(path, encoder=encoder, **common))
+    except RegionalMilError as exc:
+        return SlideSummary(Path(path).stem, False, str(exc))
+    return SlideSummary(result.slide_name, True, summary_line(result), cache_path=str(result.cache_path),
+                        n_patches=result.n_patches, n_regions=result.n_regions, computed=result.computed)

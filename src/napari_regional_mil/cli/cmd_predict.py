@@ -1,0 +1,89 @@
+"""``napari-regional-mil predict``: classify slides with a trained first model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``predict`` subcommand."""
+    parser = subparsers.add_parser(
+        "predict",
+        help="classify slides with a trained model; store patch and region attention for heatmaps",
+        description=(
+            "Run a trained first model on every patch of each slide. Writes slide,predicted,prob_<class>... "
+            "(CSV, to --out or stdout) and, per slide, <cache>.attention.npz beside its cache."
+        ),
+    )
+    parser.add_argument("slides", nargs="+", metavar="SLIDE", help="slide names or paths")
+    parser.add_argument("--model", required=True, type=Path, metavar="MODEL", help="checkpoint (.safetensors)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cache", type=Path, metavar="DIR", help="embedding cache folder")
+    source.add_argument("--features", type=Path, metavar="DIR", help="bags of features (.h5/.npz) without regions")
+    parser.add_argument("--out", type=Path, metavar="CSV", help="write the predictions here (default: stdout)")
+    parser.add_argument("--threshold", type=float, help="decision threshold (default: the model's)")
+    parser.add_argument("--no-attention", action="store_true", help="do not write attention files")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``predict``."""
+    import csv
+    import io
+
+    from napari_regional_mil.cli._progress import drive
+    from napari_regional_mil.errors import CacheError
+    from napari_regional_mil.model.checkpoint import load_checkpoint
+    from napari_regional_mil.training.cohort import CohortRow
+    from napari_regional_mil.training.datasets import find_cache, find_feature_bag, read_feature_bag
+    from napari_regional_mil.training.predict import attention_path, predict_slide, write_attention
+
+    checkpoint = load_checkpoint(args.model)
+    rows = [CohortRow(i + 1, slide, "", slide) for i, slide in enumerate(args.slides)]
+    sources = []
+    for row in rows:
+        if args.cache is not None:
+            found = find_cache(args.cache, row, encoder=checkpoint.encoder.get("name"))
+            where = f"no embedding cache in {args.cache}"
+        else:
+            found = find_feature_bag(args.features, row)
+            where = f"no feature file (.h5/.npz) in {args.features}"
+        if found is None:
+            raise CacheError(f"slide {row.name!r}: {where}; embed it first")
+        sources.append(found)
+
+    def job():
+        from napari_regional_mil.jobs import Progress
+
+        out = []
+        for i, (row, source) in enumerate(zip(rows, sources)):
+            yield Progress("predict", i, len(rows), row.name)
+            if args.cache is not None:
+                from napari_regional_mil.embedding.lookup import load_slide_embeddings
+
+                embeddings = load_slide_embeddings(source)
+            else:
+                embeddings = read_feature_bag(source, slide_name=row.name)
+            prediction = predict_slide(checkpoint, embeddings, threshold=args.threshold)
+            if not args.no_attention:
+                write_attention(prediction, attention_path(source), embeddings=embeddings)
+            out.append(prediction)
+        yield Progress("predict", len(rows), len(rows), "done")
+        return out
+
+    predictions = drive(job())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["slide", "predicted"] + [f"prob_{c}" for c in checkpoint.class_names])
+    for p in predictions:
+        writer.writerow([p.slide_name, p.predicted] + [f"{x:.6f}" for x in p.probabilities])
+    if args.out is None:
+        sys.stdout.write(buffer.getvalue())
+    else:
+        from napari_regional_mil.synth.cohort import _write_text_atomic
+
+        _write_text_atomic(args.out, buffer.getvalue())
+        print(f"wrote {args.out} ({len(predictions)} slides)")
+    return 0

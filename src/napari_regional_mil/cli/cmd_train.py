@@ -1,0 +1,90 @@
+"""``napari-regional-mil train``: train the first model on a cohort and save one checkpoint file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ._train_options import add_data_options, add_model_options, add_train_options
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train the first model (regional MIL, ABMIL or mean pooling) on cached embeddings",
+        description=(
+            "Train the first model on a cohort's cached embeddings and save it as one safetensors "
+            "checkpoint. Rows with split=val are the validation set (otherwise --val-fraction of the "
+            "patients is held out); rows with split=test are left out."
+        ),
+    )
+    add_data_options(parser)
+    parser.add_argument("--out", required=True, type=Path, metavar="MODEL", help="checkpoint to write (.safetensors)")
+    add_model_options(parser)
+    add_train_options(parser)
+    parser.set_defaults(func=run)
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def context_dims_of(slides) -> dict[str, int]:
+    """Context embeddings (several scales) that every slide has, with their dimensions."""
+    if not slides:
+        return {}
+    common = set(slides[0].embeddings.context_embeddings)
+    for slide in slides[1:]:
+        common &= set(slide.embeddings.context_embeddings)
+    first = slides[0].embeddings.context_embeddings
+    return {key: int(first[key].shape[1]) for key in sorted(common)}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``train``."""
+    import warnings
+
+    from napari_regional_mil.cli._progress import drive
+    from napari_regional_mil.cli._train_options import (
+        load_training_slides,
+        model_config_from_args,
+        train_config_from_args,
+    )
+    from napari_regional_mil.errors import CheckpointError
+    from napari_regional_mil.training.train import train_model
+
+    if not args.out.parent.is_dir():
+        raise CheckpointError(f"{args.out}: folder {args.out.parent} does not exist")
+    train_config = train_config_from_args(args)
+    cohort, slides = load_training_slides(args)
+    train = [s for s in slides if s.split in (None, "train")]
+    validation = [s for s in slides if s.split == "val"] or None
+    held_out = [s for s in slides if s.split == "test"]
+    model_config = model_config_from_args(
+        args,
+        input_dim=slides[0].embeddings.embedding_dim,
+        n_classes=len(cohort.class_names),
+        context_dims=context_dims_of(slides) if args.model == "regional" else None,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _print_warning
+        result = drive(
+            train_model(
+                train, class_names=cohort.class_names, model_config=model_config, config=train_config, validation=validation
+            )
+        )
+    path = result.save(args.out)
+    best = result.history[result.best_epoch - 1]
+    print(
+        f"trained {result.model.config.model_type} on {len(train) - len(result.validation_slides)} slides "
+        f"(validation {len(result.validation_slides)}, left out {len(held_out)}); classes {', '.join(cohort.class_names)}"
+    )
+    print(
+        f"best epoch {result.best_epoch}/{len(result.history)}: val_auc {best['val_auc']:.3f} "
+        f"val_bacc {best['val_bacc']:.3f} train_loss {best['train_loss']:.3f}"
+    )
+    print(f"saved {path}")
+    return 0

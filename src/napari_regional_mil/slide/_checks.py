@@ -1,0 +1,129 @@
+"""Cheap checks that turn bad slide files into one-line :class:`SlideError` messages.
+
+Every check costs the same whatever the slide size: file signature, the TIFF structure
+tifffile already parsed (shapes, dtypes, tile offsets), and decoding one small tile.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_regional_mil.errors import SlideError
+
+__all__ = ["check_file", "diagnose_open_failure", "check_levels", "check_data_extent", "check_decodes",
+           "check_user_mpp", "one_line"]
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def one_line(exc: BaseException) -> str:
+    """``ExceptionType: message`` squeezed onto one line."""
+    text = " ".join(str(exc).split()) or "no details"
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def check_file(path: Path) -> None:
+    """Reject a path that is missing, a folder, empty, or not TIFF-based."""
+    if not path.exists():
+        raise SlideError(f"{path}: no such file")
+    if path.is_dir():
+        raise SlideError(f"{path}: is a folder, not a slide file")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise SlideError(f"{path}: cannot be read ({one_line(exc)})") from exc
+    if size == 0:
+        raise SlideError(f"{path}: empty file (0 bytes)")
+    if head not in _TIFF_MAGIC:
+        raise SlideError(f"{path}: not a TIFF-based slide (file starts with {head!r}, not a TIFF signature)")
+
+
+def diagnose_open_failure(path: Path, exc: BaseException) -> SlideError:
+    """A clear :class:`SlideError` for a file that tiffslide failed to open."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                return SlideError(f"{path}: TIFF holds no image")
+            series = tif.series[0]
+            shape, axes = tuple(series.shape), series.axes
+            level0 = _level0_problem(shape, np.dtype(series.dtype), axes)
+            if level0:
+                return SlideError(f"{path}: {level0}")
+    except Exception as inner:  # the TIFF structure itself is broken
+        return SlideError(f"{path}: not a readable TIFF, maybe truncated or corrupt ({one_line(inner)})")
+    return SlideError(f"{path}: cannot be opened as a slide ({one_line(exc)})")
+
+
+def _level0_problem(shape: tuple[int, ...], dtype: np.dtype, axes: str = "") -> str | None:
+    """Why an image of this shape/dtype is not a 2-D 8-bit RGB slide (None when it is)."""
+    dims = " x ".join(str(s) for s in shape)
+    if len(shape) > 3 or (len(shape) == 3 and shape[-1] not in (1, 3, 4)):
+        where = f" (axes {axes})" if axes else ""
+        return (f"{len(shape)}-D image {dims}{where}; only 2-D RGB whole-slide images are supported "
+                "(no z-stacks, time series or channel stacks)")
+    channels = shape[-1] if len(shape) == 3 else 1
+    if channels not in (3, 4):
+        return f"not an RGB image ({channels} channel{'s' if channels != 1 else ''}, {dims}); only RGB slides are supported"
+    if dtype != np.uint8:
+        return f"not an 8-bit RGB image (sample type {dtype}); only 8-bit RGB slides are supported"
+    return None
+
+
+def check_levels(path: Path, arrays: list[Any]) -> None:
+    """Check every zarr level is a non-empty (h, w, 3|4) uint8 image."""
+    if not arrays:
+        raise SlideError(f"{path}: slide has no image levels")
+    problem = _level0_problem(tuple(arrays[0].shape), np.dtype(arrays[0].dtype))
+    if problem:
+        raise SlideError(f"{path}: {problem}")
+    if min(arrays[0].shape[:2]) < 1:
+        raise SlideError(f"{path}: image has no pixels ({arrays[0].shape[1]} x {arrays[0].shape[0]})")
+
+
+def check_data_extent(path: Path, tif: Any) -> None:
+    """Reject a file whose image data point beyond its end (a truncated download/copy)."""
+    size = path.stat().st_size
+    for page in tif.pages:
+        offsets = np.asarray(getattr(page, "dataoffsets", ()), dtype=np.int64)
+        counts = np.asarray(getattr(page, "databytecounts", ()), dtype=np.int64)
+        if offsets.size and counts.size == offsets.size:
+            end = int((offsets + counts).max())
+            if end > size:
+                raise SlideError(
+                    f"{path}: file is truncated (image data run to byte {end:,} but the file has {size:,} bytes)"
+                )
+
+
+def check_decodes(path: Path, array: Any) -> None:
+    """Decode one tile of the smallest level, so an unsupported compression fails now."""
+    chunks = array.chunks if hasattr(array, "chunks") else array.shape
+    h = min(int(chunks[0]), array.shape[0], 64)
+    w = min(int(chunks[1]), array.shape[1], 64)
+    try:
+        np.asarray(array[:h, :w])
+    except Exception as exc:
+        text = one_line(exc)
+        if "compression" in text.lower() or "codec" in text.lower() or "decode" in text.lower():
+            raise SlideError(f"{path}: cannot decode the image data, unsupported compression ({text})") from exc
+        raise SlideError(f"{path}: cannot decode the image data ({text})") from exc
+
+
+def check_user_mpp(path: Path, mpp: float | None) -> float | None:
+    """Validate a user-given mpp (positive, finite)."""
+    if mpp is None:
+        return None
+    try:
+        value = float(mpp)
+    except (TypeError, ValueError):
+        raise SlideError(f"{path}: mpp must be a number of microns per pixel, got {mpp!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise SlideError(f"{path}: mpp must be a positive number of microns per pixel, got {mpp!r}")
+    return value

@@ -1,0 +1,181 @@
+"""Inference with the first model: class probabilities and attention on every patch.
+
+Inference is deterministic (eval mode, no selection) and uses every patch; the
+per-patch layers run in chunks, so bags of 100k patches fit in memory. The attention
+of a slide is stored next to its cache (``<cache>.attention.npz``) for the heatmaps.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..embedding.types import SlideEmbeddings
+from ..errors import CacheError
+from ..model.checkpoint import Checkpoint, load_checkpoint
+from ..model.first_model import FirstModel, make_bag
+from .prediction import SlidePrediction
+
+__all__ = ["SlidePrediction", "predict_slide", "attention_path", "write_attention", "read_attention"]
+
+ATTENTION_SUFFIX = ".attention.npz"
+
+
+def predict_slide(
+    model: Checkpoint | FirstModel | str | os.PathLike,
+    embeddings: SlideEmbeddings,
+    *,
+    class_names: Sequence[str] | None = None,
+    threshold: float | None = None,
+    evidence: bool = True,
+    chunk_size: int = 16384,
+) -> SlidePrediction:
+    """Run the first model on every patch of one slide.
+
+    Parameters
+    ----------
+    model
+        A :class:`~napari_regional_mil.model.checkpoint.Checkpoint`, a checkpoint file,
+        or a bare :class:`FirstModel` (then ``class_names`` default to ``"0", "1", ...``).
+    embeddings
+        The slide's cached embeddings.
+    class_names, threshold
+        Override the checkpoint's.
+    evidence
+        Also compute per-patch class evidence (attention x logit contribution).
+    chunk_size
+        Patches per chunk in the per-patch layers (memory bound).
+
+    Returns
+    -------
+    SlidePrediction
+        Probabilities, patch attention (cache order), region attention (all-regions
+        path; for a regional model without it, the selected-path attention summed per
+        region), region index and class evidence.
+
+    Raises
+    ------
+    CheckpointError
+        The embeddings come from another encoder or tiling than the model's.
+    TrainingError
+        An empty bag, or a regional model on a bag without regions.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        model = load_checkpoint(model)
+    if isinstance(model, Checkpoint):
+        model.check_compatible(embeddings)
+        names = tuple(class_names) if class_names is not None else model.class_names
+        t = model.threshold if threshold is None else float(threshold)
+        positive = model.positive_class
+        network = model.model
+    else:
+        network = model
+        names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(model.config.n_classes))
+        t, positive = 0.5 if threshold is None else float(threshold), 1
+    bag = make_bag(embeddings, network.config)
+    was_training = network.training
+    previous_chunk = network.chunk_size
+    network.eval()
+    network.chunk_size = int(chunk_size)
+    try:
+        with torch.inference_mode():
+            out = network(bag, evidence=evidence)
+            probabilities = torch.softmax(out.logits, -1).numpy().astype(np.float64)
+            patch_attention = out.patch_attention.numpy().astype(np.float32)
+            region_attention = None
+            if network.config.uses_regions:
+                if out.region_attention is not None:
+                    region_attention = out.region_attention.numpy().astype(np.float32)
+                else:
+                    region_attention = network.region_attention_of_patches(bag, out.patch_attention).numpy()
+            class_evidence = None if out.patch_evidence is None else out.patch_evidence.numpy().astype(np.float32)
+    finally:
+        network.chunk_size = previous_chunk
+        network.train(was_training)
+    region_index = None if embeddings.region_index is None else np.asarray(embeddings.region_index)
+    return SlidePrediction(
+        slide_name=embeddings.slide_name,
+        class_names=names,
+        probabilities=probabilities,
+        threshold=t,
+        patch_attention=patch_attention,
+        region_attention=region_attention,
+        region_index=region_index,
+        class_evidence=class_evidence,
+        positive_class=positive,
+    )
+
+
+def attention_path(cache: str | os.PathLike) -> Path:
+    """Where the attention of a slide is stored: ``<cache>.attention.npz`` beside the cache."""
+    cache = Path(cache)
+    return cache.with_name(cache.name + ATTENTION_SUFFIX)
+
+
+def write_attention(
+    prediction: SlidePrediction, path: str | os.PathLike, *, embeddings: SlideEmbeddings | None = None
+) -> Path:
+    """Write a prediction's attention (and the grid it lives on) atomically as ``.npz``.
+
+    Arrays: ``probabilities``, ``patch_attention``, optional ``region_attention``,
+    ``region_index``, ``class_evidence``, and from ``embeddings`` ``grid_xy``,
+    ``coords_px``, ``region_xy``; plus ``slide_name``, ``class_names``, ``threshold``.
+    """
+    path = Path(path)
+    arrays: dict[str, Any] = {
+        "slide_name": np.array(prediction.slide_name),
+        "class_names": np.array(prediction.class_names),
+        "threshold": np.array(prediction.threshold),
+        "positive_class": np.array(prediction.positive_class),
+        "probabilities": prediction.probabilities,
+        "patch_attention": prediction.patch_attention,
+    }
+    optional = {
+        "region_attention": prediction.region_attention,
+        "region_index": prediction.region_index,
+        "class_evidence": prediction.class_evidence,
+    }
+    if embeddings is not None:
+        optional.update(grid_xy=embeddings.grid_xy, coords_px=embeddings.coords_px, region_xy=embeddings.region_xy)
+    arrays.update({k: np.asarray(v) for k, v in optional.items() if v is not None})
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CacheError(f"{path}: cannot write the attention file ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CacheError(f"{path}: cannot write the attention file ({exc.strerror or exc})") from None
+        raise
+    return path
+
+
+def read_attention(path: str | os.PathLike) -> SlidePrediction:
+    """Read an attention file written by :func:`write_attention` (no pickles)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            get = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"{path}: cannot read the attention file ({exc})") from None
+    return SlidePrediction(
+        slide_name=str(get["slide_name"]),
+        class_names=tuple(str(c) for c in get["class_names"]),
+        probabilities=get["probabilities"],
+        threshold=float(get["threshold"]),
+        patch_attention=get["patch_attention"],
+        region_attention=get.get("region_attention"),
+        region_index=get.get("region_index"),
+        class_evidence=get.get("class_evidence"),
+        positive_class=int(get.get("positive_class", 1)),
+    )

@@ -1,0 +1,401 @@
+"""Training the first model: a job (generator) yielding progress and per-epoch metrics.
+
+One optimisation step sees the selected patches of one slide (or accumulates several
+slides); each epoch ends with a validation pass over every patch of the validation
+slides (inference mode), and the weights with the best validation AUC are kept (early
+stopping). Same data, same config, same seed: the same weights on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import TrainingError
+from ..jobs import Progress
+from ..model.checkpoint import Checkpoint, save_checkpoint
+from ..model.config import ModelConfig
+from ..model.first_model import Bag, FirstModel, make_bag
+from ..model.selection import select_patches
+from .datasets import LabelledSlide, common_provenance
+from .metrics import balanced_accuracy, cross_entropy, roc_auc
+
+__all__ = ["TrainConfig", "TrainResult", "adapt_model_config", "split_validation", "train_model", "predict_bags"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Parameters
+    ----------
+    epochs
+        Maximum number of passes over the training slides.
+    learning_rate, weight_decay
+        AdamW settings.
+    schedule
+        ``"cosine"`` (linear warm-up, then cosine decay), ``"onecycle"`` or ``"constant"``.
+    warmup_epochs
+        Warm-up length (cosine) or the rising part of the one-cycle schedule.
+    patience
+        Stop when the validation AUC (ties: the validation loss) has not improved by
+        more than :data:`MIN_DELTA` for this many epochs.
+    min_epochs
+        Never stop before this many epochs.
+    val_fraction
+        Fraction of patients held out for validation when no validation set is given
+        (stratified by class; 0 trains all epochs without early stopping).
+    class_weights
+        ``"none"``, ``"balanced"`` (inverse class frequency) or one weight per class.
+    slides_per_step
+        Slides whose gradients are accumulated per optimiser step.
+    seed
+        Seeds the weights, the patch selection, dropout and the slide order.
+    threshold
+        Decision threshold stored with the model (binary models).
+    """
+
+    epochs: int = 40
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-2
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    warmup_epochs: int = 2
+    patience: int = 10
+    min_epochs: int = 10
+    val_fraction: float = 0.2
+    class_weights: str | tuple[float, ...] = "none"
+    slides_per_step: int = 1
+    seed: int = 0
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.slides_per_step < 1 or self.learning_rate <= 0:
+            raise ValueError("need epochs >= 1, slides_per_step >= 1 and learning_rate > 0")
+        if self.schedule not in ("cosine", "onecycle", "constant"):
+            raise ValueError(f"unknown schedule {self.schedule!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if isinstance(self.class_weights, str) and self.class_weights not in ("none", "balanced"):
+            raise ValueError(f"class_weights must be 'none', 'balanced' or numbers, got {self.class_weights!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """What :func:`train_model` returns.
+
+    Parameters
+    ----------
+    checkpoint
+        The trained model (best epoch) with class names and provenance, ready to save.
+    history
+        One dict of metrics per epoch (``epoch``, ``train_loss``, ``val_loss``, ...).
+    best_epoch
+        The epoch whose weights were kept (1-based).
+    validation_slides
+        Names of the slides used for early stopping.
+    """
+
+    checkpoint: Checkpoint
+    history: tuple[dict[str, float], ...]
+    best_epoch: int
+    validation_slides: tuple[str, ...] = ()
+
+    @property
+    def model(self) -> FirstModel:
+        """The trained first model (eval mode)."""
+        return self.checkpoint.model
+
+    def save(self, path: str | Path) -> Path:
+        """Save the checkpoint atomically (see :func:`~napari_regional_mil.model.checkpoint.save_checkpoint`)."""
+        return save_checkpoint(self.checkpoint, path)
+
+
+def adapt_model_config(config: ModelConfig, slides: Sequence[LabelledSlide]) -> ModelConfig:
+    """Switch the regional parts off (with a warning) when a slide has no regions.
+
+    Bags of features without coordinates (CLAM/TRIDENT h5, npz) run as patch-level MIL.
+    """
+    lacking = [s.name for s in slides if not s.embeddings.has_regions]
+    if config.uses_regions and lacking:
+        warnings.warn(
+            f"{len(lacking)} slide(s) have no patch grid/regions (e.g. {lacking[0]!r}): the regional parts "
+            "are switched off and the model runs as patch-level gated-attention MIL",
+            UserWarning,
+            stacklevel=2,
+        )
+        return config.without_regions()
+    return config
+
+
+def split_validation(
+    labels: np.ndarray, patients: np.ndarray, *, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out ``fraction`` of the patients of every class (patients never split).
+
+    Returns
+    -------
+    (train_indices, val_indices)
+    """
+    labels = np.asarray(labels)
+    patients = np.asarray(patients, dtype=object)
+    if fraction <= 0:
+        return np.arange(labels.size), np.zeros(0, dtype=np.int64)
+    unique = list(dict.fromkeys(patients.tolist()))
+    patient_label = {p: np.bincount(labels[patients == p]).argmax() for p in unique}
+    held: list[Any] = []
+    for c in np.unique(labels):
+        members = [p for p in unique if patient_label[p] == c]
+        n = int(round(fraction * len(members)))
+        n = min(max(n, 1), len(members) - 1) if len(members) >= 2 else 0
+        order = rng.permutation(len(members))
+        held.extend(members[i] for i in order[:n])
+    is_val = np.isin(patients, np.array(held, dtype=object))
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def _class_weights(config: TrainConfig, labels: np.ndarray, n_classes: int) -> torch.Tensor | None:
+    if config.class_weights == "none":
+        return None
+    if config.class_weights == "balanced":
+        counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+        return torch.tensor(labels.size / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
+    weights = tuple(float(w) for w in config.class_weights)
+    if len(weights) != n_classes:
+        raise TrainingError(f"{len(weights)} class weights given for {n_classes} classes")
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int):
+    if config.schedule == "onecycle":
+        pct = min(0.5, max(0.05, config.warmup_epochs / config.epochs))
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.learning_rate, total_steps=total_steps, pct_start=pct
+        )
+    warmup = config.warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if config.schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def predict_bags(model: FirstModel, bags: Sequence[Bag]) -> np.ndarray:
+    """``(n, C)`` class probabilities of every bag, using every patch (inference mode)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return np.stack([torch.softmax(model(bag).logits, -1).numpy() for bag in bags]).astype(np.float64)
+    finally:
+        model.train(was_training)
+
+
+def train_model(
+    slides: Sequence[LabelledSlide],
+    *,
+    class_names: Sequence[str],
+    model_config: ModelConfig | None = None,
+    config: TrainConfig = TrainConfig(),
+    validation: Sequence[LabelledSlide] | None = None,
+) -> Generator[Progress, None, TrainResult]:
+    """Train the first model (a job: yields :class:`~napari_regional_mil.jobs.Progress`).
+
+    Parameters
+    ----------
+    slides
+        Labelled training slides (plus validation slides when ``validation`` is None
+        and ``config.val_fraction > 0``: a stratified, patient-grouped split is held out).
+    class_names
+        Class names in the order of the labels.
+    model_config
+        Hyper-parameters; default: the regional model on the slides' embedding dimension.
+        Regional parts switch off with a warning for bags without regions.
+    config
+        Optimisation settings.
+    validation
+        Explicit validation slides (early stopping), or ``None``.
+
+    Yields
+    ------
+    Progress
+        ``stage="train"``, ``done``/``total`` in slides; one event per epoch carries
+        ``metrics``: ``epoch``, ``train_loss``, ``train_auc``, ``val_loss``, ``val_auc``,
+        ``val_bacc``, ``lr``, ``best_epoch`` (validation ones are ``nan`` without validation).
+
+    Returns
+    -------
+    TrainResult
+        The best model with its history. Closing the generator stops training and
+        writes nothing.
+    """
+    slides = list(slides)
+    if not slides:
+        raise TrainingError("no training slides")
+    n_classes = len(class_names)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    if validation is None:
+        labels = np.array([s.label for s in slides])
+        train_idx, val_idx = split_validation(
+            labels, np.array([s.patient for s in slides], dtype=object), fraction=config.val_fraction, rng=rng
+        )
+        validation = [slides[i] for i in val_idx]
+        slides = [slides[i] for i in train_idx]
+    validation = list(validation)
+    train_labels = np.array([s.label for s in slides], dtype=np.int64)
+    if np.unique(train_labels).size < 2:
+        raise TrainingError(f"the training slides hold only one class ({class_names[int(train_labels[0])]!r})")
+    if model_config is None:
+        model_config = ModelConfig(input_dim=slides[0].embeddings.embedding_dim, n_classes=n_classes)
+    model_config = adapt_model_config(model_config, slides + validation)
+    if model_config.n_classes != n_classes:
+        model_config = replace(model_config, n_classes=n_classes)
+    encoder, tiling = common_provenance(slides + validation)
+    bags = [make_bag(s.embeddings, model_config) for s in slides]
+    val_bags = [make_bag(s.embeddings, model_config) for s in validation]
+    val_labels = np.array([s.label for s in validation], dtype=np.int64)
+    region_indices = [None if b.region_index is None else b.region_index.numpy() for b in bags]
+
+    model = FirstModel(model_config)
+    model.set_feature_normalisation(*_feature_statistics(bags))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(bags) / config.slides_per_step)
+    scheduler = _scheduler(config, optimizer, steps_per_epoch * config.epochs, steps_per_epoch)
+    weights = _class_weights(config, train_labels, n_classes)
+    targets = torch.from_numpy(train_labels)
+
+    history: list[dict[str, float]] = []
+    best_state, best_key, best_epoch = copy.deepcopy(model.state_dict()), (-math.inf, math.inf), 0
+    total = config.epochs * len(bags)
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = rng.permutation(len(bags))
+        losses, train_probs = [], np.zeros((len(bags), n_classes))
+        optimizer.zero_grad(set_to_none=True)
+        for step, i in enumerate(order):
+            selected = select_patches(
+                model_config.selection, bags[i].n_patches, region_index=region_indices[i], rng=rng
+            )
+            out = model(bags[i], torch.from_numpy(selected))
+            loss = F.cross_entropy(out.logits.unsqueeze(0), targets[i : i + 1], weight=weights)
+            (loss / config.slides_per_step).backward()
+            losses.append(float(loss.detach()))
+            train_probs[i] = torch.softmax(out.logits.detach(), -1).numpy()
+            if (step + 1) % config.slides_per_step == 0 or step + 1 == len(order):
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if step % 16 == 15:
+                yield Progress("train", (epoch - 1) * len(bags) + step + 1, total, f"epoch {epoch}/{config.epochs}")
+        metrics: dict[str, float] = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "train_auc": roc_auc(train_probs, train_labels),
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "val_loss": math.nan,
+            "val_auc": math.nan,
+            "val_bacc": math.nan,
+        }
+        if val_bags:
+            probs = predict_bags(model, val_bags)
+            predicted = _decide(probs, config.threshold)
+            metrics.update(
+                val_loss=cross_entropy(probs, val_labels),
+                val_auc=roc_auc(probs, val_labels),
+                val_bacc=balanced_accuracy(predicted, val_labels, n_classes),
+            )
+            auc = -math.inf if math.isnan(metrics["val_auc"]) else metrics["val_auc"]
+            if _improved(auc, metrics["val_loss"], best_key):
+                best_key, best_epoch, best_state = (auc, metrics["val_loss"]), epoch, copy.deepcopy(model.state_dict())
+        else:
+            best_epoch, best_state = epoch, None  # no validation: keep the last epoch
+        metrics["best_epoch"] = best_epoch
+        history.append(metrics)
+        elapsed = time.perf_counter() - started
+        yield Progress(
+            "train",
+            epoch * len(bags),
+            total,
+            _summary(metrics, config.epochs),
+            rate=epoch * len(bags) / max(elapsed, 1e-9),
+            metrics=dict(metrics),
+        )
+        if val_bags and epoch >= config.min_epochs and epoch - best_epoch >= config.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    yield Progress("train", total, total, f"done: best epoch {best_epoch}", metrics={"best_epoch": best_epoch})
+    best = history[best_epoch - 1]
+    summary = {
+        "model_type": model_config.model_type,
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "best_val_auc": best["val_auc"],
+        "best_val_bacc": best["val_bacc"],
+        "n_train": len(bags),
+        "n_val": len(val_bags),
+        "class_counts": np.bincount(train_labels, minlength=n_classes).tolist(),
+        "train_config": asdict(config),
+        "seconds": round(time.perf_counter() - started, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    checkpoint = Checkpoint(
+        model=model,
+        class_names=tuple(class_names),
+        threshold=config.threshold,
+        encoder=encoder,
+        tiling=tiling,
+        training=summary,
+    )
+    return TrainResult(checkpoint, tuple(history), best_epoch, tuple(s.name for s in validation))
+
+
+#: Smallest change of validation AUC (or, at equal AUC, of validation loss) that counts as better.
+MIN_DELTA = 1e-4
+
+
+def _improved(auc: float, loss: float, best: tuple[float, float]) -> bool:
+    best_auc, best_loss = best
+    if auc > best_auc + MIN_DELTA or (best_auc == -math.inf and auc > best_auc):
+        return True
+    return auc >= best_auc - 1e-12 and loss < best_loss - MIN_DELTA
+
+
+def _feature_statistics(bags: Sequence[Bag]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and standard deviation over every training patch (float64 sums)."""
+    total = sum(b.n_patches for b in bags)
+    s1 = sum(b.features.double().sum(0) for b in bags)
+    s2 = sum((b.features.double() ** 2).sum(0) for b in bags)
+    mean = s1 / total
+    std = (s2 / total - mean**2).clamp_min(0).sqrt()
+    return mean.float(), std.float()
+
+
+def _decide(probs: np.ndarray, threshold: float) -> np.ndarray:
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).astype(np.int64)
+    return probs.argmax(axis=1)
+
+
+def _summary(metrics: dict[str, float], epochs: int) -> str:
+    text = f"epoch {int(metrics['epoch'])}/{epochs} loss {metrics['train_loss']:.3f}"
+    if not math.isnan(metrics["val_auc"]):
+        text += f" val_auc {metrics['val_auc']:.3f}"
+    return text

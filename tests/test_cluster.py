@@ -1,0 +1,33 @@
+"""Many slides on a dask.distributed LocalCluster: one slide per task, summaries back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from napari_regional_mil.embedding import find_slide_cache, load_slide_embeddings  # noqa: E402
+from napari_regional_mil.embedding.cluster import embed_on_cluster  # noqa: E402
+from napari_regional_mil.jobs import run_job  # noqa: E402
+
+
+def test_three_slides_on_a_two_worker_local_cluster(synthetic_slide, embed_layout, embed_slide_path, empty_slide_path,
+                                                     small_tiling, tmp_path):
+    other = synthetic_slide(embed_layout(3)[:, ::-1].copy(), patch_px=32, mpp=0.5, seed=11)
+    slides = [embed_slide_path, other, empty_slide_path]
+    events = []
+    summaries = run_job(
+        embed_on_cluster(slides, cache_dir=tmp_path, scheduler="local", workers=2, processes=False,
+                         tiling_params=small_tiling, batch_size=16),
+        events.append,
+    )
+    assert [s.slide for s in summaries] == [p.stem for p in slides]
+    assert [s.ok for s in summaries] == [True, True, False]
+    assert "tissue" in summaries[2].message
+    assert events[-1].done == events[-1].total == 3
+    a = load_slide_embeddings(find_slide_cache(tmp_path, embed_slide_path))
+    b = load_slide_embeddings(find_slide_cache(tmp_path, other))
+    assert a.n_patches == summaries[0].n_patches and b.n_patches == summaries[1].n_patches
+    np.testing.assert_array_equal(a.coords_px[:, 1], np.sort(a.coords_px[:, 1]))
+    assert not np.allclose(a.features[:10], b.features[:10])  # mirrored layout, different patches
