@@ -59,6 +59,19 @@ def child(path: str) -> None:
     for _ in range(20):
         app.processEvents()
     canvas = viewer.window._qt_viewer.canvas
+    # one-off costs of any first layer in a session, independent of the slide: imports
+    # (dask.array, tiffslide, this plugin), pint's unit registry (built by napari) and
+    # dask's scheduler set-up (the first compute imports distributed when installed)
+    warm = time.perf_counter()
+    import dask.array  # noqa: F401
+    import pint
+    import tiffslide  # noqa: F401
+
+    import napari_regional_mil._reader  # noqa: F401
+
+    pint.get_application_registry().pixel
+    dask.array.zeros(2).sum().compute()  # dask's first compute imports its scheduler machinery
+    warm = time.perf_counter() - warm
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     start = time.perf_counter()
@@ -75,7 +88,7 @@ def child(path: str) -> None:
     t_frame = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({
-        "open_s": t_open, "first_frame_s": t_frame, "peak_rss_mb": peak, "rss_before_open_mb": rss_before,
+        "warmup_s": warm, "open_s": t_open, "first_frame_s": t_frame, "peak_rss_mb": peak, "rss_before_open_mb": rss_before,
         "levels": len(layer.data), "level0": list(layer.data[0].shape), "data_level": int(layer.data_level),
         "frame_shape": list(frame.shape) if frame is not None else None,
     }))
@@ -122,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  {r0['level0'][1]} x {r0['level0'][0]} px, {r0['levels']} levels (shown: level {r0['data_level']}): "
             f"open {statistics.median(r['open_s'] for r in runs):.3f} s, first frame {frame:.3f} s "
             f"(runs: {', '.join(format(r['first_frame_s'], '.3f') for r in runs)}), peak RSS {rss:.0f} MB "
-            f"(viewer alone {r0['rss_before_open_mb']:.0f} MB)",
+            f"(viewer alone {r0['rss_before_open_mb']:.0f} MB); one-off session warm-up (imports) "
+            f"{statistics.median(r['warmup_s'] for r in runs):.2f} s, not counted",
             flush=True,
         )
         results[size] = (frame, rss)

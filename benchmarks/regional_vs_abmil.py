@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_regional_mil.embedding import embed_slide, find_slide_cache, load_slide_embeddings
+from napari_regional_mil.embedding import embed_slide, load_slide_embeddings
 from napari_regional_mil.jobs import run_job
 from napari_regional_mil.model.config import ModelConfig, SelectionConfig
-from napari_regional_mil.synth.cohort import write_synthetic_cohort
+from napari_regional_mil.synth.cohort import CLASS_NAMES, make_cohort_layouts, write_synthetic_cohort
 from napari_regional_mil.tiling import TilingParams
 from napari_regional_mil.training.crossval import cross_validate
 from napari_regional_mil.training.datasets import LabelledSlide
@@ -45,26 +45,36 @@ def build_cohort(work: Path, task: str, args: argparse.Namespace) -> tuple[list[
     """Synthesise and embed one cohort; return slides, truths, synth and embed seconds."""
     out = work / task
     t0 = time.perf_counter()
-    cohort = run_job(
-        write_synthetic_cohort(
-            out,
-            n_slides=args.slides,
-            seed=args.seed + (0 if task == "context" else 1),
-            task=task,
-            patch_px=args.patch_px,
-            region_size=args.region_size,
-            region_grid=tuple(args.grid),
-        )
+    layouts = make_cohort_layouts(
+        args.slides,
+        seed=args.seed + (0 if task == "context" else 1),
+        task=task,
+        region_grid=tuple(args.grid),
+        region_size=args.region_size,
     )
+    paths = [out / f"{layout.name}.tif" for layout in layouts]
+    if not (args.reuse and all(p.is_file() for p in paths)):  # slides are deterministic by seed
+        run_job(
+            write_synthetic_cohort(
+                out,
+                n_slides=args.slides,
+                seed=args.seed + (0 if task == "context" else 1),
+                task=task,
+                patch_px=args.patch_px,
+                region_size=args.region_size,
+                region_grid=tuple(args.grid),
+            )
+        )
     t1 = time.perf_counter()
     params = TilingParams(patch_size=args.patch_px, target_mpp=0.5, region_size=args.region_size)
     cache = work / f"{task}-cache"
     slides, truths = [], {}
-    for path, layout, truth_path in zip(cohort.slides, cohort.layouts, cohort.truths):
-        run_job(embed_slide(path, cache_dir=cache, tiling_params=params, encoder="builtin-he", batch_size=256))
-        emb = load_slide_embeddings(find_slide_cache(cache, path))
-        slides.append(LabelledSlide(emb, cohort.class_names.index(layout.label), layout.name))
-        truths[layout.name] = json.loads(truth_path.read_text())
+    class_names = CLASS_NAMES[task]
+    for path, layout in zip(paths, layouts):
+        done = run_job(embed_slide(path, cache_dir=cache, tiling_params=params, encoder="builtin-he", batch_size=256))
+        emb = load_slide_embeddings(done.cache_path)
+        slides.append(LabelledSlide(emb, class_names.index(layout.label), layout.name))
+        truths[layout.name] = json.loads(path.with_suffix(".truth.json").read_text())
     return slides, truths, t1 - t0, time.perf_counter() - t1
 
 
@@ -105,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region-size", type=int, default=6, help="k (default: 6)")
     parser.add_argument("--grid", type=int, nargs=2, default=(4, 5), metavar=("ROWS", "COLS"))
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
+    parser.add_argument("--reuse", action="store_true", help="reuse slides and caches already in --work")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training (default: 1)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -118,15 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"cohorts: {args.slides} slides per task, {args.grid[0]}x{args.grid[1]} regions of "
         f"{args.region_size}x{args.region_size} patches of {args.patch_px} px at 0.5 um/px; encoder builtin-he; "
-        f"{args.folds}-fold cross-validation, <= {args.epochs} epochs"
+        f"{args.folds}-fold cross-validation, <= {args.epochs} epochs, {args.threads} training thread(s)"
     )
-    train_config = TrainConfig(epochs=args.epochs, seed=args.seed)
+    train_config = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads)
     rows, loc, speed = {}, {}, {}
     for task in TASKS:
         slides, truths, t_synth, t_embed = build_cohort(work, task, args)
         n_patches = sum(s.embeddings.n_patches for s in slides)
         print(
-            f"[{task}] synthesised {len(slides)} slides in {t_synth:.0f} s, embedded {n_patches} patches in "
+            f"[{task}] synthesised {len(slides)} slides in {t_synth:.0f} s, embedded (or reused) {n_patches} patches in "
             f"{t_embed:.0f} s ({n_patches / t_embed:.0f} patches/s)",
             flush=True,
         )

@@ -65,7 +65,6 @@ def odd_patch_types():
     return types
 
 
-
 # --- encoders, embedding pipeline, cache ----------------------------------------------------
 
 

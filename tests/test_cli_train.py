@@ -125,3 +125,30 @@ def test_predict_refuses_a_model_from_another_tiling(cohort_dir, tmp_path, capsy
     capsys.readouterr()
     assert main(["predict", "--model", str(model), "--cache", str(tmp_path / "cache"), emb.slide_name]) == 2
     assert "tiling region_size=5" in capsys.readouterr().err
+
+
+def test_embed_missing_embeds_real_slides_first(tmp_path, capsys):
+    """Slides without a cache are embedded with the built-in encoder, then trained on."""
+    from napari_regional_mil.jobs import run_job
+    from napari_regional_mil.synth.cohort import write_synthetic_cohort
+
+    cohort = run_job(
+        write_synthetic_cohort(tmp_path / "slides", n_slides=4, seed=3, task="presence", patch_px=32,
+                               region_size=4, region_grid=(3, 4))
+    )
+    labels = tmp_path / "labels.csv"
+    labels.write_text("slide,label\n" + "".join(
+        f"slides/{p.name},{lay.label}\n" for p, lay in zip(cohort.slides, cohort.layouts)
+    ))
+    model = tmp_path / "m.safetensors"
+    args = ["train", "--labels", str(labels), "--cache", str(tmp_path / "cache"), "--out", str(model),
+            "--val-fraction", "0", *FAST]
+    assert main(args) == 2
+    assert "no embedding cache" in capsys.readouterr().err
+    assert main([*args, "--embed-missing", "--patch-size", "32", "--region-size", "4"]) == 0
+    assert len(list((tmp_path / "cache").glob("*.zarr"))) == 4
+    from napari_regional_mil.model import load_checkpoint
+
+    checkpoint = load_checkpoint(model)
+    assert checkpoint.encoder["name"] == "builtin-he" and checkpoint.tiling == {
+        "target_mpp": 0.5, "patch_size": 32, "region_size": 4}

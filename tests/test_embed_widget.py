@@ -65,6 +65,24 @@ def test_defaults_follow_the_slide_layer(setup, widget_slide):
     assert default_cache_dir(widget_slide) == widget_slide.parent.resolve() / CACHE_FOLDER
 
 
+def test_params_follow_the_slide_widget(make_napari_viewer, widget_slide, qtbot):
+    from napari_regional_mil._widgets.slide_widget import SlideWidget
+
+    viewer = make_napari_viewer()
+    slide_widget, embed_widget = SlideWidget(viewer), EmbedWidget(viewer)
+    viewer.window.add_dock_widget(slide_widget)
+    viewer.window.add_dock_widget(embed_widget)
+    slide_widget.open_path(widget_slide)
+    assert embed_widget.slide_layer is slide_widget.slide_layer
+    slide_widget.fields.patch_size.setValue(96)
+    slide_widget.fields.region_size.setValue(5)
+    slide_widget.tile_button.click()
+    qtbot.waitUntil(lambda: slide_widget.tiling is not None, timeout=60000)
+    embed_widget.refresh_slide()  # what showing the Embed tab does
+    assert embed_widget.fields.params() == slide_widget.tiling.params
+    assert embed_widget.fields.patch_size.value() == 96 and embed_widget.fields.region_size.value() == 5
+
+
 def test_default_cache_dir_falls_back_when_not_writable(tmp_path, monkeypatch):
     slide = tmp_path / "ro" / "s.svs"
     monkeypatch.setattr("os.access", lambda path, mode: False)
@@ -180,4 +198,18 @@ def test_closing_viewer_during_embed_is_clean(setup, qtbot, notes):
     assert not job.running  # cancelled and waited for by the window's close
     qtbot.wait(100)
     assert _complete_caches(cache_dir) == []
+    assert not [n for n in notes if n[0] == "error"]
+
+
+@pytest.mark.parametrize("name", ["Slide", "Embed"])
+def test_removed_dock_widget_ignores_layer_events(make_napari_viewer, widget_slide, qtbot, notes, name):
+    from napari_regional_mil.slide import open_slide
+
+    viewer = make_napari_viewer()
+    dock, _ = viewer.window.add_plugin_dock_widget("napari-regional-mil", name)
+    viewer.window.remove_dock_widget(dock)
+    qtbot.wait(50)
+    layer = _layers.add_slide_layer(viewer, open_slide(widget_slide))  # emits inserted/active events
+    viewer.layers.selection.active = layer
+    viewer.layers.remove(layer)
     assert not [n for n in notes if n[0] == "error"]

@@ -47,7 +47,7 @@ def test_geojson_round_trip(tmp_path, maps):
     for i in (0, emb.n_patches // 2, emb.n_patches - 1):
         f = patches[i]
         props = f["properties"]
-        assert props["objectType"] == "tile"
+        assert props["objectType"] == "tile" and props["isLocked"] is True
         x, y = emb.coords_px[i]
         assert _bounds(f) == pytest.approx((x, y, x + S, y + S))
         m = props["measurements"]

@@ -42,6 +42,7 @@ def hand_case(make_napari_viewer, attention_case, tmp_path):
     slide = viewer.add_image(pixels, name="case", rgb=True, scale=(MPP, MPP),
                              metadata={"slide_path": str(tmp_path / "case.tif"), "mpp": (MPP, MPP)})
     widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
     maps = AttentionMaps.from_prediction(emb, pred, mpp=(MPP, MPP))
     widget._slide_layer = slide
     widget.show_maps(maps)
@@ -149,20 +150,31 @@ def test_click_lists_top_k_patches_with_thumbnails_and_jumps(hand_case, qtbot):
     with pytest.raises(StopIteration):
         next(gen)
     assert w.patch_list.count() == 0
+    # painting on a Labels layer (e.g. the tissue mask) is not a click on the heatmaps
+    labels = hand_case.viewer.add_labels(np.zeros((5, 5), dtype=np.uint8))
+    labels.mode = "paint"
+    event = SimpleNamespace(position=world, type="mouse_press", button=1)
+    assert list(w._on_mouse_drag(hand_case.viewer, event)) == []  # returns at once
+    assert w.patch_list.count() == 0
 
 
-def test_exports_from_the_widget(hand_case, tmp_path, notes):
+def _export(widget, kind, path, qtbot):
+    handle = widget.export(kind, path)
+    qtbot.waitUntil(lambda: not handle.running and handle.status != "running", timeout=10000)
+
+
+def test_exports_from_the_widget(hand_case, tmp_path, notes, qtbot):
     w = hand_case.widget
-    w.export("geojson", tmp_path / "a.geojson")
-    w.export("csv", tmp_path / "a.csv")
-    w.export("tiff", tmp_path / "a.tif")
+    _export(w, "geojson", tmp_path / "a.geojson", qtbot)
+    _export(w, "csv", tmp_path / "a.csv", qtbot)
+    _export(w, "tiff", tmp_path / "a.tif", qtbot)
     feats = json.loads((tmp_path / "a.geojson").read_text())["features"]
     assert len(feats) == hand_case.emb.n_patches + hand_case.emb.n_regions
     with open(tmp_path / "a.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == hand_case.emb.n_patches
     assert tifffile.imread(tmp_path / "a.tif").shape == (4, 7, 11)
     assert [kind for kind, _ in notes] == ["show_info"] * 3
-    w.export("csv", tmp_path / "missing" / "a.csv")
+    _export(w, "csv", tmp_path / "missing" / "a.csv", qtbot)
     assert notes[-1][0] == "show_error" and "does not exist" in notes[-1][1]
 
 
@@ -239,6 +251,7 @@ def opened(make_napari_viewer, trained, tmp_path):
     slide = open_slide(trained.slide_path)
     layer = add_slide_layer(viewer, slide)
     widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
     widget.cache_dir.setText(str(tmp_path / "cache"))
     yield SimpleNamespace(viewer=viewer, widget=widget, layer=layer, cache=tmp_path / "cache")
     slide.close()
@@ -288,19 +301,21 @@ def test_predict_end_to_end(opened, trained, qtbot, notes, tmp_path):
     assert w.patch_list.count() == 4
     qtbot.waitUntil(lambda: all(not w.patch_list.item(j).icon().isNull() for j in range(4)), timeout=10000)
     # exports parse
-    w.export("geojson", tmp_path / "out.geojson")
+    _export(w, "geojson", tmp_path / "out.geojson", qtbot)
     feats = json.loads((tmp_path / "out.geojson").read_text())["features"]
     assert len(feats) == maps.embeddings.n_patches + maps.embeddings.n_regions
     x, y = maps.embeddings.coords_px[0]
     ring = np.array(feats[0]["geometry"]["coordinates"][0])
     assert ring.min(axis=0) == pytest.approx([x, y]) and ring.max(axis=0) == pytest.approx([x + s, y + s])
-    w.export("tiff", tmp_path / "out.tif")
+    _export(w, "tiff", tmp_path / "out.tif", qtbot)
     assert tifffile.imread(tmp_path / "out.tif").shape[-2:] == (9, 13)
     # a second prediction reuses the cache (nothing embedded again)
     before = sorted(opened.cache.iterdir())
-    w.predict_button.click()
-    qtbot.waitUntil(lambda: running_job("predict") is None, timeout=30000)
+    assert w.predict_button.isEnabled()
+    with qtbot.waitSignal(w.predicted, timeout=30000):
+        w.predict_button.click()
     assert sorted(opened.cache.iterdir()) == before
+    assert w.maps is not maps and np.allclose(w.maps.prediction.probabilities, maps.prediction.probabilities)
     assert not [m for k, m in notes if k == "show_error"]
 
 
@@ -324,3 +339,13 @@ def test_model_of_another_encoder_is_refused(opened, trained, qtbot, notes):
     assert len(errors) == 1 and "encoder weights hash" in errors[0] and "slide_a" in errors[0]
     assert w.maps is None and not w.heatmap_layers
     assert w.predict_button.isEnabled()
+
+
+def test_a_closed_dock_ignores_clicks(hand_case):
+    w, viewer = hand_case.widget, hand_case.viewer
+    world = hand_case.maps.patch_centre_world(0)
+    viewer.window.remove_dock_widget(w)
+    centre = tuple(camera_of(viewer).center)
+    event = SimpleNamespace(position=world, type="mouse_press", button=1)
+    assert list(w._on_mouse_drag(viewer, event)) == []
+    assert w.patch_list.count() == 0 and tuple(camera_of(viewer).center) == centre

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from napari.layers import Vectors
 
 from napari_regional_mil._widgets import _layers, _worker
 from napari_regional_mil._widgets.slide_widget import SlideWidget
@@ -89,7 +90,7 @@ def test_tile_grids_align_with_tiling(opened, qtbot):
     assert f"{tiling.n_patches:,}</b> patches in <b>{tiling.n_regions:,}</b> regions" in widget.counts.text()
     patches = viewer.layers[f"patch grid ({widget.slide_layer.name})"]
     regions = viewer.layers[f"region grid ({widget.slide_layer.name})"]
-    assert patches._type_string == "vectors" and regions._type_string == "vectors"
+    assert isinstance(patches, Vectors) and isinstance(regions, Vectors)
     gx, gy = tiling.grid_xy[:, 0], tiling.grid_xy[:, 1]
     s = tiling.patch_size_level0
     expect = np.array(
@@ -116,11 +117,15 @@ def test_tiling_uses_the_painted_mask(opened, qtbot):
     widget.tissue_button.click()
     _wait_job(qtbot, widget)
     tissue = _layers.tissue_layer_of(viewer, widget.slide_layer)
+    assert _layers.tissue_mask_of(viewer, widget.slide_layer, only_if_edited=True) is None  # as detected
     # paint: erase everything, then tissue only over level-0 x in [0, 320), y in [0, 192)
     data = np.zeros_like(tissue.data)
     ds_x, ds_y = W / data.shape[1], H / data.shape[0]
     data[: int(round(192 / ds_y)), : int(round(320 / ds_x))] = 1
     tissue.data = data
+    painted = _layers.tissue_mask_of(viewer, widget.slide_layer, only_if_edited=True)
+    assert painted is not None and painted.method == "user"
+    np.testing.assert_array_equal(painted.mask, data > 0)
     widget.tile_button.click()
     _wait_job(qtbot, widget)
     tiling = widget.tiling
@@ -175,6 +180,25 @@ def test_picks_up_a_reader_layer(make_napari_viewer, widget_slide):
     assert widget.slide_layer is layers[0]
     assert "832 x 576 px" in widget.info.fields["size"].text()
     assert widget.picker.text() == str(widget_slide)
+
+
+@pytest.mark.parametrize("name, cls", [("Slide", "SlideWidget"), ("Embed", "EmbedWidget")])
+def test_manifest_widgets_get_the_real_viewer(make_napari_viewer, name, cls):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-regional-mil", name)
+    assert type(widget).__name__ == cls
+    assert widget.viewer is viewer  # not napari's public-only proxy
+
+
+def test_overlays_are_not_slide_layers(opened, qtbot):
+    viewer, widget = opened
+    widget.tissue_button.click()
+    _wait_job(qtbot, widget)
+    rgba = np.zeros((3, 4, 4), np.uint8)
+    _layers.show_grid_rgba(viewer, widget.slide_layer, rgba, 64.0, "overlay")
+    viewer.layers.selection.active = viewer.layers[-1]
+    assert _layers.slide_layers(viewer) == [widget.slide_layer]
+    assert _layers.find_slide_layer(viewer) is widget.slide_layer
 
 
 def test_closing_viewer_during_tiling_is_clean(make_napari_viewer, widget_slide, qtbot, notes):

@@ -149,8 +149,26 @@ def test_second_job_of_same_kind_is_refused(qtbot, notes):
     qtbot.waitUntil(lambda: bool(again.finished), timeout=10000)
 
 
-def test_closing_viewer_cancels_and_waits(make_napari_viewer, qtbot, notes):
+def test_replace_cancels_the_running_job_silently(qtbot, notes):
+    gate, log, first = threading.Event(), [], Recorder()
+    old = start_job(lambda: _counting_job(1000, gate=gate, log=log), kind="t-replace", description="Old", **first.kwargs())
+    qtbot.waitUntil(lambda: bool(first.events), timeout=10000)
+    second = Recorder()
+    new = start_job(lambda: _counting_job(2), kind="t-replace", description="New", on_busy="replace", **second.kwargs())
+    assert new is not None and running_job("t-replace") is new
+    gate.set()
+    qtbot.waitUntil(lambda: bool(second.finished) and not old.running, timeout=10000)
+    assert second.results == [20]
+    assert first.results == [] and first.finished == []  # the replaced job's callbacks are dropped
+    assert log == [("finally", False)]
+    assert not [n for n in notes if n[0] == "warning"]
+
+
+@pytest.mark.parametrize("hook", ["task status", "close filter"])
+def test_closing_viewer_cancels_and_waits(make_napari_viewer, qtbot, notes, monkeypatch, hook):
     viewer = make_napari_viewer()
+    if hook == "close filter":  # a napari without task registration: the fallback event filter
+        monkeypatch.delattr(type(viewer.window), "_register_task_status")
     viewer.add_points([[0, 0]])  # a viewer with layers takes the full close path
     log, rec = [], Recorder()
     handle = start_job(

@@ -60,16 +60,20 @@ def layer_data(slide: Any) -> LayerData:
     return (slide.display_pyramid(), kwargs, "image")
 
 
+def _layer_of(slide: Any) -> LayerData:
+    """Keep the slide open, warn (napari shows it) when it has no usable mpp, give its layer."""
+    _keep_open(slide)
+    for text in slide.info.warnings:
+        if "mpp" in text:
+            warnings.warn(f"{text}; it is shown at 1 px per unit until you set the mpp", stacklevel=3)
+    return layer_data(slide)
+
+
 def read_slide(path: str | Path, *, mpp: float | None = None) -> list[LayerData]:
     """Open one slide as napari layer data (raises :class:`SlideError` on bad input)."""
     from napari_regional_mil.slide import open_slide
 
-    slide = open_slide(path, mpp=mpp)
-    _keep_open(slide)
-    for text in slide.info.warnings:
-        if "mpp" in text:
-            warnings.warn(f"{text}; it is shown at 1 px per unit until you set the mpp", stacklevel=2)
-    return [layer_data(slide)]
+    return [_layer_of(open_slide(path, mpp=mpp))]
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
@@ -93,13 +97,6 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
             return None
 
     def reader(_path: Any) -> list[LayerData]:
-        layers = []
-        for slide in opened:
-            _keep_open(slide)
-            for text in slide.info.warnings:
-                if "mpp" in text:
-                    warnings.warn(f"{text}; it is shown at 1 px per unit until you set the mpp", stacklevel=2)
-            layers.append(layer_data(slide))
-        return layers
+        return [_layer_of(slide) for slide in opened]
 
     return reader

@@ -9,9 +9,9 @@ half-written file.
   *File > Import objects from file* (or drag and drop). One ``tile`` object per patch and
   one per region; geometry a rectangle in **level-0 pixels** with the origin at the top
   left of the full-resolution image (QuPath's convention). ``properties``:
-  ``objectType: "tile"``, ``name``, ``classification`` (``Patch`` or ``Region``, so
-  each set can be shown or hidden in QuPath) and ``measurements`` (QuPath >= 0.4 map
-  form): ``attention``, ``attention_rank``, ``region_attention``, ``tissue_fraction``,
+  ``objectType: "tile"``, ``isLocked`` (so a click does not move them), ``name``,
+  ``classification`` (``Patch`` or ``Region``, so each set can be shown or hidden in
+  QuPath) and ``measurements`` (QuPath >= 0.4 map form): ``attention``, ``attention_rank``, ``region_attention``, ``tissue_fraction``,
   ``prob_<class>`` (the slide's class probabilities, on every object so a measurement
   map can colour by them) and ``evidence_<class>`` when the model gives it. A region's
   ``attention`` is the sum of its patches' attention. Missing values are omitted (JSON
@@ -41,7 +41,15 @@ import numpy as np
 from napari_regional_mil.errors import RegionalMilError
 from napari_regional_mil.heatmap import AttentionMaps, normalise
 
-__all__ = ["export_geojson", "export_heatmap_tiff", "export_csv", "csv_columns", "ExportError"]
+__all__ = [
+    "ExportError",
+    "geojson_features",
+    "export_geojson",
+    "heatmap_stack",
+    "export_heatmap_tiff",
+    "csv_columns",
+    "export_csv",
+]
 
 #: Colours (RGB) of the two QuPath classifications.
 _PATCH_COLOUR = [230, 120, 30]
@@ -133,6 +141,7 @@ def geojson_features(maps: AttentionMaps) -> list[dict]:
                 "geometry": _rect(x, y, x + s, y + s),
                 "properties": {
                     "objectType": "tile",
+                    "isLocked": True,
                     "name": f"patch {i} ({gx}, {gy})",
                     "classification": {"name": "Patch", "color": _PATCH_COLOUR},
                     "measurements": _measurements(m),
@@ -161,6 +170,7 @@ def geojson_features(maps: AttentionMaps) -> list[dict]:
                 "geometry": _rect(x0, y0, x1, y1),
                 "properties": {
                     "objectType": "tile",
+                    "isLocked": True,
                     "name": f"region {r} ({rx}, {ry})",
                     "classification": {"name": "Region", "color": _REGION_COLOUR},
                     "measurements": _measurements(m),

@@ -103,6 +103,7 @@ def sync_heatmap_layers(viewer: Any, layers: dict[str, Any], specs: list[Heatmap
     dict
         The layers now shown, by spec key.
     """
+    active = viewer.layers.selection.active
     wanted = {spec.key for spec in specs}
     for key, layer in list(layers.items()):
         if key not in wanted and layer in viewer.layers:
@@ -138,6 +139,8 @@ def sync_heatmap_layers(viewer: Any, layers: dict[str, Any], specs: list[Heatmap
                 **({} if units is None else {"units": units}),
             )
         out[spec.key] = layer
+    if active is not None and active in viewer.layers:  # adding layers selects them: undo that
+        viewer.layers.selection.active = active
     return out
 
 
@@ -237,9 +240,12 @@ def rgb_icon(tile: np.ndarray, size: int) -> Any:
 
 
 def jump_to(viewer: Any, centre_yx: tuple[float, float], extent_um: float) -> None:
-    """Centre the camera on ``centre_yx`` (world um) and zoom so ``extent_um`` fills ~60 %."""
+    """Centre the camera on ``centre_yx`` (world um); zoom in so ``extent_um`` fills ~60 %.
+
+    The camera never zooms *out*: a user looking closer than that stays as close.
+    """
     camera = camera_of(viewer)
     camera.center = (float(centre_yx[0]), float(centre_yx[1]))
     canvas = getattr(getattr(viewer, "canvas", None), "size", None) or getattr(viewer, "_canvas_size", None)
     side = float(min(canvas)) if canvas and min(canvas) > 0 else 600.0
-    camera.zoom = 0.6 * side / max(float(extent_um), 1e-6)
+    camera.zoom = max(float(camera.zoom), 0.6 * side / max(float(extent_um), 1e-6))

@@ -57,8 +57,15 @@ def slide_path_of(layer: Any) -> Path | None:
 
 
 def slide_layers(viewer: Any) -> list[Any]:
-    """The viewer's slide layers (Image layers whose metadata names a slide), in order."""
-    return [layer for layer in viewer.layers if layer._type_string == "image" and slide_path_of(layer)]
+    """The viewer's slide layers, in order: Image layers whose metadata names a slide and
+    that are not derived from one (overlays carry ``derived_from``)."""
+    from napari.layers import Image
+
+    return [
+        layer
+        for layer in viewer.layers
+        if isinstance(layer, Image) and slide_path_of(layer) and "derived_from" not in layer.metadata
+    ]
 
 
 def find_slide_layer(viewer: Any) -> Any | None:
@@ -250,7 +257,9 @@ def tissue_layer_of(viewer: Any, slide_layer: Any) -> Any | None:
     """The tissue Labels layer of a slide layer, or ``None``."""
     name = _derived_name(slide_layer, "tissue")
     layer = _by_name(viewer, name)
-    return layer if layer is not None and layer._type_string == "labels" else None
+    from napari.layers import Labels
+
+    return layer if isinstance(layer, Labels) else None
 
 
 def tissue_mask_of(viewer: Any, slide_layer: Any, *, only_if_edited: bool = False) -> Any | None:

@@ -16,7 +16,7 @@ from napari_regional_mil.heatmap import AttentionMaps
 from napari_regional_mil.jobs import Progress
 from napari_regional_mil.tiling import TilingParams
 
-__all__ = ["load_model", "describe_model", "default_cache_dir", "model_tiling", "predict_job", "export"]
+__all__ = ["load_model", "describe_model", "model_tiling", "predict_job", "export"]
 
 def load_model(path: str | os.PathLike) -> Any:
     """Load a checkpoint (``CheckpointError`` for a missing, corrupt or foreign file)."""
@@ -34,11 +34,6 @@ def describe_model(checkpoint: Any) -> str:
     return f"{where}: {model_type} model, classes {classes}; encoder {encoder}"
 
 
-def default_cache_dir(slide_path: str | os.PathLike) -> Path:
-    """Where the Predict widget looks for (and writes) a slide's cache by default."""
-    return Path(slide_path).parent / "embeddings"
-
-
 def model_tiling(checkpoint: Any, layer_params: TilingParams | None = None) -> TilingParams | None:
     """The tiling a model was trained on, as :class:`TilingParams` (``None`` when unknown).
 
@@ -54,7 +49,8 @@ def model_tiling(checkpoint: Any, layer_params: TilingParams | None = None) -> T
 
 
 def _embeddings_for(
-    checkpoint: Any, slide_path: str, cache_dir: Path, params: TilingParams | None, mpp: float | None
+    checkpoint: Any, slide_path: str, cache_dir: Path, params: TilingParams | None, mpp: float | None,
+    tissue_mask: Any,
 ) -> Generator[Progress, None, Any]:
     """Load the slide's cached embeddings for ``checkpoint``, embedding the slide first if needed."""
     from napari_regional_mil.embedding.lookup import find_slide_cache, load_slide_embeddings
@@ -71,7 +67,8 @@ def _embeddings_for(
                 f"{name}: no matching embedding cache in {cache_dir}, and the model does not say which "
                 "encoder and tiling to embed with"
             ) from None
-        result = yield from embed_slide(slide_path, cache_dir=cache_dir, tiling_params=params, encoder=encoder, mpp=mpp)
+        result = yield from embed_slide(slide_path, cache_dir=cache_dir, tiling_params=params, encoder=encoder,
+                                        mpp=mpp, tissue_mask=tissue_mask)
         found = result.cache_path
     yield Progress("load", 0, 0, f"loading {Path(found).name}")
     return load_slide_embeddings(found)
@@ -85,6 +82,7 @@ def predict_job(
     mpp: tuple[float, float] | None = None,
     slide_mpp: float | None = None,
     layer_params: TilingParams | None = None,
+    tissue_mask: Any = None,
 ) -> Generator[Progress, None, AttentionMaps]:
     """Predict one slide with a loaded model and lay the attention out on its grids.
 
@@ -95,14 +93,17 @@ def predict_job(
     slide_path
         The slide file.
     cache_dir
-        Where its embedding cache is (default: :func:`default_cache_dir`). When it holds
-        none for the model's encoder and tiling, the slide is embedded first with them.
+        Where its embedding cache is (default: the Embed widget's default folder). When
+        it holds none for the model's encoder and tiling, the slide is embedded first with
+        them, as the Embed widget would.
     mpp
         ``(mpp_y, mpp_x)`` of the slide layer, so the maps follow it.
     slide_mpp
         Level-0 mpp to embed with when the slide lacks it (the user's value).
     layer_params
         The tiling the Slide widget used (its tissue threshold is reused).
+    tissue_mask
+        The user's edited tissue mask, if any (used when embedding).
 
     Raises
     ------
@@ -113,9 +114,14 @@ def predict_job(
 
     if not slide_path:
         raise SlideError("the slide layer does not say which file it shows")
-    folder = Path(cache_dir) if cache_dir else default_cache_dir(slide_path)
+    if cache_dir:
+        folder = Path(cache_dir)
+    else:
+        from napari_regional_mil._widgets.embed_widget import default_cache_dir
+
+        folder = default_cache_dir(slide_path)
     params = model_tiling(checkpoint, layer_params)
-    embeddings = yield from _embeddings_for(checkpoint, slide_path, folder, params, slide_mpp)
+    embeddings = yield from _embeddings_for(checkpoint, slide_path, folder, params, slide_mpp, tissue_mask)
     checkpoint.check_compatible(embeddings)
     yield Progress("predict", 0, 1, f"predicting {embeddings.slide_name}")
     prediction = predict_slide(checkpoint, embeddings)

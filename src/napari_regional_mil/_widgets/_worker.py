@@ -19,19 +19,18 @@ What the adapter does for every job:
 * errors become one-line notifications: a :class:`~napari_regional_mil.errors.RegionalMilError`
   shows its message, any other exception shows ``Type: message`` and is logged with its
   traceback; no traceback dialog;
-* refuses a second job of the same ``kind`` while one runs, with a warning notification;
+* refuses a second job of the same ``kind`` while one runs, with a warning notification
+  (or, with ``on_busy="replace"``, cancels the running one for quick previews);
 * registers with the viewer window so that closing napari cancels the job and waits for
   its thread (no orphan thread, no traceback, no callback into a dead viewer).
 
 Examples
 --------
->>> handle = start_job(
-...     lambda: embed_slide(path, ...),           # runs in the worker thread
-...     kind="embed", description="Embedding slide.svs",
-...     on_result=show_pca, on_progress=plot, on_finish=lambda status: reset_buttons(),
-...     viewer=viewer, owner=self)
->>> if handle is not None:
-...     cancel_button.clicked.connect(handle.cancel)
+>>> handle = start_job(lambda: embed_slide(path, ...), kind="embed",   # doctest: +SKIP
+...                    description="Embedding slide.svs", on_result=show_pca,
+...                    on_progress=plot, on_finish=lambda status: reset_buttons(),
+...                    viewer=viewer, owner=self)
+>>> if handle is not None: cancel_button.clicked.connect(handle.cancel)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -45,6 +44,7 @@ from typing import Any
 from napari.qt.threading import GeneratorWorker
 from napari.utils import notifications
 from napari.utils.progress import cancelable_progress
+from qtpy.QtCore import QEvent, QObject
 
 from napari_regional_mil.errors import JobCancelled, RegionalMilError
 from napari_regional_mil.jobs import Progress
@@ -77,11 +77,11 @@ def notify_error(exc: BaseException, *, context: str = "") -> None:
     context
         Optional prefix, e.g. ``"Tiling failed"``.
     """
+    first = (str(exc).strip().splitlines() or [""])[0]
     if isinstance(exc, RegionalMilError):
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first or type(exc).__name__
     else:
         logger.error("unexpected error%s", f" ({context})" if context else "", exc_info=exc)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     notifications.show_error(f"{context}: {text}" if context else text)
 
@@ -244,7 +244,10 @@ class JobHandle:
             pbar.n = event.done
             pbar.update(0)
         if on_progress is not None:
-            on_progress(event)
+            try:
+                on_progress(event)
+            except Exception:  # noqa: BLE001 - a broken live plot must not stop the job
+                logger.exception("progress callback of %r failed", self.description)
 
     def _on_returned(
         self,
@@ -309,6 +312,7 @@ def start_job(
     viewer: Any = None,
     owner: Any = None,
     show_progress: bool = True,
+    on_busy: str = "refuse",
 ) -> JobHandle | None:
     """Run a job in a worker thread with a progress bar and Cancel.
 
@@ -337,14 +341,22 @@ def start_job(
         A QWidget: when it is destroyed the job is cancelled and its callbacks dropped.
     show_progress
         Whether to show a napari progress bar.
+    on_busy
+        When a job of the same ``kind`` runs: ``"refuse"`` this one with a warning
+        notification, or ``"replace"``: cancel that one silently (its callbacks are
+        dropped) and start this one; for quick previews such as thumbnails.
 
     Returns
     -------
     JobHandle or None
         The running job, or ``None`` when refused.
     """
+    if on_busy not in ("refuse", "replace"):
+        raise ValueError(f"on_busy must be 'refuse' or 'replace', got {on_busy!r}")
     other = running_job(kind)
-    if other is not None:
+    if other is not None and on_busy == "replace":
+        _detach(other)
+    elif other is not None:
         notifications.show_warning(
             f"{description}: refused, '{other.description}' is still running; "
             "wait for it or cancel it first"
@@ -390,29 +402,16 @@ def _bind_viewer(handle: JobHandle, viewer: Any) -> None:
         except Exception:  # noqa: BLE001 - private API: fall back to an event filter
             logger.debug("task status registration failed", exc_info=True)
     qt_window = getattr(window, "_qt_window", None)
-    if qt_window is not None:
-        _CloseFilter.install(qt_window)
+    if qt_window is not None and not hasattr(qt_window, "_regional_mil_close_filter"):
+        qt_window._regional_mil_close_filter = _CloseFilter(qt_window)
+        qt_window.installEventFilter(qt_window._regional_mil_close_filter)
 
 
-class _CloseFilter:
-    """Fallback: a Close-event filter on the main window that shuts down all jobs."""
+class _CloseFilter(QObject):
+    """Fallback when napari lacks task registration: a window Close shuts down all jobs."""
 
-    _installed: dict[int, Any] = {}
-
-    @classmethod
-    def install(cls, qt_window: Any) -> None:
-        from qtpy.QtCore import QEvent, QObject
-
-        if id(qt_window) in cls._installed:
-            return
-
-        class _Filter(QObject):
-            def eventFilter(self, obj, event):  # noqa: N802 - Qt name
-                if event.type() == QEvent.Type.Close:
-                    for handle in list(_RUNNING.values()):
-                        handle._shutdown()
-                return False
-
-        filt = _Filter(qt_window)
-        qt_window.installEventFilter(filt)
-        cls._installed[id(qt_window)] = filt
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt name
+        if event.type() == QEvent.Type.Close:
+            for handle in list(_RUNNING.values()):
+                handle._shutdown()
+        return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -32,6 +32,9 @@ from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CacheError, SlideError
 from napari_regional_mil.jobs import Progress
+
+if TYPE_CHECKING:
+    import napari.viewer
 
 __all__ = ["EmbedWidget", "default_cache_dir", "CACHE_FOLDER"]
 
@@ -96,20 +99,22 @@ class EmbedWidget(QWidget):
     Parameters
     ----------
     viewer
-        The napari viewer (napari passes it).
+        The napari viewer (napari passes it, recognised by the annotation).
     """
 
-    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a public-only proxy
         self.viewer = viewer
         self.slide_layer: Any = None
         self.job: JobHandle | None = None
         self.result: Any = None
         self._cache_dir_auto = True
+        self._applied_params: Any = None
         self._build()
-        viewer.layers.selection.events.active.connect(lambda *_: self.refresh_slide())
-        viewer.layers.events.inserted.connect(lambda *_: self.refresh_slide())
-        viewer.layers.events.removed.connect(lambda *_: self.refresh_slide())
+        viewer.layers.selection.events.active.connect(self._on_layers_changed)
+        viewer.layers.events.inserted.connect(self._on_layers_changed)
+        viewer.layers.events.removed.connect(self._on_layers_changed)
         self.refresh_slide()
 
     # -- UI ----------------------------------------------------------------------------------
@@ -187,26 +192,38 @@ class EmbedWidget(QWidget):
 
     # -- the slide ----------------------------------------------------------------------------
     def refresh_slide(self) -> None:
-        """Follow the active slide layer: its name, mpp, tiling defaults and cache folder."""
+        """Follow the active slide layer: its name, mpp, tiling parameters and cache folder.
+
+        The Slide widget's latest tiling parameters of the slide are taken over whenever
+        they changed (on a new slide, or when this widget is shown again).
+        """
         layer = _layers.find_slide_layer(self.viewer)
-        if layer is self.slide_layer:
-            return
+        changed = layer is not self.slide_layer
         self.slide_layer = layer
-        busy = self.job is not None and self.job.running
-        self._set_busy(busy)
+        if changed:
+            self._set_busy(self.job is not None and self.job.running)
         if layer is None:
             self.slide_label.setText("<i>Open a slide (Slide widget or drag and drop).</i>")
             return
         path = _layers.slide_path_of(layer)
         mpp = _layers.layer_mpp(layer)
-        mpp_text = f"{mpp[0]:.4g} µm/px" if mpp else "<span style='color:#e0a800'>no mpp: set it in the Slide widget</span>"
-        self.slide_label.setText(f"<b>{path.name}</b><br>{mpp_text}")
+        warn = "<span style='color:#e0a800'>no mpp: set it in the Slide widget</span>"
+        self.slide_label.setText(f"<b>{path.name}</b><br>{f'{mpp[0]:.4g} µm/px' if mpp else warn}")
         self.slide_label.setToolTip(str(path))
-        params = _layers.tiling_params_of(layer)
-        if params is not None:
-            self.fields.set_params(params)
-        if self._cache_dir_auto:
+        if changed and self._cache_dir_auto:
             self.cache_dir.set_text(str(default_cache_dir(path)))
+        params = _layers.tiling_params_of(layer)
+        if params is not None and params != self._applied_params:
+            self.fields.set_params(params)
+            self._applied_params = params
+
+    def _on_layers_changed(self, event: Any = None) -> None:
+        self.refresh_slide()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        """Take over the Slide widget's latest settings when shown."""
+        super().showEvent(event)
+        self.refresh_slide()
 
     # -- running ----------------------------------------------------------------------------
     def embed(self) -> None:

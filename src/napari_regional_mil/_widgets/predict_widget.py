@@ -44,9 +44,15 @@ from napari_regional_mil._widgets._heatmap_layers import (
     show_selection,
     sync_heatmap_layers,
 )
-from napari_regional_mil._widgets._layers import find_slide_layer, layer_mpp, slide_path_of, tiling_params_of
+from napari_regional_mil._widgets._layers import (
+    find_slide_layer,
+    layer_mpp,
+    slide_path_of,
+    tiling_params_of,
+    tissue_mask_of,
+)
 from napari_regional_mil._widgets._prediction_panel import PredictionPanel
-from napari_regional_mil._widgets._worker import notify_error, start_job
+from napari_regional_mil._widgets._worker import start_job
 from napari_regional_mil.heatmap import NORMALISATIONS, AttentionMaps
 
 __all__ = ["PredictWidget", "offer_model"]
@@ -92,8 +98,10 @@ class PredictWidget(QWidget):
         self._slide_layer: Any = None
         self.selection_layer: Any = None
         self._build()
-        viewer.mouse_drag_callbacks.append(self._on_mouse_drag)
-        self.destroyed.connect(lambda *_: self._disconnect_viewer())
+        callback, callbacks = self._on_mouse_drag, viewer.mouse_drag_callbacks
+        callbacks.append(callback)
+        # closing the dock deletes the widget: stop listening to the viewer's clicks then
+        self.destroyed.connect(lambda *_: callback in callbacks and callbacks.remove(callback))
         self._refresh_state()
         _INSTANCES.add(self)
 
@@ -112,7 +120,7 @@ class PredictWidget(QWidget):
         self.model_label = QLabel("no model loaded")
         self.model_label.setWordWrap(True)
         form.addRow(self.model_label)
-        self.cache_dir = QLineEdit(placeholderText="embedding cache folder (default: <slide folder>/embeddings)")
+        self.cache_dir = QLineEdit(placeholderText="embedding cache folder (default: as the Embed widget)")
         form.addRow("Cache", self.cache_dir)
         self.predict_button = QPushButton("Predict open slide")
         form.addRow(self.predict_button)
@@ -172,12 +180,6 @@ class PredictWidget(QWidget):
         for button in self.export_buttons.values():
             button.setEnabled(self.maps is not None)
 
-    def _disconnect_viewer(self) -> None:
-        try:
-            self.viewer.mouse_drag_callbacks.remove(self._on_mouse_drag)
-        except (ValueError, AttributeError, RuntimeError):
-            pass
-
     # -- model ------------------------------------------------------------------------------
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a model checkpoint", "", "Checkpoints (*.safetensors);;All files (*)")
@@ -224,9 +226,10 @@ class PredictWidget(QWidget):
         cache_dir = self.cache_dir.text().strip() or layer.metadata.get("cache_dir") or None
         model = self.model
         mpp = tuple(float(v) for v in layer.scale[-2:])
-        recorded = layer_mpp(layer)
-        options = {"cache_dir": cache_dir, "mpp": mpp, "slide_mpp": recorded[0] if recorded else None,
-                   "layer_params": tiling_params_of(layer)}
+        recorded = layer_mpp(layer)  # as the Embed widget passes it, so the cache key matches
+        options = {"cache_dir": cache_dir, "mpp": mpp, "layer_params": tiling_params_of(layer),
+                   "slide_mpp": (recorded[0] + recorded[1]) / 2 if recorded else None,
+                   "tissue_mask": tissue_mask_of(self.viewer, layer, only_if_edited=True)}
         self._slide_layer = layer
         self.predict_button.setEnabled(False)
         start_job(
@@ -240,7 +243,12 @@ class PredictWidget(QWidget):
         )
 
     def show_maps(self, maps: AttentionMaps) -> None:
-        """Show a prediction: probabilities, decision, heatmap layers."""
+        """Show a prediction: probabilities, decision, heatmap layers.
+
+        The heatmaps of another slide shown before stay in the viewer (new layers are made).
+        """
+        if self.maps is not None and self.maps.embeddings.slide_name != maps.embeddings.slide_name:
+            self.heatmap_layers = {}
         self.maps = maps
         self.result.show_prediction(maps.prediction)
         self._update_layers()
@@ -288,8 +296,15 @@ class PredictWidget(QWidget):
 
     # -- clicking ---------------------------------------------------------------------------
     def _on_mouse_drag(self, viewer: Any, event: Any):
-        """A click (press and release without moving) on the canvas selects what is under it."""
-        if self.maps is None or getattr(event, "button", 1) != 1:
+        """A click (press and release without moving) on the canvas selects what is under it.
+
+        Only while the widget is docked (napari un-parents a closed dock's widget) and in
+        pan/zoom mode: clicks that paint, draw or pick on another layer are theirs.
+        """
+        if self.maps is None or self.parent() is None or getattr(event, "button", 1) != 1:
+            return
+        active = viewer.layers.selection.active
+        if active is not None and str(getattr(active, "mode", "pan_zoom")) != "pan_zoom":
             return
         position = tuple(event.position)
         yield
@@ -374,15 +389,17 @@ class PredictWidget(QWidget):
         if path:
             self.export(kind, path)
 
-    def export(self, kind: str, path: str | Path) -> None:
-        """Export the current prediction as ``kind`` (``geojson``, ``tiff``, ``csv``) to ``path``."""
+    def export(self, kind: str, path: str | Path) -> Any:
+        """Export the current prediction as ``kind`` (``geojson``, ``tiff``, ``csv``) to ``path``.
+
+        Runs in the background (large slides have 100k patches); returns the job handle
+        (``None`` when there is nothing to export or an export is running).
+        """
         if self.maps is None:
             notifications.show_warning("Export: predict a slide first")
-            return
+            return None
         maps, norm = self.maps, self.normalisation.currentText()
-        try:
-            written = _predict_job.export(kind, path, maps, normalisation=norm)
-        except Exception as exc:  # noqa: BLE001 - shown as a notification
-            notify_error(exc, context="Export failed")
-            return
-        notifications.show_info(f"Exported {written}")
+        return start_job(lambda: _predict_job.export(kind, path, maps, normalisation=norm),
+                         kind="predict-export", description=f"Exporting {Path(path).name}",
+                         on_result=lambda written: notifications.show_info(f"Exported {written}"),
+                         viewer=self.viewer, owner=self, show_progress=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -30,6 +30,9 @@ from napari_regional_mil._widgets._info_panel import SlideInfoPanel
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import SlideError
 from napari_regional_mil.jobs import Progress
+
+if TYPE_CHECKING:
+    import napari.viewer
 
 __all__ = ["SlideWidget", "SLIDE_FILTER"]
 
@@ -73,11 +76,12 @@ class SlideWidget(QWidget):
     Parameters
     ----------
     viewer
-        The napari viewer (napari passes it).
+        The napari viewer (napari passes it, recognised by the annotation).
     """
 
-    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a public-only proxy
         self.viewer = viewer
         self.slide: Any = None
         self.slide_layer: Any = None
@@ -218,9 +222,8 @@ class SlideWidget(QWidget):
 
     def _on_active_layer(self, event: Any = None) -> None:
         layer = self.viewer.layers.selection.active
-        if layer is not None and layer is not self.slide_layer and _layers.slide_path_of(layer):
-            if layer._type_string == "image" and "derived_from" not in (layer.metadata or {}):
-                self.use_layer(layer)
+        if layer is not None and layer is not self.slide_layer and layer in _layers.slide_layers(self.viewer):
+            self.use_layer(layer)
 
     def _on_layer_removed(self, event: Any) -> None:
         if event.value is self.slide_layer:

@@ -33,6 +33,16 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--encoder", metavar="NAME", help="use caches of this encoder (when several exist)")
     parser.add_argument("--classes", metavar="A,B,...", help="class names in the model's order (default: sorted labels)")
+    group = parser.add_argument_group("slides without a cache")
+    group.add_argument(
+        "--embed-missing",
+        action="store_true",
+        help="embed slides that have no cache first (the CSV's slide column must then be a path, "
+        "absolute or relative to the CSV), with --encoder (default builtin-he) and this tiling",
+    )
+    group.add_argument("--patch-size", type=int, default=256, help="patch side in px for --embed-missing (default: 256)")
+    group.add_argument("--target-mpp", type=float, default=0.5, help="um/px for --embed-missing (default: 0.5)")
+    group.add_argument("--region-size", type=int, default=8, help="k for --embed-missing (default: 8)")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +87,12 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slides-per-step", type=int, default=1, help="slides per optimiser step (default: 1)")
     group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     group.add_argument("--threshold", type=float, default=0.5, help="decision threshold stored with the model (default: 0.5)")
+    group.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for training; the model's operations are small, so 1 is usually fastest (default: 1)",
+    )
 
 
 def _checked(build: Any) -> Any:
@@ -133,6 +149,7 @@ def train_config_from_args(args: argparse.Namespace):
             slides_per_step=args.slides_per_step,
             seed=args.seed,
             threshold=args.threshold,
+            threads=args.threads,
         )
     )
 
@@ -173,5 +190,20 @@ def load_training_slides(args: argparse.Namespace):
         slide_exists=lambda row: slide_file(row) or find_cache(args.cache, row, encoder=args.encoder) is not None,
         unknown_slide_hint=f"no embedding cache in {args.cache} and no slide file",
     )
-    return cohort, drive(load_cohort_embeddings(cohort, cache_dir=args.cache, encoder=args.encoder))
+    embed = None
+    if args.embed_missing:
+        from napari_regional_mil.embedding import embed_slide
+        from napari_regional_mil.tiling import TilingParams
+
+        params = TilingParams(patch_size=args.patch_size, target_mpp=args.target_mpp, region_size=args.region_size)
+
+        def embed(row):
+            path = Path(row.slide) if Path(row.slide).is_file() else base / row.slide
+            if not path.is_file():
+                from napari_regional_mil.errors import CohortError
+
+                raise CohortError(f"{cohort.where(row)}: no cache for {row.slide!r} and no such slide file to embed")
+            return embed_slide(path, cache_dir=args.cache, tiling_params=params, encoder=args.encoder or "builtin-he")
+
+    return cohort, drive(load_cohort_embeddings(cohort, cache_dir=args.cache, encoder=args.encoder, embed=embed))
 

@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scheduler", default=None, metavar="local|ADDRESS",
                         help="run one slide per task on dask.distributed: 'local' or tcp://host:port")
     parser.add_argument("--workers", type=int, default=2, help="workers of the local cluster (default: 2)")
+    parser.add_argument("--context-encoder", action="append", default=[], metavar="NAME_OR_PATH",
+                        help="several scales: a further encoder embedding one larger patch centred on each region "
+                        "(repeatable; stored in the same cache, picked up by train)")
+    parser.add_argument("--context-scale", action="append", type=float, default=[], metavar="S",
+                        help="um/px of the context patch as a multiple of --target-mpp, one per --context-encoder "
+                        "(default: 2)")
     parser.set_defaults(func=run)
 
 
@@ -73,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     for summary in summaries:
         if args.scheduler and summary.ok:
             print(summary.message)
+    if args.context_encoder:
+        summaries = _add_contexts(args, summaries)
     failed = [s for s in summaries if not s.ok]
     if failed:
         print(f"{len(failed)} of {len(summaries)} slides failed:", file=sys.stderr)
@@ -95,3 +103,29 @@ def _embed_local(path: Path, encoder: object, common: dict) -> object:
         return SlideSummary(Path(path).stem, False, str(exc))
     return SlideSummary(result.slide_name, True, summary_line(result), cache_path=str(result.cache_path),
                         n_patches=result.n_patches, n_regions=result.n_regions, computed=result.computed)
+
+
+def _add_contexts(args: argparse.Namespace, summaries: list) -> list:
+    """Context embeddings (several scales) for every cached slide; a failure fails its slide."""
+    from dataclasses import replace
+
+    from napari_regional_mil.cli._progress import drive
+    from napari_regional_mil.embedding.context import embed_context
+    from napari_regional_mil.encoders import load_encoder
+    from napari_regional_mil.errors import RegionalMilError
+
+    scales = list(args.context_scale) or [2.0]
+    pairs = [(load_encoder(name, device=args.device), scales[min(i, len(scales) - 1)])
+             for i, name in enumerate(args.context_encoder)]
+    out = []
+    for summary in summaries:
+        try:
+            for encoder, scale in pairs if summary.ok else ():
+                result = drive(embed_context(summary.cache_path, encoder=encoder, scale=scale, batch_size=args.batch_size,
+                                             device=args.device, num_readers=args.readers))
+                print(f"{summary.slide}: context {result.name} ({result.n_regions} regions x {result.embedding_dim})"
+                      + ("" if result.computed else " (cached)"), flush=True)
+        except RegionalMilError as exc:
+            summary = replace(summary, ok=False, message=f"context embeddings: {exc}")
+        out.append(summary)
+    return out

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     path = result.save(args.out)
     best = result.history[result.best_epoch - 1]
     print(
-        f"trained {result.model.config.model_type} on {len(train) - len(result.validation_slides)} slides "
+        f"trained {result.model.config.model_type} on {result.checkpoint.training['n_train']} slides "
         f"(validation {len(result.validation_slides)}, left out {len(held_out)}); classes {', '.join(cohort.class_names)}"
     )
     print(

@@ -13,6 +13,7 @@ import numpy as np
 import zarr
 
 from napari_regional_mil.embedding.cache import FORMAT_VERSION, PARTIAL_SUFFIX, CacheWriter, check_writable, store_path
+from napari_regional_mil.embedding.context import read_context_embeddings
 from napari_regional_mil.embedding.types import SlideEmbeddings
 from napari_regional_mil.errors import CacheError
 
@@ -170,6 +171,7 @@ def load_slide_embeddings(path: str | Path) -> SlideEmbeddings:
             region_xy=get("region_xy"),
             regional_embeddings={k: v for k, v in regional.items() if v is not None},
             tissue_fraction=get("tissue_fraction"),
+            context_embeddings=read_context_embeddings(group, attrs),
             meta=meta,
         )
     except (OSError, KeyError, ValueError) as exc:

@@ -4,7 +4,8 @@ The built-in second model needs no weights from the internet, is deterministic (
 filters are fixed formulas and its standardisation constants ship with the package, so
 its weights hash never changes) and batches like any neural encoder. It accepts any
 patch size (all its features are pooled statistics); it was calibrated on 224 px
-patches at about 0.5 um/px. For each patch it computes, in this order:
+patches at about 0.5 um/px and works at half the patch resolution (patches of 64 px
+and more are average-pooled 2 x 2 first). For each patch it computes, in this order:
 
 1. **Colour** (6): mean and standard deviation of R, G, B in [0, 1].
 2. **Stain concentrations** (20): colour deconvolution of optical density with the
@@ -15,11 +16,11 @@ patches at about 0.5 um/px. For each patch it computes, in this order:
    haematoxylin, eosin and total optical density (a cumulative histogram), and the
    fraction of background (nearly white) pixels.
 4. **Multi-scale texture** (72): on the haematoxylin and eosin channels at 4 scales
-   (1, 1/2, 1/4, 1/8 of the patch resolution), a fixed filter bank: Gabor energy at 4
+   (1/2, 1/4, 1/8, 1/16 of the patch resolution), a fixed filter bank: Gabor energy at 4
    orientations (sorted, so the features do not depend on the tissue's orientation,
    plus the spread of the total energy), Laplacian-of-Gaussian magnitude (mean, std) and
    gradient magnitude (mean, std).
-5. **Local binary patterns** (36): on both stains at 1/2 resolution, the histogram of
+5. **Local binary patterns** (36): on both stains at 1/4 resolution, the histogram of
    the number of brighter neighbours (0..8) among 8 neighbours at radius 1 and 2
    (rotation-invariant LBP-like texture codes).
 6. **Co-occurrence-like statistics** (16): autocorrelation and mean absolute
@@ -154,7 +155,8 @@ class BuiltinHE(nn.Module):
         feats.append((flat[:, 3] < 0.08).float().mean(1, keepdim=True))
         he = hed[:, :2].contiguous()
         feats.append(self._texture(he))
-        feats.append(self._lbp(he))
+        quarter = F.avg_pool2d(he, 2) if min(he.shape[-2:]) >= 16 else he
+        feats.append(self._lbp(quarter))
         feats.append(self._cooccurrence(he))
         feats.append(self._blobs(he[:, :1]))
         return torch.cat(feats, 1)
@@ -166,8 +168,7 @@ class BuiltinHE(nn.Module):
         for scale in range(4):
             if scale and min(level.shape[-2:]) >= 4:
                 level = F.avg_pool2d(level, 2)
-            padded = F.pad(level, (3, 3, 3, 3), mode="replicate")
-            resp = F.conv2d(padded, self.bank, stride=2).view(n, 2, 11, -1)  # (N, 2, 11, hw)
+            resp = F.conv2d(level, self.bank, stride=2, padding=3).view(n, 2, 11, -1)  # (N, 2, 11, hw)
             energy = torch.sqrt(resp[:, :, 0:4] ** 2 + resp[:, :, 4:8] ** 2 + 1e-12)  # (N, 2, 4, hw)
             orient = energy.mean(3).sort(dim=2, descending=True).values  # (N, 2, 4)
             spread = energy.sum(2).std(2).unsqueeze(2)
@@ -210,14 +211,15 @@ class BuiltinHE(nn.Module):
         return torch.cat([torch.stack(corr, 2).flatten(1), torch.stack(diff, 2).flatten(1)], 1)
 
     def _blobs(self, haem: torch.Tensor) -> torch.Tensor:
-        resp = F.conv2d(F.pad(haem, (8, 8, 8, 8), mode="replicate"), self.blob)  # (N, 2, h, w)
+        resp = F.conv2d(haem, self.blob, padding=8)  # (N, 2, h, w)
         peaks = resp == F.max_pool2d(resp, 3, stride=1, padding=1)
         out = [100.0 * (peaks & (resp > t)).float().mean((2, 3)) for t in _BLOB_LEVELS]
         out += [resp.clamp_min(0).mean((2, 3)), (resp > _BLOB_LEVELS[1]).float().mean((2, 3))]
         return torch.stack(out, 2).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.raw_features(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):  # statistics need float32
+            feats = self.raw_features(x.float())
         if self.standardise:
             feats = ((feats - self.feat_mean) / self.feat_std).clamp(-8.0, 8.0)
         return feats

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,9 @@ def load_torchscript(path: str | Path, *, device: str = "cpu", **options: Any) -
     if not path.is_file():
         raise EncoderError(f"{path}: encoder file not found")
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream but is the exchange format here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/ValueError/zip errors
         raise EncoderError(f"{path}: not a TorchScript file ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     sidecar = _read_sidecar(path)
@@ -248,13 +251,15 @@ def save_encoder(
             sidecar: dict[str, Any] = {"arch": arch, "arch_kwargs": arch_kwargs or {}}
             weights_hash = hash_state_dict(module)
         else:
-            try:
-                scripted = torch.jit.script(module)
-            except Exception:  # noqa: BLE001 - fall back to tracing for unscriptable modules
-                size = spec.input_size or 224
-                with torch.no_grad():
-                    scripted = torch.jit.trace(module, torch.zeros(1, 3, size, size))
-            torch.jit.save(scripted, tmp)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                try:
+                    scripted = torch.jit.script(module)
+                except Exception:  # noqa: BLE001 - fall back to tracing for unscriptable modules
+                    size = spec.input_size or 224
+                    with torch.no_grad():
+                        scripted = torch.jit.trace(module, torch.zeros(1, 3, size, size))
+                torch.jit.save(scripted, tmp)
             sidecar = {}
             weights_hash = hash_file(tmp)
         os.replace(tmp, path)

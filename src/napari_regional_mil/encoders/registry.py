@@ -147,3 +147,13 @@ register_encoder("resnet50", _resnet_weights)
 for _name in KNOWN_ENCODERS:
     register_encoder(_name, _known_factory(_name))
 register_architecture("resnet50", lambda layers=3: ResNet50(layers=layers))
+
+
+def _pretrained_patch_cnn(**arch_kwargs: Any) -> Any:
+    """Encoders trained by the tool (``pretrain/``): built lazily, no import cycle."""
+    from napari_regional_mil.pretrain.networks import PatchCNN
+
+    return PatchCNN(**arch_kwargs)
+
+
+register_architecture("pretrained-patch-cnn", _pretrained_patch_cnn)

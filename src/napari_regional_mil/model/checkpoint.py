@@ -68,7 +68,7 @@ class Checkpoint:
     training
         A summary of training (epochs, best validation AUC, seed, slides, ...).
     versions
-        Package versions at save time.
+        Package versions when it was saved (re-saving stamps the current ones).
     path
         The file it was loaded from, if any.
     """
@@ -132,7 +132,7 @@ class Checkpoint:
             "encoder": dict(self.encoder),
             "tiling": dict(self.tiling),
             "training": dict(self.training),
-            "versions": dict(self.versions) or _versions(),
+            "versions": _versions(),
         }
 
 

@@ -89,12 +89,14 @@ class Slide:
     def _read_info(self, handle: Any, user_mpp: float | None) -> SlideInfo:
         path = self.path
         tif = handle.ts_tifffile
-        _checks.check_data_extent(path, tif)
+        props = dict(handle.properties)
+        series = tif.series[int(props.get("tiffslide.series-index") or 0)]
+        self._pages = [lvl.keyframe for lvl in series.levels]
+        _checks.check_data_extent(path, self._pages)
         arrays = zarr_levels(handle.zarr_group)
         _checks.check_levels(path, arrays)
         _checks.check_decodes(path, arrays[-1])
         self._arrays = arrays
-        props = dict(handle.properties)
         slide_mpp, warnings = slide_mpp_from_properties(props, path)
         if user_mpp is not None:
             mpp, source, warnings = (user_mpp, user_mpp), "user", []
@@ -102,8 +104,6 @@ class Slide:
             mpp, source = slide_mpp, "slide"
         else:
             mpp, source = None, "none"
-        series = tif.series[int(props.get("tiffslide.series-index") or 0)]
-        self._pages = [lvl.keyframe for lvl in series.levels]
         page0 = self._pages[0]
         tile = (int(page0.tilewidth), int(page0.tilelength)) if page0.is_tiled else None
         if tile is None:

@@ -74,8 +74,12 @@ def find_cache(cache_dir: str | os.PathLike, row: CohortRow, *, encoder: str | N
     for slide in dict.fromkeys((row.name, row.slide)):
         try:
             path = find_slide_cache(cache_dir, slide, encoder=encoder)
-        except (CacheError, FileNotFoundError):
+        except FileNotFoundError:
             continue
+        except CacheError as exc:
+            if "no complete embedding cache" in str(exc):
+                continue
+            raise CacheError(f"line {row.line}: {exc}") from None  # e.g. several encoders: choose one
         if path is not None:
             return Path(path)
     return None

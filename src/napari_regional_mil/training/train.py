@@ -28,9 +28,10 @@ from ..model.config import ModelConfig
 from ..model.first_model import Bag, FirstModel, make_bag
 from ..model.selection import select_patches
 from .datasets import LabelledSlide, common_provenance
+from .evaluation import decide, predict_bags
 from .metrics import balanced_accuracy, cross_entropy, roc_auc
 
-__all__ = ["TrainConfig", "TrainResult", "adapt_model_config", "split_validation", "train_model", "predict_bags"]
+__all__ = ["TrainConfig", "TrainResult", "adapt_model_config", "split_validation", "train_model"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class TrainConfig:
         Seeds the weights, the patch selection, dropout and the slide order.
     threshold
         Decision threshold stored with the model (binary models).
+    threads
+        torch CPU threads while training (``None``: leave torch's setting). The model's
+        operations are small, so 1 thread is often fastest and never oversubscribes a
+        busy machine; the previous setting is restored when the job ends.
     """
 
     epochs: int = 40
@@ -77,6 +82,7 @@ class TrainConfig:
     slides_per_step: int = 1
     seed: int = 0
     threshold: float = 0.5
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.slides_per_step < 1 or self.learning_rate <= 0:
@@ -194,17 +200,6 @@ def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, total_step
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def predict_bags(model: FirstModel, bags: Sequence[Bag]) -> np.ndarray:
-    """``(n, C)`` class probabilities of every bag, using every patch (inference mode)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            return np.stack([torch.softmax(model(bag).logits, -1).numpy() for bag in bags]).astype(np.float64)
-    finally:
-        model.train(was_training)
-
-
 def train_model(
     slides: Sequence[LabelledSlide],
     *,
@@ -243,6 +238,22 @@ def train_model(
         The best model with its history. Closing the generator stops training and
         writes nothing.
     """
+    previous_threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(max(1, int(config.threads)))
+    try:
+        return (yield from _train(slides, class_names, model_config, config, validation))
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(
+    slides: Sequence[LabelledSlide],
+    class_names: Sequence[str],
+    model_config: ModelConfig | None,
+    config: TrainConfig,
+    validation: Sequence[LabelledSlide] | None,
+) -> Generator[Progress, None, TrainResult]:
     slides = list(slides)
     if not slides:
         raise TrainingError("no training slides")
@@ -314,7 +325,7 @@ def train_model(
         }
         if val_bags:
             probs = predict_bags(model, val_bags)
-            predicted = _decide(probs, config.threshold)
+            predicted = decide(probs, config.threshold)
             metrics.update(
                 val_loss=cross_entropy(probs, val_labels),
                 val_auc=roc_auc(probs, val_labels),
@@ -386,12 +397,6 @@ def _feature_statistics(bags: Sequence[Bag]) -> tuple[torch.Tensor, torch.Tensor
     mean = s1 / total
     std = (s2 / total - mean**2).clamp_min(0).sqrt()
     return mean.float(), std.float()
-
-
-def _decide(probs: np.ndarray, threshold: float) -> np.ndarray:
-    if probs.shape[1] == 2:
-        return (probs[:, 1] >= threshold).astype(np.int64)
-    return probs.argmax(axis=1)
 
 
 def _summary(metrics: dict[str, float], epochs: int) -> str:

@@ -1,0 +1,238 @@
+"""Benchmark of the embedding pipeline: encoder alone, reader alone, pipeline, naive loop.
+
+For two encoders (the built-in ``builtin-he`` and ``resnet50-random``, a ResNet-50 cut
+after layer 3 with random weights: weights do not change speed), with the same batch
+size and torch threads:
+
+(a) the encoder alone: forward throughput on in-memory uint8 patches (normalisation included);
+(b) the reader alone: patches read, decoded, resized and normalised per second by the
+    pipeline's reading stage with all its threads;
+(c) the full pipeline (``embed_slide``) on ``../shared/testslides/CMU-1-Small-Region.svs``
+    and on a synthetic 20k x 20k pyramid;
+(d) the naive loop users write: serial ``read_region`` per patch, then a forward pass.
+
+efficiency = c / min(a, b) per encoder (the lower over the two slides), speed-up = c / d.
+Peak RSS of a whole ``embed_slide`` run on the small and the large slide is measured in
+subprocesses. The built-in encoder's linear-probe accuracy on a synthetic slide with 6
+tissue types is printed too. The last line is ``pipeline_efficiency=<lower of the two>``.
+
+Run: ``python benchmarks/embed.py`` (``--help`` for options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CMU = REPO.parent / "shared" / "testslides" / "CMU-1-Small-Region.svs"
+WORK = Path(tempfile.gettempdir()) / "nrm-bench"
+
+
+def _rate(fn, n_per_call: int, *, min_s: float, min_calls: int = 2) -> float:
+    fn()  # warm-up
+    calls, t0 = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - t0 < min_s:
+        fn()
+        calls += 1
+    return calls * n_per_call / (time.perf_counter() - t0)
+
+
+def large_slide(size: int) -> Path:
+    """A synthetic ``size`` x ``size`` pyramid (256 px cells, 6 tissue types, ~45 % tissue), made once."""
+    from napari_regional_mil.synth.slides import write_synthetic_slide
+    from napari_regional_mil.synth.textures import make_tissue_layout
+
+    path = WORK / f"synthetic_{size}.tiff"
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        cells = -(-size // 256)
+        layout = make_tissue_layout((cells, cells), np.random.default_rng(0))
+        t0 = time.perf_counter()
+        write_synthetic_slide(path, layout, patch_px=256, mpp=0.5, seed=0)
+        print(f"wrote {path.name} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return path
+
+
+def tiling_of(path: Path, params):
+    from napari_regional_mil.slide import open_slide
+    from napari_regional_mil.tiling import tile_slide
+    from napari_regional_mil.tissue import detect_tissue
+
+    with open_slide(path) as slide:
+        return tile_slide(slide, detect_tissue(slide), params)
+
+
+def reader_rate(path: Path, tiling, enc, *, readers: int, batch: int, limit: int, min_s: float) -> float:
+    """(b): the pipeline's reading stage alone (threads, decode, resize, normalise)."""
+    from napari_regional_mil.embedding.reader import PatchReader, plan_reads
+    from napari_regional_mil.slide import open_slide
+
+    with open_slide(path) as slide:
+        plan = plan_reads(slide_mpp=slide.mpp, level_downsamples=slide.info.level_downsamples,
+                          patch_size=tiling.params.patch_size, patch_size_level0=tiling.patch_size_level0,
+                          input_size=enc.spec.input_size, encoder_mpp=enc.spec.mpp)
+        coords = tiling.coords_px[:limit]
+
+        def run():
+            reader = PatchReader(slide, coords, plan, num_threads=readers, batch_size=batch)
+            for _, patches in reader.batches():
+                enc.preprocess(patches)
+
+        return _rate(run, len(coords), min_s=min_s, min_calls=1)
+
+
+def naive_rate(path: Path, tiling, enc, *, batch: int, limit: int) -> float:
+    """(d): serial tiffslide ``read_region`` per patch, then a forward pass per batch."""
+    import tiffslide
+
+    slide = tiffslide.TiffSlide(path)
+    side = int(round(tiling.patch_size_level0))
+    coords = tiling.coords_px[:limit]
+    t0 = time.perf_counter()
+    for start in range(0, len(coords), batch):
+        patches = [np.asarray(slide.read_region((int(x), int(y)), 0, (side, side)).convert("RGB"))
+                   for x, y in coords[start:start + batch]]
+        enc.embed(np.stack(patches))
+    return len(coords) / (time.perf_counter() - t0)
+
+
+def pipeline_rate(path: Path, params, encoder, *, readers: int, batch: int, repeats: int, mask=None) -> tuple[float, int]:
+    """(c): ``embed_slide`` into a fresh cache; rate of the embedding stage, best of ``repeats``."""
+    from napari_regional_mil.embedding import embed_slide
+    from napari_regional_mil.jobs import run_job
+
+    best, n = 0.0, 0
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(dir=WORK) as cache:
+            result = run_job(embed_slide(path, cache_dir=cache, tiling_params=params, encoder=encoder, batch_size=batch,
+                                         num_readers=readers, tissue_mask=mask))
+        best, n = max(best, result.rate), result.n_patches
+    return best, n
+
+
+_RSS_CHILD = """
+import json, resource, sys, tempfile, torch
+from napari_regional_mil.embedding import embed_slide
+from napari_regional_mil.jobs import run_job
+from napari_regional_mil.tiling import TilingParams
+torch.set_num_threads(int(sys.argv[3]))
+with tempfile.TemporaryDirectory(dir=sys.argv[2]) as cache:
+    r = run_job(embed_slide(sys.argv[1], cache_dir=cache, tiling_params=TilingParams(patch_size=224, region_size=8),
+                            batch_size=int(sys.argv[4]), num_readers=int(sys.argv[5])))
+print(json.dumps({"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "n": r.n_patches, "rate": r.rate}))
+"""
+
+
+def peak_rss(path: Path, args) -> dict:
+    out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(path), str(WORK), str(args.torch_threads),
+                          str(args.batch_size), str(args.readers)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def probe_accuracy() -> float:
+    """Linear probe of builtin-he embeddings on a synthetic slide with 6 tissue types (half train, half test)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_encoders import linear_probe_accuracy
+
+    from napari_regional_mil.embedding import embed_slide, load_slide_embeddings
+    from napari_regional_mil.jobs import run_job
+    from napari_regional_mil.synth.slides import write_synthetic_slide
+    from napari_regional_mil.tiling import TilingParams
+
+    types = np.full((14, 19), -1, np.int16)
+    types[1:13, 1:18] = (np.arange(17)[None, :] // 3 + np.arange(12)[:, None] // 4) % 6
+    path = write_synthetic_slide(WORK / "probe6.tiff", types, patch_px=64, mpp=0.5, seed=5, tile=256)
+    with tempfile.TemporaryDirectory(dir=WORK) as cache:
+        r = run_job(embed_slide(path, cache_dir=cache, tiling_params=TilingParams(patch_size=64, region_size=4)))
+        emb = load_slide_embeddings(r.cache_path)
+    labels = types[emb.grid_xy[:, 1], emb.grid_xy[:, 0]]
+    keep = labels >= 0
+    return linear_probe_accuracy(emb.features[keep], labels[keep].astype(np.int64))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--large-size", type=int, default=20000, help="side of the synthetic slide (default 20000)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--readers", type=int, default=2, help="reader threads (default 2)")
+    parser.add_argument("--torch-threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    parser.add_argument("--min-s", type=float, default=4.0, help="seconds per (a)/(b) measurement")
+    parser.add_argument("--resnet-large-patches", type=int, default=320, help="patches of the large slide for ResNet-50 (c)")
+    parser.add_argument("--encoders", nargs="+", default=["builtin-he", "resnet50-random"])
+    args = parser.parse_args()
+
+    from napari_regional_mil.encoders import load_encoder
+    from napari_regional_mil.tiling import TilingParams
+
+    torch.set_num_threads(args.torch_threads)
+    WORK.mkdir(parents=True, exist_ok=True)
+    params = TilingParams(patch_size=224, target_mpp=0.5, region_size=8)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {args.readers} readers, batch {args.batch_size}")
+    big = large_slide(args.large_size)
+    slides = {"CMU-1-Small-Region": (CMU, tiling_of(CMU, params)), f"synthetic-{args.large_size}": (big, tiling_of(big, params))}
+    for name, (_, tiling) in slides.items():
+        print(f"{name}: {tiling.slide_dimensions[0]} x {tiling.slide_dimensions[1]} px, {tiling.n_patches} tissue patches of 224 px")
+    sample = np.stack([p for p in _first_patches(CMU, slides["CMU-1-Small-Region"][1], args.batch_size)])
+
+    efficiencies = {}
+    for enc_name in args.encoders:
+        enc = load_encoder(enc_name)
+        slow = enc.spec.embedding_dim > 512
+        a = _rate(lambda: enc.embed(sample), len(sample), min_s=args.min_s)
+        print(f"\n[{enc_name}] (a) encoder alone: {a:.1f} patches/s")
+        effs = []
+        for name, (path, tiling) in slides.items():
+            limit = 2048
+            b = reader_rate(path, tiling, enc, readers=args.readers, batch=args.batch_size, limit=limit, min_s=args.min_s)
+            mask = None
+            if slow and tiling.n_patches > args.resnet_large_patches:  # keep the ResNet-50 run short: first patches only
+                mask = _first_patches_mask(path, tiling, args.resnet_large_patches)
+            c, n = pipeline_rate(path, params, enc, readers=args.readers, batch=args.batch_size,
+                                 repeats=1 if slow or tiling.n_patches > 1000 else 3, mask=mask)
+            d = naive_rate(path, tiling, enc, batch=args.batch_size, limit=min(n, 128 if slow else 1024))
+            eff = c / min(a, b)
+            effs.append(eff)
+            print(f"[{enc_name}] {name}: (b) reader alone {b:.1f} patches/s | (c) pipeline {c:.1f} patches/s over {n} patches"
+                  f" | (d) naive {d:.1f} patches/s | efficiency c/min(a,b) = {eff:.2f} | speed-up c/d = {c / d:.2f}")
+        efficiencies[enc_name] = min(effs)
+        print(f"[{enc_name}] efficiency = {efficiencies[enc_name]:.2f}")
+
+    small, large = peak_rss(CMU, args), peak_rss(big, args)
+    print(f"\npeak RSS builtin-he embed_slide: small slide {small['rss_mib']:.0f} MiB ({small['n']} patches), "
+          f"large slide {large['rss_mib']:.0f} MiB ({large['n']} patches, {large['rate']:.0f} patches/s)")
+    print(f"builtin-he linear probe on 6 synthetic tissue types: {probe_accuracy():.3f} accuracy")
+    print(f"pipeline_efficiency={min(efficiencies.values()):.2f}")
+
+
+def _first_patches(path: Path, tiling, n: int):
+    from napari_regional_mil.slide import open_slide
+
+    side = int(round(tiling.patch_size_level0))
+    with open_slide(path) as slide:
+        return [slide.read_region(tuple(int(v) for v in xy), 0, (side, side)) for xy in tiling.coords_px[:n]]
+
+
+def _first_patches_mask(path: Path, tiling, n: int) -> np.ndarray:
+    """A level-0-shaped tissue mask (downsampled 32x, as a TissueMask) keeping the first ``n`` tissue patches."""
+    from napari_regional_mil.tissue import TissueMask
+
+    w, h = tiling.slide_dimensions
+    f = 32
+    mask = np.zeros((-(-h // f), -(-w // f)), bool)
+    side = tiling.patch_size_level0
+    for x, y in tiling.coords_px[:n]:
+        mask[int(y) // f : int(np.ceil((y + side) / f)), int(x) // f : int(np.ceil((x + side) / f))] = True
+    return TissueMask(mask=mask, downsample=(w / mask.shape[1], h / mask.shape[0]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The napari half of the demo: the held-out slide with its prediction and heatmaps.
+
+:func:`show_demo` docks the Cohort, Train and Predict widgets (the cohort loaded, the
+training curves of the run drawn), opens the held-out positive slide through the Cohort
+widget (tissue, patch and region grids), hands the trained model to the Predict widget and
+predicts through it, so the probabilities and both attention heatmaps are shown exactly
+as a user would get them. :func:`save_screenshot` writes a real render of the window.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["show_demo", "wait_for_jobs", "save_screenshot"]
+
+
+def wait_for_jobs(kinds: tuple[str, ...], *, timeout: float = 300.0) -> bool:
+    """Process Qt events until no job of ``kinds`` runs; return whether they all ended in time."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_regional_mil._widgets._worker import running_job
+
+    deadline = time.monotonic() + timeout
+    app = QApplication.instance()
+    while any(running_job(kind) is not None for kind in kinds):
+        if time.monotonic() > deadline:
+            return False
+        app.processEvents()
+        time.sleep(0.01)
+    for _ in range(5):  # let the result callbacks run
+        app.processEvents()
+    return True
+
+
+def _dock(viewer: Any, widget: Any, name: str) -> Any:
+    return viewer.window.add_dock_widget(widget, name=name, area="right")
+
+
+def show_demo(result: Any, *, tiling: Any, viewer: Any = None) -> dict[str, Any]:
+    """Open the demo's outcome in napari.
+
+    Parameters
+    ----------
+    result
+        The :class:`~napari_regional_mil.demo.DemoResult`.
+    tiling
+        The :class:`~napari_regional_mil.tiling.TilingParams` the demo embedded with.
+    viewer
+        A viewer to use (default: a new one, shown).
+
+    Returns
+    -------
+    dict
+        ``viewer``, ``cohort``, ``train``, ``predict`` (the widgets) and ``slide`` (the layer).
+    """
+    import napari
+
+    from napari_regional_mil._widgets.cohort_widget import CohortWidget
+    from napari_regional_mil._widgets.predict_widget import PredictWidget
+    from napari_regional_mil._widgets.train_widget import TrainWidget
+    from napari_regional_mil.model.checkpoint import load_checkpoint
+
+    if viewer is None:
+        viewer = napari.Viewer(title="napari-regional-mil demo")
+    cohort = CohortWidget(viewer)
+    train = TrainWidget(viewer)
+    predict = PredictWidget(viewer)
+    docks = [_dock(viewer, cohort, "Cohort"), _dock(viewer, train, "Train"), _dock(viewer, predict, "Predict")]
+    qt_window = getattr(viewer.window, "_qt_window", None)
+    if qt_window is not None:
+        qt_window.tabifyDockWidget(docks[0], docks[1])
+        qt_window.tabifyDockWidget(docks[1], docks[2])
+        docks[2].raise_()
+
+    cohort.embed_box.set_cache_dir(result.cache_dir)
+    cohort.embed_box.tiling.set_params(tiling)
+    cohort.import_csv(result.cohort_csv)
+    train.out_path.setText(str(result.model_path))
+    for metrics in result.history:
+        train.plot.add(metrics)
+    train.status.setText(f"Trained {result.model_path.name} ({len(result.history)} epochs) by the demo.")
+
+    row = cohort.table.index_of(result.slide_name)
+    cohort.view.selectRow(row)
+    slide = cohort.open_row(row)
+    predict.cache_dir.setText(str(result.cache_dir))
+    predict.set_model(load_checkpoint(result.model_path))
+    wait_for_jobs(("tiling",))
+    for what in ("patch grid", "tissue"):  # keep the picture readable: the region grid stays
+        name = f"{what} ({slide.name})"
+        if name in viewer.layers:
+            viewer.layers[name].visible = False
+    predict.predict()
+    wait_for_jobs(("predict",))
+    if predict.maps is not None:
+        maps = predict.maps
+        best = int(np.argmax(maps.prediction.region_attention)) if maps.has_region_attention else 0
+        predict.select_at(maps.region_centre_world(best))
+        wait_for_jobs(("predict-thumbnails",))
+    viewer.reset_view()
+    viewer.layers.selection.active = slide
+    return {"viewer": viewer, "cohort": cohort, "train": train, "predict": predict, "slide": slide}
+
+
+def save_screenshot(viewer: Any, path: str | Path, *, size: tuple[int, int] = (1600, 1000)) -> Path:
+    """Show the window at ``size``, render it and write a PNG of the whole window."""
+    from qtpy.QtWidgets import QApplication
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    window = viewer.window
+    window.show()
+    qt_window = getattr(window, "_qt_window", None)
+    if qt_window is not None:
+        qt_window.resize(*size)
+    for _ in range(20):
+        QApplication.instance().processEvents()
+        time.sleep(0.02)
+    viewer.reset_view()
+    QApplication.instance().processEvents()
+    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    return path

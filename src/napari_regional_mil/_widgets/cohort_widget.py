@@ -1,0 +1,463 @@
+"""The "Cohort" dock widget: the slides of a study, their labels, splits and status.
+
+Thin: the table's state and rules are the core's
+:class:`~napari_regional_mil.training.cohort_table.CohortTable` (CSV import/export through
+:func:`~napari_regional_mil.training.cohort.read_cohort`); embedding runs
+:func:`~napari_regional_mil.embedding.pipeline.embed_slide` through
+:func:`~napari_regional_mil._widgets._worker.start_job` (progress bar, Cancel). Double-click
+a slide to open it with its tissue and its patch and region grids.
+
+Other widgets find the cohort with :func:`cohort_widget_of`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from napari.utils import notifications
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_regional_mil._widgets import _layers
+from napari_regional_mil._widgets._cohort_model import ChoiceDelegate, CohortTableModel, EMBEDDED, LABEL, PREDICTION, SPLIT
+from napari_regional_mil._widgets._cohort_tools import ClassEditor, EmbedBox
+from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
+from napari_regional_mil.errors import CohortError, SlideError
+from napari_regional_mil.jobs import Progress
+from napari_regional_mil.training.cohort_table import CohortTable
+
+__all__ = ["CohortWidget", "cohort_widget_of", "CSV_FILTER"]
+
+CSV_FILTER = "Cohort CSV (*.csv);;All files (*)"
+SLIDE_FILTER = "Slides (*.svs *.tif *.tiff *.ndpi *.scn *.bif *.qptiff *.svslide *.mrxs);;All files (*)"
+
+_INSTANCES: weakref.WeakSet = weakref.WeakSet()
+
+
+def cohort_widget_of(viewer: Any) -> CohortWidget | None:
+    """The Cohort widget docked in ``viewer`` (the latest one), or ``None``."""
+    found = [w for w in list(_INSTANCES) if w.viewer is viewer]
+    return found[-1] if found else None
+
+
+def _embed_missing_job(rows: list[tuple[str, Path]], **kwargs: Any):
+    """Job: embed each ``(name, path)`` in turn; one ``"embedded"`` event per finished slide."""
+    from napari_regional_mil.embedding.pipeline import embed_slide
+    from napari_regional_mil.encoders import FrozenEncoder, load_encoder
+
+    encoder = kwargs.pop("encoder")
+    options = kwargs.pop("encoder_options", None) or {}
+    if not isinstance(encoder, FrozenEncoder):
+        encoder = load_encoder(encoder, device=kwargs.get("device", "cpu"), **options)
+    done = []
+    for i, (name, path) in enumerate(rows):
+        prefix = f"slide {i + 1}/{len(rows)} ({name})"
+        job = embed_slide(path, encoder=encoder, **kwargs)
+        try:
+            while True:
+                try:
+                    event = next(job)
+                except StopIteration as stop:
+                    done.append(stop.value)
+                    break
+                yield Progress(event.stage, event.done, event.total, f"{prefix}: {event.message}", event.rate)
+        finally:
+            job.close()
+        yield Progress("embedded", i + 1, len(rows), f"{name} embedded", metrics={"embedded": name})
+    return done
+
+
+class CohortWidget(QWidget):
+    """A table of slides: label them, import/export the CSV, open them, embed the missing ones.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer (napari passes it).
+
+    Signals
+    -------
+    cohort_changed
+        Emitted when slides, labels, splits or classes change.
+    """
+
+    cohort_changed = Signal()
+
+    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.table = CohortTable()
+        self.job: JobHandle | None = None
+        self._connected: weakref.WeakSet = weakref.WeakSet()
+        self._build()
+        viewer.layers.events.inserted.connect(lambda *_: self._connect_predict_widgets())
+        self._connect_predict_widgets()
+        _INSTANCES.add(self)
+
+    # -- UI ----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.model = CohortTableModel(self.table, on_error=lambda exc: notify_error(exc, context="Cohort"))
+        self.model.dataChanged.connect(lambda *_: self._changed())
+        self.view = QTableView()
+        self.view.setModel(self.model)
+        self.delegate = ChoiceDelegate(self.table, self.view)
+        for column in (LABEL, SPLIT):
+            self.view.setItemDelegateForColumn(column, self.delegate)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setEditTriggers(
+            QAbstractItemView.EditTrigger.DoubleClicked | QAbstractItemView.EditTrigger.SelectedClicked
+            | QAbstractItemView.EditTrigger.EditKeyPressed
+        )
+        self.view.setAlternatingRowColors(True)
+        self.view.setMinimumHeight(180)
+        header = self.view.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        for column in (LABEL, SPLIT, EMBEDDED, PREDICTION):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.view.verticalHeader().setDefaultSectionSize(22)
+        self.view.doubleClicked.connect(self._on_double_click)
+
+        self.add_files_button = QPushButton("Add files...")
+        self.add_files_button.setToolTip("Add slide files to the cohort.")
+        self.add_folder_button = QPushButton("Add folder...")
+        self.add_folder_button.setToolTip("Add every slide file of a folder.")
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.setToolTip("Remove the selected slides from the cohort (no file is deleted).")
+        self.import_button = QPushButton("Import CSV...")
+        self.import_button.setToolTip("Load a cohort CSV: slide,label[,patient][,split].")
+        self.export_button = QPushButton("Export CSV...")
+        self.export_button.setToolTip("Save the cohort CSV (every slide needs a label).")
+        self.add_files_button.clicked.connect(self._browse_files)
+        self.add_folder_button.clicked.connect(self._browse_folder)
+        self.remove_button.clicked.connect(self.remove_selected)
+        self.import_button.clicked.connect(self._browse_import)
+        self.export_button.clicked.connect(self._browse_export)
+        top = QHBoxLayout()
+        for button in (self.add_files_button, self.add_folder_button, self.remove_button):
+            top.addWidget(button)
+        csv_row = QHBoxLayout()
+        for button in (self.import_button, self.export_button):
+            csv_row.addWidget(button)
+
+        self.bulk_label = QComboBox()
+        self.bulk_label.setToolTip("Label every selected slide with this class.")
+        self.apply_label_button = QPushButton("Label selected")
+        self.apply_label_button.clicked.connect(lambda: self.label_selected(self.bulk_label.currentText()))
+        bulk = QHBoxLayout()
+        bulk.addWidget(self.bulk_label, 1)
+        bulk.addWidget(self.apply_label_button)
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+
+        slides_box = QGroupBox("Slides")
+        slides_layout = QVBoxLayout(slides_box)
+        slides_layout.setContentsMargins(6, 6, 6, 6)
+        slides_layout.addLayout(top)
+        slides_layout.addWidget(self.view, 1)
+        slides_layout.addLayout(bulk)
+        slides_layout.addLayout(csv_row)
+        slides_layout.addWidget(self.summary)
+
+        self.classes = ClassEditor(self.table, on_error=lambda exc: notify_error(exc, context="Classes"))
+        self.classes.changed.connect(self._classes_changed)
+        self.embed_box = EmbedBox()
+        self.embed_box.embed_button.clicked.connect(self.embed_missing)
+        self.embed_box.cancel_button.clicked.connect(self.cancel)
+        self.embed_box.cache_dir.line.editingFinished.connect(self.refresh_embedded)
+        self.embed_box.cache_dir.picked.connect(lambda *_: self.refresh_embedded())
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(slides_box, 1)
+        layout.addWidget(self.classes)
+        layout.addWidget(self.embed_box)
+        self._classes_changed()
+        self._set_busy(False)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.embed_box.embed_button.setEnabled(not busy)
+        self.embed_box.cancel_button.setEnabled(busy)
+        self.import_button.setEnabled(not busy)
+
+    def _changed(self) -> None:
+        counts = self.table.class_counts()
+        unlabelled = counts.pop("", 0)
+        parts = [f"{len(self.table)} slides"] + [f"{name}: {n}" for name, n in counts.items()]
+        if unlabelled:
+            parts.append(f"<span style='color:#e0a800'>unlabelled: {unlabelled}</span>")
+        embedded = sum(row.embedded == "yes" for row in self.table.rows)
+        parts.append(f"embedded: {embedded}/{len(self.table)}")
+        self.summary.setText(" · ".join(parts))
+        self.cohort_changed.emit()
+
+    def _classes_changed(self) -> None:
+        current = self.bulk_label.currentText()
+        self.bulk_label.clear()
+        self.bulk_label.addItems(self.table.class_names)
+        if current in self.table.class_names:
+            self.bulk_label.setCurrentText(current)
+        self.model.rows_changed(list(range(len(self.table))), LABEL)
+        self._changed()
+
+    def _reset(self) -> None:
+        self.model.reset()
+        self.classes.refresh()
+        self._classes_changed()
+
+    # -- slides ------------------------------------------------------------------------------
+    def add_slides(self, paths: list[str | Path]) -> int:
+        """Add slide files; return how many were new."""
+        added = self.table.add_slides(paths)
+        self._after_adding(added)
+        return len(added)
+
+    def add_folder(self, folder: str | Path) -> int:
+        """Add every slide file of ``folder``; return how many were new."""
+        try:
+            added = self.table.add_folder(folder)
+        except CohortError as exc:
+            notify_error(exc, context="Add folder")
+            return 0
+        if not added:
+            notifications.show_info(f"Add folder: no new slide files in {folder}")
+        self._after_adding(added)
+        return len(added)
+
+    def _after_adding(self, added: list[int]) -> None:
+        if not added:
+            return
+        first = self.table.rows[added[0]].path
+        if first is not None:
+            self.embed_box.suggest_cache_dir(first.parent)
+        self.table.refresh_embedded(self.embed_box.cache_path())
+        self._reset()
+
+    def remove_selected(self) -> None:
+        """Remove the selected rows from the cohort."""
+        self.table.remove(self.selected_rows())
+        self._reset()
+
+    def selected_rows(self) -> list[int]:
+        """Indices of the selected rows."""
+        return sorted({index.row() for index in self.view.selectionModel().selectedRows()})
+
+    def label_selected(self, label: str) -> None:
+        """Label the selected rows with ``label``."""
+        rows = self.selected_rows()
+        if not rows:
+            notifications.show_info("Cohort: select slides first")
+            return
+        try:
+            for row in rows:
+                self.table.set_label(row, label)
+        except CohortError as exc:
+            notify_error(exc, context="Cohort")
+        self.model.rows_changed(rows, LABEL)
+
+    # -- CSV ---------------------------------------------------------------------------------
+    def import_csv(self, path: str | Path) -> bool:
+        """Load a cohort CSV (replacing the table); a bad file gives a notification naming its row."""
+        try:
+            self.table.load_csv(path)
+        except CohortError as exc:
+            notify_error(exc, context="Import")
+            return False
+        self.embed_box.suggest_cache_dir(Path(path).resolve().parent)
+        self.table.refresh_embedded(self.embed_box.cache_path())
+        self._reset()
+        return True
+
+    def export_csv(self, path: str | Path) -> Path | None:
+        """Save the cohort CSV atomically; ``None`` (and a notification) on failure."""
+        try:
+            written = self.table.save_csv(path)
+        except CohortError as exc:
+            notify_error(exc, context="Export")
+            return None
+        notifications.show_info(f"Saved cohort {written}")
+        return written
+
+    def _browse_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add slides", "", SLIDE_FILTER)
+        if paths:
+            self.add_slides(paths)
+
+    def _browse_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add every slide of a folder")
+        if folder:
+            self.add_folder(folder)
+
+    def _browse_import(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import a cohort CSV", "", CSV_FILTER)
+        if path:
+            self.import_csv(path)
+
+    def _browse_export(self) -> None:
+        start = str(self.table.csv_path or "cohort.csv")
+        path, _ = QFileDialog.getSaveFileName(self, "Export the cohort CSV", start, CSV_FILTER)
+        if path:
+            self.export_csv(path)
+
+    # -- status ------------------------------------------------------------------------------
+    def cache_dir(self) -> Path | None:
+        """The embedding cache folder in the field (``None`` when empty)."""
+        return self.embed_box.cache_path()
+
+    def refresh_embedded(self) -> None:
+        """Re-read which slides have a complete cache in the cache folder."""
+        changed = self.table.refresh_embedded(self.cache_dir())
+        self.model.rows_changed(changed, EMBEDDED)
+        self._changed()
+
+    def set_prediction(self, name: str, text: str) -> None:
+        """Show ``text`` in the prediction column of slide ``name`` (ignored when not listed)."""
+        row = self.table.set_prediction(name, text)
+        if row is not None:
+            self.model.rows_changed([row], PREDICTION)
+
+    def _connect_predict_widgets(self) -> None:
+        from napari_regional_mil._widgets import predict_widget
+
+        for widget in list(predict_widget._INSTANCES):
+            if widget.viewer is self.viewer and widget not in self._connected:
+                widget.predicted.connect(self._on_predicted)
+                self._connected.add(widget)
+
+    def _on_predicted(self, maps: Any) -> None:
+        p = maps.prediction
+        index = list(p.class_names).index(p.predicted)
+        self.set_prediction(p.slide_name, f"{p.predicted} ({float(p.probabilities[index]):.2f})")
+
+    # -- opening -----------------------------------------------------------------------------
+    def _on_double_click(self, index: Any) -> None:
+        if index.column() not in (LABEL, SPLIT):
+            self.open_row(index.row())
+
+    def open_row(self, row: int) -> Any:
+        """Open the slide of ``row`` (other slides are hidden), then find its tissue and grids.
+
+        Returns the slide layer (``None`` on error, with a notification).
+        """
+        from napari_regional_mil._widgets.slide_widget import _tiling_job
+        from napari_regional_mil.slide import open_slide
+
+        entry = self.table.rows[row]
+        if entry.path is None:
+            notify_error(SlideError(f"slide {entry.name!r}: no slide file found for {entry.slide!r}"))
+            return None
+        try:
+            params = self.embed_box.tiling.params()
+            slide = open_slide(entry.path)
+            layer = _layers.add_slide_layer(self.viewer, slide)
+        except Exception as exc:  # noqa: BLE001 - any failure becomes a notification
+            notify_error(exc, context="Cannot open slide")
+            return None
+        for other in self.viewer.layers:
+            meta = other.metadata or {}
+            if other is not layer and (other in _layers.slide_layers(self.viewer) or "derived_from" in meta):
+                other.visible = meta.get("derived_from") == layer.name
+        layer.visible = True
+        layer.metadata["tiling_params"] = asdict(params)
+        if self.cache_dir() is not None:
+            layer.metadata["cache_dir"] = str(self.cache_dir())
+        self.viewer.layers.selection.active = layer
+        self.viewer.reset_view()
+        mpp = _layers.layer_mpp(layer)
+        if mpp is None:
+            notifications.show_warning(f"{entry.name}: the slide has no mpp; set it in the Slide widget to tile it")
+            return layer
+        start_job(
+            lambda: _tiling_job(entry.path, mpp[0], params, None),
+            kind="tiling",
+            description=f"Tissue and grids of {entry.name}",
+            on_result=lambda result: self._show_tiling(layer, result),
+            viewer=self.viewer,
+            owner=self,
+        )
+        return layer
+
+    def _show_tiling(self, layer: Any, result: tuple[Any, Any]) -> None:
+        tissue, tiling = result
+        if layer not in self.viewer.layers:
+            return
+        info = layer.metadata.get("slide_info") or {}
+        dims = tuple(info.get("dimensions") or tiling.slide_dimensions)
+        _layers.show_tissue_mask(self.viewer, layer, tissue, dims)
+        _layers.show_grids(self.viewer, layer, tiling)
+        layer.metadata["tiling"] = tiling
+        self.viewer.layers.selection.active = layer
+
+    # -- embedding ---------------------------------------------------------------------------
+    def embed_missing(self) -> JobHandle | None:
+        """Embed every slide without a complete cache, in the background (progress, Cancel)."""
+        cache = self.cache_dir()
+        if cache is None:
+            notify_error(CohortError("choose a cache folder first"), context="Embed missing")
+            return None
+        self.refresh_embedded()
+        rows = self.table.missing()
+        without_file = [self.table.rows[i].name for i in rows if self.table.rows[i].path is None]
+        todo = [(self.table.rows[i].name, self.table.rows[i].path) for i in rows if self.table.rows[i].path is not None]
+        if without_file:
+            notifications.show_warning(
+                f"Embed missing: no slide file for {len(without_file)} slide(s) ({', '.join(without_file[:5])}); skipped"
+            )
+        if not todo:
+            notifications.show_info("Embed missing: every slide with a file is embedded")
+            return None
+        try:
+            kwargs = self.embed_box.embed_options()
+        except Exception as exc:  # noqa: BLE001 - bad fields become a notification
+            notify_error(exc, context="Embed missing")
+            return None
+        self.embed_box.status.setText(f"Embedding {len(todo)} slide(s)...")
+        self.job = start_job(
+            lambda: _embed_missing_job(todo, cache_dir=cache, **kwargs),
+            kind="embed",
+            description=f"Embedding {len(todo)} slide(s)",
+            on_progress=self._on_progress,
+            on_result=lambda done: self.embed_box.status.setText(f"Embedded {len(done)} slide(s)."),
+            on_finish=self._on_finish,
+            viewer=self.viewer,
+            owner=self,
+        )
+        if self.job is not None:
+            self._set_busy(True)
+        return self.job
+
+    def _on_progress(self, event: Any) -> None:
+        if not isinstance(event, Progress):
+            return
+        if event.stage == "embedded":
+            self.refresh_embedded()
+        elif event.stage == "embed" and event.total:
+            self.embed_box.status.setText(f"{event.message.split(':')[0]}: {event.done:,}/{event.total:,} patches")
+
+    def _on_finish(self, status: str) -> None:
+        self._set_busy(False)
+        self.refresh_embedded()
+        if status == "cancelled":
+            self.embed_box.status.setText("Cancelled: partial caches are kept and resumed next time.")
+        elif status == "failed":
+            self.embed_box.status.setText("Failed (see the notification).")
+
+    def cancel(self) -> None:
+        """Cancel the running embedding."""
+        if self.job is not None:
+            self.job.cancel()

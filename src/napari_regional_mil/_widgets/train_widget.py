@@ -1,0 +1,278 @@
+"""The "Train" dock widget: train the first model on the cohort, with live curves.
+
+Thin: the cohort comes from the Cohort widget (:func:`~._widgets.cohort_widget.cohort_widget_of`)
+or a CSV file; training is :func:`~napari_regional_mil.training.workflow.load_and_train_cohort`
+(the CLI's path, with the CLI's defaults: same cohort and seed, same model), optionally
+preceded by :func:`~napari_regional_mil.training.crossval.cross_validate`; it runs through
+:func:`~napari_regional_mil._widgets._worker.start_job` (progress bar, Cancel). The
+checkpoint is written only when training finished, then handed to the Predict widget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from napari.utils import notifications
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_regional_mil._widgets._fields import PathPicker, form
+from napari_regional_mil._widgets._train_fields import ModelFields, OptimFields
+from napari_regional_mil._widgets._train_plot import TrainingPlot
+from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
+from napari_regional_mil.errors import CheckpointError, CohortError
+from napari_regional_mil.jobs import Progress
+
+__all__ = ["TrainWidget", "SOURCES"]
+
+#: Where the cohort comes from.
+SOURCES = ("Cohort widget", "CSV file")
+
+
+def _train_job(cohort: Any, cache_dir: Path, options: Any, config: Any, n_folds: int):
+    """Job: load the embeddings, cross-validate (``n_folds`` > 0), train the final model."""
+    from napari_regional_mil.training.crossval import cross_validate
+    from napari_regional_mil.training.datasets import load_cohort_embeddings
+    from napari_regional_mil.training.workflow import train_cohort
+
+    slides = yield from load_cohort_embeddings(cohort, cache_dir=cache_dir)
+    cv = None
+    if n_folds:
+        pool = [s for s in slides if s.split != "test"]
+        cv = yield from cross_validate(pool, class_names=cohort.class_names, n_folds=n_folds,
+                                       model_config=options.model_config(pool, len(cohort.class_names)), config=config)
+    trained = yield from train_cohort(slides, class_names=cohort.class_names, options=options, config=config)
+    return trained, cv
+
+
+class TrainWidget(QWidget):
+    """Train a model on the cohort; plot loss and AUC live; save the checkpoint.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer (napari passes it).
+
+    Signals
+    -------
+    trained(object)
+        Emitted with the saved :class:`~napari_regional_mil.model.checkpoint.Checkpoint`.
+    """
+
+    trained = Signal(object)
+
+    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.job: JobHandle | None = None
+        self.result: Any = None
+        self.crossval: Any = None
+        self.saved_path: Path | None = None
+        self._build()
+
+    # -- UI ----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.source = QComboBox()
+        self.source.addItems(SOURCES)
+        self.source.setToolTip("Train on the Cohort widget's table, or on a cohort CSV file.")
+        self.csv = PathPicker(caption="Cohort CSV", filter="Cohort CSV (*.csv);;All files (*)", placeholder="cohort.csv")
+        self.csv.line.setToolTip("slide,label[,patient][,split]; split=val rows validate, split=test rows are left out.")
+        self.cache_dir = PathPicker(caption="Embedding cache folder", directory=True,
+                                    placeholder="default: the Cohort widget's cache folder")
+        self.cache_dir.line.setToolTip("Where the slides' embeddings are cached.")
+        self.source.currentIndexChanged.connect(lambda i: self.csv.setEnabled(i == 1))
+        self.csv.setEnabled(False)
+        data_box = QGroupBox("Cohort")
+        data_form = form(data_box)
+        data_form.addRow("Source", self.source)
+        data_form.addRow("CSV", self.csv)
+        data_form.addRow("Cache folder", self.cache_dir)
+
+        self.model_fields = ModelFields()
+        self.optim_fields = OptimFields()
+
+        self.out_path = QLineEdit()
+        self.out_path.setPlaceholderText("model.safetensors")
+        self.out_path.setToolTip("Where the trained checkpoint (weights + config) is written, when training finished.")
+        browse = QPushButton("Browse...")
+        browse.clicked.connect(self._browse_out)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out_path, 1)
+        out_row.addWidget(browse)
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Train in the background (the viewer stays usable).")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop training; no checkpoint is written.")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        run_box = QGroupBox("Checkpoint")
+        run_layout = QVBoxLayout(run_box)
+        run_layout.setContentsMargins(6, 6, 6, 6)
+        run_layout.addLayout(out_row)
+        run_layout.addLayout(buttons)
+        run_layout.addWidget(self.status)
+
+        self.plot = TrainingPlot()
+        self.plot.setToolTip("Loss and AUC per epoch (blue: training, orange: validation).")
+
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
+        layout.setContentsMargins(4, 4, 4, 4)
+        for box in (data_box, self.model_fields, self.optim_fields, run_box):
+            layout.addWidget(box)
+        layout.addWidget(self.plot)
+        layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self._set_busy(False)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.start_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    def _browse_out(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the trained model", self.out_path.text() or "model.safetensors",
+                                              "Checkpoints (*.safetensors)")
+        if path:
+            self.out_path.setText(path)
+
+    # -- the cohort --------------------------------------------------------------------------
+    def cohort_and_cache(self) -> tuple[Any, Path]:
+        """The validated cohort and the cache folder to train on.
+
+        Raises
+        ------
+        CohortError
+            No Cohort widget, an unlabelled slide, one class only, a bad CSV, no cache folder.
+        """
+        from napari_regional_mil._widgets.cohort_widget import cohort_widget_of
+        from napari_regional_mil.training.cohort import read_cohort
+
+        widget = cohort_widget_of(self.viewer)
+        if self.source.currentIndex() == 1:
+            path = self.csv.path()
+            if path is None:
+                raise CohortError("choose a cohort CSV file")
+            cohort = read_cohort(path)
+        else:
+            if widget is None:
+                raise CohortError("no Cohort widget: open Plugins > Regional MIL > Cohort, or train from a CSV file")
+            cohort = widget.table.to_cohort()
+        cache = self.cache_dir.path() or (widget.cache_dir() if widget is not None else None)
+        if cache is None:
+            raise CohortError("choose the embedding cache folder")
+        return cohort, cache
+
+    # -- running -----------------------------------------------------------------------------
+    def start(self) -> JobHandle | None:
+        """Validate the inputs and train in the background."""
+        try:
+            cohort, cache = self.cohort_and_cache()
+            options = self.model_fields.options()
+            config = self.optim_fields.train_config()
+            out = self._out_path()
+        except Exception as exc:  # noqa: BLE001 - bad input becomes a notification
+            notify_error(exc, context="Train")
+            return None
+        n_folds = self.optim_fields.n_folds
+        self.plot.clear()
+        self.result = self.crossval = self.saved_path = None
+        what = f"{n_folds}-fold cross-validation, then " if n_folds else ""
+        self.status.setText(f"Training ({what}{options.model_type}) on {len(cohort)} slides...")
+        self.job = start_job(
+            lambda: _train_job(cohort, cache, options, config, n_folds),
+            kind="train",
+            description=f"Training a {options.model_type} model",
+            on_progress=self._on_progress,
+            on_result=lambda result: self._finished(result, out),
+            on_finish=self._on_finish,
+            viewer=self.viewer,
+            owner=self,
+        )
+        if self.job is not None:
+            self._set_busy(True)
+        return self.job
+
+    def _out_path(self) -> Path:
+        text = self.out_path.text().strip()
+        if not text:
+            raise CheckpointError("choose where to save the checkpoint (.safetensors)")
+        path = Path(text).expanduser()
+        if path.suffix.lower() != ".safetensors":
+            path = path.with_name(path.name + ".safetensors")
+        if not path.parent.is_dir():
+            raise CheckpointError(f"{path}: folder {path.parent} does not exist")
+        return path
+
+    def _on_progress(self, event: Any) -> None:
+        if not isinstance(event, Progress) or not event.metrics:
+            return
+        if "epoch" in event.metrics:
+            self.plot.add(event.metrics)
+            self.status.setText(event.message)
+        elif "fold_auc" in event.metrics:
+            self.status.setText(event.message)
+
+    def _finished(self, result: tuple[Any, Any], out: Path) -> None:
+        from napari_regional_mil._widgets.predict_widget import offer_model
+        from napari_regional_mil.model.checkpoint import save_checkpoint
+
+        trained, cv = result
+        self.result, self.crossval = trained.result, cv
+        path = save_checkpoint(trained.result.checkpoint, out)
+        if cv is not None:
+            cv.write_json(path.with_name(path.stem + ".crossval.json"))
+        self.saved_path = path
+        checkpoint = dataclasses.replace(trained.result.checkpoint, path=path)
+        best = trained.result.history[trained.result.best_epoch - 1]
+        lines = [f"Saved <b>{path.name}</b>: best epoch {trained.result.best_epoch}/{len(trained.result.history)}"]
+        if not math.isnan(best["val_auc"]):
+            lines[0] += f", validation AUC {best['val_auc']:.3f}"
+        lines.append(f"{trained.n_train} training, {trained.n_validation} validation, {len(trained.held_out)} held-out slides")
+        if cv is not None:
+            mean, sd = cv.auc
+            lines.append(f"cross-validation AUC {mean:.3f} ± {sd:.3f} ({len(cv.folds)} folds)")
+        taken = offer_model(self.viewer, checkpoint)
+        if taken:
+            lines.append("handed to the Predict widget")
+        self.status.setText("<br>".join(lines))
+        self.status.setToolTip(str(path))
+        notifications.show_info(f"Trained model saved to {path}")
+        self.trained.emit(checkpoint)
+
+    def _on_finish(self, status: str) -> None:
+        self._set_busy(False)
+        if status == "cancelled":
+            self.status.setText("Cancelled: no checkpoint written.")
+        elif status == "failed":
+            self.status.setText("Failed (see the notification).")
+
+    def cancel(self) -> None:
+        """Cancel training (nothing is written)."""
+        if self.job is not None:
+            self.job.cancel()

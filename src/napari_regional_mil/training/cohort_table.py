@@ -1,0 +1,371 @@
+"""The editable cohort behind the Cohort dock widget (no Qt): slides, labels, splits, status.
+
+A :class:`CohortTable` is a list of :class:`TableRow` (a slide, its label, patient and
+split, whether it is embedded, its latest prediction) plus the class names the user
+defined. It reads and writes the cohort CSV ``slide,label[,patient][,split]`` through
+:func:`~napari_regional_mil.training.cohort.read_cohort` (so the GUI and the CLI accept
+exactly the same files) and turns itself into a validated
+:class:`~napari_regional_mil.training.cohort.Cohort` for training, with the same class
+order as the CLI (sorted labels). Every problem raises a
+:class:`~napari_regional_mil.errors.CohortError` naming the slide or the CSV line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CohortError
+from .cohort import SPLITS, Cohort, CohortRow, read_cohort, slide_key
+
+__all__ = ["SLIDE_SUFFIXES", "EMBEDDED", "TableRow", "CohortTable", "resolve_slide_file"]
+
+#: File suffixes the "add folder" action picks up (lower case).
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".qptiff", ".svslide", ".mrxs")
+
+#: Values of the ``embedded`` column: a complete cache, an interrupted one, several
+#: complete caches with different encoders/tilings (ambiguous), none.
+EMBEDDED = ("yes", "partial", "several", "no")
+
+
+def resolve_slide_file(slide: str, base: Path | None) -> Path | None:
+    """The slide file a CSV entry names: a path (absolute or relative to ``base``) or a name.
+
+    A bare name (``synth_000``) is looked up as ``<base>/<name><suffix>`` for every
+    :data:`SLIDE_SUFFIXES`. Returns ``None`` when no file is found.
+    """
+    candidates = [Path(slide).expanduser()]
+    if base is not None and not candidates[0].is_absolute():
+        candidates.append(base / slide)
+        candidates += [base / f"{slide}{suffix}" for suffix in SLIDE_SUFFIXES]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+@dataclass
+class TableRow:
+    """One slide of the table.
+
+    Parameters
+    ----------
+    slide
+        The slide as written in the CSV, or the file path when added from disk.
+    label
+        Its class name (``""``: not labelled yet).
+    patient
+        Its patient (``""``: the slide is its own patient).
+    split
+        ``"train"``, ``"val"``, ``"test"`` or ``""`` (chosen by training).
+    path
+        The slide file, when known (to open or embed it).
+    embedded
+        One of :data:`EMBEDDED`.
+    prediction
+        The latest prediction shown for it (e.g. ``"inflamed (0.91)"``), or ``""``.
+    """
+
+    slide: str
+    label: str = ""
+    patient: str = ""
+    split: str = ""
+    path: Path | None = None
+    embedded: str = "no"
+    prediction: str = ""
+
+    @property
+    def name(self) -> str:
+        """The slide's name (file stem), as caches and predictions use it."""
+        return slide_key(self.slide)
+
+
+class CohortTable:
+    """An editable cohort: rows plus the class names offered for labels.
+
+    Parameters
+    ----------
+    class_names
+        The classes offered initially.
+    """
+
+    #: Columns the GUI shows, in order.
+    COLUMNS = ("slide", "label", "split", "embedded", "prediction")
+
+    def __init__(self, class_names: Iterable[str] = ()) -> None:
+        self.rows: list[TableRow] = []
+        self.class_names: list[str] = []
+        self.csv_path: Path | None = None
+        for name in class_names:
+            self.add_class(name)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -- slides ---------------------------------------------------------------------------
+    def index_of(self, name: str) -> int | None:
+        """Row index of the slide called ``name`` (file stem), or ``None``."""
+        key = slide_key(name)
+        for i, row in enumerate(self.rows):
+            if row.name == key:
+                return i
+        return None
+
+    def add_slides(self, paths: Iterable[str | os.PathLike]) -> list[int]:
+        """Add slide files (already listed names are skipped); return the new row indices."""
+        added = []
+        for path in paths:
+            path = Path(path).expanduser()
+            if self.index_of(path.name) is not None:
+                continue
+            resolved = path.resolve() if path.exists() else None
+            self.rows.append(TableRow(slide=str(resolved or path), path=resolved))
+            added.append(len(self.rows) - 1)
+        return added
+
+    def add_folder(self, folder: str | os.PathLike, *, recursive: bool = False) -> list[int]:
+        """Add every slide file of ``folder`` (by suffix, sorted by name); return the new indices.
+
+        Raises
+        ------
+        CohortError
+            The folder does not exist.
+        """
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            raise CohortError(f"{folder}: no such folder")
+        files = folder.rglob("*") if recursive else folder.iterdir()
+        slides = sorted(
+            (p for p in files if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES and not p.name.startswith(".")),
+            key=lambda p: p.name,
+        )
+        return self.add_slides(slides)
+
+    def remove(self, indices: Iterable[int]) -> None:
+        """Remove rows by index."""
+        drop = set(indices)
+        self.rows = [row for i, row in enumerate(self.rows) if i not in drop]
+
+    # -- labels and classes ---------------------------------------------------------------
+    def _check_class_name(self, name: str) -> str:
+        name = str(name).strip()
+        if not name:
+            raise CohortError("a class name cannot be empty")
+        if name in self.class_names:
+            raise CohortError(f"class {name!r} already exists")
+        return name
+
+    def add_class(self, name: str) -> str:
+        """Offer a new class name; return it (stripped).
+
+        Raises
+        ------
+        CohortError
+            Empty or already present.
+        """
+        name = self._check_class_name(name)
+        self.class_names.append(name)
+        return name
+
+    def rename_class(self, old: str, new: str) -> str:
+        """Rename a class everywhere (the class list and every row labelled with it)."""
+        if old not in self.class_names:
+            raise CohortError(f"no class {old!r}")
+        new = str(new).strip()
+        if new == old:
+            return new
+        new = self._check_class_name(new)
+        self.class_names[self.class_names.index(old)] = new
+        for row in self.rows:
+            if row.label == old:
+                row.label = new
+        return new
+
+    def remove_class(self, name: str) -> int:
+        """Remove a class; its slides become unlabelled. Returns how many were."""
+        if name not in self.class_names:
+            raise CohortError(f"no class {name!r}")
+        self.class_names.remove(name)
+        count = 0
+        for row in self.rows:
+            if row.label == name:
+                row.label, count = "", count + 1
+        return count
+
+    def set_label(self, index: int, label: str) -> None:
+        """Label a row with one of :attr:`class_names` (``""`` clears it)."""
+        label = str(label).strip()
+        if label and label not in self.class_names:
+            raise CohortError(f"unknown class {label!r} (classes: {', '.join(self.class_names) or 'none yet'})")
+        self.rows[index].label = label
+
+    def set_split(self, index: int, split: str) -> None:
+        """Fix a row's role: ``"train"``, ``"val"``, ``"test"`` or ``""`` (automatic)."""
+        split = str(split).strip().lower()
+        if split and split not in SPLITS:
+            raise CohortError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+        self.rows[index].split = split
+
+    def class_counts(self) -> dict[str, int]:
+        """Slides per class (every class offered, unlabelled ones under ``""``)."""
+        counts = {name: 0 for name in self.class_names}
+        for row in self.rows:
+            counts[row.label] = counts.get(row.label, 0) + 1
+        return counts
+
+    # -- CSV ------------------------------------------------------------------------------
+    def load_csv(self, path: str | os.PathLike) -> None:
+        """Replace the table by a cohort CSV, validated by :func:`read_cohort`.
+
+        Slide entries are resolved to files next to the CSV when possible (a bare name
+        ``x`` matches ``x.tif``, ``x.svs``, ...). The classes offered are the CSV's labels
+        plus the classes already offered.
+
+        Raises
+        ------
+        CohortError
+            Naming the file and line (see :func:`read_cohort`); the table is unchanged.
+        """
+        path = Path(path)
+        cohort = read_cohort(path)
+        base = path.parent
+        self.rows = [
+            TableRow(
+                slide=row.slide,
+                label=row.label,
+                patient="" if row.patient == row.name else row.patient,
+                split=row.split or "",
+                path=resolve_slide_file(row.slide, base),
+            )
+            for row in cohort.rows
+        ]
+        self.class_names = list(dict.fromkeys([*cohort.class_names, *self.class_names]))
+        self.csv_path = path
+
+    def csv_text(self, *, relative_to: Path | None = None) -> str:
+        """The table as CSV text ``slide,label[,patient][,split]`` (optional columns only when used).
+
+        Raises
+        ------
+        CohortError
+            A slide has no label (naming it).
+        """
+        for row in self.rows:
+            if not row.label:
+                raise CohortError(f"slide {row.name!r} has no label; label every slide before exporting")
+        header = ["slide", "label"]
+        if any(row.patient for row in self.rows):
+            header.append("patient")
+        if any(row.split for row in self.rows):
+            header.append("split")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        for row in self.rows:
+            record = {"slide": _relative(row, relative_to), "label": row.label, "patient": row.patient, "split": row.split}
+            writer.writerow([record[col] for col in header])
+        return buffer.getvalue()
+
+    def save_csv(self, path: str | os.PathLike) -> Path:
+        """Write the cohort CSV atomically (slide files inside its folder are written relative).
+
+        Raises
+        ------
+        CohortError
+            A slide without a label, or the file cannot be written.
+        """
+        path = Path(path)
+        text = self.csv_text(relative_to=path.parent.resolve() if path.parent.exists() else None)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            raise CohortError(f"{path}: cannot write the cohort CSV ({exc.strerror or exc})") from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.csv_path = path
+        return path
+
+    def to_cohort(self) -> Cohort:
+        """The validated cohort for training, exactly as :func:`read_cohort` would read the CSV.
+
+        Class names are the labels present, sorted (the CLI's default order).
+
+        Raises
+        ------
+        CohortError
+            No slide, a slide without a label, or fewer than two classes present.
+        """
+        where = self.csv_path.name if self.csv_path is not None else "cohort"
+        if not self.rows:
+            raise CohortError(f"{where}: no slides; add slides or import a cohort CSV")
+        rows = []
+        for i, row in enumerate(self.rows):
+            if not row.label:
+                raise CohortError(f"{where}: slide {row.name!r} has no label; label every slide before training")
+            rows.append(CohortRow(i + 2, row.slide, row.label, row.patient or row.name, row.split or None))
+        present = sorted({row.label for row in rows})
+        if len(present) < 2:
+            raise CohortError(f"{where}: only one class ({present[0]!r}) present; training needs at least two")
+        return Cohort(path=self.csv_path or Path("cohort.csv"), rows=tuple(rows), class_names=tuple(present))
+
+    # -- status ---------------------------------------------------------------------------
+    def refresh_embedded(self, cache_dir: str | os.PathLike | None) -> list[int]:
+        """Update the ``embedded`` column from ``cache_dir`` (one listing); return changed rows."""
+        states = embedded_states(cache_dir)
+        changed = []
+        for i, row in enumerate(self.rows):
+            state = states.get(row.name, "no")
+            if state != row.embedded:
+                row.embedded = state
+                changed.append(i)
+        return changed
+
+    def missing(self) -> list[int]:
+        """Rows without a complete cache (``embedded`` is not ``"yes"``)."""
+        return [i for i, row in enumerate(self.rows) if row.embedded != "yes"]
+
+    def set_prediction(self, name: str, text: str) -> int | None:
+        """Show ``text`` as the prediction of slide ``name``; return its row (``None``: not listed)."""
+        index = self.index_of(name)
+        if index is not None:
+            self.rows[index].prediction = text
+        return index
+
+
+def embedded_states(cache_dir: str | os.PathLike | None) -> dict[str, str]:
+    """``{slide name: state}`` for every slide with a store in ``cache_dir`` (see :data:`EMBEDDED`)."""
+    if cache_dir is None or not Path(cache_dir).is_dir():
+        return {}
+    from ..embedding.lookup import list_caches
+
+    kinds: dict[str, set] = {}
+    partial: set[str] = set()
+    for info in list_caches(cache_dir):
+        if info.complete:
+            kinds.setdefault(info.slide_name, set()).add(
+                (info.encoder, info.encoder_hash, info.patch_size, info.target_mpp, info.region_size)
+            )
+        else:
+            partial.add(info.slide_name)
+    states = {name: "partial" for name in partial}
+    states.update({name: ("yes" if len(k) == 1 else "several") for name, k in kinds.items()})
+    return states
+
+
+def _relative(row: TableRow, base: Path | None) -> str:
+    if row.path is None or base is None or str(row.slide) != str(row.path):
+        return row.slide
+    try:
+        return str(row.path.relative_to(base))
+    except ValueError:
+        return row.slide

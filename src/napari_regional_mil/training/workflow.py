@@ -1,0 +1,181 @@
+"""Training a cohort: the one path shared by the CLI ``train``, the Train widget and the demo.
+
+The same cohort, the same options and the same seed give the same model whichever front
+end starts it, because all of them call :func:`train_cohort` (or
+:func:`load_and_train_cohort`) with a :class:`ModelOptions` whose defaults are
+:class:`~napari_regional_mil.model.config.ModelConfig`'s and a
+:class:`~napari_regional_mil.training.train.TrainConfig`.
+
+Roles of the slides: rows with ``split=val`` are the validation set (otherwise
+``TrainConfig.val_fraction`` of the patients is held out), rows with ``split=test`` are
+left out of training.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from ..jobs import Progress
+from ..model.config import ModelConfig, SelectionConfig
+from .cohort import Cohort
+from .datasets import EmbedFunction, LabelledSlide, load_cohort_embeddings
+from .train import TrainConfig, TrainResult, train_model
+
+__all__ = ["ModelOptions", "CohortTraining", "split_roles", "context_dims_of", "train_cohort", "load_and_train_cohort"]
+
+
+def _default(name: str) -> Any:
+    for f in fields(ModelConfig):
+        if f.name == name:
+            return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+    raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The first model's hyper-parameters, before the data fixes its input dimension.
+
+    Defaults are :class:`~napari_regional_mil.model.config.ModelConfig`'s (and the CLI's).
+    See that class for the meaning of each field.
+    """
+
+    model_type: str = _default("model_type")
+    hidden_dim: int = _default("hidden_dim")
+    attention_dim: int = _default("attention_dim")
+    dropout: float = _default("dropout")
+    patch_unit: str = _default("patch_unit")
+    regional_source: str = _default("regional_source")
+    all_regions: bool = _default("all_regions")
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+
+    def model_config(self, slides: Sequence[LabelledSlide], n_classes: int) -> ModelConfig:
+        """The :class:`ModelConfig` for ``slides`` (input dimension, shared context embeddings).
+
+        Raises
+        ------
+        ValueError
+            An invalid combination (see :class:`ModelConfig`).
+        """
+        return ModelConfig(
+            input_dim=slides[0].embeddings.embedding_dim,
+            n_classes=n_classes,
+            model_type=self.model_type,  # type: ignore[arg-type]
+            hidden_dim=self.hidden_dim,
+            attention_dim=self.attention_dim,
+            dropout=self.dropout,
+            patch_unit=self.patch_unit,  # type: ignore[arg-type]
+            regional_source=self.regional_source,  # type: ignore[arg-type]
+            all_regions=self.all_regions,
+            context_dims=context_dims_of(slides) if self.model_type == "regional" else {},
+            selection=self.selection,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class CohortTraining:
+    """What :func:`train_cohort` returns: the trained model and the slides' roles.
+
+    Parameters
+    ----------
+    result
+        The training result (checkpoint, history, best epoch, validation slides).
+    n_train
+        Slides the model was optimised on (validation excluded).
+    n_validation
+        Slides used for early stopping.
+    held_out
+        Names of the ``split=test`` slides left out.
+    """
+
+    result: TrainResult
+    n_train: int
+    n_validation: int
+    held_out: tuple[str, ...] = ()
+
+
+def split_roles(
+    slides: Sequence[LabelledSlide],
+) -> tuple[list[LabelledSlide], list[LabelledSlide] | None, list[LabelledSlide]]:
+    """``(train, validation or None, held_out)`` from the slides' ``split`` column."""
+    train = [s for s in slides if s.split in (None, "", "train")]
+    validation = [s for s in slides if s.split == "val"] or None
+    held_out = [s for s in slides if s.split == "test"]
+    return train, validation, held_out
+
+
+def context_dims_of(slides: Sequence[LabelledSlide]) -> dict[str, int]:
+    """Context embeddings (several scales) that every slide has, with their dimensions."""
+    if not slides:
+        return {}
+    common = set(slides[0].embeddings.context_embeddings)
+    for slide in slides[1:]:
+        common &= set(slide.embeddings.context_embeddings)
+    first = slides[0].embeddings.context_embeddings
+    return {key: int(first[key].shape[1]) for key in sorted(common)}
+
+
+def train_cohort(
+    slides: Sequence[LabelledSlide],
+    *,
+    class_names: Sequence[str],
+    options: ModelOptions | ModelConfig = ModelOptions(),
+    config: TrainConfig = TrainConfig(),
+) -> Generator[Progress, None, CohortTraining]:
+    """Train the first model on labelled slides by their roles (a job).
+
+    Parameters
+    ----------
+    slides
+        Every slide of the cohort (roles from their ``split``).
+    class_names
+        Class names in the model's order.
+    options
+        Hyper-parameters (a full :class:`ModelConfig` is used as is).
+    config
+        Optimisation settings (the seed included).
+
+    Raises
+    ------
+    TrainingError
+        No training slide, or the training slides hold one class only.
+    """
+    from ..errors import TrainingError
+
+    train, validation, held_out = split_roles(slides)
+    if not train:
+        raise TrainingError("no training slides (every slide has split val or test)")
+    if isinstance(options, ModelConfig):
+        model_config = options
+    else:
+        try:
+            model_config = options.model_config(slides, len(class_names))
+        except ValueError as exc:
+            raise TrainingError(f"invalid option: {exc}") from None
+    result = yield from train_model(
+        train, class_names=class_names, model_config=model_config, config=config, validation=validation
+    )
+    n_val = len(result.validation_slides)
+    return CohortTraining(result, len(train) - (0 if validation else n_val), n_val, tuple(s.name for s in held_out))
+
+
+def load_and_train_cohort(
+    cohort: Cohort,
+    *,
+    cache_dir: str | os.PathLike,
+    options: ModelOptions = ModelOptions(),
+    config: TrainConfig = TrainConfig(),
+    encoder: str | None = None,
+    embed: EmbedFunction | None = None,
+) -> Generator[Progress, None, CohortTraining]:
+    """Load every slide's cached embeddings, then :func:`train_cohort` (a job).
+
+    Raises
+    ------
+    CacheError
+        Slides without a cache (listed), when ``embed`` is not given.
+    """
+    slides = yield from load_cohort_embeddings(cohort, cache_dir=cache_dir, encoder=encoder, embed=embed)
+    return (yield from train_cohort(slides, class_names=cohort.class_names, options=options, config=config))
