@@ -239,3 +239,89 @@ def labelled_synthetic():
     noise=0.4) -> (list[LabelledSlide], class_names)``: synthetic patch embeddings of a
     synthetic cohort's layouts (no images, no encoder; non-square grids)."""
     return _labelled_synthetic
+
+
+# --- pretraining the second model, several scales (issue 6: pretrain/, embedding/context.py) ---
+
+
+@pytest.fixture(scope="session")
+def pretrain_cohort(tmp_path_factory):
+    """A tiny labelled synthetic cohort (task "presence": absent/present lymphocytes).
+
+    4 slides of 12 x 16 cells of 32 px at 0.5 um/px (384 x 512 px, non-square), regions
+    of 4 x 4 cells; ``labels.csv`` names 2 slides per class. Returns the
+    :class:`~napari_regional_mil.synth.cohort.SyntheticCohort`.
+    """
+    from napari_regional_mil.jobs import run_job
+    from napari_regional_mil.synth.cohort import write_synthetic_cohort
+
+    out = tmp_path_factory.mktemp("pretrain_cohort")
+    return run_job(
+        write_synthetic_cohort(out, n_slides=4, seed=5, task="presence", patch_px=32, region_size=4, region_grid=(3, 4))
+    )
+
+
+@pytest.fixture
+def tiny_autoencoder_config():
+    """Autoencoder settings small enough for a 2-core CI: 32 px patches at 0.5 um/px, 2 stages."""
+    from napari_regional_mil.pretrain import AutoencoderConfig
+
+    return AutoencoderConfig(
+        patch_size=32, mpp=0.5, max_patches=64, min_patches=16, epochs=3, batch_size=16, widths=(8, 16),
+        embedding_dim=16, learning_rate=3e-3, preview_patches=3,
+    )
+
+
+@pytest.fixture
+def tiny_mil_config():
+    """Attention-MIL pretraining settings for a 2-core CI: 32 px patches, bags of 8, 2 epochs."""
+    from napari_regional_mil.pretrain import MilPretrainConfig
+
+    return MilPretrainConfig(
+        patch_size=32, mpp=0.5, patches_per_slide=24, bag_size=8, epochs=2, widths=(8, 16), embedding_dim=16,
+        attention_dim=8,
+    )
+
+
+# --- GUI workflow: cohort, train, demo (cohort_widget.py, train_widget.py, demo.py; issue 5) ---
+
+
+#: Tiling of ``gui_cohort``'s slides: 32 px patches at 0.5 um/px, regions of 4 x 4 patches.
+GUI_COHORT_TILING = dict(patch_size=32, target_mpp=0.5, region_size=4)
+
+
+@pytest.fixture(scope="session")
+def gui_cohort(tmp_path_factory):
+    """A synthetic ``context`` cohort of 6 tiny slides (3 x 4 regions of 4 x 4 patches of 32 px,
+    non-square) with ``labels.csv``, embedded once with ``builtin-he`` into ``cache``.
+
+    Returns a namespace: ``dir``, ``labels_csv``, ``slides``, ``class_names``, ``cache``,
+    ``tiling`` (:class:`TilingParams`).
+    """
+    from types import SimpleNamespace
+
+    from napari_regional_mil.embedding.pipeline import embed_slide
+    from napari_regional_mil.jobs import run_job
+    from napari_regional_mil.synth.cohort import write_synthetic_cohort
+    from napari_regional_mil.tiling import TilingParams
+
+    root = tmp_path_factory.mktemp("gui_cohort")
+    cohort = run_job(write_synthetic_cohort(root / "slides", n_slides=6, seed=7, task="context", patch_px=32,
+                                            region_size=4, region_grid=(3, 4)))
+    tiling = TilingParams(**GUI_COHORT_TILING)
+    cache = root / "cache"
+    for path in cohort.slides:
+        run_job(embed_slide(path, cache_dir=cache, tiling_params=tiling, batch_size=256))
+    return SimpleNamespace(dir=cohort.out_dir, labels_csv=cohort.labels_csv, slides=cohort.slides,
+                           class_names=cohort.class_names, cache=cache, tiling=tiling)
+
+
+@pytest.fixture
+def shown_notes(monkeypatch):
+    """Every napari notification shown through ``notifications.show_*``, as ``(kind, message)``."""
+    from napari.utils import notifications
+
+    shown: list[tuple[str, str]] = []
+    for kind in ("show_info", "show_warning", "show_error"):
+        monkeypatch.setattr(notifications, kind, lambda msg, kind=kind: shown.append((kind, str(msg))))
+    return shown

@@ -78,7 +78,7 @@ def test_cross_validate_reports_folds_and_json(labelled_synthetic, tmp_path):
     result = run_job(
         cross_validate(
             slides, class_names=classes, n_folds=3, model_config=cfg,
-            config=TrainConfig(epochs=2, min_epochs=1, val_fraction=0.25), keep_models=True,
+            config=TrainConfig(epochs=2, min_epochs=1, val_fraction=0.25, threads=1), keep_models=True,
         ),
         events.append,
     )

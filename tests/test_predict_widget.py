@@ -12,7 +12,7 @@ import tifffile
 
 from napari_regional_mil._widgets._heatmap_layers import camera_of
 from napari_regional_mil._widgets._layers import set_slide_mpp
-from napari_regional_mil._widgets.predict_widget import PredictWidget, offer_model
+from napari_regional_mil._widgets.predict_widget import PredictWidget, offer_model, predict_widgets
 from napari_regional_mil.heatmap import AttentionMaps
 
 pytestmark = pytest.mark.gui
@@ -331,6 +331,7 @@ def test_model_of_another_encoder_is_refused(opened, trained, qtbot, notes):
                         tiling_params=TilingParams(patch_size=64, target_mpp=0.5, region_size=4)))
     foreign = dataclasses.replace(trained.checkpoint, encoder={**trained.checkpoint.encoder, "weights_hash": "f" * 64})
     w = opened.widget
+    assert predict_widgets(opened.viewer) == [w]
     assert offer_model(opened.viewer, foreign) == 1  # as the Train widget hands over a model
     assert w.model is foreign
     w.predict()
@@ -349,3 +350,13 @@ def test_a_closed_dock_ignores_clicks(hand_case):
     event = SimpleNamespace(position=world, type="mouse_press", button=1)
     assert list(w._on_mouse_drag(viewer, event)) == []
     assert w.patch_list.count() == 0 and tuple(camera_of(viewer).center) == centre
+
+
+def test_a_model_without_regions_shows_only_patch_attention(hand_case, attention_case):
+    w, viewer = hand_case.widget, hand_case.viewer
+    region_layer = w.heatmap_layers["region"]
+    emb, pred = attention_case(seed=4, regional=False, evidence=False)
+    w.show_maps(AttentionMaps.from_prediction(emb, pred, mpp=(MPP, MPP)))
+    assert set(w.heatmap_layers) == {"patch"} and region_layer not in viewer.layers
+    r = w.select_at(w.maps.patch_centre_world(0))
+    assert r == emb.region_index[0] and "region attention" not in w.selection_label.text()

@@ -18,7 +18,7 @@ from napari_regional_mil.training.metrics import roc_auc
 from napari_regional_mil.training.evaluation import predict_bags
 from napari_regional_mil.training.train import TrainConfig, split_validation, train_model
 
-FAST = TrainConfig(epochs=3, min_epochs=1, val_fraction=0.25)
+FAST = TrainConfig(epochs=3, min_epochs=1, val_fraction=0.25, threads=1)
 
 
 def _config(slides, model_type="regional", **kwargs):
@@ -49,6 +49,8 @@ def test_same_seed_gives_identical_weights(labelled_synthetic):
 def test_progress_carries_per_epoch_metrics(labelled_synthetic):
     slides, classes = labelled_synthetic(12, seed=2)
     events = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     result = run_job(
         train_model(slides, class_names=classes, model_config=_config(slides), config=FAST), events.append
     )
@@ -64,6 +66,8 @@ def test_progress_carries_per_epoch_metrics(labelled_synthetic):
     assert result.checkpoint.encoder["name"] == "synthetic-prototypes"
     assert result.checkpoint.tiling["region_size"] == 5
     assert result.checkpoint.training["n_train"] == 8
+    assert torch.get_num_threads() == 2  # the job trained on 1 thread and restored the setting
+    torch.set_num_threads(threads)
 
 
 def test_closing_the_job_stops_training_and_writes_nothing(labelled_synthetic, tmp_path, monkeypatch):
@@ -82,7 +86,7 @@ def test_closing_the_job_stops_training_and_writes_nothing(labelled_synthetic, t
 def test_early_stopping_keeps_the_best_epoch(labelled_synthetic):
     slides, classes = labelled_synthetic(12, seed=4)
     # weights that barely move: nothing improves after epoch 1, so training stops at min_epochs
-    frozen = TrainConfig(epochs=40, patience=2, min_epochs=4, val_fraction=0.25, learning_rate=1e-12)
+    frozen = TrainConfig(epochs=40, patience=2, min_epochs=4, val_fraction=0.25, learning_rate=1e-12, threads=1)
     result = run_job(train_model(slides, class_names=classes, model_config=_config(slides), config=frozen))
     assert len(result.history) == 4 and result.best_epoch == 1
     learning = dataclasses.replace(frozen, learning_rate=3e-3, patience=3)
@@ -97,7 +101,7 @@ def test_regional_model_beats_abmil_on_the_context_task(labelled_synthetic):
     train, classes = labelled_synthetic(24, seed=10)
     test, _ = labelled_synthetic(12, seed=11)
     labels = np.array([s.label for s in test])
-    config = TrainConfig(epochs=15, min_epochs=15, val_fraction=0.0, learning_rate=3e-3)
+    config = TrainConfig(epochs=15, min_epochs=15, val_fraction=0.0, learning_rate=3e-3, threads=1)
     auc = {}
     for model_type in ("regional", "abmil"):
         result = run_job(train_model(train, class_names=classes, model_config=_config(train, model_type), config=config))

@@ -16,7 +16,7 @@ import numpy as np
 __all__ = ["make_sample_slide", "sample_slide_path", "SAMPLE_VERSION"]
 
 #: Bumped whenever the generator's output changes, so stale caches are not reused.
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2
 _LAYOUT_PX = 32  # level-0 px per layout cell: smooth tissue borders
 _SHAPE = (160, 192)  # layout cells: 5120 x 6144 px
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["show_demo", "wait_for_jobs", "save_screenshot"]
+__all__ = ["show_demo", "wait_for_jobs", "save_screenshot", "raise_dock"]
 
 
 def wait_for_jobs(kinds: tuple[str, ...], *, timeout: float = 300.0) -> bool:
@@ -103,7 +103,32 @@ def show_demo(result: Any, *, tiling: Any, viewer: Any = None) -> dict[str, Any]
         wait_for_jobs(("predict-thumbnails",))
     viewer.reset_view()
     viewer.layers.selection.active = slide
-    return {"viewer": viewer, "cohort": cohort, "train": train, "predict": predict, "slide": slide}
+    raise_dock(docks[2])
+    return {"viewer": viewer, "cohort": cohort, "train": train, "predict": predict, "slide": slide,
+            "docks": docks}
+
+
+def raise_dock(dock: Any) -> None:
+    """Bring a tabified dock widget to the front (after pending events, which may raise others)."""
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(3):
+        QApplication.instance().processEvents()
+    dock.show()
+    dock.raise_()
+
+
+def _close_toasts(viewer: Any) -> None:
+    """Dismiss notification pop-ups so they do not cover a screenshot."""
+    qt_window = getattr(viewer.window, "_qt_window", None)
+    if qt_window is None:
+        return
+    try:
+        from napari._qt.dialogs.qt_notification import NapariQtNotification
+    except ImportError:  # private napari module
+        return
+    for toast in qt_window.findChildren(NapariQtNotification):
+        toast.close()
 
 
 def save_screenshot(viewer: Any, path: str | Path, *, size: tuple[int, int] = (1600, 1000)) -> Path:
@@ -121,6 +146,9 @@ def save_screenshot(viewer: Any, path: str | Path, *, size: tuple[int, int] = (1
         QApplication.instance().processEvents()
         time.sleep(0.02)
     viewer.reset_view()
-    QApplication.instance().processEvents()
+    _close_toasts(viewer)
+    for _ in range(5):
+        QApplication.instance().processEvents()
+        time.sleep(0.02)
     viewer.screenshot(str(path), canvas_only=False, flash=False)
     return path

@@ -175,23 +175,30 @@ def set_slide_mpp(viewer: Any, slide_layer: Any, mpp: tuple[float, float] | None
     for layer in viewer.layers:
         meta = layer.metadata or {}
         if meta.get("derived_from") == slide_layer.name and "level0_step" in meta:
-            _place(layer, meta["level0_step"], (sx, sy), corner=meta.get("corner", False))
+            _place(layer, meta["level0_step"], mpp, corner=meta.get("corner", False))
 
 
-def _place(layer: Any, step: tuple[float, float], mpp: tuple[float, float], *, corner: bool) -> None:
+def _units(slide_layer: Any) -> tuple[str, str]:
+    """napari ``units`` of the layers of a slide: microns when its mpp is known."""
+    return ("um", "um") if layer_mpp(slide_layer) is not None else ("pixel", "pixel")
+
+
+def _place(layer: Any, step: tuple[float, float], mpp: tuple[float, float] | None, *, corner: bool) -> None:
     """Scale/translate a layer whose pixel covers ``step`` ``(y, x)`` level-0 pixels.
 
+    ``mpp`` is the slide's ``(mpp_x, mpp_y)`` (``None``: unknown, 1 unit per level-0 pixel).
     ``corner``: the layer's data are level-0 pixel-corner coordinates (grid outlines);
     otherwise it is an image placed by :func:`~napari_regional_mil.geometry.grid_layer_transform`.
     """
-    sx, sy = mpp
+    sx, sy = mpp if mpp is not None else (1.0, 1.0)
     if corner:
         layer.scale = (step[0] * sy, step[1] * sx)
         layer.translate = (-0.5 * sy, -0.5 * sx)
-        return
-    transform = geometry.grid_layer_transform((step[1], step[0]), (sx, sy))
-    layer.scale = transform["scale"]
-    layer.translate = transform["translate"]
+    else:
+        transform = geometry.grid_layer_transform((step[1], step[0]), (sx, sy))
+        layer.scale = transform["scale"]
+        layer.translate = transform["translate"]
+    layer.units = ("um", "um") if mpp is not None else ("pixel", "pixel")  # as the slide layer
 
 
 def _derived(viewer: Any, slide_layer: Any, what: str, step: tuple[float, float], corner: bool) -> dict:
@@ -202,10 +209,6 @@ def _derived(viewer: Any, slide_layer: Any, what: str, step: tuple[float, float]
         "corner": corner,
         "what": what,
     }
-
-
-def _mpp_or_one(slide_layer: Any) -> tuple[float, float]:
-    return layer_mpp(slide_layer) or (1.0, 1.0)
 
 
 # -- tissue -----------------------------------------------------------------------------------
@@ -239,11 +242,11 @@ def show_tissue_mask(viewer: Any, slide_layer: Any, tissue: Any, slide_dimension
         from napari.utils.colormaps import DirectLabelColormap
 
         colours = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: _TISSUE_COLOUR})
-        layer = viewer.add_labels(data, name=name, opacity=0.3, colormap=colours, metadata=meta)
+        layer = viewer.add_labels(data, name=name, opacity=0.3, colormap=colours, metadata=meta, units=_units(slide_layer))
     else:
         layer.data = data
         layer.metadata.update(meta)
-    _place(layer, step, _mpp_or_one(slide_layer), corner=False)
+    _place(layer, step, layer_mpp(slide_layer), corner=False)
     layer.metadata["tissue_mask"] = tissue
     return layer
 
@@ -347,8 +350,9 @@ def _grid_layer(viewer: Any, slide_layer: Any, what: str, segs: np.ndarray, colo
         vector_style="line",
         opacity=0.9,
         metadata=meta,
+        units=_units(slide_layer),
     )
-    _place(layer, (1.0, 1.0), _mpp_or_one(slide_layer), corner=True)
+    _place(layer, (1.0, 1.0), layer_mpp(slide_layer), corner=True)
     return layer
 
 
@@ -405,6 +409,8 @@ def show_grid_rgba(viewer: Any, slide_layer: Any, rgba: np.ndarray, step_level0:
     layer = _by_name(viewer, name)
     if layer is not None:
         viewer.layers.remove(layer)
-    layer = viewer.add_image(rgba, rgb=True, name=name, opacity=0.6, metadata=meta, interpolation2d="nearest")
-    _place(layer, (step_level0, step_level0), _mpp_or_one(slide_layer), corner=False)
+    layer = viewer.add_image(
+        rgba, rgb=True, name=name, opacity=0.6, metadata=meta, interpolation2d="nearest", units=_units(slide_layer)
+    )
+    _place(layer, (step_level0, step_level0), layer_mpp(slide_layer), corner=False)
     return layer

@@ -28,7 +28,7 @@ class TrainingPlot(FigureCanvasQTAgg):
         self.figure = Figure(figsize=(3.6, 2.6), dpi=90, facecolor=_BG, layout="constrained")
         super().__init__(self.figure)
         self.loss_ax, self.auc_ax = self.figure.subplots(2, 1, sharex=True)
-        self.data: dict[str, list[tuple[float, float]]] = {key: [] for key, _, _ in self.SERIES}
+        self.data: dict[str, dict[float, float]] = {key: {} for key, _, _ in self.SERIES}
         self.title = ""
         self.setMinimumHeight(220)
         self._style()
@@ -61,8 +61,12 @@ class TrainingPlot(FigureCanvasQTAgg):
         for key, _, _ in self.SERIES:
             value = metrics.get(key)
             if value is not None and not math.isnan(float(value)):
-                self.data[key].append((epoch, float(value)))
+                self.data[key][epoch] = float(value)
         self._redraw()
+
+    def series(self, key: str) -> list[tuple[float, float]]:
+        """``(epoch, value)`` points of one series, by epoch (events may arrive out of order)."""
+        return sorted(self.data[key].items())
 
     def _redraw(self) -> None:
         for ax in (self.loss_ax, self.auc_ax):
@@ -70,7 +74,7 @@ class TrainingPlot(FigureCanvasQTAgg):
         self._style()
         colours = {"train": "#4fa3ff", "val": "#ffb000"}
         for key, label, axis in self.SERIES:
-            points = self.data[key]
+            points = self.series(key)
             if points:
                 ax = (self.loss_ax, self.auc_ax)[axis]
                 xs, ys = zip(*points)

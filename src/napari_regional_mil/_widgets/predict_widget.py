@@ -53,9 +53,9 @@ from napari_regional_mil._widgets._layers import (
 )
 from napari_regional_mil._widgets._prediction_panel import PredictionPanel
 from napari_regional_mil._widgets._worker import start_job
-from napari_regional_mil.heatmap import NORMALISATIONS, AttentionMaps
+from napari_regional_mil.heatmap import NORMALISATIONS, AttentionMaps, normalise
 
-__all__ = ["PredictWidget", "offer_model"]
+__all__ = ["PredictWidget", "offer_model", "predict_widgets"]
 
 THUMB_PX = 96
 
@@ -63,17 +63,20 @@ THUMB_PX = 96
 _INSTANCES: weakref.WeakSet = weakref.WeakSet()
 
 
+def predict_widgets(viewer: Any) -> list[PredictWidget]:
+    """The live Predict widgets of ``viewer`` (e.g. to connect to their ``predicted`` signal)."""
+    return [widget for widget in list(_INSTANCES) if widget.viewer is viewer]
+
+
 def offer_model(viewer: Any, model: Any) -> int:
     """Give ``model`` (a ``Checkpoint`` or a checkpoint path) to every Predict widget of ``viewer``.
 
     The Train widget calls this when training ends. Returns how many widgets took it.
     """
-    taken = 0
-    for widget in list(_INSTANCES):
-        if widget.viewer is viewer:
-            widget.set_model(model)
-            taken += 1
-    return taken
+    widgets = predict_widgets(viewer)
+    for widget in widgets:
+        widget.set_model(model)
+    return len(widgets)
 
 
 class PredictWidget(QWidget):
@@ -349,10 +352,11 @@ class PredictWidget(QWidget):
         self.patch_list.clear()
         layer = self._slide_layer
         boxes = [maps.patch_box_level0(int(i)) for i in patches]
+        percentile = 100 * normalise(maps.prediction.patch_attention, "rank")
         for i in patches:
             att = float(maps.prediction.patch_attention[i])
-            item = QListWidgetItem(f"#{int(i)}\n{att:.3g}")
-            item.setToolTip(f"patch {int(i)}: attention {att:.4g}")
+            item = QListWidgetItem(f"#{int(i)}\n{att:.4g} (p{percentile[i]:.0f})")
+            item.setToolTip(f"patch {int(i)}: attention {att:.4g}, percentile {percentile[i]:.1f} of the slide")
             item.setData(Qt.ItemDataRole.UserRole, int(i))
             self.patch_list.addItem(item)
         if layer is None or layer not in self.viewer.layers:

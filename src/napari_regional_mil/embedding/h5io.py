@@ -93,7 +93,8 @@ def _coords_attrs(attrs: Any, emb: SlideEmbeddings) -> None:
     meta = emb.meta
     side0 = meta.get("patch_size_level0")
     if side0 is not None:
-        attrs["patch_size_level0"] = int(round(float(side0)))
+        attrs["patch_size_level0"] = int(round(float(side0)))  # TRIDENT writes an int
+        attrs["patch_size_level0_exact"] = float(side0)  # ours: the grid step, not rounded
         attrs["patch_level"] = 0  # CLAM: coordinates and patch_size at level 0
         attrs["downsample"] = np.array([1.0, 1.0])
     if "patch_size" in meta:
@@ -111,8 +112,9 @@ def _coords_attrs(attrs: Any, emb: SlideEmbeddings) -> None:
 
 
 def _patch_side_level0(attrs: dict[str, Any], coords: np.ndarray) -> float | None:
-    if "patch_size_level0" in attrs:
-        return float(attrs["patch_size_level0"])
+    for key in ("patch_size_level0_exact", "patch_size_level0"):
+        if key in attrs:
+            return float(attrs[key])
     if "patch_size" in attrs and "downsample" in attrs:  # CLAM: patch_size at patch_level
         return float(attrs["patch_size"]) * float(np.ravel(attrs["downsample"])[0])
     if "patch_size" in attrs and "level0_magnification" in attrs and "target_magnification" in attrs:
