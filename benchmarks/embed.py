@@ -11,7 +11,10 @@ size and torch threads:
     and on a synthetic 20k x 20k pyramid;
 (d) the naive loop users write: serial ``read_region`` per patch, then a forward pass.
 
-efficiency = c / min(a, b) per encoder (the lower over the two slides), speed-up = c / d.
+(a), (b) and (c) are measured in interleaved rounds (medians reported) so that they see
+the same machine load; (c) runs on the first patches of a slide (a user tissue mask) when
+the slide has more. efficiency = c / min(a, b) per encoder (the lower over the two
+slides), speed-up = c / d.
 Peak RSS of a whole ``embed_slide`` run on the small and the large slide is measured in
 subprocesses. The built-in encoder's linear-probe accuracy on a synthetic slide with 6
 tissue types is printed too. The last line is ``pipeline_efficiency=<lower of the two>``.
@@ -162,11 +165,13 @@ def probe_accuracy() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--large-size", type=int, default=20000, help="side of the synthetic slide (default 20000)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--readers", type=int, default=2, help="reader threads (default 2)")
     parser.add_argument("--torch-threads", type=int, default=2, help="torch intra-op threads (default 2)")
-    parser.add_argument("--min-s", type=float, default=4.0, help="seconds per (a)/(b) measurement")
-    parser.add_argument("--resnet-large-patches", type=int, default=320, help="patches of the large slide for ResNet-50 (c)")
+    parser.add_argument("--min-s", type=float, default=2.0, help="seconds per (a)/(b) measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved (a, b, c) rounds; medians reported")
+    parser.add_argument("--builtin-patches", type=int, default=768, help="patches per (c) run, builtin-he")
+    parser.add_argument("--resnet-patches", type=int, default=96, help="patches per (c) run, ResNet-50")
     parser.add_argument("--encoders", nargs="+", default=["builtin-he", "resnet50-random"])
     args = parser.parse_args()
 
@@ -181,30 +186,32 @@ def main() -> None:
     slides = {"CMU-1-Small-Region": (CMU, tiling_of(CMU, params)), f"synthetic-{args.large_size}": (big, tiling_of(big, params))}
     for name, (_, tiling) in slides.items():
         print(f"{name}: {tiling.slide_dimensions[0]} x {tiling.slide_dimensions[1]} px, {tiling.n_patches} tissue patches of 224 px")
-    sample = np.stack([p for p in _first_patches(CMU, slides["CMU-1-Small-Region"][1], args.batch_size)])
+    sample = np.stack(_first_patches(CMU, slides["CMU-1-Small-Region"][1], args.batch_size))
 
     efficiencies = {}
     for enc_name in args.encoders:
         enc = load_encoder(enc_name)
         slow = enc.spec.embedding_dim > 512
-        a = _rate(lambda: enc.embed(sample), len(sample), min_s=args.min_s)
-        print(f"\n[{enc_name}] (a) encoder alone: {a:.1f} patches/s")
         effs = []
         for name, (path, tiling) in slides.items():
-            limit = 2048
-            b = reader_rate(path, tiling, enc, readers=args.readers, batch=args.batch_size, limit=limit, min_s=args.min_s)
-            mask = None
-            if slow and tiling.n_patches > args.resnet_large_patches:  # keep the ResNet-50 run short: first patches only
-                mask = _first_patches_mask(path, tiling, args.resnet_large_patches)
-            c, n = pipeline_rate(path, params, enc, readers=args.readers, batch=args.batch_size,
-                                 repeats=1 if slow or tiling.n_patches > 1000 else 3, mask=mask)
-            d = naive_rate(path, tiling, enc, batch=args.batch_size, limit=min(n, 128 if slow else 1024))
-            eff = c / min(a, b)
+            n_c = min(tiling.n_patches, args.resnet_patches if slow else args.builtin_patches)
+            mask = _first_patches_mask(path, tiling, n_c) if n_c < tiling.n_patches else None
+            rounds = []
+            for _ in range(args.rounds):  # interleaved, so a, b and c see the same machine load
+                a = _rate(lambda: enc.embed(sample), len(sample), min_s=args.min_s)
+                b = reader_rate(path, tiling, enc, readers=args.readers, batch=args.batch_size, limit=max(n_c, 256),
+                                min_s=args.min_s)
+                c, n = pipeline_rate(path, params, enc, readers=args.readers, batch=args.batch_size, repeats=1, mask=mask)
+                rounds.append((a, b, c, c / min(a, b)))
+            a, b, c, eff = (float(np.median([r[i] for r in rounds])) for i in range(4))
+            d = naive_rate(path, tiling, enc, batch=args.batch_size, limit=min(n, 2 * args.batch_size if slow else 256))
             effs.append(eff)
-            print(f"[{enc_name}] {name}: (b) reader alone {b:.1f} patches/s | (c) pipeline {c:.1f} patches/s over {n} patches"
-                  f" | (d) naive {d:.1f} patches/s | efficiency c/min(a,b) = {eff:.2f} | speed-up c/d = {c / d:.2f}")
+            print(f"[{enc_name}] {name}: (a) encoder alone {a:.1f} | (b) reader alone {b:.1f} | (c) pipeline {c:.1f} "
+                  f"over {n} patches | (d) naive {d:.1f} patches/s | efficiency c/min(a,b) = {eff:.2f} | "
+                  f"speed-up c/d = {c / d:.2f}  (medians of {args.rounds} interleaved rounds: "
+                  + ", ".join(f"{r[3]:.2f}" for r in rounds) + ")", flush=True)
         efficiencies[enc_name] = min(effs)
-        print(f"[{enc_name}] efficiency = {efficiencies[enc_name]:.2f}")
+        print(f"[{enc_name}] efficiency = {efficiencies[enc_name]:.2f}", flush=True)
 
     small, large = peak_rss(CMU, args), peak_rss(big, args)
     print(f"\npeak RSS builtin-he embed_slide: small slide {small['rss_mib']:.0f} MiB ({small['n']} patches), "

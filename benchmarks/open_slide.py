@@ -88,7 +88,8 @@ def child(path: str) -> None:
     t_frame = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({
-        "warmup_s": warm, "open_s": t_open, "first_frame_s": t_frame, "peak_rss_mb": peak, "rss_before_open_mb": rss_before,
+        "warmup_s": warm, "open_s": t_open, "first_frame_s": t_frame, "peak_rss_mb": peak,
+        "rss_before_open_mb": rss_before,
         "levels": len(layer.data), "level0": list(layer.data[0].shape), "data_level": int(layer.data_level),
         "frame_shape": list(frame.shape) if frame is not None else None,
     }))

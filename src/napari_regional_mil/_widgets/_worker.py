@@ -179,6 +179,8 @@ class JobHandle:
         self._last_stage: str | None = None
         self._task_id: Any = None
         self._window: Any = None
+        self._pending: list[Callable[[], Any]] = []
+        self._dispatching = False
 
     @property
     def running(self) -> bool:
@@ -229,6 +231,26 @@ class JobHandle:
             logger.warning("job %r did not stop within %.0f s", self.description, CLOSE_WAIT_S)
         self._close_pbar()
         return finished
+
+    def _in_order(self, call: Callable[[], Any]) -> None:
+        """Run ``call`` now, or after the one in progress when a callback re-entered the event loop.
+
+        napari's progress bar calls ``QApplication.processEvents()`` on every update, so the
+        next ``yielded`` (or the ``returned``) signal may be delivered *inside* the handler
+        of the previous one; queuing keeps events and the result in the order they came.
+        """
+        self._pending.append(call)
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            while self._pending:
+                try:
+                    self._pending.pop(0)()
+                except Exception:  # noqa: BLE001 - a failing callback must not stall the queue
+                    logger.exception("a job callback failed")
+        finally:
+            self._dispatching = False
 
     def _on_yield(self, event: Any, on_progress: Callable[[Progress], Any] | None) -> None:
         if self._detached:
@@ -365,8 +387,10 @@ def start_job(
     handle = JobHandle(kind, description)
     worker = _JobWorker(job, handle._cancel, handle._done)
     handle.worker = worker
-    worker.yielded.connect(lambda event: handle._on_yield(event, on_progress))
-    worker.returned.connect(lambda outcome: handle._on_returned(outcome, on_result, on_error, on_finish))
+    worker.yielded.connect(lambda event: handle._in_order(lambda: handle._on_yield(event, on_progress)))
+    worker.returned.connect(
+        lambda outcome: handle._in_order(lambda: handle._on_returned(outcome, on_result, on_error, on_finish))
+    )
     if show_progress:
         handle._pbar = _Progress(handle, desc=description, total=0)
     _RUNNING[kind] = handle

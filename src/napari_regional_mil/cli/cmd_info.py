@@ -68,12 +68,13 @@ def _print_text(info: dict[str, Any], tiling: dict[str, Any]) -> None:
     mpp = info["mpp"]
     source = {"slide": "from the slide", "user": "given with --mpp", "none": "unknown"}[info["mpp_source"]]
     w, h = info["dimensions"]
+    power = info["objective_power"]
     lines = [
         f"slide:             {info['path']}",
         f"vendor:            {info['vendor'] or 'generic TIFF'}",
         f"size:              {w} x {h} px",
         f"mpp:               {f'{mpp[0]:.4g} x {mpp[1]:.4g} um/px' if mpp else 'none'} ({source})",
-        f"objective power:   {format(info['objective_power'], 'g') + 'x' if info['objective_power'] is not None else 'unknown'}",
+        f"objective power:   {f'{power:g}x' if power is not None else 'unknown'}",
         f"tile size:         {'x'.join(map(str, info['tile_size'])) if info['tile_size'] else 'not tiled (strips)'}",
         f"levels:            {len(info['level_dimensions'])}",
     ]

@@ -71,7 +71,8 @@ def _level0_problem(shape: tuple[int, ...], dtype: np.dtype, axes: str = "") -> 
                 "(no z-stacks, time series or channel stacks)")
     channels = shape[-1] if len(shape) == 3 else 1
     if channels not in (3, 4):
-        return f"not an RGB image ({channels} channel{'s' if channels != 1 else ''}, {dims}); only RGB slides are supported"
+        plural = "s" if channels != 1 else ""
+        return f"not an RGB image ({channels} channel{plural}, {dims}); only RGB slides are supported"
     if dtype != np.uint8:
         return f"not an 8-bit RGB image (sample type {dtype}); only 8-bit RGB slides are supported"
     return None
