@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[10240, 60160], metavar=("SMALL", "LARGE"))
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "napari-regional-mil-bench")
-    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per slide (median reported)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="fresh processes per slide (median and best reported; best is robust to a busy machine)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -140,11 +141,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{statistics.median(r['warmup_s'] for r in runs):.2f} s, not counted",
             flush=True,
         )
-        results[size] = (frame, rss)
-    (f_small, m_small), (f_large, m_large) = results[args.sizes[0]], results[args.sizes[1]]
-    print(f"first frame: small {f_small:.3f} s, large {f_large:.3f} s (target < 1 s)")
+        results[size] = (frame, min(r["first_frame_s"] for r in runs), rss)
+    (f_small, b_small, m_small), (f_large, b_large, m_large) = results[args.sizes[0]], results[args.sizes[1]]
+    print(f"first frame: small {f_small:.3f} s (best {b_small:.3f}), large {f_large:.3f} s (best {b_large:.3f}) "
+          "(target < 1 s)")
     print(f"peak RSS:    small {m_small:.0f} MB, large {m_large:.0f} MB")
-    print(f"ratios large/small: first frame {f_large / f_small:.2f}, peak RSS {m_large / m_small:.2f} (target ~1.0)")
+    print(f"ratios large/small: first frame {f_large / f_small:.2f} (best-of {b_large / b_small:.2f}), "
+          f"peak RSS {m_large / m_small:.2f} (target ~1.0)")
     return 0
 
 

@@ -178,7 +178,7 @@ def run_demo(out_dir: str | os.PathLike, *, settings: DemoSettings = DemoSetting
                                            batch_size=256), f"slide {i + 1}/{len(cohort.slides)}"):
             yield event
 
-    config = TrainConfig(epochs=s.epochs, seed=s.seed, val_fraction=0.0, min_epochs=s.epochs)
+    config = TrainConfig(epochs=s.epochs, seed=s.seed, val_fraction=0.0, min_epochs=s.epochs, threads=1)
     options = ModelOptions(
         model_type="regional", hidden_dim=s.hidden_dim, attention_dim=s.attention_dim,
         selection=SelectionConfig(min_patches=s.min_patches, max_patches=s.max_patches, patches_per_region=4),

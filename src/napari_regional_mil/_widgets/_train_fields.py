@@ -18,6 +18,9 @@ from napari_regional_mil.training.workflow import ModelOptions
 
 __all__ = ["ModelFields", "OptimFields", "VALIDATION_MODES"]
 
+#: The CLI's default of ``--threads`` (``TrainConfig.threads`` defaults to None: torch's own setting).
+CLI_THREADS = 1
+
 #: How slides are held out: a validation fraction (early stopping) or k-fold cross-validation.
 VALIDATION_MODES = ("validation fraction", "k-fold cross-validation")
 
@@ -116,6 +119,9 @@ class OptimFields(QGroupBox):
         self.learning_rate.setToolTip("AdamW learning rate (cosine schedule with warm-up).")
         self.patience = _spin(1, 10000, d.patience, "Stop when the validation AUC has not improved for this many epochs.")
         self.seed = _spin(0, 2**31 - 1, d.seed, "Seeds the weights, the patch selection, the split and the slide order.")
+        self.threads = _spin(1, 256, CLI_THREADS, (
+            "torch CPU threads for training (as the CLI's --threads, default 1: the model's operations are small, "
+            "and one thread leaves the other cores to the viewer)."))
         self.validation = _combo(VALIDATION_MODES, VALIDATION_MODES[0], (
             "validation fraction: hold out patients for early stopping (rows with split=val are used instead "
             "when present); k-fold: cross-validate first (AUC per fold), then train the final model."))
@@ -134,6 +140,7 @@ class OptimFields(QGroupBox):
         layout.addRow("Learning rate", self.learning_rate)
         layout.addRow("Patience", self.patience)
         layout.addRow("Seed", self.seed)
+        layout.addRow("CPU threads", self.threads)
         layout.addRow("Validation", self.validation)
         layout.addRow("", self.scheme)
 
@@ -151,6 +158,7 @@ class OptimFields(QGroupBox):
                 patience=int(self.patience.value()),
                 val_fraction=float(self.val_fraction.value()),
                 seed=int(self.seed.value()),
+                threads=int(self.threads.value()),
             )
         except ValueError as exc:
             raise TrainingError(f"invalid option: {exc}") from None
