@@ -151,13 +151,13 @@ def make_no_mpp(folder: Path) -> Path:
 
 
 def make_non_integer_downsamples(folder: Path) -> Path:
-    """A valid pyramid whose levels are 500 x 360, 167 x 120 (x2.99) and 71 x 51 (x7.04) px, at 0.5 um/px."""
+    """A valid pyramid whose levels are 500 x 360 and 167 x 120 px (downsample 2.994 x 3), at 0.5 um/px."""
     import tifffile
     from PIL import Image
 
     path = Path(folder) / "odd_levels.tif"
     level0 = _he_pixels(500, 360, seed=2)
-    sizes = [(167, 120), (71, 51)]
+    sizes = [(167, 120)]
     common = {"tile": (32, 32), "photometric": "rgb", "compression": "jpeg", "metadata": None,
               "resolutionunit": "CENTIMETER"}
     with tifffile.TiffWriter(path, bigtiff=True) as tif:
@@ -353,7 +353,8 @@ def build_corpus(root: Path, good_slide: Path) -> Corpus:
                                             encoder_changes={"name": "resnet50-random", "weights_hash": "1" * 64, "dim": 1024}),
         "truncated": make_truncated_checkpoint(corpus.model, models),
     }
-    corpus.pickles, corpus.marker = make_malicious_pickles(root / "pickles" if (root / "pickles").mkdir() is None else root)
+    (root / "pickles").mkdir()
+    corpus.pickles, corpus.marker = make_malicious_pickles(root / "pickles")
     corpus.cohort_cache = root / "cohort_cache"
     names, labels = write_cohort_caches(corpus.cohort_cache)
     csv_dir = root / "csv"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,13 +20,12 @@ def demo_result(tmp_path_factory):
     """The demo job run once with the tiny settings."""
     events = []
     result = run_job(run_demo(tmp_path_factory.mktemp("demo"), settings=FAST), events.append)
-    result.events = events  # type: ignore[attr-defined]
-    return result
+    return SimpleNamespace(result=result, events=events)
 
 
 def test_fast_demo_writes_cohort_model_and_predictions(demo_result):
-    r = demo_result
-    stages = [e.stage for e in r.events]
+    r = demo_result.result
+    stages = [e.stage for e in demo_result.events]
     assert {"synth", "embed", "train", "predict"} <= set(stages)
     assert stages.index("synth") < stages.index("embed") < stages.index("train") < stages.index("predict")
     assert r.model_path.is_file() and r.slide_path.is_file()
@@ -49,6 +49,7 @@ def test_fast_demo_writes_cohort_model_and_predictions(demo_result):
 
 @pytest.mark.gui
 def test_demo_view_shows_probabilities_and_both_heatmaps(make_napari_viewer, demo_result, tmp_path):
+    demo_result = demo_result.result
     from napari_regional_mil._widgets._demo_view import save_screenshot, show_demo
 
     viewer = make_napari_viewer(show=True)
@@ -71,6 +72,7 @@ def test_demo_view_shows_probabilities_and_both_heatmaps(make_napari_viewer, dem
 
 
 def test_command_without_display_or_xvfb_still_writes_predictions(monkeypatch, demo_result, capsys, tmp_path):
+    demo_result = demo_result.result
     calls = []
 
     def fake_run_demo(out_dir, *, settings):

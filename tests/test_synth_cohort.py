@@ -101,7 +101,7 @@ def test_written_cohort_has_slides_labels_and_truth(tmp_path):
 
 def test_synth_command(tmp_path, capsys):
     out = tmp_path / "cohort"
-    status = main(["synth", str(out), "--slides", "3", "--seed", "1", "--task", "presence", "--patch-px", "16",
+    status = main(["synth", str(out), "--slides", "3", "--seed", "2", "--task", "presence", "--patch-px", "16",
                    "--region-size", "4", "--grid", "3x4"])
     assert status == 0
     assert len(list(out.glob("*.tif"))) == 3 and len(list(out.glob("*.truth.json"))) == 3

@@ -82,6 +82,7 @@ def show_demo(result: Any, *, tiling: Any, viewer: Any = None) -> dict[str, Any]
     train.out_path.setText(str(result.model_path))
     for metrics in result.history:
         train.plot.add(metrics)
+    train.plot.flush()
     train.status.setText(f"Trained {result.model_path.name} ({len(result.history)} epochs) by the demo.")
 
     row = cohort.table.index_of(result.slide_name)

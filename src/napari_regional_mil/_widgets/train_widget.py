@@ -267,6 +267,7 @@ class TrainWidget(QWidget):
 
     def _on_finish(self, status: str) -> None:
         self._set_busy(False)
+        self.plot.flush()
         if status == "cancelled":
             self.status.setText("Cancelled: no checkpoint written.")
         elif status == "failed":

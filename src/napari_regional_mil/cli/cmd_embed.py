@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     if args.context_encoder:
         summaries = _add_contexts(args, summaries)
     failed = [s for s in summaries if not s.ok]
+    if len(summaries) == 1 and failed:  # one slide: one line, like every other command's error
+        print(f"error: {failed[0].message}", file=sys.stderr)
+        return 1
     if failed:
         print(f"{len(failed)} of {len(summaries)} slides failed:", file=sys.stderr)
         for summary in failed:

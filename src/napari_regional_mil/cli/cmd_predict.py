@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         if args.cache is not None:
             found = find_cache(args.cache, row, encoder=checkpoint.encoder.get("name"))
-            where = f"no embedding cache in {args.cache}"
+            encoder = checkpoint.encoder.get("name")
+            where = f"no embedding cache in {args.cache}" + (
+                f" of {args.model.name}'s encoder {encoder!r}" if encoder else "")
         else:
             found = find_feature_bag(args.features, row)
             where = f"no feature file (.h5/.npz) in {args.features}"

@@ -171,12 +171,13 @@ class BuiltinHE(nn.Module):
             resp = F.conv2d(level, self.bank, stride=2, padding=3).view(n, 2, 11, -1)  # (N, 2, 11, hw)
             energy = torch.sqrt(resp[:, :, 0:4] ** 2 + resp[:, :, 4:8] ** 2 + 1e-12)  # (N, 2, 4, hw)
             orient = energy.mean(3).sort(dim=2, descending=True).values  # (N, 2, 4)
-            spread = energy.sum(2).std(2).unsqueeze(2)
+            one = resp.shape[-1] < 2  # a 1-pixel response (tiny patches): its spread is 0, not NaN
+            spread = energy.new_zeros(n, 2, 1) if one else energy.sum(2).std(2).unsqueeze(2)
             log = resp[:, :, 8].abs()
             grad = torch.sqrt(resp[:, :, 9] ** 2 + resp[:, :, 10] ** 2 + 1e-12)
             stats = [orient, spread]
             for m in (log, grad):
-                s, mu = torch.std_mean(m, dim=2)
+                s, mu = (torch.zeros_like(m[:, :, 0]), m[:, :, 0]) if one else torch.std_mean(m, dim=2)
                 stats += [mu.unsqueeze(2), s.unsqueeze(2)]
             out.append(torch.cat(stats, 2).flatten(1))  # (N, 18)
         return torch.cat(out, 1)

@@ -6,7 +6,11 @@ tifffile already parsed (shapes, dtypes, tile offsets), and decoding one small t
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +19,44 @@ import numpy as np
 from napari_regional_mil.errors import SlideError
 
 __all__ = ["check_file", "diagnose_open_failure", "check_levels", "check_data_extent", "check_decodes",
-           "check_user_mpp", "one_line"]
+           "check_user_mpp", "one_line", "quiet_tifffile"]
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+_QUIET = threading.local()
+
+
+class _QuietFilter(logging.Filter):
+    """Drops tifffile's log records in a thread inside :func:`quiet_tifffile` (keeping their text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        seen = getattr(_QUIET, "seen", None)
+        if seen is None:
+            return True
+        seen.append(" ".join(record.getMessage().split())[:200])
+        return False
+
+
+_FILTER = _QuietFilter()
+
+
+@contextlib.contextmanager
+def quiet_tifffile() -> Iterator[list[str]]:
+    """Keep tifffile's log messages (e.g. ``generic series raised ...``) off stderr in this thread.
+
+    A broken file must give one line (our :class:`SlideError`), not tifffile's log lines
+    first; the messages are collected in the yielded list instead.
+    """
+    logger = logging.getLogger("tifffile")
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+    outer = getattr(_QUIET, "seen", None)
+    _QUIET.seen = seen = []
+    try:
+        yield seen
+    finally:
+        _QUIET.seen = outer
 
 
 def one_line(exc: BaseException) -> str:

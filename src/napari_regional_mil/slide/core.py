@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,19 +67,22 @@ class Slide:
         self.path = Path(path).expanduser()
         _checks.check_file(self.path)
         user_mpp = _checks.check_user_mpp(self.path, mpp)
-        try:
-            handle = tiffslide.TiffSlide(self.path)
-        except Exception as exc:
-            raise _checks.diagnose_open_failure(self.path, exc) from exc
-        try:
-            self._handle = handle
-            self.info = self._read_info(handle, user_mpp)
-        except SlideError:
-            handle.close()
-            raise
-        except Exception as exc:
-            handle.close()
-            raise _checks.diagnose_open_failure(self.path, exc) from exc
+        with _checks.quiet_tifffile() as logged:  # tifffile's log lines would precede our one-line error
+            try:
+                handle = tiffslide.TiffSlide(self.path)
+            except Exception as exc:
+                raise _checks.diagnose_open_failure(self.path, exc) from exc
+            try:
+                self._handle = handle
+                self.info = self._read_info(handle, user_mpp)
+            except SlideError:
+                handle.close()
+                raise
+            except Exception as exc:
+                handle.close()
+                raise _checks.diagnose_open_failure(self.path, exc) from exc
+        if logged:  # opened despite damage tifffile noticed (e.g. a broken extra IFD): say so
+            self.info = replace(self.info, warnings=(*self.info.warnings, f"{self.path.name}: tifffile: {logged[0]}"))
         self._local = threading.local()
         self._lock = threading.Lock()
         self._thread_handles: list[Any] = []
@@ -201,7 +205,8 @@ class Slide:
             import tiffslide
 
             self._check_open()
-            handle = tiffslide.TiffSlide(self.path)
+            with _checks.quiet_tifffile():
+                handle = tiffslide.TiffSlide(self.path)
             with self._lock:
                 self._thread_handles.append(handle)
             self._local.handle = handle
