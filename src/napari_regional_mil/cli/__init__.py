@@ -3,7 +3,8 @@
 Each subcommand lives in its own module ``cli/cmd_<name>.py`` with two functions:
 ``register(subparsers)`` (argparse only: cheap, so ``--help`` is fast) and
 ``run(args) -> int`` (imports the heavy core lazily). A :class:`RegionalMilError`
-becomes one line ``error: <message>`` on stderr and exit status 2.
+becomes one line ``error: <message>`` on stderr and exit status 2; so does an ``OSError``
+(full disk, read-only folder: ``error: <file>: <reason>``).
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except RegionalMilError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only or vanished folder: the user's environment, not a bug
+        where = exc.filename2 or exc.filename  # os.replace(tmp, target): name the target
+        text = " ".join(str(exc.strerror or exc).split())
+        print(f"error: {where}: {text}" if where else f"error: {text}", file=sys.stderr)
         return 2
 
 

@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from napari_regional_mil.training.datasets import find_cache, find_feature_bag, read_feature_bag
     from napari_regional_mil.training.predict import attention_path, predict_slide, write_attention
 
+    if args.out is not None and not args.out.parent.is_dir():  # before any work
+        from napari_regional_mil.errors import TrainingError
+
+        raise TrainingError(f"{args.out}: folder {args.out.parent} does not exist")
     checkpoint = load_checkpoint(args.model)
     rows = [CohortRow(i + 1, slide, "", slide) for i, slide in enumerate(args.slides)]
     sources = []
