@@ -138,4 +138,4 @@ def test_prediction_column_follows_the_predict_widget(cohort, gui_cohort):
     name = gui_cohort.slides[3].stem
     prediction = SlidePrediction(name, ("excluded", "inflamed"), np.array([0.2, 0.8]), 0.5, np.ones(3) / 3)
     predict.predicted.emit(SimpleNamespace(prediction=prediction))
-    assert _column(cohort.widget, PREDICTION)[3] == "inflamed (0.80)"
+    assert _column(cohort.widget, PREDICTION)[3] == "inflamed 0.80"

@@ -164,7 +164,20 @@ def test_full_disk_while_embedding_leaves_no_complete_cache_then_resumes(embed_s
 
 
 def _thread_names() -> set[str]:
-    return {t.name for t in threading.enumerate() if t.is_alive()}
+    """Python threads alive (the job's helpers: readers, executors).
+
+    zarr's process-wide I/O pool (``zarr_io``, ``asyncio_<n>``) is left out: it is started
+    lazily by the first read and lives, idle, as long as the process, by zarr's design.
+    """
+    return {f"{t.name}-{t.ident}" for t in threading.enumerate()
+            if t.is_alive() and not t.name.startswith(("asyncio_", "zarr_io"))}
+
+
+def _pool_threads() -> int:
+    """Threads of Qt's global pool running a task (napari workers run there, unseen by ``threading``)."""
+    from qtpy.QtCore import QThreadPool
+
+    return QThreadPool.globalInstance().activeThreadCount()
 
 
 @pytest.fixture
@@ -195,10 +208,12 @@ def train_gui(make_napari_viewer, cohort, tmp_path):
 def test_second_training_is_refused_then_closing_napari_cancels_cleanly(train_gui, qtbot, shown_notes, capsys, caplog):
     from napari_regional_mil._widgets._worker import running_job
 
-    threads_before = _thread_names()
+    qtbot.waitUntil(lambda: _pool_threads() == 0, timeout=30000)  # the fixture's own quick jobs are done
+    threads_before, pool_before = _thread_names(), 0
     first = train_gui.train.start()
     assert first is not None
     qtbot.waitUntil(lambda: bool(train_gui.train.plot.series("train_loss")), timeout=60000)  # epochs are going
+    assert _pool_threads() > pool_before  # the job's thread is seen (so the checks below can fail)
 
     from napari_regional_mil._widgets.train_widget import TrainWidget
 
@@ -212,9 +227,10 @@ def test_second_training_is_refused_then_closing_napari_cancels_cleanly(train_gu
     assert not first.running and first.cancel_requested
     qtbot.wait(200)
     deadline = time.monotonic() + 10
-    while _thread_names() - threads_before and time.monotonic() < deadline:
+    while (_thread_names() - threads_before or _pool_threads() > pool_before) and time.monotonic() < deadline:
         qtbot.wait(50)
     assert _thread_names() - threads_before == set()  # no orphan thread
+    assert _pool_threads() == pool_before
     assert running_job("train") is None
     assert hashlib.sha256(train_gui.model.read_bytes()).hexdigest() == train_gui.sha  # the old model untouched
     assert _listing(train_gui.model.parent) == ["model.safetensors"]

@@ -40,7 +40,7 @@ def _dock(viewer: Any, widget: Any, name: str) -> Any:
     return viewer.window.add_dock_widget(widget, name=name, area="right")
 
 
-def show_demo(result: Any, *, tiling: Any, viewer: Any = None) -> dict[str, Any]:
+def show_demo(result: Any, *, tiling: Any, settings: Any = None, viewer: Any = None) -> dict[str, Any]:
     """Open the demo's outcome in napari.
 
     Parameters
@@ -49,6 +49,8 @@ def show_demo(result: Any, *, tiling: Any, viewer: Any = None) -> dict[str, Any]
         The :class:`~napari_regional_mil.demo.DemoResult`.
     tiling
         The :class:`~napari_regional_mil.tiling.TilingParams` the demo embedded with.
+    settings
+        The :class:`~napari_regional_mil.demo.DemoSettings` it ran with (shown in the Train widget).
     viewer
         A viewer to use (default: a new one, shown).
 
@@ -80,6 +82,8 @@ def show_demo(result: Any, *, tiling: Any, viewer: Any = None) -> dict[str, Any]
     cohort.embed_box.tiling.set_params(tiling)
     cohort.import_csv(result.cohort_csv)
     train.out_path.setText(str(result.model_path))
+    if settings is not None:
+        _show_settings(train, settings)
     for metrics in result.history:
         train.plot.add(metrics)
     train.plot.flush()
@@ -109,6 +113,19 @@ def show_demo(result: Any, *, tiling: Any, viewer: Any = None) -> dict[str, Any]
             "docks": docks}
 
 
+def _show_settings(train: Any, settings: Any) -> None:
+    """Put the demo's hyper-parameters in the Train widget (what the shown model was trained with)."""
+    m, o = train.model_fields, train.optim_fields
+    m.model_type.setCurrentText("regional")
+    m.hidden_dim.setValue(settings.hidden_dim)
+    m.attention_dim.setValue(settings.attention_dim)
+    m.min_patches.setValue(settings.min_patches)
+    m.max_patches.setValue(settings.max_patches)
+    o.epochs.setValue(settings.epochs)
+    o.seed.setValue(settings.seed)
+    o.val_fraction.setValue(0.0)
+
+
 def raise_dock(dock: Any) -> None:
     """Bring a tabified dock widget to the front (after pending events, which may raise others)."""
     from qtpy.QtWidgets import QApplication
@@ -132,8 +149,11 @@ def _close_toasts(viewer: Any) -> None:
         toast.close()
 
 
-def save_screenshot(viewer: Any, path: str | Path, *, size: tuple[int, int] = (1600, 1000)) -> Path:
-    """Show the window at ``size``, render it and write a PNG of the whole window."""
+def save_screenshot(viewer: Any, path: str | Path, *, size: tuple[int, int] = (1600, 1000), reset: bool = True) -> Path:
+    """Show the window at ``size``, render it and write a PNG of the whole window.
+
+    ``reset``: fit the view to the layers first (``False`` keeps the camera).
+    """
     from qtpy.QtWidgets import QApplication
 
     path = Path(path)
@@ -146,7 +166,8 @@ def save_screenshot(viewer: Any, path: str | Path, *, size: tuple[int, int] = (1
     for _ in range(20):
         QApplication.instance().processEvents()
         time.sleep(0.02)
-    viewer.reset_view()
+    if reset:
+        viewer.reset_view()
     _close_toasts(viewer)
     for _ in range(5):
         QApplication.instance().processEvents()

@@ -7,6 +7,7 @@ from typing import Any
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from qtpy.QtCore import QTimer
 
 __all__ = ["TrainingPlot"]
@@ -17,7 +18,7 @@ _COLOURS = {"train": "#4fa3ff", "val": "#ffb000"}
 _KEY = "blue: training · orange: validation"
 
 #: Smallest time between two redraws (ms): a fast job cannot keep the GUI thread drawing.
-REDRAW_MS = 400
+REDRAW_MS = 1000
 
 
 class TrainingPlot(FigureCanvasQTAgg):
@@ -49,6 +50,8 @@ class TrainingPlot(FigureCanvasQTAgg):
                 spine.set_color("#5a5f6a")
             ax.set_ylabel(label, color=_FG, fontsize=8)
             ax.grid(True, color="#3a3f4a", linewidth=0.5)
+            ax.yaxis.set_major_locator(MaxNLocator(3))  # few labels: text is most of a draw's cost
+            ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
         self.auc_ax.set_xlabel("epoch", color=_FG, fontsize=8)
         self.auc_ax.set_ylim(-0.02, 1.02)
         for key, label, axis in self.SERIES:

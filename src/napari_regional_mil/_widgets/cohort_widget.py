@@ -339,7 +339,7 @@ class CohortWidget(QWidget):
     def _on_predicted(self, maps: Any) -> None:
         p = maps.prediction
         index = list(p.class_names).index(p.predicted)
-        self.set_prediction(p.slide_name, f"{p.predicted} ({float(p.probabilities[index]):.2f})")
+        self.set_prediction(p.slide_name, f"{p.predicted} {float(p.probabilities[index]):.2f}")
 
     # -- opening -----------------------------------------------------------------------------
     def _on_double_click(self, index: Any) -> None:

@@ -43,6 +43,14 @@ __all__ = ["TrainWidget", "SOURCES"]
 SOURCES = ("Cohort widget", "CSV file")
 
 
+def _warm_up() -> None:
+    """Build a throw-away AdamW optimiser: its first construction imports ``torch._dynamo``
+    (about 800 modules, 1-2 s on 2 cores), which otherwise stalls the viewer when training starts."""
+    import torch
+
+    torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+
+
 def _train_job(cohort: Any, cache_dir: Path, options: Any, config: Any, n_folds: int):
     """Job: load the embeddings, cross-validate (``n_folds`` > 0), train the final model."""
     from napari_regional_mil.training.crossval import cross_validate
@@ -83,6 +91,8 @@ class TrainWidget(QWidget):
         self.crossval: Any = None
         self.saved_path: Path | None = None
         self._build()
+        start_job(_warm_up, kind="train-warm-up", description="Preparing training", viewer=viewer, owner=self,
+                  show_progress=False)
 
     # -- UI ----------------------------------------------------------------------------------
     def _build(self) -> None:

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_regional_mil._widgets._demo_view import save_screenshot, show_demo
 
     tiling = TilingParams(patch_size=settings.patch_px, target_mpp=0.5, region_size=settings.region_size)
-    shown = show_demo(result, tiling=tiling)
+    shown = show_demo(result, tiling=tiling, settings=settings)
     viewer = shown["viewer"]
     headless = bool(os.environ.get(UNDER_XVFB))
     shot = args.screenshot or (out / "demo.png" if headless or args.docs_image else None)

@@ -53,15 +53,12 @@ def run(args: argparse.Namespace) -> int:
         train_config_from_args,
     )
     from napari_regional_mil.errors import CheckpointError
-    from napari_regional_mil.training.train import train_model
+    from napari_regional_mil.training.workflow import train_cohort
 
     if not args.out.parent.is_dir():
         raise CheckpointError(f"{args.out}: folder {args.out.parent} does not exist")
     train_config = train_config_from_args(args)
     cohort, slides = load_training_slides(args)
-    train = [s for s in slides if s.split in (None, "train")]
-    validation = [s for s in slides if s.split == "val"] or None
-    held_out = [s for s in slides if s.split == "test"]
     model_config = model_config_from_args(
         args,
         input_dim=slides[0].embeddings.embedding_dim,
@@ -71,11 +68,9 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = _print_warning
-        result = drive(
-            train_model(
-                train, class_names=cohort.class_names, model_config=model_config, config=train_config, validation=validation
-            )
-        )
+        # the GUI's Train widget and the demo train through the same function (roles from the split column)
+        trained = drive(train_cohort(slides, class_names=cohort.class_names, options=model_config, config=train_config))
+    result, held_out = trained.result, trained.held_out
     path = result.save(args.out)
     best = result.history[result.best_epoch - 1]
     print(

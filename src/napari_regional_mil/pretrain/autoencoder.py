@@ -58,7 +58,11 @@ class AutoencoderConfig:
     learning_rate, weight_decay
         AdamW with a cosine schedule.
     embedding_dim
-        Dimension of the bottleneck vector (the patch embedding).
+        Dimension of the bottleneck vector.
+    stage_features
+        The saved encoder's patch embedding is the bottleneck vector followed by the
+        global average of each stage's feature map (``embedding_dim + sum(widths)``
+        dimensions); ``False``: the bottleneck vector only.
     widths
         Channels of the encoder's stages (each halves the resolution).
     loss
@@ -87,6 +91,7 @@ class AutoencoderConfig:
     weight_decay: float = 1e-4
     embedding_dim: int = 128
     widths: tuple[int, ...] = (16, 32, 64, 64)
+    stage_features: bool = True
     loss: Literal["mse", "l1"] = "mse"
     stain_jitter: float = 0.05
     preview_patches: int = 6
@@ -210,7 +215,7 @@ def train_autoencoder(
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    encoder = PatchCNN(config.patch_size, config.widths, config.embedding_dim, "flatten").to(device)
+    encoder = PatchCNN(config.patch_size, config.widths, config.embedding_dim, "flatten", config.stage_features).to(device)
     decoder = PatchDecoder(encoder).to(device)
     params = [*encoder.parameters(), *decoder.parameters()]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -230,7 +235,7 @@ def train_autoencoder(
         for step in range(steps_per_epoch):
             idx = np.sort(order[step * config.batch_size : (step + 1) * config.batch_size])
             x = augment(sample.patches[idx], generator=generator, stain_jitter=config.stain_jitter).to(device)
-            loss = _loss(config.loss, decoder(encoder((x - mean_t) / std_t)), x)
+            loss = _loss(config.loss, decoder(encoder.bottleneck((x - mean_t) / std_t)), x)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -270,7 +275,7 @@ def _preview(encoder, decoder, patches: np.ndarray, mean_t, std_t, kind: str, ep
     encoder.eval()
     decoder.eval()
     x = torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 3, 1, 2).float().div(255.0).to(mean_t.device)
-    recon = decoder(encoder((x - mean_t) / std_t))
+    recon = decoder(encoder.bottleneck((x - mean_t) / std_t))
     loss = float(_loss(kind, recon, x))
     as_uint8 = (recon.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     return ReconstructionPreview(np.ascontiguousarray(patches), as_uint8, epoch, loss)

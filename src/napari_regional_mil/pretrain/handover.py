@@ -167,7 +167,7 @@ def fine_tune_handover(
     mean_t = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
     model_config = ModelConfig(
-        input_dim=extractor.embedding_dim, n_classes=len(cohort.class_names), model_type="regional",
+        input_dim=extractor.output_dim, n_classes=len(cohort.class_names), model_type="regional",
         hidden_dim=config.hidden_dim, attention_dim=config.attention_dim, regional_source="mean", all_regions=False,
     )
     model = FirstModel(model_config).to(device)

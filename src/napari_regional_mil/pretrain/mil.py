@@ -120,8 +120,8 @@ class AttentionMilPretrainer(nn.Module):
     def __init__(self, extractor: PatchCNN, n_classes: int, attention_dim: int = 64) -> None:
         super().__init__()
         self.extractor = extractor
-        self.attention = GatedAttention(extractor.embedding_dim, attention_dim)
-        self.classifier = nn.Linear(extractor.embedding_dim, n_classes)
+        self.attention = GatedAttention(extractor.output_dim, attention_dim)
+        self.classifier = nn.Linear(extractor.output_dim, n_classes)
 
     def forward(self, patches: Tensor) -> tuple[Tensor, Tensor]:
         """Normalised patches of one bag ``(M, 3, s, s)`` -> ``(logits (C,), attention (M,))``."""

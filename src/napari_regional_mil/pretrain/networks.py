@@ -41,18 +41,17 @@ __all__ = [
 ARCHITECTURE = "pretrained-patch-cnn"
 
 
-def _norm(channels: int) -> nn.Module:
-    return nn.GroupNorm(min(8, channels), channels)
-
-
 def _stage(c_in: int, c_out: int) -> nn.Sequential:
-    """Halve the resolution: strided 3x3 convolution, then a 3x3 convolution."""
+    """Halve the resolution: strided 3x3 convolution, then a 3x3 convolution.
+
+    No normalisation layer: per-patch normalisation (group/instance norm) would discard
+    the absolute colour and stain intensity that tell tissue types apart, and batch
+    normalisation would tie an embedding to its batch during training (one slide's bag).
+    """
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
-        _norm(c_out),
+        nn.Conv2d(c_in, c_out, 3, stride=2, padding=1),
         nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        _norm(c_out),
+        nn.Conv2d(c_out, c_out, 3, padding=1),
         nn.ReLU(inplace=True),
     )
 
@@ -68,11 +67,16 @@ class PatchCNN(nn.Module):
     widths
         Channels of the stages; each stage halves the resolution.
     embedding_dim
-        D, the dimension of the patch embedding (the bottleneck for the autoencoder).
+        D, the dimension of the head's output (the autoencoder's bottleneck vector).
     pooling
         ``"flatten"``: the last feature map is flattened into a linear layer (keeps the
         layout, as an autoencoder's bottleneck needs); ``"mean"``: global average pooling
         then a linear layer (the attention-MIL extractor).
+    stage_features
+        Append the global average of every stage's feature map to the head's output
+        (``output_dim = embedding_dim + sum(widths)``): the patch embedding of a frozen
+        autoencoder encoder keeps, besides its bottleneck vector, the texture statistics
+        its convolutions learnt at every scale, which a linear read-out separates better.
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class PatchCNN(nn.Module):
         widths: tuple[int, ...] | list[int] = (16, 32, 64, 64),
         embedding_dim: int = 128,
         pooling: Literal["flatten", "mean"] = "flatten",
+        stage_features: bool = False,
     ) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -93,6 +98,8 @@ class PatchCNN(nn.Module):
         self.widths = widths
         self.embedding_dim = int(embedding_dim)
         self.pooling = pooling
+        self.stage_features = bool(stage_features)
+        self.output_dim = self.embedding_dim + (sum(widths) if self.stage_features else 0)
         self.map_size = self.input_size // factor
         channels = (3, *widths)
         self.stages = nn.Sequential(*(_stage(a, b) for a, b in zip(channels[:-1], channels[1:])))
@@ -106,6 +113,7 @@ class PatchCNN(nn.Module):
             "widths": list(self.widths),
             "embedding_dim": self.embedding_dim,
             "pooling": self.pooling,
+            "stage_features": self.stage_features,
         }
 
     def feature_map(self, x: Tensor) -> Tensor:
@@ -117,10 +125,24 @@ class PatchCNN(nn.Module):
             )
         return self.stages(x)
 
+    def bottleneck(self, x: Tensor) -> Tensor:
+        """The head's output ``(N, embedding_dim)`` (what the autoencoder's decoder reads)."""
+        return self._head(self.feature_map(x))
+
+    def _head(self, fmap: Tensor) -> Tensor:
+        return self.head(fmap.flatten(1) if self.pooling == "flatten" else fmap.mean(dim=(2, 3)))
+
     def forward(self, x: Tensor) -> Tensor:
-        fmap = self.feature_map(x)
-        pooled = fmap.flatten(1) if self.pooling == "flatten" else fmap.mean(dim=(2, 3))
-        return self.head(pooled)
+        """The patch embedding ``(N, output_dim)``."""
+        if not self.stage_features:
+            return self.bottleneck(x)
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            self.feature_map(x)  # raises the input-size error
+        pooled = []
+        for stage in self.stages:
+            x = stage(x)
+            pooled.append(x.mean(dim=(2, 3)))
+        return torch.cat([self._head(x), *pooled], dim=1)
 
 
 class PatchDecoder(nn.Module):
@@ -141,11 +163,9 @@ class PatchDecoder(nn.Module):
         for c_in, c_out in zip(widths, outs):
             layers += [
                 nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                _norm(c_out),
+                nn.Conv2d(c_in, c_out, 3, padding=1),
                 nn.ReLU(inplace=True),
-                nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-                _norm(c_out),
+                nn.Conv2d(c_out, c_out, 3, padding=1),
                 nn.ReLU(inplace=True),
             ]
         layers.append(nn.Conv2d(outs[-1], 3, 1))
@@ -250,7 +270,7 @@ def save_pretrained_encoder(
     cpu = copy.deepcopy(module).to("cpu").eval()
     spec = EncoderSpec(
         name=encoder_name(path),
-        embedding_dim=cpu.embedding_dim,
+        embedding_dim=cpu.output_dim,
         input_size=cpu.input_size,
         mpp=float(mpp),
         mean=tuple(float(v) for v in mean),
