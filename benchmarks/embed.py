@@ -40,12 +40,17 @@ CMU = REPO.parent / "shared" / "testslides" / "CMU-1-Small-Region.svs"
 WORK = Path(tempfile.gettempdir()) / "nrm-bench"
 
 
-def _rate(fn, n_per_call: int, *, min_s: float, min_calls: int = 2) -> float:
+CPU_MS: dict[str, float] = {}  # CPU milliseconds per patch (all threads): load-independent costs
+
+
+def _rate(fn, n_per_call: int, *, min_s: float, min_calls: int = 2, cpu_key: str | None = None) -> float:
     fn()  # warm-up
-    calls, t0 = 0, time.perf_counter()
+    calls, t0, c0 = 0, time.perf_counter(), time.process_time()
     while calls < min_calls or time.perf_counter() - t0 < min_s:
         fn()
         calls += 1
+    if cpu_key:
+        CPU_MS[cpu_key] = (time.process_time() - c0) * 1000 / (calls * n_per_call)
     return calls * n_per_call / (time.perf_counter() - t0)
 
 
@@ -90,7 +95,7 @@ def reader_rate(path: Path, tiling, enc, *, readers: int, batch: int, limit: int
             for _, patches in reader.batches():
                 enc.preprocess(patches)
 
-        return _rate(run, len(coords), min_s=min_s, min_calls=1)
+        return _rate(run, len(coords), min_s=min_s, min_calls=1, cpu_key=f"read {path.name}")
 
 
 def naive_rate(path: Path, tiling, enc, *, batch: int, limit: int) -> float:
@@ -202,7 +207,7 @@ def main() -> None:
             mask = _first_patches_mask(path, tiling, n_c) if n_c < tiling.n_patches else None
             rounds = []
             for _ in range(args.rounds):  # interleaved, so a, b and c see the same machine load
-                a = _rate(lambda: enc.embed(sample), len(sample), min_s=args.min_s)
+                a = _rate(lambda: enc.embed(sample), len(sample), min_s=args.min_s, cpu_key=f"encode {enc_name}")
                 b = reader_rate(path, tiling, enc, readers=args.readers, batch=args.batch_size, limit=max(n_c, 256),
                                 min_s=args.min_s)
                 c, n = pipeline_rate(path, params, enc, readers=args.readers, batch=args.batch_size, repeats=1, mask=mask)
@@ -214,6 +219,7 @@ def main() -> None:
                   f"over {n} patches | (d) naive {d:.1f} patches/s | efficiency c/min(a,b) = {eff:.2f} | "
                   f"speed-up c/d = {c / d:.2f}  (medians of {args.rounds} interleaved rounds: "
                   + ", ".join(f"{r[3]:.2f}" for r in rounds) + ")", flush=True)
+        print(f"[{enc_name}] CPU ms per patch (all threads): " + ", ".join(f"{k} {v:.2f}" for k, v in CPU_MS.items()))
         efficiencies[enc_name] = min(effs)
         print(f"[{enc_name}] efficiency = {efficiencies[enc_name]:.2f}", flush=True)
 

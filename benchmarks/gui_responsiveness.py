@@ -11,6 +11,9 @@ train) and overall: ticks, max and 99th-percentile stall in ms. Last line:
 Run (needs an X server; on a headless machine ``xvfb-run`` is used automatically)::
 
     python benchmarks/gui_responsiveness.py [--slides 4] [--epochs 20] [--work DIR]
+
+Diagnosis: with ``GUI_BENCH_SAMPLE=1`` a sampler thread prints every thread's top frames
+whenever the GUI thread is more than 80 ms late (stderr), to see what holds it up.
 """
 
 from __future__ import annotations
@@ -100,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_regional_mil._widgets._worker import running_job
     from napari_regional_mil._widgets.cohort_widget import CohortWidget
     from napari_regional_mil._widgets.train_widget import TrainWidget
     from napari_regional_mil.jobs import run_job

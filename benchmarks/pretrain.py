@@ -2,8 +2,9 @@
 
 On synthetic slides (pyramidal TIFFs through the real pipeline) it compares three frozen
 encoders: ``builtin-he`` (no training), an autoencoder encoder (claim 10) trained on the
-unlabelled ``context`` cohort, and an attention-MIL encoder (claims 7, 9) trained on a
-``presence`` cohort (absent/present lymphocytes: classes other than the first model's).
+unlabelled ``context`` cohort, and an attention-MIL encoder (claims 7, 9) trained on the
+same slides with other classes than the first model's: ``tumour-rich`` / ``stroma-rich``
+(more tumour than stroma patches), a slide-level label the context task ignores.
 For each it reports
 
 * **linear probe**: accuracy of a multinomial logistic regression predicting the tissue
@@ -95,12 +96,11 @@ def embed_all(paths, encoder, cache: Path, params: TilingParams) -> tuple[list, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slides", type=int, default=20, help="slides of the context cohort (default: 20)")
-    parser.add_argument("--mil-slides", type=int, default=8, help="slides of the presence cohort for MIL (default: 8)")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20, help="first-model epochs per fold (default: 20)")
     parser.add_argument("--ae-epochs", type=int, default=6)
     parser.add_argument("--ae-patches", type=int, default=2048)
-    parser.add_argument("--mil-epochs", type=int, default=8)
+    parser.add_argument("--mil-epochs", type=int, default=10)
     parser.add_argument("--region-size", type=int, default=6)
     parser.add_argument("--grid", type=int, nargs=2, default=(3, 4), metavar=("ROWS", "COLS"))
     parser.add_argument("--seed", type=int, default=0)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print(
         f"context cohort: {args.slides} slides, {args.grid[0]}x{args.grid[1]} regions of {args.region_size}x{args.region_size} "
-        f"patches of {PATCH_PX} px at {MPP} um/px; MIL cohort: {args.mil_slides} 'presence' slides; {args.folds}-fold CV, "
+        f"patches of {PATCH_PX} px at {MPP} um/px; MIL labels: tumour-rich/stroma-rich; {args.folds}-fold CV, "
         f"<= {args.epochs} epochs; autoencoder {args.ae_patches} patches x {args.ae_epochs} epochs; "
         f"MIL {args.mil_epochs} epochs; encoders {PATCH_PX} px at {MPP} um/px",
         flush=True,
@@ -124,12 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         work / "context", n_slides=args.slides, seed=args.seed, task="context", patch_px=PATCH_PX,
         region_size=args.region_size, region_grid=tuple(args.grid), mpp=MPP,
     ))
-    presence = run_job(write_synthetic_cohort(
-        work / "presence", n_slides=args.mil_slides, seed=args.seed + 7, task="presence", patch_px=PATCH_PX,
-        region_size=args.region_size, region_grid=tuple(args.grid), mpp=MPP,
+    composition = work / "composition.csv"  # MIL labels: other classes than the first model's (claim 9)
+    composition.write_text("slide,label\n" + "".join(
+        f"{lay.name},{'tumour-rich' if (lay.patch_types == 1).sum() > (lay.patch_types == 0).sum() else 'stroma-rich'}\n"
+        for lay in context.layouts
     ))
     probes = probe_slides(work, args.seed)
-    print(f"synthesised {args.slides + args.mil_slides + 2} slides in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"synthesised {args.slides + 2} slides in {time.perf_counter() - t0:.0f} s", flush=True)
 
     encoders: dict[str, tuple[str, float]] = {"builtin-he": ("builtin-he", 0.0)}
     ae_config = AutoencoderConfig(patch_size=PATCH_PX, mpp=MPP, max_patches=args.ae_patches, epochs=args.ae_epochs, seed=args.seed)
@@ -137,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     encoders["autoencoder"] = (str(ae.path), ae.seconds)
     print(f"autoencoder: {ae.n_patches} patches, {ae.seconds:.0f} s, loss {ae.history[0]['loss']:.4f} -> {ae.history[-1]['loss']:.4f}", flush=True)
     mil_config = MilPretrainConfig(
-        patch_size=PATCH_PX, mpp=MPP, patches_per_slide=192, bag_size=32, epochs=args.mil_epochs, bags_per_slide=3, seed=args.seed
+        patch_size=PATCH_PX, mpp=MPP, patches_per_slide=128, bag_size=32, epochs=args.mil_epochs, bags_per_slide=2, seed=args.seed
     )
-    mil = run_job(train_mil_encoder(presence.out_dir, labels=presence.labels_csv, out=work / "mil.safetensors", config=mil_config))
+    mil = run_job(train_mil_encoder(context.out_dir, labels=composition, out=work / "mil.safetensors", config=mil_config))
     encoders["attention-MIL"] = (str(mil.path), mil.seconds)
     print(f"attention-MIL: {mil.n_patches} patches, {mil.seconds:.0f} s, last epoch {mil.history[-1]}", flush=True)
 

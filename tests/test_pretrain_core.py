@@ -112,7 +112,7 @@ def test_saved_autoencoder_loads_by_path_with_its_spec_and_hash(trained_autoenco
     result, _, config = trained_autoencoder
     enc = load_encoder(result.path)
     spec = enc.spec
-    assert (spec.input_size, spec.mpp, spec.embedding_dim) == (32, 0.5, 16)
+    assert (spec.input_size, spec.mpp, spec.embedding_dim) == (32, 0.5, 16 + 8 + 16)  # bottleneck + stage means
     assert spec.weights_hash == result.spec.weights_hash == hash_state_dict(enc.module)
     assert isinstance(enc.module, PatchCNN) and enc.module.pooling == "flatten"
     assert spec.extra["method"] == "autoencoder" and spec.name == "tissue-ae"
@@ -121,13 +121,15 @@ def test_saved_autoencoder_loads_by_path_with_its_spec_and_hash(trained_autoenco
     assert all(0.0 < s < 1.0 for s in spec.std)
     patches = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     out = enc.embed(patches)
-    assert out.shape == (3, 16) and torch.isfinite(out).all()
+    assert out.shape == (3, 40) and torch.isfinite(out).all()
     assert not torch.allclose(out[0], out[1])
+    with torch.no_grad():
+        assert torch.allclose(out[:, :16], enc.module.bottleneck(enc.preprocess(patches)), atol=1e-5)
     assert result.registered_as == "tissue-ae" and "tissue-ae" in list_encoders()
     assert load_encoder("tissue-ae").spec.weights_hash == spec.weights_hash
     emb = run_job(embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=small_tiling, encoder=str(result.path)))
     loaded = load_slide_embeddings(emb.cache_path)
-    assert loaded.embedding_dim == 16 and loaded.meta["encoder_hash"] == spec.weights_hash
+    assert loaded.embedding_dim == 40 and loaded.meta["encoder_hash"] == spec.weights_hash
 
 
 def test_saved_encoder_with_another_input_size_is_a_clear_error(trained_autoencoder):

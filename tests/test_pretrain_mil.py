@@ -50,7 +50,7 @@ def test_mil_pretraining_saves_its_feature_extractor(mil_encoder):
     assert enc.spec.extra["classes"] == ["absent", "present"]
     assert enc.spec.weights_hash == result.spec.weights_hash == hash_state_dict(enc.module)
     out = enc.embed(np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
-    assert out.shape == (4, 16) and torch.isfinite(out).all()
+    assert out.shape == (4, 16 + 8 + 16) and torch.isfinite(out).all()
 
 
 def test_attention_mil_pretrainer_pools_a_bag():
@@ -105,7 +105,7 @@ def test_handover_fine_tunes_the_extractor_inside_the_first_model(mil_encoder, p
     assert tuned.spec.extra["method"] == "handover"
     assert tuned.spec.extra["initial_hash"] == result.spec.weights_hash != tuned.spec.weights_hash
     assert (tuned.spec.input_size, tuned.spec.mpp, tuned.spec.mean) == (result.spec.input_size, result.spec.mpp, result.spec.mean)
-    assert handover.model.config.input_dim == 16 and not handover.model.training
+    assert handover.model.config.input_dim == 40 and not handover.model.training
 
 
 def test_handover_refuses_a_foreign_encoder(pretrain_cohort, tmp_path):
@@ -121,8 +121,8 @@ def test_cli_pretrain_autoencoder_and_errors(pretrain_cohort, tmp_path, capsys):
             "--batch-size", "16", "--embedding-dim", "8"]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert f"saved {out}" in text and "8-d, 32 px at 0.5 um/px" in text
-    assert load_encoder(out).spec.embedding_dim == 8
+    assert f"saved {out}" in text and "184-d, 32 px at 0.5 um/px" in text  # 8 + stage means 16+32+64+64
+    assert load_encoder(out).spec.embedding_dim == 184
     assert main(["pretrain", "mil", "--slides", str(pretrain_cohort.out_dir), "--out", str(tmp_path / "m.safetensors")]) == 2
     assert "error: pretrain mil needs --labels" in capsys.readouterr().err
     assert main(["pretrain", "autoencoder", "--slides", str(tmp_path / "none"), "--out", str(tmp_path / "m.safetensors")]) == 2

@@ -19,11 +19,13 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from napari_regional_mil._widgets import _layers
 from napari_regional_mil._widgets._encoder_fields import EncoderFields
 from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form
+from napari_regional_mil.jobs import Progress
 from napari_regional_mil.training.cohort_table import CohortTable
 
-__all__ = ["ClassEditor", "EmbedBox"]
+__all__ = ["ClassEditor", "EmbedBox", "embed_missing_job", "open_with_grids"]
 
 
 class ClassEditor(QGroupBox):
@@ -196,3 +198,79 @@ class EmbedBox(QGroupBox):
             "tiling_params": self.tiling.params(),
             "batch_size": int(self.batch_size.value()),
         }
+
+
+def embed_missing_job(rows: list[tuple[str, Path]], **kwargs: Any):
+    """Job: embed each ``(name, path)`` in turn; one ``"embedded"`` event per finished slide."""
+    from napari_regional_mil.embedding.pipeline import embed_slide
+    from napari_regional_mil.encoders import FrozenEncoder, load_encoder
+
+    encoder = kwargs.pop("encoder")
+    options = kwargs.pop("encoder_options", None) or {}
+    if not isinstance(encoder, FrozenEncoder):
+        encoder = load_encoder(encoder, device=kwargs.get("device", "cpu"), **options)
+    done = []
+    for i, (name, path) in enumerate(rows):
+        prefix = f"slide {i + 1}/{len(rows)} ({name})"
+        job = embed_slide(path, encoder=encoder, **kwargs)
+        try:
+            while True:
+                try:
+                    event = next(job)
+                except StopIteration as stop:
+                    done.append(stop.value)
+                    break
+                yield Progress(event.stage, event.done, event.total, f"{prefix}: {event.message}", event.rate)
+        finally:
+            job.close()
+        yield Progress("embedded", i + 1, len(rows), f"{name} embedded", metrics={"embedded": name})
+    return done
+
+
+def open_with_grids(viewer: Any, path: Path, params: Any, cache_dir: Path | None, *, owner: Any = None) -> Any:
+    """Open a slide (hiding the other slides and their layers), then detect tissue and tile it
+    in the background and show the tissue and the patch and region grids.
+
+    Returns the slide layer, or ``None`` (with a notification) when it cannot be opened.
+    """
+    from dataclasses import asdict
+
+    from napari.utils import notifications
+
+    from napari_regional_mil._widgets._worker import notify_error, start_job
+    from napari_regional_mil._widgets.slide_widget import _tiling_job
+    from napari_regional_mil.slide import open_slide
+
+    try:
+        layer = _layers.add_slide_layer(viewer, open_slide(path))
+    except Exception as exc:  # noqa: BLE001 - any failure becomes a notification
+        notify_error(exc, context="Cannot open slide")
+        return None
+    for other in viewer.layers:
+        meta = other.metadata or {}
+        if other is not layer and (other in _layers.slide_layers(viewer) or "derived_from" in meta):
+            other.visible = meta.get("derived_from") == layer.name
+    layer.visible = True
+    layer.metadata["tiling_params"] = asdict(params)
+    if cache_dir is not None:
+        layer.metadata["cache_dir"] = str(cache_dir)
+    viewer.layers.selection.active = layer
+    viewer.reset_view()
+    mpp = _layers.layer_mpp(layer)
+    if mpp is None:
+        notifications.show_warning(f"{path.name}: the slide has no mpp; set it in the Slide widget to tile it")
+        return layer
+
+    def show(result: tuple[Any, Any]) -> None:
+        tissue, tiling = result
+        if layer not in viewer.layers:
+            return
+        info = layer.metadata.get("slide_info") or {}
+        _layers.show_tissue_mask(viewer, layer, tissue, tuple(info.get("dimensions") or tiling.slide_dimensions))
+        _layers.show_grids(viewer, layer, tiling)
+        layer.metadata["tiling"] = tiling
+        viewer.layers.selection.active = layer
+
+    start_job(lambda: _tiling_job(path, mpp[0], params, None), kind="tiling", description=f"Tissue and grids of {path.stem}",
+              on_result=show, viewer=viewer, owner=owner)
+    return layer

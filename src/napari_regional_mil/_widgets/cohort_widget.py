@@ -13,7 +13,6 @@ Other widgets find the cohort with :func:`cohort_widget_of`.
 from __future__ import annotations
 
 import weakref
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_regional_mil._widgets import _layers
 from napari_regional_mil._widgets._cohort_model import ChoiceDelegate, CohortTableModel, EMBEDDED, LABEL, PREDICTION, SPLIT
-from napari_regional_mil._widgets._cohort_tools import ClassEditor, EmbedBox
+from napari_regional_mil._widgets._cohort_tools import ClassEditor, EmbedBox, embed_missing_job, open_with_grids
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CohortError, SlideError
 from napari_regional_mil.jobs import Progress
@@ -53,33 +51,6 @@ def cohort_widget_of(viewer: Any) -> CohortWidget | None:
     """The Cohort widget docked in ``viewer`` (the latest one), or ``None``."""
     found = [w for w in list(_INSTANCES) if w.viewer is viewer]
     return found[-1] if found else None
-
-
-def _embed_missing_job(rows: list[tuple[str, Path]], **kwargs: Any):
-    """Job: embed each ``(name, path)`` in turn; one ``"embedded"`` event per finished slide."""
-    from napari_regional_mil.embedding.pipeline import embed_slide
-    from napari_regional_mil.encoders import FrozenEncoder, load_encoder
-
-    encoder = kwargs.pop("encoder")
-    options = kwargs.pop("encoder_options", None) or {}
-    if not isinstance(encoder, FrozenEncoder):
-        encoder = load_encoder(encoder, device=kwargs.get("device", "cpu"), **options)
-    done = []
-    for i, (name, path) in enumerate(rows):
-        prefix = f"slide {i + 1}/{len(rows)} ({name})"
-        job = embed_slide(path, encoder=encoder, **kwargs)
-        try:
-            while True:
-                try:
-                    event = next(job)
-                except StopIteration as stop:
-                    done.append(stop.value)
-                    break
-                yield Progress(event.stage, event.done, event.total, f"{prefix}: {event.message}", event.rate)
-        finally:
-            job.close()
-        yield Progress("embedded", i + 1, len(rows), f"{name} embedded", metrics={"embedded": name})
-    return done
 
 
 class CohortWidget(QWidget):
@@ -351,54 +322,11 @@ class CohortWidget(QWidget):
 
         Returns the slide layer (``None`` on error, with a notification).
         """
-        from napari_regional_mil._widgets.slide_widget import _tiling_job
-        from napari_regional_mil.slide import open_slide
-
         entry = self.table.rows[row]
         if entry.path is None:
             notify_error(SlideError(f"slide {entry.name!r}: no slide file found for {entry.slide!r}"))
             return None
-        try:
-            params = self.embed_box.tiling.params()
-            slide = open_slide(entry.path)
-            layer = _layers.add_slide_layer(self.viewer, slide)
-        except Exception as exc:  # noqa: BLE001 - any failure becomes a notification
-            notify_error(exc, context="Cannot open slide")
-            return None
-        for other in self.viewer.layers:
-            meta = other.metadata or {}
-            if other is not layer and (other in _layers.slide_layers(self.viewer) or "derived_from" in meta):
-                other.visible = meta.get("derived_from") == layer.name
-        layer.visible = True
-        layer.metadata["tiling_params"] = asdict(params)
-        if self.cache_dir() is not None:
-            layer.metadata["cache_dir"] = str(self.cache_dir())
-        self.viewer.layers.selection.active = layer
-        self.viewer.reset_view()
-        mpp = _layers.layer_mpp(layer)
-        if mpp is None:
-            notifications.show_warning(f"{entry.name}: the slide has no mpp; set it in the Slide widget to tile it")
-            return layer
-        start_job(
-            lambda: _tiling_job(entry.path, mpp[0], params, None),
-            kind="tiling",
-            description=f"Tissue and grids of {entry.name}",
-            on_result=lambda result: self._show_tiling(layer, result),
-            viewer=self.viewer,
-            owner=self,
-        )
-        return layer
-
-    def _show_tiling(self, layer: Any, result: tuple[Any, Any]) -> None:
-        tissue, tiling = result
-        if layer not in self.viewer.layers:
-            return
-        info = layer.metadata.get("slide_info") or {}
-        dims = tuple(info.get("dimensions") or tiling.slide_dimensions)
-        _layers.show_tissue_mask(self.viewer, layer, tissue, dims)
-        _layers.show_grids(self.viewer, layer, tiling)
-        layer.metadata["tiling"] = tiling
-        self.viewer.layers.selection.active = layer
+        return open_with_grids(self.viewer, entry.path, self.embed_box.tiling.params(), self.cache_dir(), owner=self)
 
     # -- embedding ---------------------------------------------------------------------------
     def embed_missing(self) -> JobHandle | None:
@@ -425,7 +353,7 @@ class CohortWidget(QWidget):
             return None
         self.embed_box.status.setText(f"Embedding {len(todo)} slide(s)...")
         self.job = start_job(
-            lambda: _embed_missing_job(todo, cache_dir=cache, **kwargs),
+            lambda: embed_missing_job(todo, cache_dir=cache, **kwargs),
             kind="embed",
             description=f"Embedding {len(todo)} slide(s)",
             on_progress=self._on_progress,

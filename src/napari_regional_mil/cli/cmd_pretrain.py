@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="autoencoder: patches sampled in all (default: 3072); mil: per slide (default: 256)")
     parser.add_argument("--batch-size", type=int, default=None, help="autoencoder: patches per step; mil: patches per bag")
     parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate")
-    parser.add_argument("--embedding-dim", type=int, default=None, help="dimension of the patch embedding (default: 128)")
+    parser.add_argument("--embedding-dim", type=int, default=None, help="dimension of the bottleneck / head (default: 128); the saved embedding adds the mean of every stage")
     parser.add_argument("--slide-mpp", type=float, default=None, help="level-0 um/px for slides that lack it")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cpu; cuda with --gpu)")
     parser.add_argument("--gpu", action="store_true", help="larger settings for a GPU (see docs/pretraining.md)")

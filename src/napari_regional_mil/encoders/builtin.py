@@ -130,6 +130,7 @@ class BuiltinHE(nn.Module):
         self.register_buffer("feat_mean", mean)
         self.register_buffer("feat_std", std)
         self.standardise = standardise
+        self.sub_batch = 8
 
     def raw_features(self, x: torch.Tensor) -> torch.Tensor:
         """The 185 unstandardised features ``(N, 185)``."""
@@ -220,7 +221,9 @@ class BuiltinHE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):  # statistics need float32
-            feats = self.raw_features(x.float())
+            # sub-batches keep the intermediates small (cache-friendly; no allocator churn)
+            step = self.sub_batch if x.device.type == "cpu" else len(x)
+            feats = torch.cat([self.raw_features(part.float()) for part in x.split(max(1, step))])
         if self.standardise:
             feats = ((feats - self.feat_mean) / self.feat_std).clamp(-8.0, 8.0)
         return feats

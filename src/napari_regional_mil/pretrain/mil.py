@@ -59,6 +59,10 @@ class MilPretrainConfig:
         Patch embedding (the extractor's output) and gated-attention widths.
     widths
         Channels of the extractor's stages.
+    stage_features
+        The patch embedding is the head's output followed by the global average of each
+        stage's feature map (as for the autoencoder); the attention and the classifier
+        read the whole embedding, so the saved extractor is exactly what was trained.
     class_weights
         ``"balanced"`` (inverse class frequency) or ``"none"``.
     stain_jitter
@@ -78,6 +82,7 @@ class MilPretrainConfig:
     embedding_dim: int = 128
     attention_dim: int = 64
     widths: tuple[int, ...] = (16, 32, 64, 64)
+    stage_features: bool = True
     class_weights: str = "balanced"
     stain_jitter: float = 0.05
     seed: int = 0
@@ -224,7 +229,7 @@ def train_mil_encoder(
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    extractor = PatchCNN(config.patch_size, config.widths, config.embedding_dim, "mean")
+    extractor = PatchCNN(config.patch_size, config.widths, config.embedding_dim, "mean", config.stage_features)
     model = AttentionMilPretrainer(extractor, n_classes, config.attention_dim).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     pools = [sample.of_slide(i) for i in range(len(sample.slide_paths))]
