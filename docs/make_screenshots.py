@@ -14,6 +14,8 @@ and both heatmaps), ``gui-region.png`` (a clicked region: its top patches), and
 Run (needs an X server; on a headless machine ``xvfb-run`` is used automatically)::
 
     python docs/make_screenshots.py [--work DIR] [--quick]
+
+about two to four minutes on a 2-core CPU (the demo's cohort is synthesised, embedded and trained).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def raise_dock_and_scroll(widget, dock) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=Path("docs-demo"), help="demo folder (default: ./docs-demo)")
+    parser.add_argument("--work", type=Path, help="demo folder, reused between runs (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="tiny demo settings (fast, pictures less telling)")
     args = parser.parse_args(argv)
     if not os.environ.get("DISPLAY") and not os.environ.get("_SHOTS_XVFB"):
@@ -86,8 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     from napari_regional_mil.demo import FAST, DemoSettings, run_demo
     from napari_regional_mil.tiling import TilingParams
 
+    import tempfile
+
     settings = FAST if args.quick else DemoSettings()
-    result = drive(run_demo(args.work, settings=settings))
+    tmp = None if args.work else tempfile.TemporaryDirectory(prefix="regional-mil-shots-")
+    result = drive(run_demo(args.work or Path(tmp.name), settings=settings))
     tiling = TilingParams(patch_size=settings.patch_px, target_mpp=0.5, region_size=settings.region_size)
     IMAGES.mkdir(parents=True, exist_ok=True)
     shown = show_demo(result, tiling=tiling, settings=settings)
@@ -156,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     raise_dock_and_scroll(shown["train"], train_dock)
     _shot(viewer, "gui-train.png", train_dock)
     viewer.close()
+    if tmp is not None:
+        tmp.cleanup()
     return 0
 
 
