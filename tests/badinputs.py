@@ -8,7 +8,7 @@ files), ``test_fuzz.py`` (mutations of :func:`make_valid_tiff`) and ``test_inter
 Contents
 --------
 Slides: a 0-byte file, a text file named ``.svs``, a tiled JPEG pyramid truncated at 10 %,
-50 % and 90 % of its bytes, a TIFF with an unknown compression, a 4-D OME-TIFF (a
+50 % and 90 % of its bytes, one with a damaged JPEG tile, a TIFF with an unknown compression, a 4-D OME-TIFF (a
 z-stack), a slide smaller than one patch (``../shared/testslides/small.svs`` read in
 place, and a synthetic one), a slide with no tissue (all white), a slide without mpp, a
 slide whose levels have non-integer downsamples (valid: must work).
@@ -94,6 +94,24 @@ def make_truncated(folder: Path, fraction: float, *, base: Path | None = None) -
     data = base.read_bytes()
     path = Path(folder) / f"truncated_{round(fraction * 100)}.tiff"
     path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
+def make_corrupt_tile(folder: Path) -> Path:
+    """A valid pyramid whose last JPEG tile of every level is damaged (found by fuzzing).
+
+    Opening checks one tile, so the file opens; reading the overview (thumbnail, tissue
+    detection) or the bottom-right corner meets a damaged tile.
+    """
+    import tifffile
+
+    path = make_valid_tiff(folder, "corrupt_tile.tiff")
+    with tifffile.TiffFile(path) as tif:
+        offsets = [int(level.keyframe.dataoffsets[-1]) for level in tif.series[0].levels]
+    with open(path, "r+b") as fh:
+        for offset in offsets:
+            fh.seek(offset)
+            fh.write(b"\xd9\xff")  # the tile no longer starts with a JPEG SOI marker
     return path
 
 
@@ -319,6 +337,7 @@ def build_slides(folder: Path) -> dict[str, Path]:
         "text_svs": make_text_svs(folder),
         **{f"truncated_{p}": make_truncated(folder, p / 100, base=base) for p in (10, 50, 90)},
         "unknown_compression": make_unknown_compression(folder),
+        "corrupt_tile": make_corrupt_tile(folder),
         "ome_4d": make_ome_4d(folder),
         "tiny": make_tiny(folder),
         "all_white": make_all_white(folder),
@@ -369,7 +388,7 @@ def build_corpus(root: Path, good_slide: Path) -> Corpus:
 
 
 def open_and_read(path: str) -> tuple[str, str, str]:
-    """Open ``path``, read two regions and a thumbnail; ``("ok"|"error"|"leak", type name, message)``.
+    """Open ``path``, read two regions, a thumbnail, detect tissue; ``("ok"|"error"|"leak", type name, message)``.
 
     ``"error"``: one of the project's own errors (what a bad file must give); ``"leak"``:
     any other exception (a bug), with its traceback as the message.
@@ -387,6 +406,10 @@ def open_and_read(path: str) -> tuple[str, str, str]:
             lw, lh = slide.info.level_dimensions[last]
             slide.read_region((max(0, w - 40), max(0, h - 30)), last, (min(lw, 24), min(lh, 20)))
             slide.thumbnail(64)
+            if slide.info.mpp is not None:
+                from napari_regional_mil.tissue import detect_tissue
+
+                detect_tissue(slide)
         return ("ok", "", "")
     except RegionalMilError as exc:
         return ("error", type(exc).__name__, str(exc))

@@ -70,6 +70,7 @@ SLIDE_CASES = [
     ("truncated_90", ("info", "embed"), r"truncated"),
     ("unknown_compression", ("info", "embed"), r"unsupported compression"),
     ("ome_4d", ("info", "embed"), r"4-D image 3 x 48 x 64 x 3 \(axes ZYXS\).*only 2-D RGB"),
+    ("corrupt_tile", ("embed",), r"cannot read the overview for tissue detection \(Jpeg8Error"),
     ("tiny", ("embed",), r"smaller than one patch"),
     ("small_svs", ("embed",), r"\(16 x 16 px\) is smaller than one patch"),
     ("all_white", ("embed",), r"no tissue"),
@@ -91,6 +92,21 @@ def test_cli_refuses_bad_slide(corpus, capsys, key, command, problem):
     assert_one_error_line(code, out, err, names=str(path), problem=problem)
     assert _protected(corpus) == before  # the existing cache (and everything else) untouched
     assert not list(corpus.cache.glob("*.partial")) and not list(corpus.cache.glob(".write-probe-*"))
+
+
+def test_damaged_tile_opens_but_reading_it_is_a_slide_error(corpus):
+    from napari_regional_mil.errors import SlideError
+    from napari_regional_mil.slide import open_slide
+
+    path = corpus.slides["corrupt_tile"]
+    with open_slide(path) as slide:
+        slide.read_region((0, 0), 0, (64, 64))  # the rest of the slide reads
+        with pytest.raises(SlideError, match=r"corrupt_tile.tiff: cannot read the overview \(Jpeg8Error"):
+            slide.thumbnail(64)
+        last = slide.info.level_count - 1
+        w, h = slide.info.level_dimensions[last]
+        with pytest.raises(SlideError, match=r"cannot read region"):
+            slide.read_region((slide.dimensions[0] - 8, slide.dimensions[1] - 8), last, (1, 1))
 
 
 def test_info_reports_untileable_slides_without_failing(corpus, capsys):

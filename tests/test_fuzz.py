@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from badinputs import SMALL_SVS, SlideFuzzer, make_valid_tiff
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None, print_blob=True,
+FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

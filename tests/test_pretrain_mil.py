@@ -129,3 +129,16 @@ def test_cli_pretrain_autoencoder_and_errors(pretrain_cohort, tmp_path, capsys):
     assert "slide file not found" in capsys.readouterr().err
     assert main(["pretrain", "autoencoder", "--slides", str(pretrain_cohort.out_dir), "--out", str(out), "--patch-size", "20"]) == 2
     assert "invalid option: patch_size must be a multiple of 16" in capsys.readouterr().err
+
+
+def test_cli_pretrain_handover(mil_encoder, pretrain_cohort, tmp_path, capsys):
+    result, _ = mil_encoder
+    out = tmp_path / "cli-tuned.safetensors"
+    base = ["pretrain", "handover", "--slides", str(pretrain_cohort.out_dir), "--labels", str(pretrain_cohort.labels_csv),
+            "--out", str(out)]
+    assert main(base + ["--epochs", "1"]) == 2
+    assert "error: pretrain handover needs --encoder" in capsys.readouterr().err
+    assert main(base + ["--encoder", str(result.path), "--epochs", "1", "--patches", "16", "--batch-size", "8"]) == 0
+    assert f"saved {out}" in capsys.readouterr().out
+    tuned = load_encoder(out).spec
+    assert tuned.extra["method"] == "handover" and tuned.extra["initial_hash"] == result.spec.weights_hash

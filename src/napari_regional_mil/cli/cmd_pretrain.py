@@ -1,4 +1,4 @@
-"""``napari-regional-mil pretrain autoencoder|mil``: train the second model (a frozen encoder)."""
+"""``napari-regional-mil pretrain autoencoder|mil|handover``: train the second model (a frozen encoder)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Train a patch encoder on tissue patches sampled from slides and save it as a frozen encoder "
             "(.safetensors + .json sidecar) that embed/--encoder, the Embed widget and load_encoder accept. "
             "'autoencoder' needs only slides; 'mil' trains a small CNN with gated attention and a classifier "
-            "on labelled slides (--labels) and keeps the CNN. The encoder file is written once, at the end."
+            "on labelled slides (--labels) and keeps the CNN; 'handover' fine-tunes such an encoder (--encoder) "
+            "inside the first model on the pixels of selected patches (costly: meant for a GPU). The encoder file "
+            "is written once, at the end."
         ),
     )
-    parser.add_argument("method", choices=("autoencoder", "mil"), help="how the encoder is trained")
+    parser.add_argument("method", choices=("autoencoder", "mil", "handover"), help="how the encoder is trained")
     parser.add_argument("--slides", nargs="+", required=True, type=Path, metavar="SLIDE_OR_DIR",
                         help="slide files, or a folder of slides")
     parser.add_argument("--labels", type=Path, metavar="CSV", help="mil: labels CSV slide,label[,patient][,split]")
+    parser.add_argument("--encoder", type=Path, metavar="ENCODER",
+                        help="handover: the encoder to fine-tune (made by pretrain autoencoder or mil)")
     parser.add_argument("--out", required=True, type=Path, metavar="ENCODER", help="encoder file to write (.safetensors)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default: 8 autoencoder, 15 mil)")
     parser.add_argument("--patch-size", type=int, default=None, help="patch side in px (default: 64; 128 with --gpu)")
@@ -42,8 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace):
     """The :class:`AutoencoderConfig` or :class:`MilPretrainConfig` of the parsed options."""
     from napari_regional_mil.errors import TrainingError
-    from napari_regional_mil.pretrain import AutoencoderConfig, MilPretrainConfig
+    from napari_regional_mil.pretrain import AutoencoderConfig, HandoverConfig, MilPretrainConfig
 
+    if args.method == "handover":
+        changes = {"epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed, "patches_per_slide": args.patches,
+                   "bag_size": args.batch_size, "device": args.device or ("cuda" if args.gpu else None)}
+        try:
+            return HandoverConfig(**{k: v for k, v in changes.items() if v is not None})
+        except ValueError as exc:
+            raise TrainingError(f"invalid option: {exc}") from None
     cls = AutoencoderConfig if args.method == "autoencoder" else MilPretrainConfig
     changes = {
         "epochs": args.epochs, "patch_size": args.patch_size, "mpp": args.mpp, "learning_rate": args.lr,
@@ -61,16 +72,23 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Run ``pretrain``."""
     from napari_regional_mil.cli._progress import drive
-    from napari_regional_mil.errors import CohortError
-    from napari_regional_mil.pretrain import train_autoencoder, train_mil_encoder
+    from napari_regional_mil.errors import CohortError, EncoderError
+    from napari_regional_mil.pretrain import fine_tune_handover, train_autoencoder, train_mil_encoder
 
     config = config_from_args(args)
     slides = args.slides[0] if len(args.slides) == 1 else args.slides
+    if args.method != "autoencoder" and args.labels is None:
+        raise CohortError(f"pretrain {args.method} needs --labels CSV (slide,label[,patient][,split])")
     if args.method == "autoencoder":
         result = drive(train_autoencoder(slides, out=args.out, config=config, slide_mpp=args.slide_mpp, register=False))
+    elif args.method == "handover":
+        if args.encoder is None:
+            raise EncoderError("pretrain handover needs --encoder (a .safetensors file made by pretrain autoencoder or mil)")
+        result = drive(fine_tune_handover(
+            slides, labels=args.labels, encoder=args.encoder, out=args.out, config=config, slide_mpp=args.slide_mpp,
+            register=False,
+        )).encoder
     else:
-        if args.labels is None:
-            raise CohortError("pretrain mil needs --labels CSV (slide,label[,patient][,split])")
         result = drive(
             train_mil_encoder(slides, labels=args.labels, out=args.out, config=config, slide_mpp=args.slide_mpp, register=False)
         )

@@ -261,7 +261,10 @@ class Slide:
         """
         from PIL import Image
 
-        level = np.asarray(self.display_pyramid()[-1])
+        try:
+            level = np.asarray(self.display_pyramid()[-1])
+        except Exception as exc:  # a corrupt tile (codec errors have their own types)
+            raise SlideError(f"{self.path}: cannot read the overview ({_checks.one_line(exc)})") from exc
         h, w = level.shape[:2]
         scale = min(1.0, max_size / max(h, w))
         if scale >= 1.0:

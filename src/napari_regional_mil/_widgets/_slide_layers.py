@@ -1,0 +1,233 @@
+"""The slide layer in a napari viewer and the placement of the layers derived from it.
+
+Every layer lies in napari world coordinates ``(y, x)`` in microns: a layer's ``scale`` is
+the level-0 ``(mpp_y, mpp_x)`` times its pixel step, and napari puts pixel *centres* on
+integer multiples of it. A level-0 pixel-*corner* coordinate ``u`` therefore sits at world
+``(u - 0.5) * mpp``. Grid outlines are drawn in level-0 pixel-corner coordinates with
+``scale = mpp`` and ``translate = -mpp / 2``; a mask or grid image whose pixel covers
+``d`` level-0 pixels has ``scale = d * mpp`` and ``translate = (d - 1) / 2 * mpp``.
+
+The slide layer's ``metadata`` holds ``slide_path`` (str), ``mpp`` (``(mpp_x, mpp_y)`` or
+``None``), ``slide_info`` (the :class:`~napari_regional_mil.slide.info.SlideInfo` as a
+dict) and, once the Slide widget tiled it, ``tiling_params`` (a dict of
+:class:`~napari_regional_mil.tiling.TilingParams`); the Embed widget reads them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_regional_mil import geometry
+from napari_regional_mil.tiling import TilingParams
+
+__all__ = [
+    "SLIDE_PATH_KEY",
+    "find_slide_layer",
+    "slide_layers",
+    "slide_path_of",
+    "layer_mpp",
+    "tiling_params_of",
+    "tiling_of",
+    "add_slide_layer",
+    "open_slide_of",
+    "set_slide_mpp",
+    "placement",
+]
+
+SLIDE_PATH_KEY = "slide_path"
+
+# -- the slide layer ------------------------------------------------------------------------
+def slide_path_of(layer: Any) -> Path | None:
+    """The slide file behind a layer (from its metadata), or ``None``."""
+    meta = getattr(layer, "metadata", None) or {}
+    path = meta.get(SLIDE_PATH_KEY) or (meta.get("regional_mil") or {}).get(SLIDE_PATH_KEY)
+    return Path(path) if path else None
+
+
+def slide_layers(viewer: Any) -> list[Any]:
+    """The viewer's slide layers, in order: Image layers whose metadata names a slide and
+    that are not derived from one (overlays carry ``derived_from``)."""
+    from napari.layers import Image
+
+    return [
+        layer
+        for layer in viewer.layers
+        if isinstance(layer, Image) and slide_path_of(layer) and "derived_from" not in layer.metadata
+    ]
+
+
+def find_slide_layer(viewer: Any) -> Any | None:
+    """The active layer when it is a slide layer, else the topmost slide layer, else ``None``."""
+    active = viewer.layers.selection.active
+    if active is not None and active in slide_layers(viewer):
+        return active
+    layers = slide_layers(viewer)
+    return layers[-1] if layers else None
+
+
+def layer_mpp(layer: Any) -> tuple[float, float] | None:
+    """``(mpp_x, mpp_y)`` recorded on a slide layer, or ``None``."""
+    mpp = (getattr(layer, "metadata", None) or {}).get("mpp")
+    if mpp is None:
+        return None
+    if np.isscalar(mpp):
+        return (float(mpp), float(mpp))
+    return (float(mpp[0]), float(mpp[1]))
+
+
+def tiling_params_of(layer: Any) -> TilingParams | None:
+    """The tiling parameters recorded on a slide layer by the Slide widget, or ``None``."""
+    raw = (getattr(layer, "metadata", None) or {}).get("tiling_params")
+    if not raw:
+        return None
+    try:
+        return TilingParams(**raw)
+    except TypeError:
+        return None
+
+
+def tiling_of(layer: Any) -> Any | None:
+    """The :class:`~napari_regional_mil.tiling.Tiling` recorded on a slide layer (by the Slide
+    or Cohort widget, ``metadata["tiling"]``), or ``None``."""
+    from napari_regional_mil.tiling import Tiling
+
+    tiling = (getattr(layer, "metadata", None) or {}).get("tiling")
+    return tiling if isinstance(tiling, Tiling) else None
+
+
+def _info_dict(info: Any) -> dict[str, Any]:
+    to_dict = getattr(info, "to_dict", None)
+    return to_dict() if callable(to_dict) else dict(getattr(info, "__dict__", {}))
+
+
+def add_slide_layer(viewer: Any, slide: Any, *, mpp: tuple[float, float] | None = None) -> Any:
+    """Add a slide as a lazy multiscale RGB layer, or update the layer already showing it.
+
+    The layer is the reader's (:func:`napari_regional_mil._reader.layer_data`), so a slide
+    opened from the widget and one dropped on the viewer are alike; the slide stays open
+    while its layer may read from it.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer.
+    slide
+        An opened :class:`~napari_regional_mil.slide.Slide`.
+    mpp
+        ``(mpp_x, mpp_y)`` to use instead of the slide's (``None``: the slide's; a slide
+        without any is shown at 1 um/px until the user gives one).
+
+    Returns
+    -------
+    napari.layers.Image
+        The slide layer.
+    """
+    from napari_regional_mil._reader import _keep_open, layer_data
+
+    path = Path(slide.info.path)
+    for layer in slide_layers(viewer):
+        if slide_path_of(layer) == path:
+            layer.metadata.update({"slide_info": _info_dict(slide.info)})
+            set_slide_mpp(viewer, layer, mpp if mpp is not None else layer_mpp(layer) or slide.info.mpp)
+            return layer
+    _keep_open(slide)
+    data, kwargs, _ = layer_data(slide)
+    layer = viewer.add_image(data, **kwargs)
+    if mpp is not None:
+        set_slide_mpp(viewer, layer, mpp)
+    return layer
+
+
+def open_slide_of(layer: Any) -> Any:
+    """The open :class:`~napari_regional_mil.slide.Slide` behind a slide layer (opened if needed)."""
+    from napari_regional_mil._reader import _OPEN, _keep_open
+    from napari_regional_mil.slide import open_slide
+
+    path = slide_path_of(layer)
+    slide = _OPEN.get(str(path))
+    if slide is None or getattr(slide, "_closed", False):
+        slide = open_slide(path)
+        _keep_open(slide)
+    return slide
+
+
+def _by_name(viewer: Any, name: str) -> Any | None:
+    return viewer.layers[name] if name in viewer.layers else None
+
+
+def _derived_name(slide_layer: Any, what: str) -> str:
+    return f"{what} ({slide_layer.name})"
+
+
+def set_slide_mpp(viewer: Any, slide_layer: Any, mpp: tuple[float, float] | None) -> None:
+    """Set a slide layer's mpp and rescale it and the layers derived from it.
+
+    The tissue and grid layers keep their level-0 geometry in ``metadata['level0_step']``
+    (level-0 pixels per layer pixel, ``(y, x)``) so they follow.
+    """
+    slide_layer.metadata["mpp"] = mpp
+    sx, sy = mpp if mpp is not None else (1.0, 1.0)
+    slide_layer.scale = (sy, sx)
+    slide_layer.units = ("um", "um") if mpp is not None else ("pixel", "pixel")
+    units = _units(slide_layer)
+    for layer in viewer.layers:
+        meta = layer.metadata or {}
+        if meta.get("derived_from") == slide_layer.name and "level0_step" in meta:
+            _place(layer, meta["level0_step"], mpp, corner=meta.get("corner", False), units=units)
+
+
+def _units(slide_layer: Any) -> tuple[Any, ...]:
+    """The slide layer's own napari ``units`` (its last two axes): every layer derived from
+    it takes them, so napari never sees inconsistent units across layers."""
+    units = getattr(slide_layer, "units", None)
+    if units is not None and len(units) >= 2:
+        return tuple(units[-2:])
+    return ("um", "um") if layer_mpp(slide_layer) is not None else ("pixel", "pixel")
+
+
+def placement(step: tuple[float, float], mpp: tuple[float, float] | None, *, corner: bool) -> dict[str, tuple]:
+    """``scale`` and ``translate`` of a layer whose pixel covers ``step`` ``(y, x)`` level-0 pixels.
+
+    ``mpp`` is the slide's ``(mpp_x, mpp_y)`` (``None``: unknown, 1 unit per level-0 pixel).
+    ``corner``: the layer's data are level-0 pixel-corner coordinates (grid outlines);
+    otherwise it is an image placed by :func:`~napari_regional_mil.geometry.grid_layer_transform`.
+    """
+    sx, sy = mpp if mpp is not None else (1.0, 1.0)
+    if corner:
+        return {"scale": (step[0] * sy, step[1] * sx), "translate": (-0.5 * sy, -0.5 * sx)}
+    transform = geometry.grid_layer_transform((step[1], step[0]), (sx, sy))
+    return {"scale": tuple(transform["scale"]), "translate": tuple(transform["translate"])}
+
+
+def _place(layer: Any, step: tuple[float, float], mpp: tuple[float, float] | None, *, corner: bool,
+           units: Any = None) -> None:
+    """Scale/translate (and give ``units``) to an existing layer, touching only what changed
+    (every change refreshes the layer)."""
+    where = placement(step, mpp, corner=corner)
+    if units is None:
+        units = ("um", "um") if mpp is not None else ("pixel", "pixel")
+    if tuple(layer.units) != tuple(_as_units(units)):
+        layer.units = units
+    for attr in ("scale", "translate"):
+        if not np.allclose(getattr(layer, attr), where[attr]):
+            setattr(layer, attr, where[attr])
+
+
+def _as_units(units: Any) -> tuple[Any, ...]:
+    """``units`` as pint units (so they compare with a layer's)."""
+    from napari.utils.transforms._units import get_units_from_name
+
+    return tuple(get_units_from_name(u) if isinstance(u, str) else u for u in units)
+
+
+def _derived(viewer: Any, slide_layer: Any, what: str, step: tuple[float, float], corner: bool) -> dict:
+    return {
+        "derived_from": slide_layer.name,
+        SLIDE_PATH_KEY: str(slide_path_of(slide_layer)),
+        "level0_step": (float(step[0]), float(step[1])),
+        "corner": corner,
+        "what": what,
+    }
