@@ -228,7 +228,8 @@ def test_console_script_one_line_errors(corpus, no_marker):
          "not a safetensors checkpoint"),
     ]
     before = _protected(corpus)
-    script = [sys.executable, "-c", "import sys; from napari_regional_mil.cli import main; sys.exit(main())"]
+    script = Path(sys.executable).with_name("napari-regional-mil")  # the installed console script
+    script = [str(script)] if script.is_file() else [sys.executable, "-m", "napari_regional_mil.cli"]
     for argv, name, problem in cases:
         proc = subprocess.run([*script, *map(str, argv)], capture_output=True, text=True, timeout=120)
         assert_one_error_line(proc.returncode, proc.stdout, proc.stderr, names=name, problem=problem)

@@ -117,6 +117,8 @@ def test_embed_shows_aligned_pca_and_reuses_cache(setup, qtbot, notes):
         [[-0.25, -0.25], [9 * s * MPP - 0.25, 13 * s * MPP - 0.25]],
     )
     assert "computed" in widget.status.text()
+    # the overlay has the slide layer's units: napari sees consistent units (no warning)
+    assert tuple(pca.units) == tuple(layer.units) and viewer.layers.extent.units is not None
     # second run: the complete cache is found, nothing is computed, the widget says so
     widget.embed_button.click()
     assert _finished(qtbot, widget) == "done"

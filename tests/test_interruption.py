@@ -28,7 +28,8 @@ from napari_regional_mil.errors import CacheError
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 
-CLI = [sys.executable, "-c", "import sys; from napari_regional_mil.cli import main; sys.exit(main())"]
+_SCRIPT = Path(sys.executable).with_name("napari-regional-mil")  # the installed console script
+CLI = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "napari_regional_mil.cli"]
 EMBED_ARGS = ["--patch-size", "32", "--region-size", "4", "--batch-size", "256", "--readers", "2"]
 
 

@@ -214,3 +214,146 @@ def test_closing_viewer_during_tiling_is_clean(make_napari_viewer, widget_slide,
     assert not job.running
     qtbot.wait(100)
     assert not [n for n in notes if n[0] == "error"]
+
+
+# -- units, worker-side geometry, tilings made elsewhere, module split ----------------------------
+def _tile_now(path, params):
+    """The Slide widget's tiling job, driven here (what its worker returns)."""
+    from napari_regional_mil._widgets.slide_widget import _tiling_job
+
+    job = _tiling_job(path, MPP, params, None)
+    while True:
+        try:
+            next(job)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _params(patch=64, k=4):
+    from napari_regional_mil.tiling import TilingParams
+
+    return TilingParams(patch_size=patch, target_mpp=MPP, region_size=k)
+
+
+def test_derived_layers_have_the_slide_units(make_napari_viewer, widget_slide, notes):
+    from napari_regional_mil.slide import open_slide
+
+    viewer = make_napari_viewer()
+    slide = _layers.add_slide_layer(viewer, open_slide(widget_slide))
+    slide.units = ("mm", "mm")  # whatever the slide layer says, its layers follow
+    prepared = _tile_now(widget_slide, _params())
+    _layers.show_tiling_layers(viewer, slide, prepared)
+    _layers.show_grid_rgba(viewer, slide, np.zeros((9, 13, 4), np.uint8), 64.0, "overlay")
+    assert len(viewer.layers) == 5
+    assert all(tuple(layer.units) == tuple(slide.units) for layer in viewer.layers)
+    assert viewer.layers.extent.units is not None  # napari's condition for its warning
+    _layers.set_slide_mpp(viewer, slide, (0.25, 0.25))  # microns again, for every layer
+    assert all(str(layer.units[0]) == "micrometer" for layer in viewer.layers)
+    viewer.window._qt_viewer.canvas._update_world_units()  # what the next draw runs
+    assert not [text for _, text in notes if "Inconsistent units" in text]
+
+
+def _naive_outline(occ, ys, xs):
+    """Reference: every cell edge of every occupied cell, as a set of unit edges."""
+    edges = set()
+    for r, c in zip(*np.nonzero(occ)):
+        edges |= {(ys[r], xs[c], ys[r], xs[c + 1]), (ys[r + 1], xs[c], ys[r + 1], xs[c + 1]),
+                  (ys[r], xs[c], ys[r + 1], xs[c]), (ys[r], xs[c + 1], ys[r + 1], xs[c + 1])}
+    return edges
+
+
+def _unit_edges(segs, ys, xs):
+    out = set()
+    for (y0, x0), (y1, x1) in segs:
+        if y0 == y1:
+            i, j = np.searchsorted(xs, x0), np.searchsorted(xs, x1)
+            out |= {(y0, xs[a], y0, xs[a + 1]) for a in range(i, j)}
+        else:
+            i, j = np.searchsorted(ys, y0), np.searchsorted(ys, y1)
+            out |= {(ys[a], x0, ys[a + 1], x0) for a in range(i, j)}
+    return out
+
+
+def test_outline_segments_match_the_cells():
+    rng = np.random.default_rng(5)
+    occ = rng.random((7, 11)) > 0.45
+    ys, xs = np.round(np.arange(8) * 37.5), np.round(np.arange(12) * 37.5)
+    segs = _layers.outline_segments(occ, ys, xs)
+    assert segs.shape[1:] == (2, 2)
+    assert _unit_edges(segs, ys, xs) == _naive_outline(occ, ys, xs)
+    # runs are merged (fewer segments than unit edges) and none is drawn twice
+    assert len(segs) < len(_naive_outline(occ, ys, xs))
+    assert len({tuple(s.ravel()) for s in segs}) == len(segs)
+    assert _layers.outline_segments(np.zeros((3, 5), bool), ys[:4], xs[:6]).shape == (0, 2, 2)
+
+
+def test_tiling_job_prepares_layers_and_reshow_updates_in_place(opened, qtbot, widget_slide):
+    viewer, widget = opened
+    widget.fields.patch_size.setValue(64)
+    widget.fields.region_size.setValue(4)
+    widget.tile_button.click()
+    _wait_job(qtbot, widget)
+    prepared = _tile_now(widget_slide, _params())
+    # the worker's result carries the grid geometry: the GUI thread only adds layers
+    assert isinstance(prepared, _layers.TilingLayers) and prepared.tissue is not None
+    np.testing.assert_array_equal(prepared.outlines.patch_vectors,
+                                  _layers.grid_outlines(prepared.tiling).patch_vectors)
+    names = [layer.name for layer in viewer.layers]
+    before = {name: viewer.layers[name] for name in names}
+    removed = []
+    viewer.layers.events.removed.connect(lambda e: removed.append(e.value))
+    widget.fields.patch_size.setValue(96)  # tile again: the layers are updated, not re-made
+    widget.tile_button.click()
+    _wait_job(qtbot, widget)
+    assert not removed and [layer.name for layer in viewer.layers] == names
+    assert all(viewer.layers[name] is layer for name, layer in before.items())
+    patches = viewer.layers[f"patch grid ({widget.slide_layer.name})"]
+    np.testing.assert_array_equal(patches.data, _layers.grid_outlines(widget.tiling).patch_vectors)
+    assert widget.tiling.params.patch_size == 96
+
+
+def test_shows_a_tiling_made_elsewhere(make_napari_viewer, widget_slide):
+    from napari_regional_mil.slide import open_slide
+
+    viewer = make_napari_viewer()
+    slide = _layers.add_slide_layer(viewer, open_slide(widget_slide))
+    prepared = _tile_now(widget_slide, _params(k=5))
+    tiling = prepared.tiling
+    expect = f"<b>{tiling.n_patches:,}</b> patches in <b>{tiling.n_regions:,}</b> regions"
+    # tiled (as the Cohort widget does) before the widget picks the layer up
+    slide.metadata["tiling"] = tiling
+    widget = SlideWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.slide_layer is slide and widget.tiling is tiling
+    assert expect in widget.counts.text()
+    # tiled elsewhere while the widget shows it: the counts follow
+    other = _tile_now(widget_slide, _params(patch=96, k=4))
+    _layers.show_tiling_layers(viewer, slide, other)
+    assert widget.tiling is other.tiling and f"{other.tiling.n_patches:,}</b> patches" in widget.counts.text()
+    assert widget.fields.params().patch_size == 96
+    # a plain metadata edit is picked up when the layer becomes active again
+    slide.metadata["tiling"] = tiling
+    viewer.layers.selection.active = viewer.layers[-1]
+    viewer.layers.selection.active = slide
+    assert expect in widget.counts.text()
+
+
+def test_split_modules_keep_the_old_import_paths():
+    from napari_regional_mil._widgets import (
+        _grid_layers,
+        _job_handle,
+        _slide_layers,
+        _tissue_layers,
+    )
+
+    for name in _layers.__all__:
+        assert getattr(_layers, name) is not None
+    assert _layers.show_grids is _grid_layers.show_grids
+    assert _layers.tissue_mask_of is _tissue_layers.tissue_mask_of
+    assert _layers.set_slide_mpp is _slide_layers.set_slide_mpp
+    for name in ("JobHandle", "start_job", "running_job", "cancel_all", "notify_error", "CLOSE_WAIT_S", "_be_nice"):
+        assert hasattr(_worker, name)
+    assert _worker.JobHandle is _job_handle.JobHandle
+    for module in (_layers, _worker, _grid_layers, _job_handle, _slide_layers, _tissue_layers):
+        with open(module.__file__, encoding="utf-8") as f:
+            assert sum(1 for _ in f) <= 400, module.__name__

@@ -261,14 +261,10 @@ def open_with_grids(viewer: Any, path: Path, params: Any, cache_dir: Path | None
         notifications.show_warning(f"{path.name}: the slide has no mpp; set it in the Slide widget to tile it")
         return layer
 
-    def show(result: tuple[Any, Any]) -> None:
-        tissue, tiling = result
+    def show(prepared: Any) -> None:  # a _layers.TilingLayers made in the worker
         if layer not in viewer.layers:
             return
-        info = layer.metadata.get("slide_info") or {}
-        _layers.show_tissue_mask(viewer, layer, tissue, tuple(info.get("dimensions") or tiling.slide_dimensions))
-        _layers.show_grids(viewer, layer, tiling)
-        layer.metadata["tiling"] = tiling
+        _layers.show_tiling_layers(viewer, layer, prepared)
         viewer.layers.selection.active = layer
 
     start_job(lambda: _tiling_job(path, mpp[0], params, None), kind="tiling", description=f"Tissue and grids of {path.stem}",

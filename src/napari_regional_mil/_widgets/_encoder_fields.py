@@ -4,15 +4,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox, QStackedWidget, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_regional_mil._widgets._fields import PathPicker, form
 from napari_regional_mil.errors import EncoderError
 
-__all__ = ["EncoderFields", "KINDS"]
+__all__ = ["EncoderFields", "ContextEncoderFields", "KINDS", "CONTEXT_SCALES"]
 
 #: The encoder kinds offered, in order.
 KINDS = ("Registered encoder", "TorchScript file", "timm model + weights")
+
+#: Scales offered for context patches (multiples of the tiling's um/px).
+CONTEXT_SCALES = (2.0, 4.0)
 
 _WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.bin);;All files (*)"
 
@@ -140,3 +157,103 @@ class EncoderFields(QWidget):
         if index == 1:
             return self.script.path().name if self.script.path() else "TorchScript"
         return f"timm:{self.timm_name.text().strip()}"
+
+
+class ContextEncoderFields(QWidget):
+    """Several scales: further encoders that embed one larger patch centred on each region.
+
+    Choose an encoder (as for the patches) and a scale (2 or 4 x the tiling's um/px), then
+    Add; the list holds the context encoders run after the patch embedding
+    (:func:`~napari_regional_mil.embedding.context.embed_contexts`, as
+    ``embed --context-encoder``). :meth:`requests` gives ``(encoder, options, scale)`` each.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._entries: dict[int, tuple[str, dict[str, Any], float]] = {}  # by the item's key (Qt may copy Python data)
+        self._next_key = 0
+        self.encoder = EncoderFields()
+        self.scale = QComboBox()
+        for value in CONTEXT_SCALES:
+            self.scale.addItem(f"{value:g} x the patch µm/px", value)
+        self.scale.setToolTip("The context patch has the patch's pixel size at this multiple of its µm/px "
+                              "(2 x: 4 times the area), centred on each region.")
+        self.add_button = QPushButton("Add")
+        self.add_button.setToolTip("Add this encoder at this scale to the context encoders.")
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.setToolTip("Remove the selected context encoder.")
+        self.add_button.clicked.connect(self._add_clicked)
+        self.remove_button.clicked.connect(self.remove_selected)
+        self.list = QListWidget()
+        self.list.setMaximumHeight(70)
+        self.list.setToolTip("Context encoders run after the patch embedding; their embeddings are cached with "
+                             "the slide's and picked up by the Train widget.")
+        self.empty = QLabel("<i>none: patches only</i>")
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Scale"))
+        row.addWidget(self.scale, 1)
+        row.addWidget(self.add_button)
+        row.addWidget(self.remove_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
+        layout.addWidget(self.encoder)
+        layout.addLayout(row)
+        layout.addWidget(self.list)
+        layout.addWidget(self.empty)
+        self._update()
+
+    def _add_clicked(self) -> None:
+        from napari_regional_mil._widgets._worker import notify_error
+
+        try:
+            self.add_current()
+        except EncoderError as exc:
+            notify_error(exc, context="Context encoder")
+
+    def add_current(self) -> None:
+        """Add the encoder and scale shown to the list (an identical entry is not added twice).
+
+        Raises
+        ------
+        EncoderError
+            When a required field of the encoder is empty.
+        """
+        encoder, options = self.encoder.choice()
+        self.add(encoder, float(self.scale.currentData()), options=options, label=self.encoder.describe())
+
+    def add(self, encoder: str, scale: float, *, options: dict[str, Any] | None = None, label: str | None = None) -> None:
+        """Add a context encoder (a registered name or a file) at ``scale``."""
+        entry = (encoder, dict(options or {}), float(scale))
+        if entry in self.requests():
+            return
+        item = QListWidgetItem(f"{label or encoder} at {scale:g} x")
+        item.setData(Qt.ItemDataRole.UserRole, self._next_key)
+        self._entries[self._next_key] = entry
+        self._next_key += 1
+        item.setToolTip(str(encoder))
+        self.list.addItem(item)
+        self._update()
+
+    def remove_selected(self) -> None:
+        """Remove the selected entries (the last one when none is selected)."""
+        rows = sorted({self.list.row(i) for i in self.list.selectedItems()}) or ([self.list.count() - 1] if self.list.count() else [])
+        for row in reversed(rows):
+            item = self.list.takeItem(row)
+            self._entries.pop(int(item.data(Qt.ItemDataRole.UserRole)), None)
+        self._update()
+
+    def clear(self) -> None:
+        """No context encoder."""
+        self.list.clear()
+        self._entries.clear()
+        self._update()
+
+    def requests(self) -> list[tuple[str, dict[str, Any], float]]:
+        """``(encoder, options, scale)`` of every context encoder, in order."""
+        return [self._entries[int(self.list.item(i).data(Qt.ItemDataRole.UserRole))] for i in range(self.list.count())]
+
+    def _update(self) -> None:
+        self.empty.setVisible(self.list.count() == 0)
+        self.list.setVisible(self.list.count() > 0)
+        self.remove_button.setEnabled(self.list.count() > 0)

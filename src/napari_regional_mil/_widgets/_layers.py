@@ -9,8 +9,9 @@ integer multiples of it. A level-0 pixel-*corner* coordinate ``u`` therefore sit
 
 The slide layer's ``metadata`` holds ``slide_path`` (str), ``mpp`` (``(mpp_x, mpp_y)`` or
 ``None``), ``slide_info`` (the :class:`~napari_regional_mil.slide.info.SlideInfo` as a
-dict) and, once the Slide widget tiled it, ``tiling_params`` (a dict of
-:class:`~napari_regional_mil.tiling.TilingParams`); the Embed widget reads them.
+dict) and, once the Slide or Cohort widget tiled it, ``tiling_params`` (a dict of
+:class:`~napari_regional_mil.tiling.TilingParams`) and ``tiling`` (the
+:class:`~napari_regional_mil.tiling.Tiling`); the Embed and Slide widgets read them.
 
 Modules: :mod:`._slide_layers` (the slide layer, its metadata, placement of derived layers),
 :mod:`._tissue_layers` (the tissue Labels layer), :mod:`._grid_layers` (grid outlines, RGBA
@@ -109,8 +110,23 @@ class TilingLayers:
     slide_dimensions: tuple[int, int]
 
 
+#: Libraries napari imports lazily when the first Labels layer is made (its features table,
+#: label colours): ~0.4 s the first time, paid in the worker by :func:`prepare_tiling_layers`.
+_NAPARI_LAZY_IMPORTS = ("pandas", "scipy.ndimage", "skimage.color", "skimage.exposure", "skimage.util")
+
+
 def prepare_tiling_layers(tiling: Any, tissue: Any = None, slide_dimensions: tuple[int, int] | None = None) -> TilingLayers:
-    """The layers' geometry of a tiling (plain numpy; call it in the worker)."""
+    """The layers' geometry of a tiling (plain numpy; call it in the worker).
+
+    Also imports what napari would import lazily in the GUI thread when the layers are added.
+    """
+    import importlib
+
+    for name in _NAPARI_LAZY_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # napari does without it, or imports it itself
+            pass
     dims = tuple(int(v) for v in (slide_dimensions or tiling.slide_dimensions))
     return TilingLayers(tiling, grid_outlines(tiling), tissue, dims)  # type: ignore[arg-type]
 
@@ -128,4 +144,5 @@ def show_tiling_layers(viewer: Any, slide_layer: Any, prepared: TilingLayers) ->
     grids = show_grids(viewer, slide_layer, prepared.outlines)
     slide_layer.metadata["tiling_params"] = asdict(prepared.tiling.params)
     slide_layer.metadata["tiling"] = prepared.tiling
+    slide_layer.events.metadata()  # the Slide widget shows the counts of a tiling made elsewhere
     return grids

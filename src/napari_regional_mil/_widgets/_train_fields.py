@@ -8,7 +8,21 @@ the GUI and ``napari-regional-mil train`` train the same model from the same coh
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QGroupBox, QSpinBox, QStackedWidget, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_regional_mil._widgets._fields import form
 from napari_regional_mil.errors import TrainingError
@@ -16,7 +30,7 @@ from napari_regional_mil.model.config import MODEL_TYPES, REGIONAL_SOURCES, SELE
 from napari_regional_mil.training.train import TrainConfig
 from napari_regional_mil.training.workflow import ModelOptions
 
-__all__ = ["ModelFields", "OptimFields", "VALIDATION_MODES"]
+__all__ = ["ModelFields", "ContextFields", "OptimFields", "VALIDATION_MODES"]
 
 #: The CLI's default of ``--threads`` (``TrainConfig.threads`` defaults to None: torch's own setting).
 CLI_THREADS = 1
@@ -102,6 +116,103 @@ class ModelFields(QGroupBox):
             regional_source=self.regional_source.currentText(),
             selection=selection,
         )
+
+
+class ContextFields(QGroupBox):
+    """Several scales: which cached context embeddings join the global embedding.
+
+    The list shows the context embeddings found in the cohort's caches (see
+    :func:`~napari_regional_mil.training.workflow.available_contexts`). Those every slide
+    has are checked by default, as the CLI's ``train`` uses them all; one that only some
+    slides have is listed unchecked with its count. What the user checked or unchecked
+    stays so when the list is refreshed.
+
+    Signals
+    -------
+    refresh_requested
+        The Refresh button was clicked.
+    """
+
+    refresh_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Several scales (context embeddings)", parent)
+        self._unchecked: set[str] = set()  # the user's choices, kept across refreshes
+        self._checked: set[str] = set()
+        self._filling = False
+        self.list = QListWidget()
+        self.list.setMaximumHeight(90)
+        self.list.setToolTip(
+            "Context embeddings cached by the Embed widget (or `embed --context-encoder`): each is attention-pooled "
+            "over the regions and concatenated to the global embedding of the regional model.")
+        self.list.itemChanged.connect(self._item_changed)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.setToolTip("Look for context embeddings in the cohort's caches again.")
+        self.refresh_button.clicked.connect(self.refresh_requested)
+        row = QHBoxLayout()
+        row.addWidget(self.summary, 1)
+        row.addWidget(self.refresh_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.list)
+        layout.addLayout(row)
+        self.set_available({}, 0)
+
+    def set_available(self, counts: dict[str, int], n_slides: int, *, note: str = "") -> None:
+        """Show the context embeddings found: ``counts[name]`` of ``n_slides`` cached slides have it."""
+        self._filling = True
+        try:
+            self.list.clear()
+            for key, count in sorted(counts.items()):
+                everywhere = count >= n_slides > 0
+                item = QListWidgetItem(key if everywhere else f"{key} ({count} of {n_slides} slides)")
+                item.setData(Qt.ItemDataRole.UserRole, key)
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                checked = key in self._checked or (everywhere and key not in self._unchecked)
+                item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+                if not everywhere:
+                    item.setToolTip("Not every slide has it: embed the others with the same context encoder and scale.")
+                self.list.addItem(item)
+        finally:
+            self._filling = False
+        if note:
+            self.summary.setText(note)
+        elif not counts:
+            self.summary.setText("None in the caches (add a context encoder in the Embed widget).")
+        else:
+            self.summary.setText(f"{len(counts)} found in the caches of {n_slides} slides.")
+
+    def available(self) -> list[str]:
+        """Every listed name."""
+        return [self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count())]
+
+    def selected(self) -> tuple[str, ...]:
+        """The checked names (for :attr:`ModelOptions.contexts`)."""
+        return tuple(
+            self.list.item(i).data(Qt.ItemDataRole.UserRole)
+            for i in range(self.list.count())
+            if self.list.item(i).checkState() == Qt.CheckState.Checked
+        )
+
+    def set_checked(self, key: str, checked: bool) -> None:
+        """Check or uncheck the listed name ``key``."""
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            if item.data(Qt.ItemDataRole.UserRole) == key:
+                item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+
+    def _item_changed(self, item: QListWidgetItem) -> None:
+        if self._filling:
+            return
+        key = item.data(Qt.ItemDataRole.UserRole)
+        if item.checkState() == Qt.CheckState.Checked:
+            self._unchecked.discard(key)
+            self._checked.add(key)
+        else:
+            self._checked.discard(key)
+            self._unchecked.add(key)
 
 
 class OptimFields(QGroupBox):

@@ -2,8 +2,11 @@
 
 Embedding runs :func:`~napari_regional_mil.embedding.pipeline.embed_slide` in a worker
 (:mod:`._worker`) with a progress bar and Cancel; a complete cache is reused (nothing is
-computed, the widget says so). When done, a PCA of the patch embeddings is shown as an
-RGB overlay on the patch grid, aligned with the slide (background patches transparent).
+computed, the widget says so). Optional context encoders (several scales) then embed one
+larger patch per region into the same cache, in the same job
+(:func:`~napari_regional_mil.embedding.context.embed_contexts`, as ``embed --context-encoder``).
+When done, a PCA of the patch embeddings is shown as an RGB overlay on the patch grid,
+aligned with the slide (background patches transparent).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets import _layers
-from napari_regional_mil._widgets._encoder_fields import EncoderFields
+from napari_regional_mil._widgets._encoder_fields import ContextEncoderFields, EncoderFields
 from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CacheError, SlideError
@@ -71,13 +74,21 @@ def _devices() -> list[str]:
         return ["cpu"]
 
 
-def _embed_job(slide_path: Path, grid_shape_of: Any, **kwargs: Any):
-    """Job: embed (or find the cache), then the PCA-to-RGB image of the patch grid."""
+def _embed_job(slide_path: Path, grid_shape_of: Any, contexts: list | tuple = (), **kwargs: Any):
+    """Job: embed (or find the cache), the context embeddings of ``contexts`` (``(encoder,
+    options, scale)`` each), then the PCA-to-RGB image of the patch grid."""
+    from napari_regional_mil.embedding.context import context_requests, embed_contexts
     from napari_regional_mil.embedding.lookup import load_slide_embeddings
     from napari_regional_mil.embedding.pca import patch_rgba_grid, pca_rgb
     from napari_regional_mil.embedding.pipeline import embed_slide
 
     result = yield from embed_slide(slide_path, **kwargs)
+    context_results = []
+    if contexts:
+        pairs = context_requests([c[0] for c in contexts], [c[2] for c in contexts], device=kwargs.get("device", "cpu"),
+                                 encoder_options=[c[1] or None for c in contexts])
+        context_results = yield from embed_contexts(result.cache_path, pairs, batch_size=kwargs.get("batch_size", 64),
+                                                    device=kwargs.get("device", "cpu"))
     yield Progress("pca", 0, 1, message="PCA of the patch embeddings")
     emb = load_slide_embeddings(result.cache_path)
     if emb.grid_xy is None:
@@ -90,7 +101,7 @@ def _embed_job(slide_path: Path, grid_shape_of: Any, **kwargs: Any):
     cols = max(cols, int(emb.grid_xy[:, 0].max()) + 1 if emb.n_patches else 0)
     rgba = patch_rgba_grid(emb.grid_xy, pca_rgb(emb.features), (rows, cols))
     yield Progress("pca", 1, 1, message="done")
-    return result, rgba, step
+    return result, rgba, step, context_results
 
 
 class EmbedWidget(QWidget):
@@ -109,6 +120,7 @@ class EmbedWidget(QWidget):
         self.slide_layer: Any = None
         self.job: JobHandle | None = None
         self.result: Any = None
+        self.context_results: list[Any] = []
         self._cache_dir_auto = True
         self._applied_params: Any = None
         self._build()
@@ -129,6 +141,14 @@ class EmbedWidget(QWidget):
         enc_layout = QVBoxLayout(enc_box)
         enc_layout.setContentsMargins(6, 6, 6, 6)
         enc_layout.addWidget(self.encoder)
+
+        self.contexts = ContextEncoderFields()
+        ctx_box = QGroupBox("Several scales (context encoders, optional)")
+        ctx_box.setToolTip("Further encoders embedding one larger patch centred on each region, at 2 or 4 x the "
+                           "patch µm/px; cached with the slide's embeddings and used by the Train widget.")
+        ctx_layout = QVBoxLayout(ctx_box)
+        ctx_layout.setContentsMargins(6, 6, 6, 6)
+        ctx_layout.addWidget(self.contexts)
 
         self.fields = TilingFields()
         self.fields.setToolTip("Defaults come from the Slide widget's tiling of this slide.")
@@ -172,7 +192,7 @@ class EmbedWidget(QWidget):
         layout = QVBoxLayout(inner)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(6)
-        for box in (slide_box, enc_box, tile_box, run_box):
+        for box in (slide_box, enc_box, tile_box, ctx_box, run_box):
             layout.addWidget(box)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
@@ -262,9 +282,11 @@ class EmbedWidget(QWidget):
             "mpp": (mpp[0] + mpp[1]) / 2,
             "tissue_mask": _layers.tissue_mask_of(self.viewer, layer, only_if_edited=True),
         }
+        contexts = self.contexts.requests()
+        self.context_results = []
         self.status.setText(f"Embedding with {self.encoder.describe()}...")
         self.job = start_job(
-            lambda: _embed_job(path, grid_shape_of, **kwargs),
+            lambda: _embed_job(path, grid_shape_of, contexts, **kwargs),
             kind="embed",
             description=f"Embedding {path.name}",
             on_result=lambda out: self._show_result(layer, out),
@@ -280,6 +302,8 @@ class EmbedWidget(QWidget):
         if isinstance(event, Progress) and event.stage == "embed" and event.total:
             rate = f", {event.rate:.1f} patches/s" if event.rate else ""
             self.status.setText(f"Embedding: {event.done:,} / {event.total:,} patches{rate}")
+        elif isinstance(event, Progress) and event.stage == "context" and event.total:
+            self.status.setText(f"Context embeddings: {event.done:,} / {event.total:,} regions ({event.message})")
 
     def _on_finish(self, status: str) -> None:
         self._set_busy(False)
@@ -288,9 +312,11 @@ class EmbedWidget(QWidget):
         elif status == "failed":
             self.status.setText("Failed (see the notification).")
 
-    def _show_result(self, layer: Any, out: tuple[Any, Any, float]) -> None:
-        result, rgba, step = out
-        self.result = result
+    def _show_result(self, layer: Any, out: tuple[Any, Any, float, list[Any]]) -> None:
+        from napari_regional_mil.embedding.context import describe_context
+
+        result, rgba, step, context_results = out
+        self.result, self.context_results = result, list(context_results)
         if layer not in self.viewer.layers:
             return
         _layers.show_grid_rgba(self.viewer, layer, rgba, step, "embedding PCA")
@@ -298,9 +324,10 @@ class EmbedWidget(QWidget):
         how = "cache found and reused (nothing computed)" if not result.computed else f"computed at {result.rate:.1f} patches/s"
         if result.computed and result.resumed_from:
             how += f", resumed after {result.resumed_from:,} cached patches"
+        contexts = "".join(f"<br>{describe_context(c)}" for c in context_results)
         self.status.setText(
             f"<b>{result.n_patches:,}</b> patches, <b>{result.n_regions:,}</b> regions, "
-            f"{result.embedding_dim}-d ({result.encoder}): {how}.<br>Cache: {result.cache_path}"
+            f"{result.embedding_dim}-d ({result.encoder}): {how}.{contexts}<br>Cache: {result.cache_path}"
         )
         self.status.setToolTip(str(result.cache_path))
 

@@ -8,7 +8,6 @@ made by the reader (drag and drop) is picked up when it becomes the active layer
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +51,12 @@ def _tissue_job(path: Path, mpp: float | None):
 
 
 def _tiling_job(path: Path, mpp: float, params: Any, tissue: Any):
-    """Job: (detect tissue when ``tissue`` is None, then) tile the slide."""
+    """Job: (detect tissue when ``tissue`` is None, then) tile the slide.
+
+    Returns a :class:`._layers.TilingLayers`: the tiling with its grid outlines computed
+    here, in the worker, and the detected tissue mask (``None`` when ``tissue`` was given),
+    so the GUI thread only adds or updates layers.
+    """
     from napari_regional_mil.slide import open_slide
     from napari_regional_mil.tiling import tile_slide
     from napari_regional_mil.tissue import detect_tissue
@@ -66,8 +70,10 @@ def _tiling_job(path: Path, mpp: float, params: Any, tissue: Any):
         tiling = tile_slide(slide, tissue, params)
         if hasattr(tiling, "send"):  # a job generator
             tiling = yield from tiling
+        dimensions = slide.info.dimensions
+    prepared = _layers.prepare_tiling_layers(tiling, tissue if detected else None, dimensions)
     yield Progress("tile", 2, 2, message="done")
-    return (tissue if detected else None), tiling
+    return prepared
 
 
 class SlideWidget(QWidget):
@@ -208,7 +214,9 @@ class SlideWidget(QWidget):
         self._show(slide, layer)
 
     def _show(self, slide: Any, layer: Any) -> None:
+        self._follow_metadata(self.slide_layer, False)
         self.slide, self.slide_layer, self.tiling = slide, layer, None
+        self._follow_metadata(layer, True)
         mpp = _layers.layer_mpp(layer) or slide.info.mpp
         self.mpp.blockSignals(True)
         self.mpp.setValue(float(mpp[0]) if mpp else 0.0)
@@ -217,16 +225,52 @@ class SlideWidget(QWidget):
         if params is not None:
             self.fields.set_params(params)
         self._update_mpp_state()
-        self.counts.setText("Not tiled yet.")
+        self.refresh_tiling()
         self._set_busy(self.job is not None and self.job.running)
+
+    def _follow_metadata(self, layer: Any, follow: bool) -> None:
+        """(Dis)connect :meth:`refresh_tiling` to a slide layer's ``events.metadata``."""
+        events = getattr(getattr(layer, "events", None), "metadata", None)
+        if events is None:
+            return
+        if follow:
+            events.connect(self.refresh_tiling)
+        else:
+            events.disconnect(self.refresh_tiling)
+
+    def refresh_tiling(self, event: Any = None) -> None:
+        """Show the tiling recorded on the current slide layer (``metadata["tiling"]``), which
+        may come from another widget (the Cohort widget tiles the slides it opens)."""
+        tiling = _layers.tiling_of(self.slide_layer) if self.slide_layer is not None else None
+        if tiling is not None and _layers.slide_path_of(self.slide_layer) is not None:
+            params = _layers.tiling_params_of(self.slide_layer)
+            if params is not None and tiling is not self.tiling:
+                self.fields.set_params(params)
+        self.tiling = tiling
+        self._show_counts(tiling)
+
+    def _show_counts(self, tiling: Any) -> None:
+        if tiling is None:
+            self.counts.setText("Not tiled yet.")
+            return
+        rows, cols = tiling.grid_shape
+        self.counts.setText(
+            f"<b>{tiling.n_patches:,}</b> patches in <b>{tiling.n_regions:,}</b> regions "
+            f"(grid {cols} x {rows} patches of {tiling.patch_size_level0:.4g} level-0 px)"
+        )
 
     def _on_active_layer(self, event: Any = None) -> None:
         layer = self.viewer.layers.selection.active
-        if layer is not None and layer is not self.slide_layer and layer in _layers.slide_layers(self.viewer):
+        if layer is None:
+            return
+        if layer is self.slide_layer:
+            self.refresh_tiling()  # tiled elsewhere meanwhile?
+        elif layer in _layers.slide_layers(self.viewer):
             self.use_layer(layer)
 
     def _on_layer_removed(self, event: Any) -> None:
         if event.value is self.slide_layer:
+            self._follow_metadata(self.slide_layer, False)
             self.slide_layer = None
             self.slide, self.tiling = None, None
             self.info.clear()
@@ -305,21 +349,13 @@ class SlideWidget(QWidget):
         tissue = _layers.tissue_mask_of(self.viewer, self.slide_layer)
         self._start(lambda: _tiling_job(path, mpp, params, tissue), "tiling", f"Tiling {path.name}", self._show_tiling)
 
-    def _show_tiling(self, result: tuple[Any, Any]) -> None:
-        detected, tiling = result
+    def _show_tiling(self, prepared: Any) -> None:
+        """Show a :class:`._layers.TilingLayers` made in the worker (adds or updates layers only)."""
         if self.slide_layer is None:
             return
-        if detected is not None:
-            self._show_tissue(detected)
-        self.tiling = tiling
-        _layers.show_grids(self.viewer, self.slide_layer, tiling)
-        self.slide_layer.metadata["tiling_params"] = asdict(tiling.params)
-        self.slide_layer.metadata["tiling"] = tiling
-        rows, cols = tiling.grid_shape
-        self.counts.setText(
-            f"<b>{tiling.n_patches:,}</b> patches in <b>{tiling.n_regions:,}</b> regions "
-            f"(grid {cols} x {rows} patches of {tiling.patch_size_level0:.4g} level-0 px)"
-        )
+        _layers.show_tiling_layers(self.viewer, self.slide_layer, prepared)  # emits events.metadata
+        self.tiling = prepared.tiling
+        self._show_counts(prepared.tiling)
         self.viewer.layers.selection.active = self.slide_layer
 
     def cancel(self) -> None:

@@ -31,10 +31,10 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets._fields import PathPicker, form
-from napari_regional_mil._widgets._train_fields import ModelFields, OptimFields
+from napari_regional_mil._widgets._train_fields import ContextFields, ModelFields, OptimFields
 from napari_regional_mil._widgets._train_plot import TrainingPlot
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
-from napari_regional_mil.errors import CheckpointError, CohortError
+from napari_regional_mil.errors import CheckpointError, CohortError, RegionalMilError
 from napari_regional_mil.jobs import Progress
 
 __all__ = ["TrainWidget", "SOURCES"]
@@ -113,6 +113,15 @@ class TrainWidget(QWidget):
         data_form.addRow("Cache folder", self.cache_dir)
 
         self.model_fields = ModelFields()
+        self.context_fields = ContextFields()
+        self.context_fields.refresh_requested.connect(self.refresh_contexts)
+        self.model_fields.model_type.currentTextChanged.connect(
+            lambda kind: self.context_fields.setEnabled(kind == "regional"))
+        self.source.currentIndexChanged.connect(lambda *_: self.refresh_contexts())
+        self.csv.picked.connect(lambda *_: self.refresh_contexts())
+        self.cache_dir.picked.connect(lambda *_: self.refresh_contexts())
+        self.csv.line.editingFinished.connect(self.refresh_contexts)
+        self.cache_dir.line.editingFinished.connect(self.refresh_contexts)
         self.optim_fields = OptimFields()
 
         self.out_path = QLineEdit()
@@ -148,7 +157,7 @@ class TrainWidget(QWidget):
         inner = QWidget()
         layout = QVBoxLayout(inner)
         layout.setContentsMargins(4, 4, 4, 4)
-        for box in (data_box, self.model_fields, self.optim_fields, run_box):
+        for box in (data_box, self.model_fields, self.context_fields, self.optim_fields, run_box):
             layout.addWidget(box)
         layout.addWidget(self.plot)
         layout.addStretch(1)
@@ -198,12 +207,30 @@ class TrainWidget(QWidget):
             raise CohortError("choose the embedding cache folder")
         return cohort, cache
 
+    def refresh_contexts(self) -> None:
+        """List the context embeddings (several scales) that the cohort's caches hold."""
+        from napari_regional_mil.training.workflow import available_contexts
+
+        try:
+            cohort, cache = self.cohort_and_cache()
+            counts, n_cached = available_contexts(cohort, cache_dir=cache)
+        except (RegionalMilError, OSError):
+            self.context_fields.set_available({}, 0, note="Choose the cohort and its cache folder to list them.")
+            return
+        self.context_fields.set_available(counts, n_cached)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        """Look for context embeddings again when shown (the cohort may have changed)."""
+        super().showEvent(event)
+        self.refresh_contexts()
+
     # -- running -----------------------------------------------------------------------------
     def start(self) -> JobHandle | None:
         """Validate the inputs and train in the background."""
+        self.refresh_contexts()
         try:
             cohort, cache = self.cohort_and_cache()
-            options = self.model_fields.options()
+            options = dataclasses.replace(self.model_fields.options(), contexts=self.context_fields.selected())
             config = self.optim_fields.train_config()
             out = self._out_path()
         except Exception as exc:  # noqa: BLE001 - bad input becomes a notification

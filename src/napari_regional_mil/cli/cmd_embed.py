@@ -113,21 +113,18 @@ def _add_contexts(args: argparse.Namespace, summaries: list) -> list:
     from dataclasses import replace
 
     from napari_regional_mil.cli._progress import drive
-    from napari_regional_mil.embedding.context import embed_context
-    from napari_regional_mil.encoders import load_encoder
+    from napari_regional_mil.embedding.context import context_requests, describe_context, embed_contexts
     from napari_regional_mil.errors import RegionalMilError
 
-    scales = list(args.context_scale) or [2.0]
-    pairs = [(load_encoder(name, device=args.device), scales[min(i, len(scales) - 1)])
-             for i, name in enumerate(args.context_encoder)]
+    contexts = context_requests(args.context_encoder, args.context_scale, device=args.device)  # each loaded once
     out = []
     for summary in summaries:
         try:
-            for encoder, scale in pairs if summary.ok else ():
-                result = drive(embed_context(summary.cache_path, encoder=encoder, scale=scale, batch_size=args.batch_size,
-                                             device=args.device, num_readers=args.readers))
-                print(f"{summary.slide}: context {result.name} ({result.n_regions} regions x {result.embedding_dim})"
-                      + ("" if result.computed else " (cached)"), flush=True)
+            if summary.ok:
+                results = drive(embed_contexts(summary.cache_path, contexts, batch_size=args.batch_size,
+                                               device=args.device, num_readers=args.readers))
+                for result in results:
+                    print(f"{summary.slide}: {describe_context(result)}", flush=True)
         except RegionalMilError as exc:
             summary = replace(summary, ok=False, message=f"context embeddings: {exc}")
         out.append(summary)

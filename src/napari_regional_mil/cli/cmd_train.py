@@ -32,14 +32,11 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
 
 
 def context_dims_of(slides) -> dict[str, int]:
-    """Context embeddings (several scales) that every slide has, with their dimensions."""
-    if not slides:
-        return {}
-    common = set(slides[0].embeddings.context_embeddings)
-    for slide in slides[1:]:
-        common &= set(slide.embeddings.context_embeddings)
-    first = slides[0].embeddings.context_embeddings
-    return {key: int(first[key].shape[1]) for key in sorted(common)}
+    """Context embeddings (several scales) that every slide has: the core's
+    :func:`~napari_regional_mil.training.workflow.context_dims_of`, shared with the Train widget."""
+    from napari_regional_mil.training.workflow import context_dims_of as common_context_dims
+
+    return common_context_dims(slides)
 
 
 def run(args: argparse.Namespace) -> int:

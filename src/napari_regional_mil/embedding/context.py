@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,20 @@ import zarr
 from napari_regional_mil.errors import CacheError
 from napari_regional_mil.jobs import Progress
 
-__all__ = ["ContextResult", "context_name", "embed_context", "read_context_embeddings", "context_corners"]
+__all__ = [
+    "ContextResult",
+    "context_name",
+    "context_requests",
+    "describe_context",
+    "embed_context",
+    "embed_contexts",
+    "cached_contexts",
+    "read_context_embeddings",
+    "context_corners",
+]
+
+#: Scale of a context encoder given without one (``--context-scale`` / the Embed widget's default).
+DEFAULT_CONTEXT_SCALE = 2.0
 
 _PREFIX = "context_"
 
@@ -90,6 +103,81 @@ def read_context_embeddings(group: Any, attrs: dict[str, Any]) -> dict[str, np.n
         for key in dict(attrs.get("context", {}))
         if _PREFIX + key in names
     }
+
+
+def cached_contexts(cache_path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The context embeddings a store lists (name -> record: encoder, scale, dimension), read from its attributes only."""
+    from napari_regional_mil.embedding.lookup import _attrs
+
+    path = Path(cache_path)
+    listed = dict((_attrs(path) or {}).get("context", {}))
+    return {key: dict(record) for key, record in listed.items() if (path / (_PREFIX + key)).is_dir()}
+
+
+def context_requests(
+    encoders: Sequence[Any], scales: Sequence[float] = (), *, device: str = "cpu",
+    encoder_options: Sequence[dict[str, Any] | None] | None = None,
+) -> list[tuple[Any, float]]:
+    """Load each context encoder once and pair it with its scale.
+
+    Parameters
+    ----------
+    encoders
+        Registered names, files, or loaded ``FrozenEncoder`` objects.
+    scales
+        One per encoder; a shorter list repeats its last value, an empty one means
+        :data:`DEFAULT_CONTEXT_SCALE` (as ``--context-scale``).
+    device
+        Where the encoders run.
+    encoder_options
+        Loading options per encoder (e.g. ``{"weights": path}``), or None.
+
+    Raises
+    ------
+    CacheError
+        A scale that is not positive.
+    EncoderError
+        An encoder that cannot be loaded.
+    """
+    from napari_regional_mil.embedding.pipeline import _resolve_encoder
+
+    scales = [float(s) for s in scales] or [DEFAULT_CONTEXT_SCALE]
+    bad = [s for s in scales if not s > 0]
+    if bad:
+        raise CacheError(f"context scale must be positive, got {bad[0]:g}")
+    options = list(encoder_options or [None] * len(encoders))
+    return [
+        (_resolve_encoder(enc, device, options[i] if i < len(options) else None), scales[min(i, len(scales) - 1)])
+        for i, enc in enumerate(encoders)
+    ]
+
+
+def embed_contexts(
+    cache_path: str | os.PathLike,
+    contexts: Sequence[tuple[Any, float]],
+    *,
+    batch_size: int = 64,
+    device: str = "cpu",
+    num_readers: int = 2,
+) -> Generator[Progress, None, list[ContextResult]]:
+    """:func:`embed_context` for each ``(encoder, scale)`` of ``contexts`` in turn (a job).
+
+    ``contexts`` usually comes from :func:`context_requests`. Used by ``napari-regional-mil
+    embed --context-encoder`` and by the Embed widget, after the patch embedding.
+    """
+    results = []
+    for encoder, scale in contexts:
+        results.append((yield from embed_context(
+            cache_path, encoder=encoder, scale=scale, batch_size=batch_size, device=device, num_readers=num_readers,
+        )))
+    return results
+
+
+def describe_context(result: ContextResult) -> str:
+    """One line: ``context <name> (<R> regions x <D>)``, ``(cached)`` when nothing was computed."""
+    return f"context {result.name} ({result.n_regions} regions x {result.embedding_dim})" + (
+        "" if result.computed else " (cached)"
+    )
 
 
 def embed_context(

@@ -24,7 +24,15 @@ from .cohort import Cohort
 from .datasets import EmbedFunction, LabelledSlide, load_cohort_embeddings
 from .train import TrainConfig, TrainResult, train_model
 
-__all__ = ["ModelOptions", "CohortTraining", "split_roles", "context_dims_of", "train_cohort", "load_and_train_cohort"]
+__all__ = [
+    "ModelOptions",
+    "CohortTraining",
+    "split_roles",
+    "context_dims_of",
+    "available_contexts",
+    "train_cohort",
+    "load_and_train_cohort",
+]
 
 
 def _default(name: str) -> Any:
@@ -50,6 +58,9 @@ class ModelOptions:
     regional_source: str = _default("regional_source")
     all_regions: bool = _default("all_regions")
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    #: Several scales: names of the context embeddings to merge into the global embedding;
+    #: None (the CLI's default) takes every one that all slides have, ``()`` none.
+    contexts: tuple[str, ...] | None = None
 
     def model_config(self, slides: Sequence[LabelledSlide], n_classes: int) -> ModelConfig:
         """The :class:`ModelConfig` for ``slides`` (input dimension, shared context embeddings).
@@ -58,6 +69,8 @@ class ModelOptions:
         ------
         ValueError
             An invalid combination (see :class:`ModelConfig`).
+        TrainingError
+            A chosen context embedding that some slide lacks.
         """
         return ModelConfig(
             input_dim=slides[0].embeddings.embedding_dim,
@@ -69,7 +82,7 @@ class ModelOptions:
             patch_unit=self.patch_unit,  # type: ignore[arg-type]
             regional_source=self.regional_source,  # type: ignore[arg-type]
             all_regions=self.all_regions,
-            context_dims=context_dims_of(slides) if self.model_type == "regional" else {},
+            context_dims=context_dims_of(slides, self.contexts) if self.model_type == "regional" else {},
             selection=self.selection,
         )
 
@@ -106,15 +119,72 @@ def split_roles(
     return train, validation, held_out
 
 
-def context_dims_of(slides: Sequence[LabelledSlide]) -> dict[str, int]:
-    """Context embeddings (several scales) that every slide has, with their dimensions."""
+def context_dims_of(slides: Sequence[LabelledSlide], names: Sequence[str] | None = None) -> dict[str, int]:
+    """Context embeddings (several scales) for the first model, with their dimensions.
+
+    Parameters
+    ----------
+    slides
+        The cohort's slides.
+    names
+        The context embeddings wanted; None: every one that all slides have (the CLI's
+        ``train``), ``()``: none.
+
+    Raises
+    ------
+    TrainingError
+        A named context embedding that some slides lack (they are listed), or whose
+        dimension differs between slides.
+    """
+    from ..errors import TrainingError
+
     if not slides:
         return {}
-    common = set(slides[0].embeddings.context_embeddings)
-    for slide in slides[1:]:
-        common &= set(slide.embeddings.context_embeddings)
-    first = slides[0].embeddings.context_embeddings
-    return {key: int(first[key].shape[1]) for key in sorted(common)}
+    if names is None:
+        common = set(slides[0].embeddings.context_embeddings)
+        for slide in slides[1:]:
+            common &= set(slide.embeddings.context_embeddings)
+        names = sorted(common)
+    dims: dict[str, int] = {}
+    for key in sorted(dict.fromkeys(names)):
+        lacking = [s.name for s in slides if key not in s.embeddings.context_embeddings]
+        if lacking:
+            more = f" and {len(lacking) - 5} more" if len(lacking) > 5 else ""
+            raise TrainingError(
+                f"context embeddings {key!r} missing for {len(lacking)} slide(s): {', '.join(lacking[:5])}{more}; "
+                "embed them with the same context encoder and scale"
+            )
+        found = {int(s.embeddings.context_embeddings[key].shape[1]) for s in slides}
+        if len(found) > 1:
+            raise TrainingError(f"context embeddings {key!r} have different dimensions across slides: {sorted(found)}")
+        dims[key] = found.pop()
+    return dims
+
+
+def available_contexts(
+    cohort: Cohort, *, cache_dir: str | os.PathLike, encoder: str | None = None
+) -> tuple[dict[str, int], int]:
+    """Which context embeddings the cohort's caches hold, from the stores' attributes only.
+
+    Returns
+    -------
+    (counts, n_cached)
+        ``counts[name]``: how many of the ``n_cached`` slides with a cache have it. The
+        names every cached slide has are those :func:`context_dims_of` takes by default.
+    """
+    from ..embedding.context import cached_contexts
+    from .datasets import find_cache
+
+    counts: dict[str, int] = {}
+    n_cached = 0
+    for row in cohort.rows:
+        path = find_cache(cache_dir, row, encoder=encoder)
+        if path is None:
+            continue
+        n_cached += 1
+        for key in cached_contexts(path):
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items())), n_cached
 
 
 def train_cohort(
