@@ -109,7 +109,8 @@ def run_slide(label: str, size: int, args: argparse.Namespace) -> dict[str, dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=60000, help="side of the large slide in px (default 60000)")
-    parser.add_argument("--small-size", type=int, default=4000, help="side of the small slide in px (default 4000)")
+    parser.add_argument("--small-size", type=int, default=4000,
+                        help="side of the small slide in px (default 4000, enlarged to hold the tissue block)")
     parser.add_argument("--tissue-cells", type=int, default=12,
                         help="tissue block side in 250 px cells (default 12: ~130 patches of 256 px)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -119,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.perf_counter()
     large = run_slide("large", args.size, args)
-    small = run_slide("small", args.small_size, args)
+    small = run_slide("small", max(args.small_size, (args.tissue_cells + 4) * CELL), args)  # holds the same tissue
     print(f"total {time.perf_counter() - t0:.0f} s")
     peaks = {f"{step}_{label}": rec[step]["rss_mib"] for label, rec in (("large", large), ("small", small))
              for step in ("embed", "predict")}
