@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from badinputs import SMALL_SVS, SlideFuzzer, make_valid_tiff
+from badinputs import SMALL_SVS, make_valid_tiff
+from slide_fuzzer import SlideFuzzer
 
 FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -141,7 +142,8 @@ def csv_bytes(draw):
     if kind == 0:
         return draw(st.binary(max_size=300))
     if kind <= 2:  # near-valid cohorts: some pass, some break one rule
-        text = "\n".join(["slide,label,patient,split", *draw(_ROWS), *draw(st.lists(st.lists(_CELLS, max_size=4).map(",".join), max_size=1))])
+        noise = draw(st.lists(st.lists(_CELLS, max_size=4).map(",".join), max_size=1))
+        text = "\n".join(["slide,label,patient,split", *draw(_ROWS), *noise])
     else:
         header = draw(st.sampled_from(["slide,label", "slide,label,patient,split", "label,slide", "slide", "Slide, Label"]))
         text = "\n".join([header, *draw(_LINES)])

@@ -173,7 +173,7 @@ def test_killed_training_leaves_the_previous_model_untouched(tmp_path):
 
 
 def test_a_half_written_temp_checkpoint_is_never_taken_for_the_model(tmp_path, capsys):
-    """What a kill during the save leaves (a temp file beside the model) is ignored, and the next save cleans nothing up wrongly."""
+    """What a kill during the save leaves (a temp file beside the model) is never taken for the model."""
     from napari_regional_mil.cli import main
     from napari_regional_mil.embedding import find_slide_cache
 

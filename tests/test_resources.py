@@ -20,7 +20,6 @@ import time
 import pytest
 
 from badinputs import save_model_for, tree_hashes, write_cohort_caches
-from napari_regional_mil.cli import main
 from test_bad_input_corpus import assert_one_error_line, run_cli
 
 SMALL_EMBED = ["--patch-size", "32", "--region-size", "4", "--batch-size", "64"]

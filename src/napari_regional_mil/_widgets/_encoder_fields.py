@@ -237,7 +237,9 @@ class ContextEncoderFields(QWidget):
 
     def remove_selected(self) -> None:
         """Remove the selected entries (the last one when none is selected)."""
-        rows = sorted({self.list.row(i) for i in self.list.selectedItems()}) or ([self.list.count() - 1] if self.list.count() else [])
+        rows = sorted({self.list.row(i) for i in self.list.selectedItems()})
+        if not rows and self.list.count():
+            rows = [self.list.count() - 1]
         for row in reversed(rows):
             item = self.list.takeItem(row)
             self._entries.pop(int(item.data(Qt.ItemDataRole.UserRole)), None)

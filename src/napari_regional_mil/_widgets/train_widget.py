@@ -6,6 +6,9 @@ or a CSV file; training is :func:`~napari_regional_mil.training.workflow.load_an
 preceded by :func:`~napari_regional_mil.training.crossval.cross_validate`; it runs through
 :func:`~napari_regional_mil._widgets._worker.start_job` (progress bar, Cancel). The
 checkpoint is written only when training finished, then handed to the Predict widget.
+Several scales: the context embeddings found in the cohort's caches are listed
+(:func:`~napari_regional_mil.training.workflow.available_contexts`), those every slide has
+checked, as the CLI takes them; the checked ones go to ``ModelOptions.contexts``.
 """
 
 from __future__ import annotations
