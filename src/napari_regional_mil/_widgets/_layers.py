@@ -34,11 +34,6 @@ from napari_regional_mil._widgets._grid_layers import (
 )
 from napari_regional_mil._widgets._slide_layers import (
     SLIDE_PATH_KEY,
-    _by_name,
-    _derived,
-    _derived_name,
-    _place,
-    _units,
     add_slide_layer,
     find_slide_layer,
     layer_mpp,
@@ -84,9 +79,6 @@ __all__ = [
     "prepare_tiling_layers",
     "show_tiling_layers",
 ]
-
-_private = (_by_name, _derived, _derived_name, _place, _units)  # re-exported for older callers
-
 
 @dataclass(frozen=True)
 class TilingLayers:

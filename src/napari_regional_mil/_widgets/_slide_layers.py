@@ -217,9 +217,12 @@ def _place(layer: Any, step: tuple[float, float], mpp: tuple[float, float] | Non
 
 
 def _as_units(units: Any) -> tuple[Any, ...]:
-    """``units`` as pint units (so they compare with a layer's)."""
-    from napari.utils.transforms._units import get_units_from_name
-
+    """``units`` as pint units (so they compare with a layer's); as given when napari's
+    (private) converter is not there, so the layer's units are then always set."""
+    try:
+        from napari.utils.transforms._units import get_units_from_name
+    except ImportError:
+        return tuple(units)
     return tuple(get_units_from_name(u) if isinstance(u, str) else u for u in units)
 
 
