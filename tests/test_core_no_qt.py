@@ -21,8 +21,13 @@ FORBIDDEN = ["qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui
 
 def test_core_imports_no_gui(testslides_dir):
     code = f"""
-import sys, importlib
-for name in {CORE!r}:
+import sys, importlib, pkgutil
+import napari_regional_mil as pkg
+NAPARI_SIDE = ("napari_regional_mil._widgets", "napari_regional_mil._reader", "napari_regional_mil._sample_data")
+core = [m.name for m in pkgutil.walk_packages(pkg.__path__, "napari_regional_mil.")
+        if not m.name.startswith(NAPARI_SIDE) and not m.name.endswith("__main__")]
+assert len(core) > 40, core
+for name in {CORE!r} + core:
     importlib.import_module(name)
 from napari_regional_mil.cli import build_parser
 build_parser()

@@ -38,8 +38,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from napari_regional_mil.errors import RegionalMilError
-from napari_regional_mil.heatmap import AttentionMaps, normalise
+from .errors import RegionalMilError
+from .heatmap import AttentionMaps, normalise
 
 __all__ = [
     "ExportError",

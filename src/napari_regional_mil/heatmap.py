@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_regional_mil.errors import CacheError
+from .errors import CacheError
 
 if TYPE_CHECKING:
-    from napari_regional_mil.embedding.types import SlideEmbeddings
-    from napari_regional_mil.training.prediction import SlidePrediction
+    from .embedding.types import SlideEmbeddings
+    from .training.prediction import SlidePrediction
 
 __all__ = [
     "NORMALISATIONS",

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_regional_mil.errors import TilingError
-from napari_regional_mil.geometry import grid_to_level0, patch_size_level0
+from .errors import TilingError
+from .geometry import grid_to_level0, patch_size_level0
 
 __all__ = ["TilingParams", "Tiling", "tile_slide", "validate_params", "tissue_fraction_grid"]
 

@@ -115,8 +115,8 @@ def _overview(slide, target_size: int) -> np.ndarray:
     try:
         return np.asarray(chosen.compute() if hasattr(chosen, "compute") else chosen)
     except Exception as exc:  # a corrupt tile: codecs raise their own types
-        from napari_regional_mil.errors import SlideError
-        from napari_regional_mil.slide._checks import one_line
+        from .errors import SlideError
+        from .slide._checks import one_line
 
         raise SlideError(f"{getattr(slide, 'path', 'slide')}: cannot read the overview for tissue detection "
                          f"({one_line(exc)})") from exc

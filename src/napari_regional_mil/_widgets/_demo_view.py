@@ -174,3 +174,10 @@ def save_screenshot(viewer: Any, path: str | Path, *, size: tuple[int, int] = (1
         time.sleep(0.02)
     viewer.screenshot(str(path), canvas_only=False, flash=False)
     return path
+
+
+def run_event_loop() -> None:
+    """Hand control to napari's event loop until the user closes the window."""
+    import napari
+
+    napari.run()

@@ -32,7 +32,7 @@ SUBCOMMANDS = (
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every available subcommand."""
-    from napari_regional_mil import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="napari-regional-mil",
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    from napari_regional_mil.errors import JobCancelled, RegionalMilError
+    from ..errors import JobCancelled, RegionalMilError
 
     try:
         return int(args.func(args) or 0)

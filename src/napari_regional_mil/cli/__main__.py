@@ -1,5 +1,5 @@
 import sys
 
-from napari_regional_mil.cli import main
+from . import main
 
 sys.exit(main())

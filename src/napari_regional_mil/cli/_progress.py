@@ -7,7 +7,7 @@ import time
 from collections.abc import Generator
 from typing import TextIO, TypeVar
 
-from napari_regional_mil.jobs import Progress
+from ..jobs import Progress
 
 __all__ = ["drive"]
 

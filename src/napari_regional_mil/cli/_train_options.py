@@ -96,7 +96,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _checked(build: Any) -> Any:
-    from napari_regional_mil.errors import TrainingError
+    from ..errors import TrainingError
 
     try:
         return build()
@@ -106,7 +106,7 @@ def _checked(build: Any) -> Any:
 
 def model_config_from_args(args: argparse.Namespace, *, input_dim: int, n_classes: int, context_dims: dict[str, int] | None = None):
     """A :class:`~napari_regional_mil.model.config.ModelConfig` from the parsed options."""
-    from napari_regional_mil.model.config import ModelConfig, SelectionConfig
+    from ..model.config import ModelConfig, SelectionConfig
 
     return _checked(
         lambda: ModelConfig(
@@ -133,7 +133,7 @@ def model_config_from_args(args: argparse.Namespace, *, input_dim: int, n_classe
 
 def train_config_from_args(args: argparse.Namespace):
     """A :class:`~napari_regional_mil.training.train.TrainConfig` from the parsed options."""
-    from napari_regional_mil.training.train import TrainConfig
+    from ..training.train import TrainConfig
 
     return _checked(
         lambda: TrainConfig(
@@ -161,9 +161,9 @@ def load_training_slides(args: argparse.Namespace):
     -------
     (cohort, slides)
     """
-    from napari_regional_mil.cli._progress import drive
-    from napari_regional_mil.training.cohort import read_cohort
-    from napari_regional_mil.training.datasets import (
+    from ..cli._progress import drive
+    from ..training.cohort import read_cohort
+    from ..training.datasets import (
         find_cache,
         find_feature_bag,
         load_cohort_embeddings,
@@ -192,15 +192,15 @@ def load_training_slides(args: argparse.Namespace):
     )
     embed = None
     if args.embed_missing:
-        from napari_regional_mil.embedding import embed_slide
-        from napari_regional_mil.tiling import TilingParams
+        from ..embedding import embed_slide
+        from ..tiling import TilingParams
 
         params = TilingParams(patch_size=args.patch_size, target_mpp=args.target_mpp, region_size=args.region_size)
 
         def embed(row):
             path = Path(row.slide) if Path(row.slide).is_file() else base / row.slide
             if not path.is_file():
-                from napari_regional_mil.errors import CohortError
+                from ..errors import CohortError
 
                 raise CohortError(f"{cohort.where(row)}: no cache for {row.slide!r} and no such slide file to embed")
             return embed_slide(path, cache_dir=args.cache, tiling_params=params, encoder=args.encoder or "builtin-he")

@@ -31,15 +31,15 @@ def run(args: argparse.Namespace) -> int:
     """Run ``crossval``."""
     import warnings
 
-    from napari_regional_mil.cli._progress import drive
-    from napari_regional_mil.cli._train_options import (
+    from ..cli._progress import drive
+    from ..cli._train_options import (
         load_training_slides,
         model_config_from_args,
         train_config_from_args,
     )
-    from napari_regional_mil.cli.cmd_train import _print_warning, context_dims_of
-    from napari_regional_mil.errors import TrainingError
-    from napari_regional_mil.training.crossval import cross_validate
+    from ..cli.cmd_train import _print_warning, context_dims_of
+    from ..errors import TrainingError
+    from ..training.crossval import cross_validate
 
     if args.out is not None and not args.out.parent.is_dir():
         raise TrainingError(f"{args.out}: folder {args.out.parent} does not exist")

@@ -67,7 +67,7 @@ def _rerun_under_xvfb(args: argparse.Namespace, xvfb: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``demo``."""
-    from napari_regional_mil.errors import TrainingError
+    from ..errors import TrainingError
 
     gui = not args.no_gui
     if gui and not _has_display() and not os.environ.get(UNDER_XVFB):
@@ -80,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
 
     from dataclasses import replace
 
-    from napari_regional_mil.cli._progress import drive
-    from napari_regional_mil.demo import FAST, DemoSettings, run_demo
-    from napari_regional_mil.tiling import TilingParams
+    from ..cli._progress import drive
+    from ..demo import FAST, DemoSettings, run_demo
+    from ..tiling import TilingParams
 
     try:
         settings = replace(FAST if args.quick else DemoSettings(), n_slides=args.slides if not args.quick else FAST.n_slides,
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     print("opening napari...", flush=True)
-    from napari_regional_mil._widgets._demo_view import save_screenshot, show_demo
+    from .._widgets._demo_view import run_event_loop, save_screenshot, show_demo
 
     tiling = TilingParams(patch_size=settings.patch_px, target_mpp=0.5, region_size=settings.region_size)
     shown = show_demo(result, tiling=tiling, settings=settings)
@@ -121,7 +121,5 @@ def run(args: argparse.Namespace) -> int:
     if headless:
         viewer.close()
         return 0
-    import napari
-
-    napari.run()
+    run_event_loop()
     return 0

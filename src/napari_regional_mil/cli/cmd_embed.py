@@ -47,12 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``embed``; 0 when every slide is cached, 1 when some failed."""
-    from napari_regional_mil.cli._progress import drive
-    from napari_regional_mil.embedding.cluster import embed_on_cluster
-    from napari_regional_mil.embedding.cache import check_writable
-    from napari_regional_mil.encoders import load_encoder
-    from napari_regional_mil.errors import TilingError
-    from napari_regional_mil.tiling import TilingParams
+    from ..cli._progress import drive
+    from ..embedding.cluster import embed_on_cluster
+    from ..embedding.cache import check_writable
+    from ..encoders import load_encoder
+    from ..errors import TilingError
+    from ..tiling import TilingParams
 
     if args.patch_size < 8 or args.region_size < 1 or not args.target_mpp > 0 or args.batch_size < 1:
         raise TilingError("--patch-size must be >= 8, --region-size >= 1, --target-mpp > 0, --batch-size >= 1")
@@ -95,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _embed_local(path: Path, encoder: object, common: dict) -> object:
     """One slide in this process with a progress bar; failures become a failed summary."""
-    from napari_regional_mil.cli._progress import drive
-    from napari_regional_mil.embedding.cluster import SlideSummary, summary_line
-    from napari_regional_mil.embedding.pipeline import embed_slide
-    from napari_regional_mil.errors import RegionalMilError
+    from ..cli._progress import drive
+    from ..embedding.cluster import SlideSummary, summary_line
+    from ..embedding.pipeline import embed_slide
+    from ..errors import RegionalMilError
 
     try:
         result = drive(embed_slide(path, encoder=encoder, **common))
@@ -112,9 +112,9 @@ def _add_contexts(args: argparse.Namespace, summaries: list) -> list:
     """Context embeddings (several scales) for every cached slide; a failure fails its slide."""
     from dataclasses import replace
 
-    from napari_regional_mil.cli._progress import drive
-    from napari_regional_mil.embedding.context import context_requests, describe_context, embed_contexts
-    from napari_regional_mil.errors import RegionalMilError
+    from ..cli._progress import drive
+    from ..embedding.context import context_requests, describe_context, embed_contexts
+    from ..errors import RegionalMilError
 
     contexts = context_requests(args.context_encoder, args.context_scale, device=args.device)  # each loaded once
     out = []

@@ -25,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``export-h5``; 1 when some slides could not be exported."""
-    from napari_regional_mil.embedding.h5io import export_h5
-    from napari_regional_mil.embedding.lookup import find_slide_cache, load_slide_embeddings
-    from napari_regional_mil.errors import CacheError, RegionalMilError
+    from ..embedding.h5io import export_h5
+    from ..embedding.lookup import find_slide_cache, load_slide_embeddings
+    from ..errors import CacheError, RegionalMilError
 
     args.out.mkdir(parents=True, exist_ok=True)
     failed = []

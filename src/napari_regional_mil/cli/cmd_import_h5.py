@@ -31,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
     import hashlib
     import json
 
-    from napari_regional_mil.embedding.cache import FORMAT_VERSION, slide_identity
-    from napari_regional_mil.embedding.h5io import import_h5
-    from napari_regional_mil.embedding.lookup import write_slide_embeddings
-    from napari_regional_mil.errors import RegionalMilError
+    from ..embedding.cache import FORMAT_VERSION, slide_identity
+    from ..embedding.h5io import import_h5
+    from ..embedding.lookup import write_slide_embeddings
+    from ..errors import RegionalMilError
 
     failed = []
     for path in args.files:

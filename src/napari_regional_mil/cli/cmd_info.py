@@ -32,10 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _tiling_summary(slide: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from napari_regional_mil.errors import RegionalMilError
-    from napari_regional_mil.geometry import patch_size_level0
-    from napari_regional_mil.tiling import TilingParams, tile_slide
-    from napari_regional_mil.tissue import detect_tissue
+    from ..errors import RegionalMilError
+    from ..geometry import patch_size_level0
+    from ..tiling import TilingParams, tile_slide
+    from ..tissue import detect_tissue
 
     params = TilingParams(
         patch_size=args.patch_size, target_mpp=args.target_mpp, region_size=args.region_size,
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``info``."""
     import json
 
-    from napari_regional_mil.slide import open_slide
+    from ..slide import open_slide
 
     with open_slide(args.slide, mpp=args.mpp) as slide:
         info = slide.info.to_dict()

@@ -33,15 +33,15 @@ def run(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from napari_regional_mil.cli._progress import drive
-    from napari_regional_mil.errors import CacheError
-    from napari_regional_mil.model.checkpoint import load_checkpoint
-    from napari_regional_mil.training.cohort import CohortRow
-    from napari_regional_mil.training.datasets import find_cache, find_feature_bag, read_feature_bag
-    from napari_regional_mil.training.predict import attention_path, predict_slide, write_attention
+    from ..cli._progress import drive
+    from ..errors import CacheError
+    from ..model.checkpoint import load_checkpoint
+    from ..training.cohort import CohortRow
+    from ..training.datasets import find_cache, find_feature_bag, read_feature_bag
+    from ..training.predict import attention_path, predict_slide, write_attention
 
     if args.out is not None and not args.out.parent.is_dir():  # before any work
-        from napari_regional_mil.errors import TrainingError
+        from ..errors import TrainingError
 
         raise TrainingError(f"{args.out}: folder {args.out.parent} does not exist")
     checkpoint = load_checkpoint(args.model)
@@ -61,13 +61,13 @@ def run(args: argparse.Namespace) -> int:
         sources.append(found)
 
     def job():
-        from napari_regional_mil.jobs import Progress
+        from ..jobs import Progress
 
         out = []
         for i, (row, source) in enumerate(zip(rows, sources)):
             yield Progress("predict", i, len(rows), row.name)
             if args.cache is not None:
-                from napari_regional_mil.embedding.lookup import load_slide_embeddings
+                from ..embedding.lookup import load_slide_embeddings
 
                 embeddings = load_slide_embeddings(source)
             else:
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(buffer.getvalue())
     else:
-        from napari_regional_mil.synth.cohort import _write_text_atomic
+        from ..synth.cohort import _write_text_atomic
 
         _write_text_atomic(args.out, buffer.getvalue())
         print(f"wrote {args.out} ({len(predictions)} slides)")

@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`AutoencoderConfig` or :class:`MilPretrainConfig` of the parsed options."""
-    from napari_regional_mil.errors import TrainingError
-    from napari_regional_mil.pretrain import AutoencoderConfig, HandoverConfig, MilPretrainConfig
+    from ..errors import TrainingError
+    from ..pretrain import AutoencoderConfig, HandoverConfig, MilPretrainConfig
 
     if args.method == "handover":
         changes = {"epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed, "patches_per_slide": args.patches,
@@ -71,9 +71,9 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pretrain``."""
-    from napari_regional_mil.cli._progress import drive
-    from napari_regional_mil.errors import CohortError, EncoderError
-    from napari_regional_mil.pretrain import fine_tune_handover, train_autoencoder, train_mil_encoder
+    from ..cli._progress import drive
+    from ..errors import CohortError, EncoderError
+    from ..pretrain import fine_tune_handover, train_autoencoder, train_mil_encoder
 
     config = config_from_args(args)
     slides = args.slides[0] if len(args.slides) == 1 else args.slides

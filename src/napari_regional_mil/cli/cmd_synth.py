@@ -39,9 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``synth``."""
-    from napari_regional_mil.cli._progress import drive
-    from napari_regional_mil.errors import SlideError
-    from napari_regional_mil.synth.cohort import write_synthetic_cohort
+    from ..cli._progress import drive
+    from ..errors import SlideError
+    from ..synth.cohort import write_synthetic_cohort
 
     if args.slides < 2:
         raise SlideError(f"{args.out_dir}: need at least 2 slides (one per class), got {args.slides}")

@@ -34,7 +34,7 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
 def context_dims_of(slides) -> dict[str, int]:
     """Context embeddings (several scales) that every slide has: the core's
     :func:`~napari_regional_mil.training.workflow.context_dims_of`, shared with the Train widget."""
-    from napari_regional_mil.training.workflow import context_dims_of as common_context_dims
+    from ..training.workflow import context_dims_of as common_context_dims
 
     return common_context_dims(slides)
 
@@ -43,14 +43,14 @@ def run(args: argparse.Namespace) -> int:
     """Run ``train``."""
     import warnings
 
-    from napari_regional_mil.cli._progress import drive
-    from napari_regional_mil.cli._train_options import (
+    from ..cli._progress import drive
+    from ..cli._train_options import (
         load_training_slides,
         model_config_from_args,
         train_config_from_args,
     )
-    from napari_regional_mil.errors import CheckpointError
-    from napari_regional_mil.training.workflow import train_cohort
+    from ..errors import CheckpointError
+    from ..training.workflow import train_cohort
 
     if not args.out.parent.is_dir():
         raise CheckpointError(f"{args.out}: folder {args.out.parent} does not exist")

@@ -2,13 +2,13 @@
 
 The API other parts use::
 
-    from napari_regional_mil.embedding import embed_slide, find_slide_cache, load_slide_embeddings
+    from ..embedding import embed_slide, find_slide_cache, load_slide_embeddings
     result = run_job(embed_slide("slide.svs", cache_dir="cache"))       # or drive / thread_worker
     emb = load_slide_embeddings(find_slide_cache("cache", "slide"))      # SlideEmbeddings
 """
 
-from napari_regional_mil.embedding.cache import FORMAT_VERSION, cache_key, pool_regions
-from napari_regional_mil.embedding.lookup import (
+from ..embedding.cache import FORMAT_VERSION, cache_key, pool_regions
+from ..embedding.lookup import (
     CacheInfo,
     cache_status,
     find_slide_cache,
@@ -16,8 +16,8 @@ from napari_regional_mil.embedding.lookup import (
     load_slide_embeddings,
     write_slide_embeddings,
 )
-from napari_regional_mil.embedding.pipeline import EmbedResult, embed_slide
-from napari_regional_mil.embedding.types import SlideEmbeddings
+from ..embedding.pipeline import EmbedResult, embed_slide
+from ..embedding.types import SlideEmbeddings
 
 __all__ = [
     "FORMAT_VERSION",

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from napari_regional_mil.errors import CacheError
+from ..errors import CacheError
 
 __all__ = [
     "FORMAT_VERSION",

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from napari_regional_mil.jobs import Progress
-from napari_regional_mil.tiling import TilingParams
+from ..jobs import Progress
+from ..tiling import TilingParams
 
 __all__ = ["SlideSummary", "embed_one", "embed_on_cluster"]
 
@@ -41,9 +41,9 @@ class SlideSummary:
 
 def embed_one(slide_path: str | Path, *, torch_threads: int | None = None, **embed_kwargs: Any) -> SlideSummary:
     """Embed one slide to completion and summarise; errors become a failed summary."""
-    from napari_regional_mil.embedding.pipeline import embed_slide
-    from napari_regional_mil.errors import RegionalMilError
-    from napari_regional_mil.jobs import run_job
+    from ..embedding.pipeline import embed_slide
+    from ..errors import RegionalMilError
+    from ..jobs import run_job
 
     t0 = time.perf_counter()
     name = Path(slide_path).stem
@@ -128,7 +128,7 @@ def embed_on_cluster(
     """
     from distributed import Client, LocalCluster, as_completed
 
-    from napari_regional_mil.embedding.cache import check_writable
+    from ..embedding.cache import check_writable
 
     check_writable(cache_dir)
     cluster = None

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from napari_regional_mil.errors import CacheError
-from napari_regional_mil.jobs import Progress
+from ..errors import CacheError
+from ..jobs import Progress
 
 __all__ = [
     "ContextResult",
@@ -107,7 +107,7 @@ def read_context_embeddings(group: Any, attrs: dict[str, Any]) -> dict[str, np.n
 
 def cached_contexts(cache_path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """The context embeddings a store lists (name -> record: encoder, scale, dimension), read from its attributes only."""
-    from napari_regional_mil.embedding.lookup import _attrs
+    from ..embedding.lookup import _attrs
 
     path = Path(cache_path)
     listed = dict((_attrs(path) or {}).get("context", {}))
@@ -139,7 +139,7 @@ def context_requests(
     EncoderError
         An encoder that cannot be loaded.
     """
-    from napari_regional_mil.embedding.pipeline import _resolve_encoder
+    from ..embedding.pipeline import _resolve_encoder
 
     scales = [float(s) for s in scales] or [DEFAULT_CONTEXT_SCALE]
     bad = [s for s in scales if not s > 0]
@@ -214,11 +214,11 @@ def embed_context(
     SlideError
         The slide it was made from cannot be read.
     """
-    from napari_regional_mil.embedding.cache import PARTIAL_SUFFIX
-    from napari_regional_mil.embedding.lookup import _attrs
-    from napari_regional_mil.embedding.pipeline import _resolve_encoder
-    from napari_regional_mil.embedding.reader import PatchReader, plan_reads
-    from napari_regional_mil.slide import open_slide
+    from ..embedding.cache import PARTIAL_SUFFIX
+    from ..embedding.lookup import _attrs
+    from ..embedding.pipeline import _resolve_encoder
+    from ..embedding.reader import PatchReader, plan_reads
+    from ..slide import open_slide
 
     started = time.perf_counter()
     path = Path(cache_path)

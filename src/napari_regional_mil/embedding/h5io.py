@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_regional_mil.embedding.types import SlideEmbeddings
-from napari_regional_mil.errors import CacheError
+from ..embedding.types import SlideEmbeddings
+from ..errors import CacheError
 
 __all__ = ["export_h5", "import_h5", "regions_from_grid"]
 
@@ -210,7 +210,7 @@ def import_h5(
         return SlideEmbeddings(slide_name=name, features=features, coords_px=coords, tissue_fraction=tissue, meta=meta)
     k = int(meta.get("region_size", region_size))
     region_index, region_xy = regions_from_grid(grid_xy, k)
-    from napari_regional_mil.embedding.cache import pool_regions
+    from ..embedding.cache import pool_regions
 
     mean, peak = pool_regions(features, region_index, len(region_xy))
     meta.update({"patch_size_level0": side, "region_size": k})

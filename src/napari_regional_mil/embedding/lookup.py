@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import zarr
 
-from napari_regional_mil.embedding.cache import FORMAT_VERSION, PARTIAL_SUFFIX, CacheWriter, check_writable, store_path
-from napari_regional_mil.embedding.context import read_context_embeddings
-from napari_regional_mil.embedding.types import SlideEmbeddings
-from napari_regional_mil.errors import CacheError
+from ..embedding.cache import FORMAT_VERSION, PARTIAL_SUFFIX, CacheWriter, check_writable, store_path
+from ..embedding.context import read_context_embeddings
+from ..embedding.types import SlideEmbeddings
+from ..errors import CacheError
 
 __all__ = ["CacheInfo", "list_caches", "find_slide_cache", "load_slide_embeddings", "write_slide_embeddings", "cache_status"]
 
@@ -211,7 +211,7 @@ def cache_status(
     tissue_mask: Any = None,
 ) -> str:
     """``"complete"``, ``"partial"`` or ``"missing"``: the state of this (slide, tiling, encoder) store."""
-    from napari_regional_mil.embedding.pipeline import resolve_store
+    from ..embedding.pipeline import resolve_store
 
     final = resolve_store(cache_dir, slide_path, tiling_params=tiling_params, encoder=encoder, mpp=mpp, tissue_mask=tissue_mask)[0]
     if final.exists() and (_attrs(final) or {}).get("complete"):

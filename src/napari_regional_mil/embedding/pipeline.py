@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_regional_mil.embedding.cache import (
+from ..embedding.cache import (
     CHUNK_ROWS,
     FORMAT_VERSION,
     CacheWriter,
@@ -27,10 +27,10 @@ from napari_regional_mil.embedding.cache import (
     check_writable,
     store_path,
 )
-from napari_regional_mil.embedding.reader import PatchReader, plan_reads
-from napari_regional_mil.errors import TilingError
-from napari_regional_mil.jobs import Progress
-from napari_regional_mil.tiling import TilingParams
+from ..embedding.reader import PatchReader, plan_reads
+from ..errors import TilingError
+from ..jobs import Progress
+from ..tiling import TilingParams
 
 __all__ = ["EmbedResult", "embed_slide", "resolve_store"]
 
@@ -84,7 +84,7 @@ def _mask_hash(mask: Any) -> str | None:
 
 
 def _resolve_encoder(encoder: Any, device: str, options: dict[str, Any] | None) -> Any:
-    from napari_regional_mil.encoders import FrozenEncoder, load_encoder
+    from ..encoders import FrozenEncoder, load_encoder
 
     if isinstance(encoder, FrozenEncoder):
         return encoder
@@ -103,7 +103,7 @@ def resolve_store(
     encoder_options: dict[str, Any] | None = None,
 ) -> tuple[Path, str, Any]:
     """The final store path, cache key and encoder of a (slide, tiling, encoder)."""
-    from napari_regional_mil.slide import open_slide
+    from ..slide import open_slide
 
     params = tiling_params or TilingParams()
     enc = _resolve_encoder(encoder, device, encoder_options)
@@ -120,7 +120,7 @@ def _versions() -> dict[str, str]:
     import torch
     import zarr
 
-    from napari_regional_mil import __version__
+    from .. import __version__
 
     return {"napari_regional_mil": __version__, "torch": torch.__version__, "zarr": zarr.__version__, "numpy": np.__version__}
 
@@ -188,7 +188,7 @@ def embed_slide(
         Unreadable slide, no tissue patches or a slide smaller than one patch, bad
         encoder, unwritable cache directory. Nothing incomplete is ever marked complete.
     """
-    from napari_regional_mil.slide import open_slide
+    from ..slide import open_slide
 
     t_start = time.perf_counter()
     params = tiling_params or TilingParams()
@@ -203,7 +203,7 @@ def embed_slide(
         )
         final = store_path(cache_dir, name, key)
         if (final / "zarr.json").exists():
-            from napari_regional_mil.embedding.lookup import _info
+            from ..embedding.lookup import _info
 
             info = _info(final)
             if info is not None and info.complete:
@@ -265,7 +265,7 @@ def embed_slide(
 
 
 def _tile(slide: Any, params: TilingParams, tissue_mask: Any, slide_path: Path) -> Any:
-    from napari_regional_mil.tiling import tile_slide
+    from ..tiling import tile_slide
 
     width, height = slide.dimensions
     side = params.patch_size * params.target_mpp / slide.mpp
@@ -275,7 +275,7 @@ def _tile(slide: Any, params: TilingParams, tissue_mask: Any, slide_path: Path) 
             f"({side:.0f} px at level 0 for {params.patch_size} px at {params.target_mpp} um/px)"
         )
     if tissue_mask is None:
-        from napari_regional_mil.tissue import detect_tissue
+        from ..tissue import detect_tissue
 
         tissue_mask = detect_tissue(slide)
     tiling = tile_slide(slide, tissue_mask, params)
@@ -288,6 +288,6 @@ def _tile(slide: Any, params: TilingParams, tissue_mask: Any, slide_path: Path) 
 
 
 def _n_regions(path: Path) -> int:
-    from napari_regional_mil.embedding.lookup import _attrs
+    from ..embedding.lookup import _attrs
 
     return int((_attrs(path) or {}).get("n_regions", 0))

@@ -5,10 +5,10 @@
 >>> enc.embed(patches_uint8_nhwc).shape        # (N, enc.spec.embedding_dim)
 """
 
-from napari_regional_mil.encoders.files import load_state_dict_file, register_architecture, save_encoder
-from napari_regional_mil.encoders.registry import DEFAULT_ENCODER, list_encoders, load_encoder, register_encoder
-from napari_regional_mil.encoders.spec import EncoderSpec, FrozenEncoder, hash_file, hash_state_dict
-from napari_regional_mil.encoders.timm_models import KNOWN_ENCODERS, KnownEncoder
+from ..encoders.files import load_state_dict_file, register_architecture, save_encoder
+from ..encoders.registry import DEFAULT_ENCODER, list_encoders, load_encoder, register_encoder
+from ..encoders.spec import EncoderSpec, FrozenEncoder, hash_file, hash_state_dict
+from ..encoders.timm_models import KNOWN_ENCODERS, KnownEncoder
 
 __all__ = [
     "DEFAULT_ENCODER",

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_regional_mil.encoders.spec import EncoderSpec, FrozenEncoder, hash_state_dict
+from ..encoders.spec import EncoderSpec, FrozenEncoder, hash_state_dict
 
 __all__ = ["BuiltinHE", "builtin_he", "BUILTIN_NAME", "N_FEATURES"]
 

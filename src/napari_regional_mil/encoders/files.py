@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from napari_regional_mil.encoders.spec import EncoderSpec, FrozenEncoder, hash_file, hash_state_dict, write_json_atomic
-from napari_regional_mil.errors import EncoderError
+from ..encoders.spec import EncoderSpec, FrozenEncoder, hash_file, hash_state_dict, write_json_atomic
+from ..errors import EncoderError
 
 __all__ = [
     "TORCHSCRIPT_SUFFIXES",

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from napari_regional_mil.encoders.builtin import BUILTIN_NAME, builtin_he
-from napari_regional_mil.encoders.files import (
+from ..encoders.builtin import BUILTIN_NAME, builtin_he
+from ..encoders.files import (
     TORCHSCRIPT_SUFFIXES,
     load_saved_encoder,
     load_state_dict_file,
@@ -22,10 +22,10 @@ from napari_regional_mil.encoders.files import (
     load_weights_into,
     register_architecture,
 )
-from napari_regional_mil.encoders.resnet import ResNet50, resnet50
-from napari_regional_mil.encoders.spec import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, FrozenEncoder, hash_file, hash_state_dict
-from napari_regional_mil.encoders.timm_models import KNOWN_ENCODERS, load_known, load_timm
-from napari_regional_mil.errors import EncoderError
+from ..encoders.resnet import ResNet50, resnet50
+from ..encoders.spec import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, FrozenEncoder, hash_file, hash_state_dict
+from ..encoders.timm_models import KNOWN_ENCODERS, load_known, load_timm
+from ..errors import EncoderError
 
 __all__ = ["DEFAULT_ENCODER", "register_encoder", "list_encoders", "load_encoder"]
 
@@ -151,7 +151,7 @@ register_architecture("resnet50", lambda layers=3: ResNet50(layers=layers))
 
 def _pretrained_patch_cnn(**arch_kwargs: Any) -> Any:
     """Encoders trained by the tool (``pretrain/``): built lazily, no import cycle."""
-    from napari_regional_mil.pretrain.networks import PatchCNN
+    from ..pretrain.networks import PatchCNN
 
     return PatchCNN(**arch_kwargs)
 

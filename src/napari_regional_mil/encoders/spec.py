@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_regional_mil.errors import EncoderError
+from ..errors import EncoderError
 
 __all__ = ["EncoderSpec", "FrozenEncoder", "hash_state_dict", "hash_file", "IMAGENET_MEAN", "IMAGENET_STD"]
 

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from napari_regional_mil.encoders.files import load_state_dict_file, load_weights_into
-from napari_regional_mil.encoders.spec import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, FrozenEncoder, hash_file
-from napari_regional_mil.errors import EncoderError
+from ..encoders.files import load_state_dict_file, load_weights_into
+from ..encoders.spec import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, FrozenEncoder, hash_file
+from ..errors import EncoderError
 
 __all__ = ["KnownEncoder", "KNOWN_ENCODERS", "load_timm", "load_known"]
 
@@ -174,7 +174,7 @@ def load_timm(
         load_weights_into(model, load_state_dict_file(weights), path=weights, strip_prefixes=strip_prefixes)
         weights_hash = hash_file(weights)
     else:
-        from napari_regional_mil.encoders.spec import hash_state_dict
+        from ..encoders.spec import hash_state_dict
 
         weights_hash = hash_state_dict(model)
     if pooling == "cls+mean":

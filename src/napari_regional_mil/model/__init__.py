@@ -2,7 +2,7 @@
 
 ::
 
-    from napari_regional_mil.model import ModelConfig, SelectionConfig, load_checkpoint
+    from ..model import ModelConfig, SelectionConfig, load_checkpoint
     config = ModelConfig(input_dim=emb.embedding_dim, model_type="regional")
     checkpoint = load_checkpoint("model.safetensors")   # CheckpointError when foreign/corrupt
     checkpoint.check_compatible(emb)                     # CheckpointError: other encoder/tiling

@@ -6,10 +6,10 @@
 >>> load_encoder("my_encoder.safetensors")            # everywhere an encoder is accepted
 """
 
-from napari_regional_mil.pretrain.autoencoder import AutoencoderConfig, ReconstructionPreview, train_autoencoder
-from napari_regional_mil.pretrain.handover import HandoverConfig, HandoverResult, fine_tune_handover
-from napari_regional_mil.pretrain.mil import AttentionMilPretrainer, MilPretrainConfig, train_mil_encoder
-from napari_regional_mil.pretrain.networks import (
+from ..pretrain.autoencoder import AutoencoderConfig, ReconstructionPreview, train_autoencoder
+from ..pretrain.handover import HandoverConfig, HandoverResult, fine_tune_handover
+from ..pretrain.mil import AttentionMilPretrainer, MilPretrainConfig, train_mil_encoder
+from ..pretrain.networks import (
     ARCHITECTURE,
     PatchCNN,
     PatchDecoder,
@@ -17,7 +17,7 @@ from napari_regional_mil.pretrain.networks import (
     register_pretrained_encoder,
     save_pretrained_encoder,
 )
-from napari_regional_mil.pretrain.sampling import PatchSample, augment, list_slides, sample_patches
+from ..pretrain.sampling import PatchSample, augment, list_slides, sample_patches
 
 __all__ = [
     "ARCHITECTURE",

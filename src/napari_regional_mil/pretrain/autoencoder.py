@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_regional_mil.errors import TrainingError
-from napari_regional_mil.jobs import Progress
-from napari_regional_mil.pretrain.networks import (
+from ..errors import TrainingError
+from ..jobs import Progress
+from ..pretrain.networks import (
     PatchCNN,
     PatchDecoder,
     PretrainResult,
@@ -35,7 +35,7 @@ from napari_regional_mil.pretrain.networks import (
     register_pretrained_encoder,
     save_pretrained_encoder,
 )
-from napari_regional_mil.pretrain.sampling import augment, channel_statistics, sample_patches
+from ..pretrain.sampling import augment, channel_statistics, sample_patches
 
 __all__ = ["AutoencoderConfig", "ReconstructionPreview", "train_autoencoder"]
 

@@ -25,20 +25,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_regional_mil.errors import EncoderError, TrainingError
-from napari_regional_mil.jobs import Progress
-from napari_regional_mil.model.config import ModelConfig
-from napari_regional_mil.model.first_model import Bag, FirstModel
-from napari_regional_mil.model.layers import segment_mean
-from napari_regional_mil.pretrain.mil import read_labelled_slides
-from napari_regional_mil.pretrain.networks import (
+from ..errors import EncoderError, TrainingError
+from ..jobs import Progress
+from ..model.config import ModelConfig
+from ..model.first_model import Bag, FirstModel
+from ..model.layers import segment_mean
+from ..pretrain.mil import read_labelled_slides
+from ..pretrain.networks import (
     PatchCNN,
     PretrainResult,
     check_encoder_path,
     register_pretrained_encoder,
     save_pretrained_encoder,
 )
-from napari_regional_mil.pretrain.sampling import augment, sample_patches
+from ..pretrain.sampling import augment, sample_patches
 
 __all__ = ["HandoverConfig", "HandoverResult", "fine_tune_handover"]
 
@@ -140,7 +140,7 @@ def fine_tune_handover(
     CohortError, TrainingError
         Invalid labels, one class only, too few tissue patches.
     """
-    from napari_regional_mil.encoders import load_encoder
+    from ..encoders import load_encoder
 
     started = time.perf_counter()
     out = check_encoder_path(out)

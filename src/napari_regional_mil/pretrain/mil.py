@@ -22,17 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from napari_regional_mil.errors import TrainingError
-from napari_regional_mil.jobs import Progress
-from napari_regional_mil.model.layers import GatedAttention
-from napari_regional_mil.pretrain.networks import (
+from ..errors import TrainingError
+from ..jobs import Progress
+from ..model.layers import GatedAttention
+from ..pretrain.networks import (
     PatchCNN,
     PretrainResult,
     check_encoder_path,
     register_pretrained_encoder,
     save_pretrained_encoder,
 )
-from napari_regional_mil.pretrain.sampling import augment, channel_statistics, list_slides, sample_patches
+from ..pretrain.sampling import augment, channel_statistics, list_slides, sample_patches
 
 __all__ = ["MilPretrainConfig", "AttentionMilPretrainer", "read_labelled_slides", "train_mil_encoder"]
 
@@ -150,7 +150,7 @@ def read_labelled_slides(
     CohortError
         Invalid CSV (one class, unknown label, ...) or a row whose slide is not among ``slides``.
     """
-    from napari_regional_mil.training.cohort import read_cohort, slide_key
+    from ..training.cohort import read_cohort, slide_key
 
     files = {slide_key(p.name): p for p in list_slides(slides)}
     cohort = read_cohort(

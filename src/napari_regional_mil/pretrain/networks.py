@@ -24,8 +24,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from napari_regional_mil.encoders import EncoderSpec, FrozenEncoder, load_encoder, register_encoder, save_encoder
-from napari_regional_mil.errors import EncoderError
+from ..encoders import EncoderSpec, FrozenEncoder, load_encoder, register_encoder, save_encoder
+from ..errors import EncoderError
 
 __all__ = [
     "ARCHITECTURE",
@@ -288,7 +288,7 @@ def register_pretrained_encoder(path: str | os.PathLike) -> str | None:
     The Embed widget and ``load_encoder(name)`` then offer it. A name taken by another
     kind of encoder (e.g. ``builtin-he``) is left alone and ``None`` is returned.
     """
-    from napari_regional_mil.encoders import list_encoders
+    from ..encoders import list_encoders
 
     path = Path(path).resolve()
     name = encoder_name(path)

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_regional_mil.errors import TilingError, TrainingError
-from napari_regional_mil.jobs import Progress
+from ..errors import TilingError, TrainingError
+from ..jobs import Progress
 
 __all__ = ["PatchSample", "sample_patches", "augment", "channel_statistics", "SLIDE_SUFFIXES", "list_slides"]
 
@@ -144,10 +144,10 @@ def sample_patches(
     SlideError
         A slide cannot be opened or read.
     """
-    from napari_regional_mil.embedding.reader import PatchReader, plan_reads
-    from napari_regional_mil.slide import open_slide
-    from napari_regional_mil.tiling import TilingParams, tile_slide
-    from napari_regional_mil.tissue import detect_tissue
+    from ..embedding.reader import PatchReader, plan_reads
+    from ..slide import open_slide
+    from ..tiling import TilingParams, tile_slide
+    from ..tissue import detect_tissue
 
     paths = list_slides(slides)
     params = TilingParams(patch_size=patch_size, target_mpp=mpp, region_size=region_size, tissue_threshold=tissue_threshold)
@@ -218,7 +218,7 @@ def _share(counts: np.ndarray, budget: int) -> np.ndarray:
 
 #: Ruifrok & Johnston stain matrix (rows: haematoxylin, eosin, DAB), shared with ``builtin-he``.
 def _rgb_from_hed() -> torch.Tensor:
-    from napari_regional_mil.encoders.builtin import _RGB_FROM_HED
+    from ..encoders.builtin import _RGB_FROM_HED
 
     m = np.asarray(_RGB_FROM_HED, dtype=np.float64)
     return torch.from_numpy((m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32))

@@ -6,7 +6,7 @@
 ...     patch = slide.read_region((0, 0), 0, (256, 256))          # thread-safe
 """
 
-from napari_regional_mil.slide.core import DISPLAY_MIN_SIZE, Slide, open_slide
-from napari_regional_mil.slide.info import MPP_RANGE, SlideInfo
+from ..slide.core import DISPLAY_MIN_SIZE, Slide, open_slide
+from ..slide.info import MPP_RANGE, SlideInfo
 
 __all__ = ["open_slide", "Slide", "SlideInfo", "DISPLAY_MIN_SIZE", "MPP_RANGE"]

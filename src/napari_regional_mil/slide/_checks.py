@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_regional_mil.errors import SlideError
+from ..errors import SlideError
 
 __all__ = ["check_file", "diagnose_open_failure", "check_levels", "check_data_extent", "check_decodes",
            "check_user_mpp", "one_line", "quiet_tifffile"]

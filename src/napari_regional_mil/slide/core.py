@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from napari_regional_mil.errors import SlideError
-from napari_regional_mil.slide import _checks
-from napari_regional_mil.slide.info import SlideInfo, pick_properties, slide_mpp_from_properties
-from napari_regional_mil.slide.pyramid import build_pyramid, native_level, zarr_levels
+from ..errors import SlideError
+from ..slide import _checks
+from ..slide.info import SlideInfo, pick_properties, slide_mpp_from_properties
+from ..slide.pyramid import build_pyramid, native_level, zarr_levels
 
 __all__ = ["Slide", "open_slide", "DISPLAY_MIN_SIZE"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_regional_mil.synth.textures import texture_bank
+from ..synth.textures import texture_bank
 
 __all__ = ["render_patch_types", "pyramid_shapes", "write_synthetic_slide"]
 
@@ -27,7 +27,7 @@ def _check_types(patch_types: np.ndarray) -> np.ndarray:
         raise ValueError(f"patch_types must be a non-empty 2-D array, got shape {types.shape}")
     if not np.issubdtype(types.dtype, np.integer):
         raise ValueError(f"patch_types must be integers, got {types.dtype}")
-    from napari_regional_mil.synth.textures import TISSUE_TYPES
+    from ..synth.textures import TISSUE_TYPES
 
     if types.min() < -1 or types.max() >= len(TISSUE_TYPES):
         raise ValueError(f"patch_types must lie in -1..{len(TISSUE_TYPES) - 1}")

@@ -3,7 +3,7 @@ cross-validation, metrics, prediction.
 
 ::
 
-    from napari_regional_mil.training import (
+    from ..training import (
         read_cohort, load_cohort_embeddings, train_model, TrainConfig, predict_slide)
     cohort = read_cohort("labels.csv")
     slides = run_job(load_cohort_embeddings(cohort, cache_dir="cache"))
