@@ -58,16 +58,22 @@ __all__ = ["JobHandle", "start_job", "running_job", "cancel_all", "notify_error"
 
 logger = logging.getLogger(__name__)
 
-#: The running job of each kind (a job removes itself when its thread returned).
+#: The running job of each kind (a job removes itself when its result is delivered).
 _RUNNING: dict[str, JobHandle] = {}
 
 
 def running_job(kind: str) -> JobHandle | None:
-    """The job of ``kind`` whose thread is still running, or ``None``."""
+    """The job of ``kind`` that is running or whose result is not delivered yet, or ``None``.
+
+    A job counts as running until its result callbacks have run on the GUI thread (its
+    thread may have returned a moment earlier), so "no job running" means its layers and
+    files are in place.
+    """
     handle = _RUNNING.get(kind)
-    if handle is not None and not handle.running:
-        return None
-    return handle
+    if handle is None or handle.running:
+        return handle
+    # the thread returned: pending until its result is delivered, unless nobody waits for it
+    return None if handle.cancel_requested or handle._detached else handle
 
 
 def cancel_all(*, wait: bool = True, timeout: float = CLOSE_WAIT_S) -> None:
