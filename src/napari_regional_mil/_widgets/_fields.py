@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import Signal
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
@@ -12,13 +12,15 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
 
 from napari_regional_mil.tiling import TilingParams
 
-__all__ = ["TilingFields", "PathPicker", "WARNING_STYLE", "form"]
+__all__ = ["TilingFields", "PathPicker", "WARNING_STYLE", "form", "scrollable_column"]
 
 #: Style of a field that needs the user's attention (e.g. a slide without mpp).
 WARNING_STYLE = "border: 2px solid #e0a800; border-radius: 3px;"
@@ -31,6 +33,32 @@ def form(parent: QWidget | None = None) -> QFormLayout:
     layout.setContentsMargins(6, 6, 6, 6)
     layout.setHorizontalSpacing(10)
     layout.setVerticalSpacing(5)
+    return layout
+
+
+def scrollable_column(owner: QWidget, *items: object) -> QVBoxLayout:
+    """Lay ``items`` (widgets or layouts) out top to bottom in a vertical scroll area filling ``owner``.
+
+    Returns the inner column layout (a stretch is added after the items), so a dock widget
+    stays usable when the dock is shorter than its content.
+    """
+    inner = QWidget()
+    layout = QVBoxLayout(inner)
+    layout.setContentsMargins(4, 4, 4, 4)
+    layout.setSpacing(6)
+    for item in items:
+        if isinstance(item, QWidget):
+            layout.addWidget(item)
+        else:
+            layout.addLayout(item)
+    layout.addStretch(1)
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(inner)
+    outer = QVBoxLayout(owner)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
     return layout
 
 

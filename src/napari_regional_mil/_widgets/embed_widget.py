@@ -16,14 +16,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -31,7 +29,7 @@ from qtpy.QtWidgets import (
 
 from napari_regional_mil._widgets import _layers
 from napari_regional_mil._widgets._encoder_fields import ContextEncoderFields, EncoderFields
-from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form
+from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form, scrollable_column
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CacheError, SlideError
 from napari_regional_mil.jobs import Progress
@@ -188,22 +186,7 @@ class EmbedWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
-        inner = QWidget()
-        layout = QVBoxLayout(inner)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.setSpacing(6)
-        for box in (slide_box, enc_box, tile_box, ctx_box, run_box):
-            layout.addWidget(box)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setWidget(inner)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        scrollable_column(self, slide_box, enc_box, tile_box, ctx_box, run_box, buttons, self.status)
         self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:

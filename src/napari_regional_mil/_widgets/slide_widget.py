@@ -11,20 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_regional_mil._widgets import _layers
-from napari_regional_mil._widgets._fields import WARNING_STYLE, PathPicker, TilingFields, form
+from napari_regional_mil._widgets._fields import WARNING_STYLE, PathPicker, TilingFields, form, scrollable_column
 from napari_regional_mil._widgets._info_panel import SlideInfoPanel
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import SlideError
@@ -156,20 +154,7 @@ class SlideWidget(QWidget):
         tile_layout.addLayout(buttons)
         tile_layout.addWidget(self.counts)
 
-        inner = QWidget()
-        layout = QVBoxLayout(inner)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.setSpacing(6)
-        for box in (file_box, self.info, mpp_box, tile_box):
-            layout.addWidget(box)
-        layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setWidget(inner)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        scrollable_column(self, file_box, self.info, mpp_box, tile_box)
         self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:

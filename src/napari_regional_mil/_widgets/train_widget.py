@@ -28,12 +28,11 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_regional_mil._widgets._fields import PathPicker, form
+from napari_regional_mil._widgets._fields import PathPicker, form, scrollable_column
 from napari_regional_mil._widgets._train_fields import ContextFields, ModelFields, OptimFields
 from napari_regional_mil._widgets._train_plot import TrainingPlot
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
@@ -157,20 +156,7 @@ class TrainWidget(QWidget):
         self.plot = TrainingPlot()
         self.plot.setToolTip("Loss and AUC per epoch (blue: training, orange: validation).")
 
-        inner = QWidget()
-        layout = QVBoxLayout(inner)
-        layout.setContentsMargins(4, 4, 4, 4)
-        for box in (data_box, self.model_fields, self.context_fields, self.optim_fields, run_box):
-            layout.addWidget(box)
-        layout.addWidget(self.plot)
-        layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setWidget(inner)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        scrollable_column(self, data_box, self.model_fields, self.context_fields, self.optim_fields, run_box, self.plot)
         self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
