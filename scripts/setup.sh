@@ -32,13 +32,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=".venv/.setup-stamp"
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+want="$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing Python packages into .venv (about a minute on a fresh machine)" >&2
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   # The pinned CPU build first: a bare 'torch' requirement could pull a multi-GB CUDA build.
-  .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -e ".[all,test]" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import torch, napari, tiffslide, zarr, PyQt6" 
+  .venv/bin/python -m pip install -q -c constraints.txt torch torchvision timm 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[all,test]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import torch, torchvision, timm, napari, tiffslide, zarr, PyQt6, sklearn, openslide, wsidicom" 
   echo "$want" > "$stamp"
 fi
