@@ -27,7 +27,8 @@ from ..model.config import ModelConfig
 from ..model.first_model import make_bag
 from .datasets import LabelledSlide
 from .metrics import balanced_accuracy, confusion_matrix, roc_auc
-from .evaluation import decide, predict_bags
+from .evaluation import decide
+from .predict import predict_bags
 from .train import TrainConfig, train_model
 
 __all__ = ["FoldResult", "CrossValResult", "stratified_group_folds", "cross_validate"]
@@ -219,7 +220,7 @@ def cross_validate(
         test = [slides[i] for i in test_idx]
         probs = predict_bags(trained.model, [make_bag(s.embeddings, trained.model.config) for s in test])
         test_labels = labels[test_idx]
-        predicted = decide(probs, config.threshold)
+        predicted = decide(probs, config.threshold, 1)
         auc = roc_auc(probs, test_labels)
         if math.isnan(auc):
             raise TrainingError(f"fold {k + 1}: the test slides hold only one class; AUC is undefined")

@@ -19,10 +19,10 @@ import torch
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError
 from ..model.checkpoint import Checkpoint, load_checkpoint
-from ..model.first_model import FirstModel, make_bag
+from ..model.first_model import Bag, FirstModel, make_bag
 from .prediction import SlidePrediction
 
-__all__ = ["SlidePrediction", "predict_slide", "attention_path", "write_attention", "read_attention"]
+__all__ = ["SlidePrediction", "attention_path", "predict_bags", "predict_slide", "read_attention", "write_attention"]
 
 ATTENTION_SUFFIX = ".attention.npz"
 
@@ -110,6 +110,17 @@ def predict_slide(
         class_evidence=class_evidence,
         positive_class=positive,
     )
+
+
+def predict_bags(model: FirstModel, bags: Sequence[Bag]) -> np.ndarray:
+    """``(n, C)`` class probabilities of every bag, using every patch (inference mode)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return np.stack([torch.softmax(model(bag).logits, -1).numpy() for bag in bags]).astype(np.float64)
+    finally:
+        model.train(was_training)
 
 
 def attention_path(cache: str | os.PathLike) -> Path:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .evaluation import decide
+
 __all__ = ["SlidePrediction"]
 
 
@@ -52,10 +54,7 @@ class SlidePrediction:
     def decide(self, threshold: float | None = None) -> str:
         """The predicted class name at ``threshold`` (default: the model's)."""
         t = self.threshold if threshold is None else float(threshold)
-        if len(self.class_names) == 2:
-            pos = self.positive_class
-            return self.class_names[pos] if self.probabilities[pos] >= t else self.class_names[1 - pos]
-        return self.class_names[int(np.argmax(self.probabilities))]
+        return self.class_names[decide(self.probabilities, t, self.positive_class)]
 
     @property
     def predicted(self) -> str:

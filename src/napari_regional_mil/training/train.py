@@ -28,7 +28,8 @@ from ..model.config import ModelConfig
 from ..model.first_model import Bag, FirstModel, make_bag
 from ..model.selection import select_patches
 from .datasets import LabelledSlide, common_provenance
-from .evaluation import decide, predict_bags
+from .evaluation import decide
+from .predict import predict_bags
 from .metrics import balanced_accuracy, cross_entropy, roc_auc
 
 __all__ = ["TrainConfig", "TrainResult", "adapt_model_config", "split_validation", "train_model"]
@@ -325,7 +326,7 @@ def _train(
         }
         if val_bags:
             probs = predict_bags(model, val_bags)
-            predicted = decide(probs, config.threshold)
+            predicted = decide(probs, config.threshold, 1)
             metrics.update(
                 val_loss=cross_entropy(probs, val_labels),
                 val_auc=roc_auc(probs, val_labels),
