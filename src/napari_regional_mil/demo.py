@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_text_atomic
 from .jobs import Progress
 
 __all__ = ["DemoSettings", "DemoResult", "run_demo", "FAST"]
@@ -219,12 +220,10 @@ def _prefixed(job: Generator[Progress, None, Any], prefix: str) -> Generator[Pro
 
 
 def _write_predictions(path: Path, predictions: dict[str, Any], labels: dict[str, str], classes: tuple[str, ...]) -> Path:
-    from .synth.cohort import _write_text_atomic
-
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["slide", "label", "predicted"] + [f"prob_{c}" for c in classes])
     for name, p in predictions.items():
         writer.writerow([name, labels.get(name, ""), p.predicted] + [f"{x:.6f}" for x in p.probabilities])
-    _write_text_atomic(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
     return path

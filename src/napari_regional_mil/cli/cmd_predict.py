@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(buffer.getvalue())
     else:
-        from ..synth.cohort import _write_text_atomic
+        from ..atomic import write_text_atomic
 
-        _write_text_atomic(args.out, buffer.getvalue())
+        write_text_atomic(args.out, buffer.getvalue())
         print(f"wrote {args.out} ({len(predictions)} slides)")
     return 0

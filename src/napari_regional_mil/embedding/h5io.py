@@ -19,14 +19,12 @@ bag without regions.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError
 
@@ -59,10 +57,8 @@ def export_h5(emb: SlideEmbeddings, path: str | Path, *, include_regions: bool =
 
     path = Path(path)
     meta = emb.meta
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        with h5py.File(tmp, "w") as fh:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
             feats = fh.create_dataset("features", data=np.asarray(emb.features, np.float32))
             for key in ("encoder", "encoder_hash", "embedding_dim"):
                 if key in meta:
@@ -80,12 +76,8 @@ def export_h5(emb: SlideEmbeddings, path: str | Path, *, include_regions: bool =
                 fh.create_dataset("tissue_fraction", data=np.asarray(emb.tissue_fraction, np.float32))
             fh.attrs["slide_name"] = emb.slide_name
             fh.attrs["written_by"] = "napari-regional-mil"
-        os.replace(tmp, path)
     except OSError as exc:
         raise CacheError(f"{path}: cannot write h5 ({exc})") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
     return path
 
 

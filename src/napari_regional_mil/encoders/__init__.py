@@ -6,16 +6,26 @@
 """
 
 from ..encoders.files import load_state_dict_file, register_architecture, save_encoder
-from ..encoders.registry import DEFAULT_ENCODER, list_encoders, load_encoder, register_encoder
+from ..encoders.patch_cnn import PatchCNN
+from ..encoders.registry import (
+    DEFAULT_ENCODER,
+    EncoderLike,
+    list_encoders,
+    load_encoder,
+    register_encoder,
+    resolve_encoder,
+)
 from ..encoders.spec import EncoderSpec, FrozenEncoder, hash_file, hash_state_dict
 from ..encoders.timm_models import KNOWN_ENCODERS, KnownEncoder
 
 __all__ = [
     "DEFAULT_ENCODER",
+    "EncoderLike",
     "EncoderSpec",
     "FrozenEncoder",
     "KNOWN_ENCODERS",
     "KnownEncoder",
+    "PatchCNN",
     "hash_file",
     "hash_state_dict",
     "list_encoders",
@@ -23,5 +33,6 @@ __all__ = [
     "load_state_dict_file",
     "register_architecture",
     "register_encoder",
+    "resolve_encoder",
     "save_encoder",
 ]

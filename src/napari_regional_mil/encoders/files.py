@@ -17,10 +17,7 @@ Nothing is ever unpickled: weights are read with safetensors or
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..encoders.spec import EncoderSpec, FrozenEncoder, hash_file, hash_state_dict, write_json_atomic
+from ..atomic import atomic_path, write_json_atomic
+from ..encoders.spec import EncoderSpec, FrozenEncoder, hash_file, hash_state_dict
 from ..errors import EncoderError
 
 __all__ = [
@@ -239,15 +237,13 @@ def save_encoder(
     """
     path = Path(path)
     module = module.eval().to("cpu")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             if arch is None or arch not in _ARCHITECTURES:
                 raise EncoderError(f"{path}: saving as safetensors needs a registered architecture (got {arch!r})")
             from safetensors.torch import save_file
 
-            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp)
+            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))
             sidecar: dict[str, Any] = {"arch": arch, "arch_kwargs": arch_kwargs or {}}
             weights_hash = hash_state_dict(module)
         else:
@@ -259,13 +255,9 @@ def save_encoder(
                     size = spec.input_size or 224
                     with torch.no_grad():
                         scripted = torch.jit.trace(module, torch.zeros(1, 3, size, size))
-                torch.jit.save(scripted, tmp)
+                torch.jit.save(scripted, str(tmp))
             sidecar = {}
             weights_hash = hash_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
     sidecar["spec"] = spec.with_(weights_hash=weights_hash, source="").to_json()
     write_json_atomic(path.with_name(path.name + ".json"), sidecar)
     return path

@@ -9,7 +9,8 @@ architecture).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,14 @@ from ..encoders.files import (
     load_weights_into,
     register_architecture,
 )
+from ..encoders.patch_cnn import ARCHITECTURE as PATCH_CNN_ARCHITECTURE
+from ..encoders.patch_cnn import PatchCNN
 from ..encoders.resnet import ResNet50, resnet50
 from ..encoders.spec import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, FrozenEncoder, hash_file, hash_state_dict
 from ..encoders.timm_models import KNOWN_ENCODERS, load_known, load_timm
 from ..errors import EncoderError
 
-__all__ = ["DEFAULT_ENCODER", "register_encoder", "list_encoders", "load_encoder"]
+__all__ = ["DEFAULT_ENCODER", "EncoderLike", "register_encoder", "list_encoders", "load_encoder", "resolve_encoder"]
 
 DEFAULT_ENCODER = BUILTIN_NAME
 _FACTORIES: dict[str, Callable[..., FrozenEncoder]] = {}
@@ -96,6 +99,34 @@ def load_encoder(name_or_path: str | Path, *, device: str = "cpu", **options: An
     raise EncoderError(f"unknown encoder {key!r}: not a file, and not one of {', '.join(list_encoders())}")
 
 
+#: What the embedding jobs accept as an encoder: a name or file for :func:`load_encoder`, or a loaded one.
+EncoderLike = str | os.PathLike[str] | FrozenEncoder
+
+
+def resolve_encoder(
+    encoder: EncoderLike, *, device: str = "cpu", options: Mapping[str, Any] | None = None
+) -> FrozenEncoder:
+    """A loaded encoder as it is; otherwise :func:`load_encoder` with ``device`` and ``options``.
+
+    Parameters
+    ----------
+    encoder
+        A :class:`FrozenEncoder`, or a registered name, ``timm:...`` or an encoder file.
+    device
+        Where a loaded encoder runs (``"cpu"``, ``"cuda[:i]"``); ignored for a loaded one.
+    options
+        Keyword options of :func:`load_encoder` (e.g. ``{"weights": path}``).
+
+    Raises
+    ------
+    EncoderError
+        An encoder that cannot be loaded.
+    """
+    if isinstance(encoder, FrozenEncoder):
+        return encoder
+    return load_encoder(os.fspath(encoder), device=device, **dict(options or {}))
+
+
 def _resnet(*, device: str = "cpu", weights: str | None = None, layers: int = 3, input_size: int = 224, mpp: float = 0.5) -> FrozenEncoder:
     module = resnet50(layers=layers, seed=0)
     if weights is not None:
@@ -148,12 +179,4 @@ for _name in KNOWN_ENCODERS:
     register_encoder(_name, _known_factory(_name))
 register_architecture("resnet50", lambda layers=3: ResNet50(layers=layers))
 
-
-def _pretrained_patch_cnn(**arch_kwargs: Any) -> Any:
-    """Encoders trained by the tool (``pretrain/``): built lazily, no import cycle."""
-    from ..pretrain.networks import PatchCNN
-
-    return PatchCNN(**arch_kwargs)
-
-
-register_architecture("pretrained-patch-cnn", _pretrained_patch_cnn)
+register_architecture(PATCH_CNN_ARCHITECTURE, PatchCNN)  # encoders trained by the tool (``pretrain/``)

@@ -13,13 +13,13 @@ import json
 import math
 import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..atomic import atomic_path
 from ..embedding.types import SlideEmbeddings
 from ..errors import CheckpointError
 from .config import ModelConfig
@@ -165,18 +165,10 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in checkpoint.model.state_dict().items()}
     metadata = {_META_KEY: json.dumps(checkpoint.to_json(), sort_keys=True, default=str)}
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot write the checkpoint ({exc.strerror or exc})") from None
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"{path}: cannot write the checkpoint ({exc.strerror or exc})") from None
-        raise
     return path
 
 

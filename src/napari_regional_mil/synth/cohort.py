@@ -25,7 +25,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..atomic import write_text_atomic
 from ..embedding.types import SlideEmbeddings
 from ..jobs import Progress
 
@@ -314,17 +314,6 @@ class SyntheticCohort:
     layouts: tuple[SlideLayout, ...] = field(repr=False, default=())
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_synthetic_cohort(
     out_dir: str | os.PathLike,
     *,
@@ -358,13 +347,13 @@ def write_synthetic_cohort(
             )
         )
         truth = out / f"{layout.name}.truth.json"
-        _write_text_atomic(truth, json.dumps({**layout.truth(task=task), "patch_px": patch_px, "mpp": mpp}, indent=1))
+        write_text_atomic(truth, json.dumps({**layout.truth(task=task), "patch_px": patch_px, "mpp": mpp}, indent=1))
         truths.append(truth)
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(
         [["slide", "label"]] + [[layout.name, layout.label] for layout in layouts]
     )
     labels_csv = out / "labels.csv"
-    _write_text_atomic(labels_csv, buffer.getvalue())
+    write_text_atomic(labels_csv, buffer.getvalue())
     yield Progress("synth", len(layouts), len(layouts), f"wrote {len(layouts)} slides to {out}")
     return SyntheticCohort(out, labels_csv, tuple(slides), tuple(truths), CLASS_NAMES[task], tuple(layouts))

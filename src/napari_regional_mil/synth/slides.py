@@ -10,12 +10,12 @@ writer renders tile by tile in bounded memory, whatever the slide size.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..synth.textures import texture_bank
 
 __all__ = ["render_patch_types", "pyramid_shapes", "write_synthetic_slide"]
@@ -217,9 +217,7 @@ def write_synthetic_slide(
         "software": "napari-regional-mil synth",
         "maxworkers": min(4, os.cpu_count() or 1),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, durable=False) as tmp:
         with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
             for level, (w, h) in enumerate(shapes):
                 ds = 2**level
@@ -231,11 +229,4 @@ def write_synthetic_slide(
                     **extra,
                     **common,
                 )
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -15,11 +15,11 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import write_text_atomic
 from ..errors import CohortError
 from .cohort import SPLITS, Cohort, CohortRow, read_cohort, slide_key
 
@@ -282,16 +282,9 @@ class CohortTable:
         path = Path(path)
         text = self.csv_text(relative_to=path.parent.resolve() if path.parent.exists() else None)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            write_text_atomic(path, text)
         except OSError as exc:
             raise CohortError(f"{path}: cannot write the cohort CSV ({exc.strerror or exc})") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         self.csv_path = path
         return path
 

@@ -8,10 +8,8 @@ accuracy and the confusion matrix; over folds: mean and standard deviation.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_json_atomic
 from ..errors import TrainingError
 from ..jobs import Progress
 from ..model.checkpoint import Checkpoint
@@ -117,16 +116,7 @@ class CrossValResult:
 
     def write_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_json` atomically."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_json(), fh, indent=1, allow_nan=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_json_atomic(path, self.to_json(), sort_keys=False)
 
 
 def stratified_group_folds(

@@ -8,7 +8,6 @@ of a slide is stored next to its cache (``<cache>.attention.npz``) for the heatm
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError
 from ..model.checkpoint import Checkpoint, load_checkpoint
@@ -156,18 +156,10 @@ def write_attention(
         optional.update(grid_xy=embeddings.grid_xy, coords_px=embeddings.coords_px, region_xy=embeddings.region_xy)
     arrays.update({k: np.asarray(v) for k, v in optional.items() if v is not None})
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
     except OSError as exc:
         raise CacheError(f"{path}: cannot write the attention file ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CacheError(f"{path}: cannot write the attention file ({exc.strerror or exc})") from None
-        raise
     return path
 
 
