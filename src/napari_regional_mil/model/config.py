@@ -17,10 +17,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
-__all__ = ["MODEL_TYPES", "SELECTION_STRATEGIES", "REGIONAL_SOURCES", "SelectionConfig", "ModelConfig"]
+__all__ = [
+    "MODEL_TYPES",
+    "REGIONAL_SOURCES",
+    "SELECTION_STRATEGIES",
+    "WEIGHT_SOURCES",
+    "ModelConfig",
+    "SelectionConfig",
+]
 
 MODEL_TYPES = ("regional", "abmil", "mean")
-SELECTION_STRATEGIES = ("random", "max_coverage", "equal_per_region")
+SELECTION_STRATEGIES = ("random", "max_coverage", "equal_per_region", "uniform", "weighted")
+WEIGHT_SOURCES = ("tissue", "attention")
 REGIONAL_SOURCES = ("mean", "max", "attention")
 PATCH_UNITS = ("mlp", "linear", "identity")
 
@@ -34,8 +42,11 @@ class SelectionConfig:
     strategy
         ``"random"``: a random subset; ``"max_coverage"``: one patch from as many regions
         as possible; ``"equal_per_region"``: ``patches_per_region`` patches from each of
-        several regions (the preferred embodiment, [0181]). Strategies that need regions
-        fall back to ``"random"`` for bags without coordinates.
+        several regions (the preferred embodiment, [0181]); ``"uniform"``: spread as evenly
+        as possible over the tissue (farthest-point sampling on the patch grid);
+        ``"weighted"``: more patches where ``weight_source`` is higher ([0175]; see
+        :mod:`~.selection`). Strategies that need regions fall back to ``"random"`` for
+        bags without regions, ``"uniform"`` for bags without a grid.
     min_patches, max_patches
         The number of selected patches is drawn uniformly from ``[min, max]`` each step
         (capped by the bag size).
@@ -44,15 +55,23 @@ class SelectionConfig:
     n_neighbours
         For each selected patch, its n nearest patches on the grid are fused with it by
         attention ([0181], [0189], Fig. 3(c)); 0 switches this off.
+    weight_source
+        The weight of ``"weighted"``: ``"tissue"`` (each patch's tissue fraction, from the
+        cache) or ``"attention"`` (the attention the patch received when last selected).
     """
 
-    strategy: Literal["random", "max_coverage", "equal_per_region"] = "equal_per_region"
+    strategy: Literal["random", "max_coverage", "equal_per_region", "uniform", "weighted"] = (
+        "equal_per_region"
+    )
     min_patches: int = 64
     max_patches: int = 256
     patches_per_region: int = 4
     n_neighbours: int = 0
+    weight_source: Literal["tissue", "attention"] = "tissue"
 
     def __post_init__(self) -> None:
+        if self.weight_source not in WEIGHT_SOURCES:
+            raise ValueError(f"unknown weight source {self.weight_source!r}; choose from {WEIGHT_SOURCES}")
         if self.strategy not in SELECTION_STRATEGIES:
             raise ValueError(f"unknown selection strategy {self.strategy!r}; choose from {SELECTION_STRATEGIES}")
         if not 1 <= self.min_patches <= self.max_patches:

@@ -26,7 +26,7 @@ from ..jobs import Progress
 from ..model.checkpoint import Checkpoint, save_checkpoint
 from ..model.config import ModelConfig
 from ..model.first_model import Bag, FirstModel, make_bag
-from ..model.selection import select_patches
+from ..model.selection import PatchSelector
 from .datasets import LabelledSlide, common_provenance
 from .evaluation import decide
 from .predict import predict_bags
@@ -281,7 +281,7 @@ def _train(
     bags = [make_bag(s.embeddings, model_config) for s in slides]
     val_bags = [make_bag(s.embeddings, model_config) for s in validation]
     val_labels = np.array([s.label for s in validation], dtype=np.int64)
-    region_indices = [None if b.region_index is None else b.region_index.numpy() for b in bags]
+    selector = PatchSelector(model_config.selection, [s.embeddings for s in slides], regions=model_config.uses_regions)
 
     model = FirstModel(model_config)
     model.set_feature_normalisation(*_feature_statistics(bags))
@@ -301,10 +301,9 @@ def _train(
         losses, train_probs = [], np.zeros((len(bags), n_classes))
         optimizer.zero_grad(set_to_none=True)
         for step, i in enumerate(order):
-            selected = select_patches(
-                model_config.selection, bags[i].n_patches, region_index=region_indices[i], rng=rng
-            )
+            selected = selector.select(i, rng)
             out = model(bags[i], torch.from_numpy(selected))
+            selector.observe(i, selected, out.patch_attention.detach().numpy())
             loss = F.cross_entropy(out.logits.unsqueeze(0), targets[i : i + 1], weight=weights)
             (loss / config.slides_per_step).backward()
             losses.append(float(loss.detach()))
