@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari.utils import notifications
 from qtpy.QtCore import Signal
@@ -32,14 +32,29 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_regional_mil._widgets._cohort_model import ChoiceDelegate, CohortTableModel, EMBEDDED, LABEL, PREDICTION, SPLIT
-from napari_regional_mil._widgets._cohort_tools import ClassEditor, EmbedBox, embed_missing_job, open_with_grids
+from napari_regional_mil._widgets._cohort_model import (
+    EMBEDDED,
+    LABEL,
+    PREDICTION,
+    SPLIT,
+    ChoiceDelegate,
+    CohortTableModel,
+)
+from napari_regional_mil._widgets._cohort_tools import (
+    ClassEditor,
+    EmbedBox,
+    embed_missing_job,
+    open_with_grids,
+)
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CohortError, SlideError
 from napari_regional_mil.jobs import Progress
 from napari_regional_mil.training.cohort_table import CohortTable
 
-__all__ = ["CohortWidget", "cohort_widget_of", "CSV_FILTER"]
+if TYPE_CHECKING:
+    import napari.viewer
+
+__all__ = ["CSV_FILTER", "CohortWidget", "cohort_widget_of"]
 
 CSV_FILTER = "Cohort CSV (*.csv);;All files (*)"
 SLIDE_FILTER = "Slides (*.svs *.tif *.tiff *.ndpi *.scn *.bif *.qptiff *.svslide *.mrxs);;All files (*)"
@@ -69,14 +84,14 @@ class CohortWidget(QWidget):
 
     cohort_changed = Signal()
 
-    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.viewer = viewer
+        self.viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a public-only proxy
         self.table = CohortTable()
         self.job: JobHandle | None = None
         self._connected: weakref.WeakSet = weakref.WeakSet()
         self._build()
-        viewer.layers.events.inserted.connect(lambda *_: self._connect_predict_widgets())
+        self.viewer.layers.events.inserted.connect(lambda *_: self._connect_predict_widgets())
         self._connect_predict_widgets()
         _INSTANCES.add(self)
 

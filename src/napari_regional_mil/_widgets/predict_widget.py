@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.utils import notifications
@@ -55,6 +55,9 @@ from napari_regional_mil._widgets._prediction_panel import PredictionPanel
 from napari_regional_mil._widgets._worker import start_job
 from napari_regional_mil.heatmap import NORMALISATIONS, AttentionMaps, normalise
 
+if TYPE_CHECKING:
+    import napari.viewer
+
 __all__ = ["PredictWidget", "offer_model", "predict_widgets"]
 
 THUMB_PX = 96
@@ -92,16 +95,16 @@ class PredictWidget(QWidget):
 
     predicted = Signal(object)
 
-    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.viewer = viewer
+        self.viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a public-only proxy
         self.model: Any = None  # a loaded Checkpoint
         self.maps: AttentionMaps | None = None
         self.heatmap_layers: dict[str, Any] = {}
         self._slide_layer: Any = None
         self.selection_layer: Any = None
         self._build()
-        callback, callbacks = self._on_mouse_drag, viewer.mouse_drag_callbacks
+        callback, callbacks = self._on_mouse_drag, self.viewer.mouse_drag_callbacks
         callbacks.append(callback)
         # closing the dock deletes the widget: stop listening to the viewer's clicks then
         self.destroyed.connect(lambda *_: callback in callbacks and callbacks.remove(callback))

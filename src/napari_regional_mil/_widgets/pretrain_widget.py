@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import Qt, Signal
@@ -35,7 +35,10 @@ from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_
 from napari_regional_mil.errors import CohortError, EncoderError, TrainingError
 from napari_regional_mil.jobs import Progress
 
-__all__ = ["PretrainWidget", "METHODS", "SOURCES", "preview_pixmap"]
+if TYPE_CHECKING:
+    import napari.viewer
+
+__all__ = ["METHODS", "SOURCES", "PretrainWidget", "preview_pixmap"]
 
 #: The pretraining methods offered, in order.
 METHODS = ("Autoencoder", "Attention-MIL")
@@ -73,9 +76,9 @@ class PretrainWidget(QWidget):
 
     encoder_saved = Signal(str)
 
-    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.viewer = getattr(viewer, "__wrapped__", viewer)
+        self.viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a public-only proxy
         self.job: JobHandle | None = None
         self.result: Any = None
         self.preview: Any = None

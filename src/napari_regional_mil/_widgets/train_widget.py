@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari.utils import notifications
 from qtpy.QtCore import Qt, Signal
@@ -33,13 +33,20 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets._fields import PathPicker, form, scrollable_column
-from napari_regional_mil._widgets._train_fields import ContextFields, ModelFields, OptimFields
+from napari_regional_mil._widgets._train_fields import (
+    ContextFields,
+    ModelFields,
+    OptimFields,
+)
 from napari_regional_mil._widgets._train_plot import TrainingPlot
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CheckpointError, CohortError, RegionalMilError
 from napari_regional_mil.jobs import Progress
 
-__all__ = ["TrainWidget", "SOURCES"]
+if TYPE_CHECKING:
+    import napari.viewer
+
+__all__ = ["SOURCES", "TrainWidget"]
 
 #: Where the cohort comes from.
 SOURCES = ("Cohort widget", "CSV file")
@@ -85,15 +92,15 @@ class TrainWidget(QWidget):
 
     trained = Signal(object)
 
-    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.viewer = viewer
+        self.viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a public-only proxy
         self.job: JobHandle | None = None
         self.result: Any = None
         self.crossval: Any = None
         self.saved_path: Path | None = None
         self._build()
-        start_job(_warm_up, kind="train-warm-up", description="Preparing training", viewer=viewer, owner=self,
+        start_job(_warm_up, kind="train-warm-up", description="Preparing training", viewer=self.viewer, owner=self,
                   show_progress=False)
 
     # -- UI ----------------------------------------------------------------------------------
@@ -208,7 +215,7 @@ class TrainWidget(QWidget):
             return
         self.context_fields.set_available(counts, n_cached)
 
-    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+    def showEvent(self, event: Any) -> None:
         """Look for context embeddings again when shown (the cohort may have changed)."""
         super().showEvent(event)
         self.refresh_contexts()
