@@ -325,3 +325,33 @@ def shown_notes(monkeypatch):
     for kind in ("show_info", "show_warning", "show_error"):
         monkeypatch.setattr(notifications, kind, lambda msg, kind=kind: shown.append((kind, str(msg))))
     return shown
+
+
+# --- clinical variables (issue 15: model/clinical*.py, synth/clinical.py) ------------------
+
+
+def _clinical_synthetic(n_slides, *, seed=0, region_grid=(3, 4), region_size=5, dim=12, noise=0.4, offset=0):
+    from napari_regional_mil.model.clinical import ClinicalRecord
+    from napari_regional_mil.synth.clinical import CLASS_NAMES, clinical_label, clinical_values
+    from napari_regional_mil.synth.cohort import layout_embeddings, make_cohort_layouts
+    from napari_regional_mil.training.datasets import LabelledSlide
+
+    layouts = make_cohort_layouts(
+        n_slides, seed=seed, task="context", region_grid=region_grid, region_size=region_size
+    )
+    values = clinical_values([lay.label for lay in layouts], seed=seed)
+    slides = []
+    for i, (lay, v) in enumerate(zip(layouts, values)):
+        record = ClinicalRecord(v, f"labels.csv line {i + 2 + offset}", "labels.csv")
+        emb = layout_embeddings(lay, dim=dim, noise=noise, seed=seed * 1000 + i)
+        label = CLASS_NAMES.index(clinical_label(lay.label, v))
+        slides.append(LabelledSlide(emb, label, lay.name, clinical=record))
+    return slides, CLASS_NAMES, [lay.label for lay in layouts]
+
+
+@pytest.fixture(scope="session")
+def clinical_synthetic():
+    """Factory ``(n_slides, *, seed=0, ...) -> (slides, class_names, context_labels)``: the
+    synthetic context task with clinical columns grade, age, sex (``synth.clinical``): the
+    label is ``positive`` iff the slide is inflamed and its grade is G3."""
+    return _clinical_synthetic

@@ -9,15 +9,16 @@ non-zero; the GUI shows the message as a napari notification.
 from __future__ import annotations
 
 __all__ = [
+    "CacheError",
+    "CheckpointError",
+    "ClinicalError",
+    "CohortError",
+    "EncoderError",
+    "JobCancelled",
     "RegionalMilError",
     "SlideError",
     "TilingError",
-    "EncoderError",
-    "CacheError",
-    "CohortError",
-    "CheckpointError",
     "TrainingError",
-    "JobCancelled",
 ]
 
 
@@ -43,6 +44,10 @@ class CacheError(RegionalMilError):
 
 class CohortError(RegionalMilError):
     """A cohort/labels CSV is invalid (unknown slide, missing label, one class, bad encoding)."""
+
+
+class ClinicalError(CohortError):
+    """A clinical value cannot be used (missing column, text in a numeric column, unseen category, ...)."""
 
 
 class CheckpointError(RegionalMilError):

@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Write synthetic H&E-like slides built from regions of k x k patches, labels.csv and "
             "<slide>.truth.json (the regions that make a slide positive). Task 'context': the label "
             "depends on where a motif lies (same patch-type counts in both classes); 'presence': "
-            "positive iff the motif is present. Embed with --patch-size P --mpp MPP --region-size K."
+            "positive iff the motif is present. With --clinical (task context) labels.csv also gets "
+            "the columns grade, age and sex, and a slide is positive iff it is inflamed AND its grade "
+            "is G3 (age and sex are distractors). Embed with --patch-size P --mpp MPP --region-size K."
         ),
     )
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder")
@@ -34,6 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--region-size", type=int, default=8, help="k: regions of k x k patches (default: 8)")
     parser.add_argument("--grid", type=_grid, default=(4, 5), metavar="ROWSxCOLS", help="regions per slide (default: 4x5)")
     parser.add_argument("--mpp", type=float, default=0.5, help="microns per pixel (default: 0.5)")
+    parser.add_argument(
+        "--clinical",
+        action="store_true",
+        help="task context: add clinical columns grade, age, sex; label = inflamed AND grade G3",
+    )
     parser.set_defaults(func=run)
 
 
@@ -56,13 +63,15 @@ def run(args: argparse.Namespace) -> int:
                 region_size=args.region_size,
                 region_grid=args.grid,
                 mpp=args.mpp,
+                clinical=args.clinical,
             )
         )
     except ValueError as exc:
         raise SlideError(f"{args.out_dir}: {exc}") from None
+    task = f"{args.task} with clinical columns grade, age, sex" if args.clinical else args.task
     print(
         f"wrote {len(cohort.slides)} slides, {cohort.labels_csv.name} and ground truth to {cohort.out_dir} "
-        f"(task {args.task}; classes {', '.join(cohort.class_names)}; embed with --patch-size {args.patch_px} "
+        f"(task {task}; classes {', '.join(cohort.class_names)}; embed with --patch-size {args.patch_px} "
         f"--mpp {args.mpp} --region-size {args.region_size})"
     )
     return 0

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
+from .clinical import ClinicalEncoding
+
 __all__ = [
     "MODEL_TYPES",
     "REGIONAL_SOURCES",
@@ -114,6 +116,11 @@ class ModelConfig:
         concatenated into the global embedding. Empty by default.
     selection
         Patch selection in training.
+    clinical
+        Patient data ([0279]): the fitted encoding of the clinical variables the model
+        takes next to the slide (see :mod:`~.clinical`), or ``None``. Set by training
+        from the training slides' values; its projection is concatenated with the
+        global embedding before the classifier.
     """
 
     input_dim: int
@@ -127,6 +134,7 @@ class ModelConfig:
     all_regions: bool = True
     context_dims: dict[str, int] = field(default_factory=dict)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    clinical: ClinicalEncoding | None = None
 
     def __post_init__(self) -> None:
         if self.model_type not in MODEL_TYPES:
@@ -160,7 +168,9 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (round-trips through :meth:`from_dict`)."""
-        return asdict(self)
+        data = asdict(replace(self, clinical=None))
+        data["clinical"] = None if self.clinical is None else self.clinical.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -172,4 +182,6 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys {unknown}")
         data["context_dims"] = {str(k): int(v) for k, v in dict(data.get("context_dims", {})).items()}
+        clinical = data.pop("clinical", None)
+        data["clinical"] = None if clinical is None else ClinicalEncoding.from_dict(clinical)
         return cls(selection=selection, **data)

@@ -14,6 +14,14 @@ Data flow for one slide (``model_type="regional"``):
    attention into FV*_R ([0182], [0193]);
 5. the global embedding is the concatenation ([0194]) (plus, for several scales, pooled
    context embeddings, [0224]-[0225]); a linear classifier gives the class logits ([0195]).
+6. patient data ([0279], optional): the encoded clinical variables (``config.clinical``)
+   go through a small linear projection that is concatenated with the global embedding
+   before the classifier. There is no non-linearity on this path, so the logits are the
+   slide's term plus one additive term per clinical variable (``slide_logits`` and
+   :meth:`FirstModel.clinical_logits`): each variable's contribution is exact, and the
+   clinical-only logistic baseline is the same model without the slide's term. The
+   projection starts at zero, so an encoded column that is never 1 in training (a
+   missing indicator of a variable always present) stays without effect.
 
 Attention pooling is a weighted mean, so a model trained on selected subsets applies
 unchanged to the whole bag at inference: the weights renormalise over whatever patches
@@ -30,12 +38,23 @@ import torch
 from torch import Tensor, nn
 
 from ..embedding.types import SlideEmbeddings
-from ..errors import TrainingError
+from ..errors import ClinicalError, TrainingError
+from .clinical import ClinicalRecord
 from .config import ModelConfig
-from .layers import GatedAttention, NeighbourAttention, make_patch_unit, segment_softmax, segment_sum
+from .contributions import Contributions, explain_additive
+from .layers import (
+    GatedAttention,
+    NeighbourAttention,
+    make_patch_unit,
+    segment_softmax,
+    segment_sum,
+)
 from .selection import grid_neighbours
 
-__all__ = ["Bag", "make_bag", "ModelOutput", "FirstModel"]
+__all__ = ["CLINICAL_DIM", "Bag", "FirstModel", "ModelOutput", "make_bag"]
+
+#: Width of the projected clinical vector (at most the model's ``hidden_dim``).
+CLINICAL_DIM = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +75,8 @@ class Bag:
         ``(N, n)`` int64 grid neighbours (``-1`` = none), or ``None``.
     context
         Several-scales context embeddings by name, each ``(R, D_k)``.
+    clinical
+        ``(K,)`` float32 encoded clinical variables (``ModelConfig.clinical``), or ``None``.
     """
 
     name: str
@@ -64,6 +85,7 @@ class Bag:
     regional: Tensor | None = None
     neighbours: Tensor | None = None
     context: dict[str, Tensor] = field(default_factory=dict)
+    clinical: Tensor | None = None
 
     @property
     def n_patches(self) -> int:
@@ -85,14 +107,40 @@ def _pooled_regions(features: np.ndarray, region_index: np.ndarray, n_regions: i
     return out / counts[:, None]
 
 
-def make_bag(embeddings: SlideEmbeddings, config: ModelConfig) -> Bag:
+def _clinical_tensor(name: str, config: ModelConfig, clinical: ClinicalRecord | None) -> Tensor | None:
+    if config.clinical is None:
+        return None
+    if clinical is None:
+        raise ClinicalError(
+            f"slide {name!r}: the model takes clinical variables ({', '.join(config.clinical.names)}); "
+            "none were given for this slide"
+        )
+    return torch.from_numpy(config.clinical.encode(clinical))
+
+
+def make_bag(
+    embeddings: SlideEmbeddings, config: ModelConfig, *, clinical: ClinicalRecord | None = None
+) -> Bag:
     """Turn cached :class:`SlideEmbeddings` into a :class:`Bag` for ``config``.
+
+    Parameters
+    ----------
+    embeddings
+        The slide's cached embeddings.
+    config
+        The model's hyper-parameters.
+    clinical
+        The slide's clinical values; required when ``config.clinical`` is set (ignored
+        otherwise).
 
     Raises
     ------
     TrainingError
         The bag is empty, its dimension differs from the model's, or the model needs
         regions (or context embeddings) the bag does not have.
+    ClinicalError
+        The model takes clinical variables and ``clinical`` is missing or holds a value
+        the encoding cannot take (naming the row and column).
     """
     name = embeddings.slide_name
     if embeddings.n_patches == 0:
@@ -102,8 +150,9 @@ def make_bag(embeddings: SlideEmbeddings, config: ModelConfig) -> Bag:
             f"slide {name!r}: embedding dimension {embeddings.embedding_dim} differs from the model's {config.input_dim}"
         )
     features = torch.from_numpy(np.ascontiguousarray(embeddings.features, dtype=np.float32))
+    encoded = _clinical_tensor(name, config, clinical)
     if not config.uses_regions:
-        return Bag(name=name, features=features)
+        return Bag(name=name, features=features, clinical=encoded)
     if not embeddings.has_regions:
         raise TrainingError(f"slide {name!r}: the regional model needs patch grid and regions; this bag has none")
     region_index = np.asarray(embeddings.region_index, dtype=np.int64)
@@ -129,6 +178,7 @@ def make_bag(embeddings: SlideEmbeddings, config: ModelConfig) -> Bag:
         regional=regional,
         neighbours=neighbours,
         context=context,
+        clinical=encoded,
     )
 
 
@@ -148,6 +198,9 @@ class ModelOutput:
         ``(R,)`` attention of every region in the all-regions path, or ``None``.
     patch_evidence
         ``(M, C)`` attention times each patch's logit contribution, when asked for.
+    slide_logits
+        ``(C,)`` the slide's term of the logits (classifier weights times the slide's
+        part of the global embedding, no bias), for models with clinical variables.
     """
 
     logits: Tensor
@@ -155,6 +208,7 @@ class ModelOutput:
     patch_attention: Tensor
     region_attention: Tensor | None = None
     patch_evidence: Tensor | None = None
+    slide_logits: Tensor | None = None
 
 
 class FirstModel(nn.Module):
@@ -198,6 +252,16 @@ class FirstModel(nn.Module):
             )
             global_dim += h * len(config.context_dims)
         self.selected_attention = GatedAttention(h, a, enabled=attend)
+        #: Width of the slide's part of the global embedding (the clinical part follows it).
+        self.slide_dim = global_dim
+        if config.clinical is not None:
+            self.clinical_projection = nn.Linear(config.clinical.width, min(CLINICAL_DIM, h))
+            nn.init.zeros_(self.clinical_projection.weight)
+            nn.init.zeros_(self.clinical_projection.bias)
+            global_dim += self.clinical_projection.out_features
+            # mean of the slide's logit term over the training slides (set after training):
+            # the reference the slide's contribution is measured against
+            self.register_buffer("slide_logit_reference", torch.zeros(config.n_classes))
         self.classifier = nn.Linear(global_dim, config.n_classes)
 
     @torch.no_grad()
@@ -206,6 +270,40 @@ class FirstModel(nn.Module):
         floor = max(1e-6, 0.01 * float(std.median()))
         self.feature_shift.copy_(mean)
         self.feature_scale.copy_(std.clamp_min(floor))
+
+    @torch.no_grad()
+    def set_slide_reference(self, slide_logits: Tensor) -> None:
+        """Store the mean slide term of the logits over the training slides ``(n, C)``."""
+        self.slide_logit_reference.copy_(slide_logits.mean(dim=0))
+
+    def clinical_logits(self, encoded: Tensor) -> Tensor:
+        """The clinical term of the logits (no bias): ``(..., K)`` encoded values -> ``(..., C)``."""
+        if self.config.clinical is None:
+            raise TrainingError("this model takes no clinical variables")
+        weight = self.classifier.weight[:, self.slide_dim :]
+        return self.clinical_projection(encoded) @ weight.T
+
+    @torch.no_grad()
+    def contributions(self, bag: Bag, output: ModelOutput, class_index: int) -> Contributions:
+        """Contributions of the slide and of each clinical variable to ``class_index``.
+
+        ``output`` is this model's output on ``bag`` in eval mode (see :mod:`~.contributions`).
+        """
+        if self.config.clinical is None or bag.clinical is None or output.slide_logits is None:
+            raise TrainingError("contributions need a model with clinical variables and its output on a bag")
+
+        def clinical_logits(x: np.ndarray) -> np.ndarray:
+            return self.clinical_logits(torch.from_numpy(np.asarray(x, dtype=np.float32))).double().numpy()
+
+        return explain_additive(
+            encoding=self.config.clinical,
+            encoded=bag.clinical.numpy(),
+            clinical_logits=clinical_logits,
+            base_logits=self.classifier.bias.double().numpy(),
+            class_index=class_index,
+            slide_logits=output.slide_logits.double().numpy(),
+            slide_reference=self.slide_logit_reference.double().numpy(),
+        )
 
     def _normalised(self, features: Tensor) -> Tensor:
         return (features - self.feature_shift) / self.feature_scale
@@ -281,6 +379,16 @@ class FirstModel(nn.Module):
             z_sel, patch_attention = self.selected_attention(h)
             contrib = patch_attention.unsqueeze(-1) * (h @ w_sel.T) if evidence else None
             parts.append(z_sel)
+        slide_logits = None
+        if self.config.clinical is not None:
+            if bag.clinical is None:
+                raise ClinicalError(
+                    f"slide {bag.name!r}: the model takes clinical variables "
+                    f"({', '.join(self.config.clinical.names)}); none were given for this slide"
+                )
+            slide_embedding = torch.cat(parts)
+            slide_logits = self.classifier.weight[:, : self.slide_dim] @ slide_embedding
+            parts.append(self.clinical_projection(bag.clinical))
         global_embedding = torch.cat(parts)
         logits = self.classifier(self.dropout(global_embedding))
         return ModelOutput(
@@ -289,6 +397,7 @@ class FirstModel(nn.Module):
             patch_attention=patch_attention,
             region_attention=region_attention,
             patch_evidence=contrib,
+            slide_logits=slide_logits,
         )
 
     def region_attention_of_patches(self, bag: Bag, patch_attention: Tensor) -> Tensor:

@@ -37,17 +37,17 @@ from ..embedding.types import SlideEmbeddings
 from ..jobs import Progress
 
 __all__ = [
-    "TASKS",
     "CLASS_NAMES",
     "CONTEXT_A",
     "CONTEXT_B",
     "FILLER",
     "MOTIF",
+    "TASKS",
     "SlideLayout",
-    "make_layout",
-    "make_cohort_layouts",
-    "layout_embeddings",
     "SyntheticCohort",
+    "layout_embeddings",
+    "make_cohort_layouts",
+    "make_layout",
     "write_synthetic_cohort",
 ]
 
@@ -324,6 +324,7 @@ def write_synthetic_cohort(
     region_size: int = 8,
     region_grid: tuple[int, int] = (4, 5),
     mpp: float = 0.5,
+    clinical: bool = False,
 ) -> Generator[Progress, None, SyntheticCohort]:
     """Write a synthetic cohort of pyramidal tiled TIFF slides (a job).
 
@@ -331,12 +332,24 @@ def write_synthetic_cohort(
     ``<out_dir>/<slide>.truth.json`` and ``<out_dir>/labels.csv``. Embed them with
     ``patch_size=patch_px`` at ``target_mpp=mpp`` and ``region_size=region_size`` so the
     patch grid matches the layout.
+
+    ``clinical=True`` (task ``"context"`` only) adds the columns ``grade``, ``age`` and
+    ``sex`` to ``labels.csv`` and labels each slide by :data:`.clinical.RULE` (classes
+    ``negative``/``positive``): see :mod:`.clinical`. The truth file keeps the slide's
+    context label (``context_label``) and its clinical values.
     """
+    from .clinical import CLASS_NAMES as CLINICAL_CLASS_NAMES
+    from .clinical import COLUMNS as CLINICAL_COLUMNS
+    from .clinical import RULE, clinical_label, clinical_values
     from .slides import write_synthetic_slide
 
+    if clinical and task != "context":
+        raise ValueError("clinical columns are defined for the context task only")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     layouts = make_cohort_layouts(n_slides, seed=seed, task=task, region_grid=region_grid, region_size=region_size)
+    values = clinical_values([lay.label for lay in layouts], seed=seed) if clinical else [{} for _ in layouts]
+    labels = [clinical_label(lay.label, v) if clinical else lay.label for lay, v in zip(layouts, values)]
     slides, truths = [], []
     tile = max(16, min(256, (patch_px * region_size) // 16 * 16))
     for i, layout in enumerate(layouts):
@@ -347,13 +360,22 @@ def write_synthetic_cohort(
             )
         )
         truth = out / f"{layout.name}.truth.json"
-        write_text_atomic(truth, json.dumps({**layout.truth(task=task), "patch_px": patch_px, "mpp": mpp}, indent=1))
+        record = {**layout.truth(task=task), "patch_px": patch_px, "mpp": mpp}
+        if clinical:
+            record.update(context_label=layout.label, label=labels[i], clinical=values[i], rule=RULE)
+        write_text_atomic(truth, json.dumps(record, indent=1))
         truths.append(truth)
+    columns = list(CLINICAL_COLUMNS) if clinical else []
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(
-        [["slide", "label"]] + [[layout.name, layout.label] for layout in layouts]
+        [["slide", "label", *columns]]
+        + [
+            [layout.name, label] + [v[c] for c in columns]
+            for layout, label, v in zip(layouts, labels, values)
+        ]
     )
     labels_csv = out / "labels.csv"
     write_text_atomic(labels_csv, buffer.getvalue())
     yield Progress("synth", len(layouts), len(layouts), f"wrote {len(layouts)} slides to {out}")
-    return SyntheticCohort(out, labels_csv, tuple(slides), tuple(truths), CLASS_NAMES[task], tuple(layouts))
+    class_names = CLINICAL_CLASS_NAMES if clinical else CLASS_NAMES[task]
+    return SyntheticCohort(out, labels_csv, tuple(slides), tuple(truths), class_names, tuple(layouts))

@@ -22,15 +22,16 @@ from ..atomic import write_json_atomic
 from ..errors import TrainingError
 from ..jobs import Progress
 from ..model.checkpoint import Checkpoint
+from ..model.clinical import ClinicalSpec
 from ..model.config import ModelConfig
 from ..model.first_model import make_bag
 from .datasets import LabelledSlide
-from .metrics import balanced_accuracy, confusion_matrix, roc_auc
 from .evaluation import decide
+from .metrics import balanced_accuracy, confusion_matrix, roc_auc
 from .predict import predict_bags
 from .train import TrainConfig, train_model
 
-__all__ = ["FoldResult", "CrossValResult", "stratified_group_folds", "cross_validate"]
+__all__ = ["CrossValResult", "FoldResult", "cross_validate", "stratified_group_folds"]
 
 
 @dataclass(frozen=True)
@@ -164,11 +165,14 @@ def cross_validate(
     model_config: ModelConfig | None = None,
     config: TrainConfig = TrainConfig(),
     keep_models: bool = False,
+    clinical: ClinicalSpec | None = None,
 ) -> Generator[Progress, None, CrossValResult]:
     """K-fold cross-validation (a job). ``config.seed`` seeds the folds and every fold's training.
 
-    ``keep_models=True`` keeps each fold's trained model in ``CrossValResult.models``
-    (e.g. to inspect its attention on the fold's test slides).
+    ``clinical`` fuses these clinical variables with the slide; each fold fits their
+    encoding on its own training slides. ``keep_models=True`` keeps each fold's trained
+    model in ``CrossValResult.models`` (e.g. to inspect its attention on the fold's test
+    slides).
 
     Yields
     ------
@@ -185,7 +189,13 @@ def cross_validate(
     model_type = model_config.model_type if model_config is not None else "regional"
     for k, test_idx in enumerate(folds):
         train_idx = np.setdiff1d(np.arange(len(slides)), test_idx)
-        job = train_model([slides[i] for i in train_idx], class_names=class_names, model_config=model_config, config=config)
+        job = train_model(
+            [slides[i] for i in train_idx],
+            class_names=class_names,
+            model_config=model_config,
+            config=config,
+            clinical=clinical,
+        )
         started = time.perf_counter()
         try:
             while True:
@@ -208,7 +218,8 @@ def cross_validate(
             models.append(trained.checkpoint)
         model_type = trained.model.config.model_type
         test = [slides[i] for i in test_idx]
-        probs = predict_bags(trained.model, [make_bag(s.embeddings, trained.model.config) for s in test])
+        bags = [make_bag(s.embeddings, trained.model.config, clinical=s.clinical) for s in test]
+        probs = predict_bags(trained.model, bags)
         test_labels = labels[test_idx]
         predicted = decide(probs, config.threshold, 1)
         auc = roc_auc(probs, test_labels)

@@ -20,19 +20,21 @@ from typing import Any
 import numpy as np
 
 from ..embedding.types import SlideEmbeddings
-from ..errors import CacheError, TrainingError
+from ..errors import CacheError, ClinicalError, TrainingError
 from ..jobs import Progress
 from ..model.checkpoint import provenance
+from ..model.clinical import ClinicalRecord
 from .cohort import Cohort, CohortRow
 
 __all__ = [
     "LabelledSlide",
-    "find_cache",
-    "load_cohort_embeddings",
-    "read_feature_bag",
-    "find_feature_bag",
-    "load_feature_bags",
+    "clinical_records",
     "common_provenance",
+    "find_cache",
+    "find_feature_bag",
+    "load_cohort_embeddings",
+    "load_feature_bags",
+    "read_feature_bag",
 ]
 
 EmbedFunction = Callable[[CohortRow], Generator[Progress, None, Any]]
@@ -54,6 +56,8 @@ class LabelledSlide:
         ``"train"``/``"val"``/``"test"`` from the CSV, or ``None``.
     source
         The cache or feature file it came from.
+    clinical
+        The slide's clinical values (its cohort row's other columns), or ``None``.
     """
 
     embeddings: SlideEmbeddings
@@ -61,10 +65,29 @@ class LabelledSlide:
     patient: str
     split: str | None = None
     source: Path | None = None
+    clinical: ClinicalRecord | None = None
 
     @property
     def name(self) -> str:
         return self.embeddings.slide_name
+
+
+def clinical_records(slides: Sequence[LabelledSlide]) -> list[ClinicalRecord]:
+    """The clinical values of every slide.
+
+    Raises
+    ------
+    ClinicalError
+        A slide has none (naming it).
+    """
+    out = []
+    for slide in slides:
+        if slide.clinical is None:
+            raise ClinicalError(
+                f"slide {slide.name!r}: no clinical values (its cohort row has no other columns)"
+            )
+        out.append(slide.clinical)
+    return out
 
 
 def find_cache(cache_dir: str | os.PathLike, row: CohortRow, *, encoder: str | None = None) -> Path | None:

@@ -19,10 +19,19 @@ from ..atomic import atomic_path
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError
 from ..model.checkpoint import Checkpoint, load_checkpoint
+from ..model.clinical import ClinicalRecord
 from ..model.first_model import Bag, FirstModel, make_bag
 from .prediction import SlidePrediction
 
-__all__ = ["SlidePrediction", "attention_path", "predict_bags", "predict_slide", "read_attention", "write_attention"]
+__all__ = [
+    "SlidePrediction",
+    "attention_path",
+    "predict_bags",
+    "predict_slide",
+    "read_attention",
+    "set_slide_reference",
+    "write_attention",
+]
 
 ATTENTION_SUFFIX = ".attention.npz"
 
@@ -35,6 +44,7 @@ def predict_slide(
     threshold: float | None = None,
     evidence: bool = True,
     chunk_size: int = 16384,
+    clinical: ClinicalRecord | None = None,
 ) -> SlidePrediction:
     """Run the first model on every patch of one slide.
 
@@ -51,13 +61,17 @@ def predict_slide(
         Also compute per-patch class evidence (attention x logit contribution).
     chunk_size
         Patches per chunk in the per-patch layers (memory bound).
+    clinical
+        The slide's clinical values; required when the model takes clinical variables.
 
     Returns
     -------
     SlidePrediction
         Probabilities, patch attention (cache order), region attention (all-regions
         path; for a regional model without it, the selected-path attention summed per
-        region), region index and class evidence.
+        region), region index and class evidence; for a model with clinical variables
+        also the contributions of the slide and of each variable (to the positive class
+        of a binary model, else to the predicted class).
 
     Raises
     ------
@@ -65,6 +79,9 @@ def predict_slide(
         The embeddings come from another encoder or tiling than the model's.
     TrainingError
         An empty bag, or a regional model on a bag without regions.
+    ClinicalError
+        The model takes clinical variables and ``clinical`` is missing or holds a value
+        it cannot take (naming the row and column).
     """
     if isinstance(model, (str, os.PathLike)):
         model = load_checkpoint(model)
@@ -78,7 +95,7 @@ def predict_slide(
         network = model
         names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(model.config.n_classes))
         t, positive = 0.5 if threshold is None else float(threshold), 1
-    bag = make_bag(embeddings, network.config)
+    bag = make_bag(embeddings, network.config, clinical=clinical)
     was_training = network.training
     previous_chunk = network.chunk_size
     network.eval()
@@ -95,6 +112,10 @@ def predict_slide(
                 else:
                     region_attention = network.region_attention_of_patches(bag, out.patch_attention).numpy()
             class_evidence = None if out.patch_evidence is None else out.patch_evidence.numpy().astype(np.float32)
+            contributions = None
+            if network.config.clinical is not None:
+                explained = positive if len(names) == 2 else int(np.argmax(probabilities))
+                contributions = network.contributions(bag, out, explained)
     finally:
         network.chunk_size = previous_chunk
         network.train(was_training)
@@ -109,7 +130,24 @@ def predict_slide(
         region_index=region_index,
         class_evidence=class_evidence,
         positive_class=positive,
+        contributions=contributions,
     )
+
+
+@torch.no_grad()
+def set_slide_reference(model: FirstModel, bags: Sequence[Bag]) -> None:
+    """Store the mean slide term of the logits over ``bags`` (the training slides) in ``model``.
+
+    The slide's contribution to a prediction is measured against it (see
+    :mod:`~napari_regional_mil.model.contributions`).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        terms = [model(bag).slide_logits for bag in bags]
+    finally:
+        model.train(was_training)
+    model.set_slide_reference(torch.stack([t for t in terms if t is not None]))
 
 
 def predict_bags(model: FirstModel, bags: Sequence[Bag]) -> np.ndarray:

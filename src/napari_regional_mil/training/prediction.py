@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..model.contributions import Contributions
 from .evaluation import decide
 
 __all__ = ["SlidePrediction"]
@@ -39,6 +40,10 @@ class SlidePrediction:
     class_evidence
         Optional ``(N, C)`` per-patch evidence for each class (attention times the
         classifier's logit contribution), or ``None``.
+    contributions
+        For a model with clinical variables: how much the slide and each variable move
+        the probability of the explained class (see
+        :mod:`~napari_regional_mil.model.contributions`), else ``None``.
     """
 
     slide_name: str
@@ -50,6 +55,7 @@ class SlidePrediction:
     region_index: np.ndarray | None = None
     class_evidence: np.ndarray | None = None
     positive_class: int = 1
+    contributions: Contributions | None = None
 
     def decide(self, threshold: float | None = None) -> str:
         """The predicted class name at ``threshold`` (default: the model's)."""

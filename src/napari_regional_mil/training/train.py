@@ -24,13 +24,14 @@ import torch.nn.functional as F
 from ..errors import TrainingError
 from ..jobs import Progress
 from ..model.checkpoint import Checkpoint, save_checkpoint
+from ..model.clinical import ClinicalSpec, fit_clinical_encoding
 from ..model.config import ModelConfig
 from ..model.first_model import Bag, FirstModel, make_bag
 from ..model.selection import PatchSelector
-from .datasets import LabelledSlide, common_provenance
+from .datasets import LabelledSlide, clinical_records, common_provenance
 from .evaluation import decide
-from .predict import predict_bags
 from .metrics import balanced_accuracy, cross_entropy, roc_auc
+from .predict import predict_bags, set_slide_reference
 
 __all__ = ["TrainConfig", "TrainResult", "adapt_model_config", "split_validation", "train_model"]
 
@@ -208,6 +209,7 @@ def train_model(
     model_config: ModelConfig | None = None,
     config: TrainConfig = TrainConfig(),
     validation: Sequence[LabelledSlide] | None = None,
+    clinical: ClinicalSpec | None = None,
 ) -> Generator[Progress, None, TrainResult]:
     """Train the first model (a job: yields :class:`~napari_regional_mil.jobs.Progress`).
 
@@ -225,6 +227,10 @@ def train_model(
         Optimisation settings.
     validation
         Explicit validation slides (early stopping), or ``None``.
+    clinical
+        Clinical variables to fuse with the slide ([0279]): their encoding is fitted on
+        the training slides' ``LabelledSlide.clinical`` values (never the validation
+        slides') and stored in the model's config.
 
     Yields
     ------
@@ -243,7 +249,7 @@ def train_model(
     if config.threads is not None:
         torch.set_num_threads(max(1, int(config.threads)))
     try:
-        return (yield from _train(slides, class_names, model_config, config, validation))
+        return (yield from _train(slides, class_names, model_config, config, validation, clinical))
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -254,6 +260,7 @@ def _train(
     model_config: ModelConfig | None,
     config: TrainConfig,
     validation: Sequence[LabelledSlide] | None,
+    clinical: ClinicalSpec | None = None,
 ) -> Generator[Progress, None, TrainResult]:
     slides = list(slides)
     if not slides:
@@ -278,8 +285,11 @@ def _train(
     if model_config.n_classes != n_classes:
         model_config = replace(model_config, n_classes=n_classes)
     encoder, tiling = common_provenance(slides + validation)
-    bags = [make_bag(s.embeddings, model_config) for s in slides]
-    val_bags = [make_bag(s.embeddings, model_config) for s in validation]
+    if clinical is not None:
+        encoding = fit_clinical_encoding(clinical_records(slides), clinical)  # training slides only
+        model_config = replace(model_config, clinical=encoding)
+    bags = [make_bag(s.embeddings, model_config, clinical=s.clinical) for s in slides]
+    val_bags = [make_bag(s.embeddings, model_config, clinical=s.clinical) for s in validation]
     val_labels = np.array([s.label for s in validation], dtype=np.int64)
     selector = PatchSelector(model_config.selection, [s.embeddings for s in slides], regions=model_config.uses_regions)
 
@@ -352,10 +362,13 @@ def _train(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    if model_config.clinical is not None:
+        set_slide_reference(model, bags)
     yield Progress("train", total, total, f"done: best epoch {best_epoch}", metrics={"best_epoch": best_epoch})
     best = history[best_epoch - 1]
     summary = {
         "model_type": model_config.model_type,
+        "clinical": [] if model_config.clinical is None else list(model_config.clinical.names),
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "best_val_auc": best["val_auc"],
