@@ -157,3 +157,20 @@ def test_encoding_round_trips_through_the_model_config():
         )
     assert enc.describe()[0].startswith("age: numeric (training mean 60")
     assert enc.describe()[2].endswith("reference G3); may be missing")
+
+
+def test_levels_of_the_whole_table_let_a_fold_meet_a_level_its_training_slides_lack():
+    spec = parse_clinical_columns("grade")
+    held_out = ClinicalRecord({"grade": "G4"}, "labels.csv line 9")
+    with pytest.raises(ClinicalError, match="category 'G4' was never seen"):
+        fit_clinical_encoding(TRAIN, spec).encode(held_out)
+    knowing = spec.knowing([*TRAIN, held_out, ClinicalRecord({"grade": "g4"}, "labels.csv line 10")])
+    enc = fit_clinical_encoding(TRAIN, knowing)
+    (grade,) = enc.variables
+    assert grade.levels == ("G1", "G2", "G3", "G4") and grade.reference == "G3"  # reference: training only
+    assert enc.encode(held_out).tolist() == [0, 0, 0, 1, 0]
+    # statistics still come from the training slides only
+    age = fit_clinical_encoding(
+        TRAIN, parse_clinical_columns("age").knowing([ClinicalRecord({"age": "900"})])
+    )
+    assert age.variables[0].mean == pytest.approx(60.0)

@@ -124,20 +124,25 @@ def test_contributions_follow_the_rule_and_add_up(trained):
 
 
 def test_missing_value_with_an_indicator_never_seen_in_training_changes_nothing(clinical_synthetic):
-    """Zero-initialised projection: an indicator column that is always 0 in training keeps no weight."""
+    """Zero-initialised projection: a column that is always 0 in training keeps no weight."""
     train, classes, _ = clinical_synthetic(12, seed=3)
     complete = [
         dataclasses.replace(s, clinical=ClinicalRecord({**s.clinical.values, "age": "60"}, s.clinical.where))
         for s in train
     ]
     fast = dataclasses.replace(CONFIG, epochs=3, min_epochs=3)
+    spec = SPEC.knowing([ClinicalRecord({"grade": "G4"})])  # a level of the table no training slide has
     model = run_job(
-        train_model(complete, class_names=classes, model_config=_config(complete), config=fast, clinical=SPEC)
+        train_model(complete, class_names=classes, model_config=_config(complete), config=fast, clinical=spec)
     ).model
     age = model.config.clinical.variable("age")
     assert age.n_missing == 0 and age.missing_indicator
-    column = model.config.clinical.columns.index("age:missing")
-    assert torch.all(model.clinical_projection.weight[:, column] == 0)
+    for name in ("age:missing", "grade=G4"):
+        column = model.config.clinical.columns.index(name)
+        assert torch.all(model.clinical_projection.weight[:, column] == 0)
+    assert torch.any(
+        model.clinical_projection.weight[:, model.config.clinical.columns.index("grade=G1")] != 0
+    )
     slide = complete[0]
     missing = ClinicalRecord({**slide.clinical.values, "age": ""}, "new.csv line 2")
     at_mean = ClinicalRecord({**slide.clinical.values, "age": str(age.mean)}, "new.csv line 2")

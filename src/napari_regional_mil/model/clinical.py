@@ -63,6 +63,14 @@ def is_missing(text: str | None) -> bool:
     return text is None or text.strip().lower() in MISSING_VALUES
 
 
+def _lookup(values: Mapping[str, str], name: str) -> str | None:
+    """``values[name]``, else the one key equal to ``name`` without regard to case, else None."""
+    if name in values:
+        return values[name]
+    match = [k for k in values if k.lower() == name.lower()]
+    return values[match[0]] if len(match) == 1 else None
+
+
 def _number(text: str) -> float | None:
     try:
         value = float(text.strip())
@@ -109,10 +117,17 @@ class ClinicalSpec:
     missing
         ``"indicator"``: missing values are allowed and encoded explicitly (missing
         indicator / ``"unknown"`` level); ``"refuse"``: every value is required.
+    known_values
+        Per column, every value the cohort table holds (set by :meth:`knowing`): the
+        levels of a categorical variable are those seen in training plus these, so a
+        validation or test slide (a cross-validation fold) may hold a level that no
+        training slide of its fold has. Such a level carries no learnt weight. Only the
+        levels come from here; statistics and reference levels come from training.
     """
 
     columns: tuple[ClinicalColumn, ...]
     missing: Literal["indicator", "refuse"] = "indicator"
+    known_values: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.columns:
@@ -127,6 +142,18 @@ class ClinicalSpec:
     def names(self) -> tuple[str, ...]:
         """The column names, in order."""
         return tuple(c.name for c in self.columns)
+
+    def knowing(self, records: Sequence[ClinicalRecord]) -> ClinicalSpec:
+        """The same spec, also knowing every value ``records`` (the whole cohort) hold."""
+        known = dict(self.known_values)
+        for column in self.columns:
+            seen = set(known.get(column.name, ()))
+            for record in records:
+                text = _lookup(record.values, column.name)
+                if text is not None and not is_missing(text):
+                    seen.add(text.strip())
+            known[column.name] = tuple(sorted(seen))
+        return ClinicalSpec(self.columns, self.missing, tuple(sorted(known.items())))
 
 
 def parse_clinical_columns(text: str, *, missing: str = "indicator") -> ClinicalSpec:
@@ -334,12 +361,6 @@ class ClinicalEncoding:
                 return v
         raise KeyError(name)
 
-    def _lookup(self, values: Mapping[str, str], name: str) -> str | None:
-        if name in values:
-            return values[name]
-        match = [k for k in values if k.lower() == name.lower()]
-        return values[match[0]] if len(match) == 1 else None
-
     def encode(self, record: ClinicalRecord) -> np.ndarray:
         """``(width,)`` float32 encoding of one slide's values.
 
@@ -351,7 +372,7 @@ class ClinicalEncoding:
         """
         parts = []
         for v in self.variables:
-            text = self._lookup(record.values, v.name)
+            text = _lookup(record.values, v.name)
             if text is None:
                 have = ", ".join(record.values) or "none"
                 raise ClinicalError(
@@ -422,7 +443,12 @@ def _column_texts(records: Sequence[ClinicalRecord], column: ClinicalColumn) -> 
 
 
 def _fit_variable(
-    name: str, texts: list[str], records: Sequence[ClinicalRecord], kind: str | None, missing: str
+    name: str,
+    texts: list[str],
+    records: Sequence[ClinicalRecord],
+    kind: str | None,
+    missing: str,
+    known: Sequence[str] = (),
 ) -> ClinicalVariable:
     present = [(t.strip(), r.where) for t, r in zip(texts, records) if not is_missing(t)]
     absent = [r.where for t, r in zip(texts, records) if is_missing(t)]
@@ -459,8 +485,10 @@ def _fit_variable(
     for text, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         canonical.setdefault(text.lower(), text)
     merged = Counter(canonical[text.lower()] for text, _ in present)
-    levels = tuple(sorted(merged))
-    reference = min(levels, key=lambda level: (-merged[level], level))  # most frequent; ties: first
+    reference = min(merged, key=lambda level: (-merged[level], level))  # most frequent; ties: first
+    for text in known:  # levels of the table that no training slide has
+        canonical.setdefault(text.lower(), text)
+    levels = tuple(sorted(set(canonical.values())))
     return ClinicalVariable(
         name,
         "categorical",
@@ -492,5 +520,6 @@ def fit_clinical_encoding(records: Sequence[ClinicalRecord], spec: ClinicalSpec)
     variables = []
     for column in spec.columns:
         name, texts = _column_texts(records, column)
-        variables.append(_fit_variable(name, texts, records, column.kind, spec.missing))
+        known = dict(spec.known_values).get(column.name, ())
+        variables.append(_fit_variable(name, texts, records, column.kind, spec.missing, known))
     return ClinicalEncoding(tuple(variables), spec.missing)

@@ -25,7 +25,7 @@ from ..model.checkpoint import Checkpoint
 from ..model.clinical import ClinicalSpec
 from ..model.config import ModelConfig
 from ..model.first_model import make_bag
-from .datasets import LabelledSlide
+from .datasets import LabelledSlide, clinical_records
 from .evaluation import decide
 from .metrics import balanced_accuracy, confusion_matrix, roc_auc
 from .predict import predict_bags
@@ -170,9 +170,10 @@ def cross_validate(
     """K-fold cross-validation (a job). ``config.seed`` seeds the folds and every fold's training.
 
     ``clinical`` fuses these clinical variables with the slide; each fold fits their
-    encoding on its own training slides. ``keep_models=True`` keeps each fold's trained
-    model in ``CrossValResult.models`` (e.g. to inspect its attention on the fold's test
-    slides).
+    encoding on its own training slides (the levels of categorical variables are those
+    of every slide, see :meth:`~..model.clinical.ClinicalSpec.knowing`).
+    ``keep_models=True`` keeps each fold's trained model in ``CrossValResult.models``
+    (e.g. to inspect its attention on the fold's test slides).
 
     Yields
     ------
@@ -183,6 +184,8 @@ def cross_validate(
     slides = list(slides)
     labels = np.array([s.label for s in slides], dtype=np.int64)
     patients = np.array([s.patient for s in slides], dtype=object)
+    if clinical is not None:
+        clinical = clinical.knowing(clinical_records(slides))
     folds = stratified_group_folds(labels, patients, n_folds=n_folds, class_names=class_names, seed=config.seed)
     results: list[FoldResult] = []
     models: list[Checkpoint] = []

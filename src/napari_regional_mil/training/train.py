@@ -286,7 +286,9 @@ def _train(
         model_config = replace(model_config, n_classes=n_classes)
     encoder, tiling = common_provenance(slides + validation)
     if clinical is not None:
-        encoding = fit_clinical_encoding(clinical_records(slides), clinical)  # training slides only
+        # statistics from the training slides only; the levels also from the validation slides
+        clinical = clinical.knowing(clinical_records(slides + validation))
+        encoding = fit_clinical_encoding(clinical_records(slides), clinical)
         model_config = replace(model_config, clinical=encoding)
     bags = [make_bag(s.embeddings, model_config, clinical=s.clinical) for s in slides]
     val_bags = [make_bag(s.embeddings, model_config, clinical=s.clinical) for s in validation]
