@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
-from napari_regional_mil._widgets._cohort_model import EMBEDDED, LABEL, PREDICTION, SLIDE
+from napari_regional_mil._widgets._cohort_model import (
+    EMBEDDED,
+    LABEL,
+    PREDICTION,
+    SLIDE,
+)
+from napari_regional_mil._widgets._state import viewer_state
 from napari_regional_mil._widgets._worker import running_job
-from napari_regional_mil._widgets.cohort_widget import CohortWidget, cohort_widget_of
+from napari_regional_mil._widgets.cohort_widget import CohortWidget
 from napari_regional_mil.training.cohort import read_cohort
 
 pytestmark = pytest.mark.gui
@@ -41,7 +47,8 @@ def test_import_shows_the_table_and_is_found_by_other_widgets(cohort, gui_cohort
     assert all(row.path == p.resolve() for row, p in zip(w.table.rows, gui_cohort.slides))
     assert w.table.class_names == list(gui_cohort.class_names)
     assert "embedded: 6/6" in w.summary.text()
-    assert cohort_widget_of(cohort.viewer) is w
+    state = viewer_state(cohort.viewer)  # how the Train and Pretrain widgets find the cohort
+    assert state.cohort is w.table and state.cache_dir == w.cache_dir()
 
 
 def test_label_with_the_dropdown_add_rename_class_and_export(cohort, tmp_path):
@@ -129,13 +136,17 @@ def test_double_click_opens_the_slide_with_tissue_and_grids(cohort, qtbot, gui_c
     assert not viewer.layers[f"region grid ({name})"].visible
 
 
-def test_prediction_column_follows_the_predict_widget(cohort, gui_cohort):
+def test_prediction_column_follows_the_predict_widget_and_its_threshold(cohort, gui_cohort):
+    """A prediction shown by the Predict widget appears in the table, decided at the threshold
+    the user sets in the Predict widget (not the model's)."""
     from napari_regional_mil._widgets.predict_widget import PredictWidget
     from napari_regional_mil.training.prediction import SlidePrediction
 
     predict = PredictWidget(cohort.viewer)
-    cohort.widget._connect_predict_widgets()
     name = gui_cohort.slides[3].stem
     prediction = SlidePrediction(name, ("excluded", "inflamed"), np.array([0.2, 0.8]), 0.5, np.ones(3) / 3)
-    predict.predicted.emit(SimpleNamespace(prediction=prediction))
+    predict.state.announce_prediction(SimpleNamespace(prediction=prediction))
     assert _column(cohort.widget, PREDICTION)[3] == "inflamed 0.80"
+    predict.threshold.setValue(0.85)  # the user's threshold, above p(inflamed)
+    assert _column(cohort.widget, PREDICTION)[3] == "excluded 0.20"
+    assert predict.threshold.value() == 0.85

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from napari_regional_mil._widgets import _layers, _worker
-from napari_regional_mil._widgets.embed_widget import CACHE_FOLDER, EmbedWidget, default_cache_dir
+from napari_regional_mil._widgets._cache_folder import CACHE_FOLDER, default_cache_dir
+from napari_regional_mil._widgets.embed_widget import EmbedWidget
 from napari_regional_mil.tiling import TilingParams
 
 pytestmark = pytest.mark.gui

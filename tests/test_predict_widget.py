@@ -12,7 +12,8 @@ import tifffile
 
 from napari_regional_mil._widgets._heatmap_layers import camera_of
 from napari_regional_mil._widgets._layers import set_slide_mpp
-from napari_regional_mil._widgets.predict_widget import PredictWidget, offer_model, predict_widgets
+from napari_regional_mil._widgets._state import viewer_state
+from napari_regional_mil._widgets.predict_widget import PredictWidget
 from napari_regional_mil.heatmap import AttentionMaps
 
 pytestmark = pytest.mark.gui
@@ -267,7 +268,7 @@ def test_predict_end_to_end(opened, trained, qtbot, notes, tmp_path):
     from napari_regional_mil._widgets._worker import running_job
     from napari_regional_mil.training.predict import predict_slide
 
-    w, viewer = opened.widget, opened.viewer
+    w = opened.widget
     _load(w, trained.model_path, qtbot)
     assert "regional model" in w.model_label.text() and "builtin-he" in w.model_label.text()
     assert not opened.cache.exists()
@@ -319,6 +320,41 @@ def test_predict_end_to_end(opened, trained, qtbot, notes, tmp_path):
     assert not [m for k, m in notes if k == "show_error"]
 
 
+def test_threshold_is_the_users_and_starts_at_the_models(opened, trained, qtbot, notes):
+    """A model sets the threshold once, when it becomes the current model (its stored value,
+    said next to the spin box); the user's value then survives predicting; "Model's" goes back."""
+    import dataclasses
+
+    from napari_regional_mil._widgets._worker import running_job
+
+    w = opened.widget
+    state = viewer_state(opened.viewer)
+    model = dataclasses.replace(trained.checkpoint, threshold=0.37)
+    state.model = model  # as the Train widget hands over a model
+    assert w.model is model
+    assert w.threshold.value() == pytest.approx(0.37) and state.threshold == 0.37
+    assert "model's stored threshold" in w.result.threshold_note.text()
+    assert not w.result.model_button.isEnabled()
+
+    w.threshold.setValue(0.9)  # the user's choice
+    assert state.threshold == pytest.approx(0.9)
+    assert "yours" in w.result.threshold_note.text() and "0.37" in w.result.threshold_note.text()
+    w.predict_button.click()
+    qtbot.waitUntil(lambda: w.maps is not None and running_job("predict") is None, timeout=60000)
+    assert w.threshold.value() == pytest.approx(0.9) and state.threshold == pytest.approx(0.9)
+    p_pos = float(w.maps.prediction.probabilities[1])
+    expected = "positive" if p_pos >= 0.9 else "negative"
+    assert w.decision_label.text().startswith(expected)
+
+    w.result.model_button.click()
+    assert w.threshold.value() == pytest.approx(0.37) and state.threshold == 0.37
+    assert w.decision_label.text().startswith("positive" if p_pos >= 0.37 else "negative")
+    # a second Predict widget of the same viewer shows the same model and threshold
+    other = PredictWidget(opened.viewer)
+    assert other.model is model and other.threshold.value() == pytest.approx(0.37)
+    assert not [m for k, m in notes if k == "show_error"]
+
+
 def test_model_of_another_encoder_is_refused(opened, trained, qtbot, notes):
     import dataclasses
 
@@ -331,8 +367,7 @@ def test_model_of_another_encoder_is_refused(opened, trained, qtbot, notes):
                         tiling_params=TilingParams(patch_size=64, target_mpp=0.5, region_size=4)))
     foreign = dataclasses.replace(trained.checkpoint, encoder={**trained.checkpoint.encoder, "weights_hash": "f" * 64})
     w = opened.widget
-    assert predict_widgets(opened.viewer) == [w]
-    assert offer_model(opened.viewer, foreign) == 1  # as the Train widget hands over a model
+    viewer_state(opened.viewer).model = foreign  # as the Train widget hands over a model
     assert w.model is foreign
     w.predict()
     qtbot.waitUntil(lambda: running_job("predict") is None, timeout=30000)

@@ -219,9 +219,9 @@ def test_closing_viewer_during_tiling_is_clean(make_napari_viewer, widget_slide,
 # -- units, worker-side geometry, tilings made elsewhere, module split ----------------------------
 def _tile_now(path, params):
     """The Slide widget's tiling job, driven here (what its worker returns)."""
-    from napari_regional_mil._widgets.slide_widget import _tiling_job
+    from napari_regional_mil._widgets._slide_jobs import tiling_job
 
-    job = _tiling_job(path, MPP, params, None)
+    job = tiling_job(path, MPP, params, None)
     while True:
         try:
             next(job)

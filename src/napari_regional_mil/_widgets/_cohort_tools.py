@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from napari.utils import notifications
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -20,8 +22,11 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets import _layers
+from napari_regional_mil._widgets._cache_folder import default_cache_dir
 from napari_regional_mil._widgets._encoder_fields import EncoderFields
 from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form
+from napari_regional_mil._widgets._slide_jobs import tiling_job
+from napari_regional_mil._widgets._worker import notify_error, start_job
 from napari_regional_mil.jobs import Progress
 from napari_regional_mil.training.cohort_table import CohortTable
 
@@ -178,8 +183,6 @@ class EmbedBox(QGroupBox):
 
     def suggest_cache_dir(self, slide_folder: Path) -> None:
         """Default the cache folder to the one next to the slides, unless the user chose one."""
-        from napari_regional_mil._widgets.embed_widget import default_cache_dir
-
         if self._cache_auto or not self.cache_dir.text():
             self.cache_dir.set_text(str(default_cache_dir(slide_folder / "slide.tif")))
 
@@ -233,12 +236,6 @@ def open_with_grids(viewer: Any, path: Path, params: Any, cache_dir: Path | None
 
     Returns the slide layer, or ``None`` (with a notification) when it cannot be opened.
     """
-    from dataclasses import asdict
-
-    from napari.utils import notifications
-
-    from napari_regional_mil._widgets._worker import notify_error, start_job
-    from napari_regional_mil._widgets.slide_widget import _tiling_job
     from napari_regional_mil.slide import open_slide
 
     try:
@@ -267,6 +264,6 @@ def open_with_grids(viewer: Any, path: Path, params: Any, cache_dir: Path | None
         _layers.show_tiling_layers(viewer, layer, prepared)
         viewer.layers.selection.active = layer
 
-    start_job(lambda: _tiling_job(path, mpp[0], params, None), kind="tiling", description=f"Tissue and grids of {path.stem}",
+    start_job(lambda: tiling_job(path, mpp[0], params, None), kind="tiling", description=f"Tissue and grids of {path.stem}",
               on_result=show, viewer=viewer, owner=owner)
     return layer

@@ -11,12 +11,13 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+from napari_regional_mil._widgets._cache_folder import default_cache_dir
 from napari_regional_mil.errors import CacheError, SlideError
 from napari_regional_mil.heatmap import AttentionMaps
 from napari_regional_mil.jobs import Progress
 from napari_regional_mil.tiling import TilingParams
 
-__all__ = ["load_model", "describe_model", "model_tiling", "predict_job", "export"]
+__all__ = ["describe_model", "export", "load_model", "model_tiling", "predict_job"]
 
 def load_model(path: str | os.PathLike) -> Any:
     """Load a checkpoint (``CheckpointError`` for a missing, corrupt or foreign file)."""
@@ -53,7 +54,10 @@ def _embeddings_for(
     tissue_mask: Any,
 ) -> Generator[Progress, None, Any]:
     """Load the slide's cached embeddings for ``checkpoint``, embedding the slide first if needed."""
-    from napari_regional_mil.embedding.lookup import find_slide_cache, load_slide_embeddings
+    from napari_regional_mil.embedding.lookup import (
+        find_slide_cache,
+        load_slide_embeddings,
+    )
     from napari_regional_mil.embedding.pipeline import embed_slide
 
     encoder = (checkpoint.encoder or {}).get("name")
@@ -114,12 +118,7 @@ def predict_job(
 
     if not slide_path:
         raise SlideError("the slide layer does not say which file it shows")
-    if cache_dir:
-        folder = Path(cache_dir)
-    else:
-        from napari_regional_mil._widgets.embed_widget import default_cache_dir
-
-        folder = default_cache_dir(slide_path)
+    folder = Path(cache_dir) if cache_dir else default_cache_dir(slide_path)
     params = model_tiling(checkpoint, layer_params)
     embeddings = yield from _embeddings_for(checkpoint, slide_path, folder, params, slide_mpp, tissue_mask)
     checkpoint.check_compatible(embeddings)

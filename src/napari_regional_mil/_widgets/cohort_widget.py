@@ -7,12 +7,13 @@ Thin: the table's state and rules are the core's
 :func:`~napari_regional_mil._widgets._worker.start_job` (progress bar, Cancel). Double-click
 a slide to open it with its tissue and its patch and region grids.
 
-Other widgets find the cohort with :func:`cohort_widget_of`.
+The table and its cache folder are shared with the other widgets through the viewer's
+:class:`~._state.ViewerState` (Train and Pretrain read them); the Predict widget's
+predictions appear in the table, decided at the threshold the user sets there.
 """
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,27 +47,20 @@ from napari_regional_mil._widgets._cohort_tools import (
     embed_missing_job,
     open_with_grids,
 )
+from napari_regional_mil._widgets._state import follow, offer_encoder, viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CohortError, SlideError
 from napari_regional_mil.jobs import Progress
 from napari_regional_mil.training.cohort_table import CohortTable
+from napari_regional_mil.training.evaluation import decide
 
 if TYPE_CHECKING:
     import napari.viewer
 
-__all__ = ["CSV_FILTER", "CohortWidget", "cohort_widget_of"]
+__all__ = ["CSV_FILTER", "CohortWidget"]
 
 CSV_FILTER = "Cohort CSV (*.csv);;All files (*)"
 SLIDE_FILTER = "Slides (*.svs *.tif *.tiff *.ndpi *.scn *.bif *.qptiff *.svslide *.mrxs);;All files (*)"
-
-_INSTANCES: weakref.WeakSet = weakref.WeakSet()
-
-
-def cohort_widget_of(viewer: Any) -> CohortWidget | None:
-    """The Cohort widget docked in ``viewer`` (the latest one), or ``None``."""
-    found = [w for w in list(_INSTANCES) if w.viewer is viewer]
-    return found[-1] if found else None
-
 
 class CohortWidget(QWidget):
     """A table of slides: label them, import/export the CSV, open them, embed the missing ones.
@@ -89,11 +83,15 @@ class CohortWidget(QWidget):
         self.viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a public-only proxy
         self.table = CohortTable()
         self.job: JobHandle | None = None
-        self._connected: weakref.WeakSet = weakref.WeakSet()
+        self.predictions: dict[str, Any] = {}  # slide name -> its latest SlidePrediction
+        self.state = viewer_state(self.viewer)
         self._build()
-        self.viewer.layers.events.inserted.connect(lambda *_: self._connect_predict_widgets())
-        self._connect_predict_widgets()
-        _INSTANCES.add(self)
+        follow(self, self.state.predicted, self._on_predicted)
+        follow(self, self.state.threshold_changed, lambda _: self._redecide())
+        follow(self, self.state.encoder_registered, lambda name: offer_encoder(self, name))
+        table = self.table
+        self.destroyed.connect(lambda *_, state=self.state: state.withdraw_cohort(table))
+        self.state.publish_cohort(self.table, self.cache_dir())
 
     # -- UI ----------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -187,6 +185,7 @@ class CohortWidget(QWidget):
         embedded = sum(row.embedded == "yes" for row in self.table.rows)
         parts.append(f"embedded: {embedded}/{len(self.table)}")
         self.summary.setText(" · ".join(parts))
+        self.state.publish_cohort(self.table, self.cache_dir())
         self.cohort_changed.emit()
 
     def _classes_changed(self) -> None:
@@ -314,18 +313,20 @@ class CohortWidget(QWidget):
         if row is not None:
             self.model.rows_changed([row], PREDICTION)
 
-    def _connect_predict_widgets(self) -> None:
-        from napari_regional_mil._widgets import predict_widget
-
-        for widget in list(predict_widget._INSTANCES):
-            if widget.viewer is self.viewer and widget not in self._connected:
-                widget.predicted.connect(self._on_predicted)
-                self._connected.add(widget)
-
     def _on_predicted(self, maps: Any) -> None:
-        p = maps.prediction
-        index = list(p.class_names).index(p.predicted)
-        self.set_prediction(p.slide_name, f"{p.predicted} {float(p.probabilities[index]):.2f}")
+        prediction = maps.prediction
+        self.predictions[prediction.slide_name] = prediction
+        self._show_prediction(prediction)
+
+    def _show_prediction(self, prediction: Any) -> None:
+        """The decision at the viewer's threshold (the Predict widget's spin box) and its probability."""
+        index = decide(prediction.probabilities, self.state.threshold, prediction.positive_class)
+        p = float(prediction.probabilities[index])
+        self.set_prediction(prediction.slide_name, f"{prediction.class_names[index]} {p:.2f}")
+
+    def _redecide(self) -> None:
+        for prediction in self.predictions.values():
+            self._show_prediction(prediction)
 
     # -- opening -----------------------------------------------------------------------------
     def _on_double_click(self, index: Any) -> None:

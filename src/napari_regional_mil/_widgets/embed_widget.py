@@ -12,7 +12,6 @@ aligned with the slide (background patches transparent).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +27,18 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets import _layers
-from napari_regional_mil._widgets._encoder_fields import ContextEncoderFields, EncoderFields
-from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form, scrollable_column
+from napari_regional_mil._widgets._cache_folder import CACHE_FOLDER, default_cache_dir
+from napari_regional_mil._widgets._encoder_fields import (
+    ContextEncoderFields,
+    EncoderFields,
+)
+from napari_regional_mil._widgets._fields import (
+    PathPicker,
+    TilingFields,
+    form,
+    scrollable_column,
+)
+from napari_regional_mil._widgets._state import follow, offer_encoder, viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CacheError, SlideError
 from napari_regional_mil.jobs import Progress
@@ -37,31 +46,7 @@ from napari_regional_mil.jobs import Progress
 if TYPE_CHECKING:
     import napari.viewer
 
-__all__ = ["EmbedWidget", "default_cache_dir", "CACHE_FOLDER"]
-
-#: Name of the cache folder made next to a slide.
-CACHE_FOLDER = "regional-mil-cache"
-
-
-def _user_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
-    return Path(base) / "napari-regional-mil" / "embeddings"
-
-
-def default_cache_dir(slide_path: str | Path) -> Path:
-    """``<slide folder>/regional-mil-cache`` when that folder is writable, else the user cache.
-
-    Parameters
-    ----------
-    slide_path
-        The slide file.
-    """
-    folder = Path(slide_path).expanduser().resolve().parent
-    cache = folder / CACHE_FOLDER
-    if (cache.is_dir() and os.access(cache, os.W_OK)) or (not cache.exists() and os.access(folder, os.W_OK)):
-        return cache
-    return _user_cache_dir()
-
+__all__ = ["EmbedWidget"]
 
 def _devices() -> list[str]:
     try:
@@ -121,10 +106,10 @@ class EmbedWidget(QWidget):
         self.context_results: list[Any] = []
         self._cache_dir_auto = True
         self._applied_params: Any = None
+        self.state = viewer_state(viewer)
         self._build()
-        viewer.layers.selection.events.active.connect(self._on_layers_changed)
-        viewer.layers.events.inserted.connect(self._on_layers_changed)
-        viewer.layers.events.removed.connect(self._on_layers_changed)
+        follow(self, self.state.slide_changed, self._on_slide_changed)
+        follow(self, self.state.encoder_registered, lambda name: offer_encoder(self, name))
         self.refresh_slide()
 
     # -- UI ----------------------------------------------------------------------------------
@@ -195,13 +180,17 @@ class EmbedWidget(QWidget):
 
     # -- the slide ----------------------------------------------------------------------------
     def refresh_slide(self) -> None:
-        """Follow the active slide layer: its name, mpp, tiling parameters and cache folder.
+        """Follow the open slide (the viewer's): its name, mpp, tiling parameters and cache folder.
 
         The Slide widget's latest tiling parameters of the slide are taken over whenever
-        they changed (on a new slide, or when this widget is shown again).
+        they changed (on a new slide, when the slide is tiled again, or when this widget is
+        shown again).
         """
-        layer = _layers.find_slide_layer(self.viewer)
+        layer = self.state.slide_layer
         changed = layer is not self.slide_layer
+        if changed:
+            self._follow_metadata(self.slide_layer, False)
+            self._follow_metadata(layer, True)
         self.slide_layer = layer
         if changed:
             self._set_busy(self.job is not None and self.job.running)
@@ -220,8 +209,18 @@ class EmbedWidget(QWidget):
             self.fields.set_params(params)
             self._applied_params = params
 
-    def _on_layers_changed(self, event: Any = None) -> None:
+    def _on_slide_changed(self, layer: Any = None) -> None:
         self.refresh_slide()
+
+    def _follow_metadata(self, layer: Any, on: bool) -> None:
+        """(Dis)connect :meth:`refresh_slide` to a slide layer's ``events.metadata`` (mpp, tiling)."""
+        events = getattr(getattr(layer, "events", None), "metadata", None)
+        if events is None:
+            return
+        if on:
+            events.connect(self._on_slide_changed)
+        else:
+            events.disconnect(self._on_slide_changed)
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
         """Take over the Slide widget's latest settings when shown."""

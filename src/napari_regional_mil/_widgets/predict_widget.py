@@ -10,7 +10,6 @@ notifications on bad input).
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,47 +44,30 @@ from napari_regional_mil._widgets._heatmap_layers import (
     sync_heatmap_layers,
 )
 from napari_regional_mil._widgets._layers import (
-    find_slide_layer,
     layer_mpp,
     slide_path_of,
     tiling_params_of,
     tissue_mask_of,
 )
 from napari_regional_mil._widgets._prediction_panel import PredictionPanel
+from napari_regional_mil._widgets._state import follow, viewer_state
 from napari_regional_mil._widgets._worker import start_job
 from napari_regional_mil.heatmap import NORMALISATIONS, AttentionMaps, normalise
 
 if TYPE_CHECKING:
     import napari.viewer
 
-__all__ = ["PredictWidget", "offer_model", "predict_widgets"]
+__all__ = ["PredictWidget"]
 
 THUMB_PX = 96
-
-#: Live Predict widgets, so another widget can hand over a model without knowing them.
-_INSTANCES: weakref.WeakSet = weakref.WeakSet()
-
-
-def predict_widgets(viewer: Any) -> list[PredictWidget]:
-    """The live Predict widgets of ``viewer`` (e.g. to connect to their ``predicted`` signal)."""
-    return [widget for widget in list(_INSTANCES) if widget.viewer is viewer]
-
-
-def offer_model(viewer: Any, model: Any) -> int:
-    """Give ``model`` (a ``Checkpoint`` or a checkpoint path) to every Predict widget of ``viewer``.
-
-    The Train widget calls this when training ends. Returns how many widgets took it.
-    """
-    widgets = predict_widgets(viewer)
-    for widget in widgets:
-        widget.set_model(model)
-    return len(widgets)
 
 
 class PredictWidget(QWidget):
     """Load a first model, predict the open slide, show probabilities and attention maps.
 
-    Other widgets hand over a freshly trained model with :meth:`set_model`.
+    The model, the open slide and the decision threshold are the viewer's
+    (:class:`~._state.ViewerState`): a model trained in the Train widget becomes the model
+    here, and the threshold set here decides the Cohort table's predictions too.
 
     Signals
     -------
@@ -103,13 +85,19 @@ class PredictWidget(QWidget):
         self.heatmap_layers: dict[str, Any] = {}
         self._slide_layer: Any = None
         self.selection_layer: Any = None
+        self.state = viewer_state(self.viewer)
         self._build()
         callback, callbacks = self._on_mouse_drag, self.viewer.mouse_drag_callbacks
         callbacks.append(callback)
         # closing the dock deletes the widget: stop listening to the viewer's clicks then
         self.destroyed.connect(lambda *_: callback in callbacks and callbacks.remove(callback))
+        follow(self, self.state.model_changed, self._show_model)
+        follow(self, self.state.threshold_changed, self.result.set_threshold)
+        self.result.threshold_edited.connect(self._threshold_edited)
+        self.result.set_threshold(self.state.threshold)
+        if self.state.model is not None:
+            self._show_model(self.state.model)
         self._refresh_state()
-        _INSTANCES.add(self)
 
     # -- UI ---------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -196,8 +184,9 @@ class PredictWidget(QWidget):
     def set_model(self, model: Any) -> None:
         """Use ``model``: a checkpoint path (loaded in the background) or a loaded ``Checkpoint``.
 
-        A bad path or corrupt checkpoint gives an error notification and keeps the previous
-        model.
+        It becomes the viewer's current model, and its stored threshold the decision
+        threshold (for a binary model). A bad path or corrupt checkpoint gives an error
+        notification and keeps the previous model.
         """
         if isinstance(model, (str, Path)):
             path = str(model)
@@ -209,15 +198,24 @@ class PredictWidget(QWidget):
                       description=f"Loading {Path(path).name}", on_result=self.set_model,
                       viewer=self.viewer, owner=self, show_progress=False)
             return
+        self.state.model = model  # -> _show_model
+
+    def _show_model(self, model: Any) -> None:
         self.model = model
+        if model is None:
+            self.model_label.setText("no model loaded")
+            self.result.set_model_threshold(None)
+            return
         self.model_label.setText(_predict_job.describe_model(model))
-        if len(model.class_names) == 2:
-            self.result.set_default_threshold(model.threshold)
+        self.result.set_model_threshold(model.threshold if len(model.class_names) == 2 else None)
+
+    def _threshold_edited(self, value: float) -> None:
+        self.state.threshold = value
 
     # -- prediction -------------------------------------------------------------------------
     def slide_layer(self) -> Any:
-        """The slide layer predicted on: the selected one if it is a slide, else the first."""
-        return find_slide_layer(self.viewer)
+        """The slide layer predicted on: the viewer's open slide."""
+        return self.state.slide_layer
 
     def predict(self) -> None:
         """Predict the open slide in the background (embedding it first if it has no cache)."""
@@ -261,6 +259,7 @@ class PredictWidget(QWidget):
         self.patch_list.clear()
         self.selection_label.setText("click a patch or region on the canvas")
         self._refresh_state()
+        self.state.announce_prediction(maps)
         self.predicted.emit(maps)
 
     def _units(self) -> Any:

@@ -5,7 +5,8 @@ pretraining (:func:`~napari_regional_mil.pretrain.train_mil_encoder`) runs in a 
 (:mod:`._worker`) with a progress bar and Cancel. The slides come from a folder or from
 the Cohort widget's table (its labels serve MIL). For the autoencoder, the originals and
 their reconstructions are shown after every epoch. When done, the encoder is registered
-under its file stem and added to the encoder list of every Embed widget.
+under its file stem and offered in the encoder lists of the Embed and Cohort widgets (through
+the viewer's :class:`~._state.ViewerState`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets._fields import PathPicker, form
+from napari_regional_mil._widgets._state import viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CohortError, EncoderError, TrainingError
 from napari_regional_mil.jobs import Progress
@@ -79,6 +81,7 @@ class PretrainWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a public-only proxy
+        self.state = viewer_state(self.viewer)
         self.job: JobHandle | None = None
         self.result: Any = None
         self.preview: Any = None
@@ -187,20 +190,18 @@ class PretrainWidget(QWidget):
 
     # -- data ----------------------------------------------------------------------------------
     def _cohort_slides(self, *, with_labels: bool) -> tuple[list[Path], Path | None]:
-        from napari_regional_mil._widgets.cohort_widget import cohort_widget_of
-
-        widget = cohort_widget_of(self.viewer)
-        if widget is None:
+        table = self.state.cohort
+        if table is None:
             raise CohortError("no Cohort widget in this viewer: open it (Plugins > Regional MIL > Cohort) or use a folder")
-        rows = [row for row in widget.table.rows if row.path is not None]
+        rows = [row for row in table.rows if row.path is not None]
         if not rows:
             raise CohortError("the Cohort widget lists no slide files")
         labels = None
         if with_labels:
-            widget.table.to_cohort()  # validates: every slide labelled, two classes
+            table.to_cohort()  # validates: every slide labelled, two classes
             self._labels_tmp = tempfile.TemporaryDirectory(prefix="pretrain-labels-")
             labels = Path(self._labels_tmp.name) / "cohort.csv"
-            labels.write_text(widget.table.csv_text(), encoding="utf-8")
+            labels.write_text(table.csv_text(), encoding="utf-8")
         return [Path(row.path) for row in rows], labels
 
     def _job_factory(self):
@@ -300,16 +301,6 @@ class PretrainWidget(QWidget):
             f"{result.spec.mpp:g} µm/px, {result.n_patches} patches, {result.seconds:.0f} s. "
             f"Choose '{name}' in the Embed widget."
         )
-        self._offer_to_embed_widgets(result)
+        if result.registered_as is not None:
+            self.state.encoder_registered.emit(result.registered_as)  # the encoder lists offer it
         self.encoder_saved.emit(str(result.path))
-
-    def _offer_to_embed_widgets(self, result: Any) -> None:
-        """Add the encoder's name to the encoder list of every Embed widget of this viewer."""
-        from napari_regional_mil._widgets._encoder_fields import EncoderFields
-
-        if result.registered_as is None:
-            return
-        window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
-        for fields in window.findChildren(EncoderFields) if window is not None else ():
-            if fields.name.findText(result.registered_as) < 0:
-                fields.name.addItem(result.registered_as)

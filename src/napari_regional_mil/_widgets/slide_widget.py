@@ -22,56 +22,25 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets import _layers
-from napari_regional_mil._widgets._fields import WARNING_STYLE, PathPicker, TilingFields, form, scrollable_column
+from napari_regional_mil._widgets._fields import (
+    WARNING_STYLE,
+    PathPicker,
+    TilingFields,
+    form,
+    scrollable_column,
+)
 from napari_regional_mil._widgets._info_panel import SlideInfoPanel
+from napari_regional_mil._widgets._slide_jobs import tiling_job, tissue_job
+from napari_regional_mil._widgets._state import follow, viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import SlideError
-from napari_regional_mil.jobs import Progress
 
 if TYPE_CHECKING:
     import napari.viewer
 
-__all__ = ["SlideWidget", "SLIDE_FILTER"]
+__all__ = ["SLIDE_FILTER", "SlideWidget"]
 
 SLIDE_FILTER = "Slides (*.svs *.tif *.tiff *.ndpi *.scn *.bif *.qptiff *.svslide);;All files (*)"
-
-
-def _tissue_job(path: Path, mpp: float | None):
-    """Job: detect tissue on a fresh handle of the slide (safe in the worker thread)."""
-    from napari_regional_mil.slide import open_slide
-    from napari_regional_mil.tissue import detect_tissue
-
-    yield Progress("tissue", 0, 1, message="detecting tissue")
-    with open_slide(path, mpp=mpp) as slide:
-        mask = detect_tissue(slide)
-    yield Progress("tissue", 1, 1, message="done")
-    return mask
-
-
-def _tiling_job(path: Path, mpp: float, params: Any, tissue: Any):
-    """Job: (detect tissue when ``tissue`` is None, then) tile the slide.
-
-    Returns a :class:`._layers.TilingLayers`: the tiling with its grid outlines computed
-    here, in the worker, and the detected tissue mask (``None`` when ``tissue`` was given),
-    so the GUI thread only adds or updates layers.
-    """
-    from napari_regional_mil.slide import open_slide
-    from napari_regional_mil.tiling import tile_slide
-    from napari_regional_mil.tissue import detect_tissue
-
-    with open_slide(path, mpp=mpp) as slide:
-        detected = tissue is None
-        if detected:
-            yield Progress("tissue", 0, 2, message="detecting tissue")
-            tissue = detect_tissue(slide)
-        yield Progress("tile", 1, 2, message="tiling")
-        tiling = tile_slide(slide, tissue, params)
-        if hasattr(tiling, "send"):  # a job generator
-            tiling = yield from tiling
-        dimensions = slide.info.dimensions
-    prepared = _layers.prepare_tiling_layers(tiling, tissue if detected else None, dimensions)
-    yield Progress("tile", 2, 2, message="done")
-    return prepared
 
 
 class SlideWidget(QWidget):
@@ -91,12 +60,12 @@ class SlideWidget(QWidget):
         self.slide_layer: Any = None
         self.tiling: Any = None
         self.job: JobHandle | None = None
+        self.state = viewer_state(viewer)
         self._build()
-        viewer.layers.selection.events.active.connect(self._on_active_layer)
-        viewer.layers.events.removed.connect(self._on_layer_removed)
-        current = _layers.find_slide_layer(viewer)
-        if current is not None:
-            self.use_layer(current)
+        follow(self, self.state.slide_changed, self._on_slide_changed)
+        follow(self, self.viewer.layers.selection.events.active, self._on_active_layer)
+        if self.state.slide_layer is not None:
+            self.use_layer(self.state.slide_layer)
 
     # -- UI ----------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -213,12 +182,12 @@ class SlideWidget(QWidget):
         self.refresh_tiling()
         self._set_busy(self.job is not None and self.job.running)
 
-    def _follow_metadata(self, layer: Any, follow: bool) -> None:
+    def _follow_metadata(self, layer: Any, on: bool) -> None:
         """(Dis)connect :meth:`refresh_tiling` to a slide layer's ``events.metadata``."""
         events = getattr(getattr(layer, "events", None), "metadata", None)
         if events is None:
             return
-        if follow:
+        if on:
             events.connect(self.refresh_tiling)
         else:
             events.disconnect(self.refresh_tiling)
@@ -245,22 +214,20 @@ class SlideWidget(QWidget):
         )
 
     def _on_active_layer(self, event: Any = None) -> None:
-        layer = self.viewer.layers.selection.active
-        if layer is None:
-            return
-        if layer is self.slide_layer:
-            self.refresh_tiling()  # tiled elsewhere meanwhile?
-        elif layer in _layers.slide_layers(self.viewer):
-            self.use_layer(layer)
+        if self.slide_layer is not None and self.viewer.layers.selection.active is self.slide_layer:
+            self.refresh_tiling()  # tiled elsewhere meanwhile (metadata set without an event)?
 
-    def _on_layer_removed(self, event: Any) -> None:
-        if event.value is self.slide_layer:
+    def _on_slide_changed(self, layer: Any) -> None:
+        """Show the viewer's open slide (opened here, by the reader or by the Cohort widget)."""
+        if layer is None:
             self._follow_metadata(self.slide_layer, False)
             self.slide_layer = None
             self.slide, self.tiling = None, None
             self.info.clear()
             self.counts.setText("Not tiled yet.")
             self._set_busy(self.job is not None and self.job.running)
+        elif layer is not self.slide_layer:
+            self.use_layer(layer)
 
     # -- mpp -----------------------------------------------------------------------------------
     def current_mpp(self) -> float | None:
@@ -307,7 +274,7 @@ class SlideWidget(QWidget):
             notify_error(SlideError("open a slide first"))
             return
         path, mpp = Path(self.slide.info.path), self.current_mpp()
-        self._start(lambda: _tissue_job(path, mpp), "tissue", f"Tissue of {path.name}", self._show_tissue)
+        self._start(lambda: tissue_job(path, mpp), "tissue", f"Tissue of {path.name}", self._show_tissue)
 
     def _show_tissue(self, mask: Any) -> None:
         if self.slide_layer is None:
@@ -332,7 +299,7 @@ class SlideWidget(QWidget):
             notify_error(exc, context="Tiling parameters")
             return
         tissue = _layers.tissue_mask_of(self.viewer, self.slide_layer)
-        self._start(lambda: _tiling_job(path, mpp, params, tissue), "tiling", f"Tiling {path.name}", self._show_tiling)
+        self._start(lambda: tiling_job(path, mpp, params, tissue), "tiling", f"Tiling {path.name}", self._show_tiling)
 
     def _show_tiling(self, prepared: Any) -> None:
         """Show a :class:`._layers.TilingLayers` made in the worker (adds or updates layers only)."""

@@ -1,11 +1,12 @@
 """The "Train" dock widget: train the first model on the cohort, with live curves.
 
-Thin: the cohort comes from the Cohort widget (:func:`~._widgets.cohort_widget.cohort_widget_of`)
-or a CSV file; training is :func:`~napari_regional_mil.training.workflow.load_and_train_cohort`
+Thin: the cohort comes from the Cohort widget (shared through the viewer's
+:class:`~._state.ViewerState`) or a CSV file; training is :func:`~napari_regional_mil.training.workflow.load_and_train_cohort`
 (the CLI's path, with the CLI's defaults: same cohort and seed, same model), optionally
 preceded by :func:`~napari_regional_mil.training.crossval.cross_validate`; it runs through
 :func:`~napari_regional_mil._widgets._worker.start_job` (progress bar, Cancel). The
-checkpoint is written only when training finished, then handed to the Predict widget.
+checkpoint is written only when training finished, then becomes the viewer's current model
+(the Predict widget picks it up).
 Several scales: the context embeddings found in the cohort's caches are listed
 (:func:`~napari_regional_mil.training.workflow.available_contexts`), those every slide has
 checked, as the CLI takes them; the checked ones go to ``ModelOptions.contexts``.
@@ -33,6 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets._fields import PathPicker, form, scrollable_column
+from napari_regional_mil._widgets._state import viewer_state
 from napari_regional_mil._widgets._train_fields import (
     ContextFields,
     ModelFields,
@@ -99,6 +101,7 @@ class TrainWidget(QWidget):
         self.result: Any = None
         self.crossval: Any = None
         self.saved_path: Path | None = None
+        self.state = viewer_state(self.viewer)
         self._build()
         start_job(_warm_up, kind="train-warm-up", description="Preparing training", viewer=self.viewer, owner=self,
                   show_progress=False)
@@ -185,20 +188,19 @@ class TrainWidget(QWidget):
         CohortError
             No Cohort widget, an unlabelled slide, one class only, a bad CSV, no cache folder.
         """
-        from napari_regional_mil._widgets.cohort_widget import cohort_widget_of
         from napari_regional_mil.training.cohort import read_cohort
 
-        widget = cohort_widget_of(self.viewer)
+        table = self.state.cohort
         if self.source.currentIndex() == 1:
             path = self.csv.path()
             if path is None:
                 raise CohortError("choose a cohort CSV file")
             cohort = read_cohort(path)
         else:
-            if widget is None:
+            if table is None:
                 raise CohortError("no Cohort widget: open Plugins > Regional MIL > Cohort, or train from a CSV file")
-            cohort = widget.table.to_cohort()
-        cache = self.cache_dir.path() or (widget.cache_dir() if widget is not None else None)
+            cohort = table.to_cohort()
+        cache = self.cache_dir.path() or (self.state.cache_dir if table is not None else None)
         if cache is None:
             raise CohortError("choose the embedding cache folder")
         return cohort, cache
@@ -272,7 +274,6 @@ class TrainWidget(QWidget):
             self.status.setText(event.message)
 
     def _finished(self, result: tuple[Any, Any], out: Path) -> None:
-        from napari_regional_mil._widgets.predict_widget import offer_model
         from napari_regional_mil.model.checkpoint import save_checkpoint
 
         trained, cv = result
@@ -290,9 +291,8 @@ class TrainWidget(QWidget):
         if cv is not None:
             mean, sd = cv.auc
             lines.append(f"cross-validation AUC {mean:.3f} ± {sd:.3f} ({len(cv.folds)} folds)")
-        taken = offer_model(self.viewer, checkpoint)
-        if taken:
-            lines.append("handed to the Predict widget")
+        self.state.model = checkpoint  # the viewer's current model: the Predict widget shows it
+        lines.append("handed to the Predict widget (the current model)")
         self.status.setText("<br>".join(lines))
         self.status.setToolTip(str(path))
         notifications.show_info(f"Trained model saved to {path}")

@@ -1,0 +1,59 @@
+"""The Slide and Cohort widgets' jobs: tissue detection and tiling of one slide, off the GUI thread.
+
+Each job opens its own handle of the slide (safe in the worker thread) and prepares every
+array the GUI thread needs, so that only adding or updating layers is left to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_regional_mil._widgets import _layers
+from napari_regional_mil.jobs import Progress
+from napari_regional_mil.tiling import TilingParams
+
+__all__ = ["tiling_job", "tissue_job"]
+
+
+def tissue_job(path: Path, mpp: float | None) -> Generator[Progress, None, np.ndarray]:
+    """Job: detect tissue on a fresh handle of the slide; returns the low-resolution mask."""
+    from napari_regional_mil.slide import open_slide
+    from napari_regional_mil.tissue import detect_tissue
+
+    yield Progress("tissue", 0, 1, message="detecting tissue")
+    with open_slide(path, mpp=mpp) as slide:
+        mask = detect_tissue(slide)
+    yield Progress("tissue", 1, 1, message="done")
+    return mask
+
+
+def tiling_job(
+    path: Path, mpp: float, params: TilingParams, tissue: Any
+) -> Generator[Progress, None, _layers.TilingLayers]:
+    """Job: (detect tissue when ``tissue`` is None, then) tile the slide.
+
+    Returns a :class:`._layers.TilingLayers`: the tiling with its grid outlines computed
+    here, in the worker, and the detected tissue mask (``None`` when ``tissue`` was given),
+    so the GUI thread only adds or updates layers.
+    """
+    from napari_regional_mil.slide import open_slide
+    from napari_regional_mil.tiling import tile_slide
+    from napari_regional_mil.tissue import detect_tissue
+
+    with open_slide(path, mpp=mpp) as slide:
+        detected = tissue is None
+        if detected:
+            yield Progress("tissue", 0, 2, message="detecting tissue")
+            tissue = detect_tissue(slide)
+        yield Progress("tile", 1, 2, message="tiling")
+        tiling = tile_slide(slide, tissue, params)
+        if hasattr(tiling, "send"):  # a job generator
+            tiling = yield from tiling
+        dimensions = slide.info.dimensions
+    prepared = _layers.prepare_tiling_layers(tiling, tissue if detected else None, dimensions)
+    yield Progress("tile", 2, 2, message="done")
+    return prepared
