@@ -16,7 +16,7 @@ Cohort CSVs: generated text and bytes go through ``read_cohort``: success or a
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from badinputs import SMALL_SVS, make_valid_tiff
@@ -164,6 +164,9 @@ def test_read_cohort_gives_a_cohort_or_a_cohort_error(tmp_path_factory):
               suppress_health_check=[HealthCheck.too_slow])
     @given(data=csv_bytes(), classes=st.sampled_from([None, ("a", "b"), ("b", "a", "c")]),
            exists=st.sampled_from([None, lambda row: row.name != "s2"]))
+    # Hypothesis also draws constants found in the package's source, so its draws change as the code
+    # does: one valid cohort is always tried, whatever the draws.
+    @example(data=b"slide,label,patient,split\ns1,a,p1,train\ns3,b,,val\n", classes=None, exists=None)
     def check(data, classes, exists):
         path.write_bytes(data)
         try:

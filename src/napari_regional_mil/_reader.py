@@ -1,5 +1,9 @@
 """napari reader contribution: whole-slide images as lazy multiscale RGB layers.
 
+Any backend (tiffslide, OpenSlide, wsidicom: see :mod:`napari_regional_mil.slide`); a
+folder of DICOM files is one slide. Damaged display tiles become one napari warning per
+slide and level (the core's :mod:`~napari_regional_mil.slide.damage` channel).
+
 The layer's ``scale`` is the slide's ``(mpp_y, mpp_x)`` so world coordinates are microns;
 its ``metadata`` holds ``slide_path`` (str), ``mpp`` (``(mpp_x, mpp_y)`` or ``None``),
 ``slide_info`` (:meth:`SlideInfo.to_dict`) and ``warnings`` (list of str). A slide
@@ -10,12 +14,13 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from napari_regional_mil.errors import SlideError
 
-__all__ = ["napari_get_reader", "read_slide", "layer_data"]
+__all__ = ["layer_data", "napari_get_reader", "read_slide"]
 
 # Slides behind open layers stay open here (their dask levels read through them).
 _OPEN: OrderedDict[str, Any] = OrderedDict()
@@ -60,12 +65,24 @@ def layer_data(slide: Any) -> LayerData:
     return (slide.display_pyramid(), kwargs, "image")
 
 
+def _show_damage(notice: Any) -> None:
+    """Damaged tiles (any thread) -> one napari warning notification per slide and level."""
+    from napari.utils.notifications import show_warning
+
+    show_warning(notice.message)
+
+
 def _layer_of(slide: Any) -> LayerData:
-    """Keep the slide open, warn (napari shows it) when it has no usable mpp, give its layer."""
+    """Keep the slide open, show its warnings (napari notifies them), give its layer."""
+    from napari_regional_mil.slide import damage
+
+    damage.add_listener(_show_damage)
     _keep_open(slide)
     for text in slide.info.warnings:
         if "mpp" in text:
             warnings.warn(f"{text}; it is shown at 1 px per unit until you set the mpp", stacklevel=3)
+        else:
+            warnings.warn(text, stacklevel=3)
     return layer_data(slide)
 
 
@@ -76,27 +93,42 @@ def read_slide(path: str | Path, *, mpp: float | None = None) -> list[LayerData]
     return [_layer_of(open_slide(path, mpp=mpp))]
 
 
-def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
-    """Return a reader for slide files this plugin can open, else ``None``.
+#: Suffixes of slide formats that are not TIFF-based (OpenSlide reads them).
+_NON_TIFF_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide")
 
-    Opening is cheap (headers and one small tile), so the check opens the slide; a file
-    that cannot be opened gives ``None`` and napari tries its other readers.
+
+def _looks_like_slide(path: Path) -> bool:
+    """Cheap (no library import, a few bytes read): a slide suffix and matching content, or a DICOM folder."""
+    from napari_regional_mil.slide import detect, formats
+
+    if path.is_dir():
+        return formats.is_dicom_folder(path)
+    if not formats.is_slide_file(path) or not path.is_file():
+        return False
+    if path.suffix.lower() in _NON_TIFF_SUFFIXES:  # the reader says what is wrong, if anything
+        return True
+    try:
+        kind = detect.sniff(path)
+    except SlideError:
+        return False
+    return kind in ("tiff", "dicom") or path.suffix.lower() in _NON_TIFF_SUFFIXES
+
+
+def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
+    """Return a reader for slides this plugin opens, else ``None`` (cheap: nothing is opened).
+
+    A path is accepted by its suffix (the one list in :mod:`napari_regional_mil.slide.formats`)
+    and its first bytes (a TIFF or DICOM signature; MIRAX, VMS/VMU and SVSlide by suffix), or
+    as a folder of DICOM files. The reader then opens the slides; one that cannot be opened
+    raises a one-line :class:`SlideError`, which napari shows.
     """
     paths = [path] if isinstance(path, (str, Path)) else list(path)
-    if not paths:
+    if not paths or not all(_looks_like_slide(Path(p)) for p in paths):
         return None
-    from napari_regional_mil.slide import open_slide
-
-    opened = []
-    for p in paths:
-        try:
-            opened.append(open_slide(p))
-        except SlideError:
-            for slide in opened:
-                slide.close()
-            return None
 
     def reader(_path: Any) -> list[LayerData]:
-        return [_layer_of(slide) for slide in opened]
+        from napari_regional_mil.slide import open_slide
+
+        return [_layer_of(open_slide(p)) for p in paths]
 
     return reader

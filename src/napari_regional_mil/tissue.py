@@ -88,14 +88,17 @@ def otsu_threshold(values: np.ndarray, *, bins: int = 256) -> float:
 
 
 def _feature(rgb: np.ndarray, method: str) -> np.ndarray:
+    from .slide.damage import GREY
+
     img = rgb.astype(np.float32)
+    damaged = (rgb == GREY).all(axis=-1)  # the flat grey of tiles that could not be decoded
     if method == "otsu-saturation":
         mx, mn = img.max(axis=-1), img.min(axis=-1)
         sat = (mx - mn) / np.maximum(mx, 1.0)
-        sat[mx < 25] = 0.0  # black borders / pen are not tissue
+        sat[(mx < 25) | damaged] = 0.0  # black borders / pen are not tissue
         return sat
     od = -np.log((img + 1.0) / 256.0).mean(axis=-1)
-    od[img.max(axis=-1) < 25] = 0.0
+    od[(img.max(axis=-1) < 25) | damaged] = 0.0
     return od
 
 

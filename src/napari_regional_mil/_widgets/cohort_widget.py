@@ -51,6 +51,7 @@ from napari_regional_mil._widgets._state import follow, offer_encoder, viewer_st
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CohortError, SlideError
 from napari_regional_mil.jobs import Progress
+from napari_regional_mil.slide.formats import dialog_filter
 from napari_regional_mil.training.cohort_table import CohortTable
 from napari_regional_mil.training.evaluation import decide
 
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 __all__ = ["CSV_FILTER", "CohortWidget"]
 
 CSV_FILTER = "Cohort CSV (*.csv);;All files (*)"
-SLIDE_FILTER = "Slides (*.svs *.tif *.tiff *.ndpi *.scn *.bif *.qptiff *.svslide *.mrxs);;All files (*)"
+SLIDE_FILTER = dialog_filter()  # the one list of slide suffixes (slide/formats.py)
 
 class CohortWidget(QWidget):
     """A table of slides: label them, import/export the CSV, open them, embed the missing ones.

@@ -34,13 +34,14 @@ from napari_regional_mil._widgets._slide_jobs import tiling_job, tissue_job
 from napari_regional_mil._widgets._state import follow, viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import SlideError
+from napari_regional_mil.slide.formats import dialog_filter
 
 if TYPE_CHECKING:
     import napari.viewer
 
 __all__ = ["SLIDE_FILTER", "SlideWidget"]
 
-SLIDE_FILTER = "Slides (*.svs *.tif *.tiff *.ndpi *.scn *.bif *.qptiff *.svslide);;All files (*)"
+SLIDE_FILTER = dialog_filter()  # the one list of slide suffixes (slide/formats.py)
 
 
 class SlideWidget(QWidget):

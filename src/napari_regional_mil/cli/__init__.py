@@ -10,8 +10,12 @@ becomes one line ``error: <message>`` on stderr and exit status 2; so does an ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["main", "build_parser"]
 
@@ -61,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import JobCancelled, RegionalMilError
 
     try:
-        return int(args.func(args) or 0)
+        with _one_line_warnings():
+            return int(args.func(args) or 0)
     except JobCancelled as exc:
         print(f"cancelled: {exc}", file=sys.stderr)
         return 130
@@ -76,6 +81,26 @@ def main(argv: list[str] | None = None) -> int:
         text = " ".join(str(exc.strerror or exc).split())
         print(f"error: {where}: {text}" if where else f"error: {text}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show the project's slide warnings (damaged tiles...) as ``warning: <message>`` lines on stderr."""
+    from ..slide.damage import SlideWarning
+
+    previous = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, SlideWarning):
+            print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+        else:
+            previous(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":  # pragma: no cover

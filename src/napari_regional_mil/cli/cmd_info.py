@@ -13,12 +13,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "info",
         help="show a slide's levels, mpp, associated images and its tiling at the default settings",
         description=(
-            "Print the vendor, level sizes and downsamples, microns per pixel, objective power and "
+            "Print the backend that opened the slide, the vendor, level sizes and downsamples, microns per pixel, objective power and "
             "associated images of a slide, then detect tissue and report the patch grid and the "
             "number of tissue patches and regions the slide would give."
         ),
     )
-    parser.add_argument("slide", type=Path, metavar="SLIDE", help="a whole-slide image (.svs, .tif, .ndpi, ...)")
+    parser.add_argument("slide", type=Path, metavar="SLIDE",
+                        help="a whole-slide image (.svs, .tif, .ndpi, .mrxs, .bif, ...) or a folder of DICOM WSI files")
+    parser.add_argument("--backend", choices=("tiffslide", "openslide", "wsidicom"), default=None,
+                        help="reader to use instead of the one the file's content calls for")
     parser.add_argument("--mpp", type=float, default=None,
                         help="level-0 microns per pixel, overriding the slide's (required when it has none)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -71,6 +74,7 @@ def _print_text(info: dict[str, Any], tiling: dict[str, Any]) -> None:
     power = info["objective_power"]
     lines = [
         f"slide:             {info['path']}",
+        f"backend:           {info['backend']}",
         f"vendor:            {info['vendor'] or 'generic TIFF'}",
         f"size:              {w} x {h} px",
         f"mpp:               {f'{mpp[0]:.4g} x {mpp[1]:.4g} um/px' if mpp else 'none'} ({source})",
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..slide import open_slide
 
-    with open_slide(args.slide, mpp=args.mpp) as slide:
+    with open_slide(args.slide, mpp=args.mpp, backend=args.backend) as slide:
         info = slide.info.to_dict()
         tiling = _tiling_summary(slide, args)
     if args.json:

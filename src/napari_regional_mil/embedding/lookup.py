@@ -16,6 +16,7 @@ from ..embedding.cache import FORMAT_VERSION, PARTIAL_SUFFIX, CacheWriter, check
 from ..embedding.context import read_context_embeddings
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError
+from ..slide.formats import SLIDE_SUFFIXES
 
 __all__ = ["CacheInfo", "list_caches", "find_slide_cache", "load_slide_embeddings", "write_slide_embeddings", "cache_status"]
 
@@ -133,7 +134,7 @@ def find_slide_cache(
     return max(complete, key=lambda i: i.created).path  # the newest (older ones: earlier file versions)
 
 
-_SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".qptiff", ".h5"}
+_SLIDE_SUFFIXES = frozenset(SLIDE_SUFFIXES) | {".h5"}  # the one slide list and TRIDENT/CLAM h5 files
 
 
 def load_slide_embeddings(path: str | Path) -> SlideEmbeddings:

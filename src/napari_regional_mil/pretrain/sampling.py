@@ -26,11 +26,12 @@ import torch
 
 from ..errors import TilingError, TrainingError
 from ..jobs import Progress
+from ..slide import formats
 
 __all__ = ["PatchSample", "sample_patches", "augment", "channel_statistics", "SLIDE_SUFFIXES", "list_slides"]
 
 #: File suffixes taken as slides when a folder is given.
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".qptiff", ".svslide", ".mrxs")
+SLIDE_SUFFIXES = formats.SLIDE_SUFFIXES
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,7 +85,7 @@ def list_slides(slides: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     if isinstance(slides, (str, os.PathLike)):
         folder = Path(slides)
         if folder.is_dir():
-            found = sorted(p for p in folder.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES and p.is_file())
+            found = formats.find_slides(folder)
             if not found:
                 raise TrainingError(f"{folder}: no slide files ({', '.join(SLIDE_SUFFIXES)})")
             return found

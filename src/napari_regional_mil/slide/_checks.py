@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,23 +19,38 @@ import numpy as np
 
 from ..errors import SlideError
 
-__all__ = ["check_file", "diagnose_open_failure", "check_levels", "check_data_extent", "check_decodes",
-           "check_user_mpp", "one_line", "quiet_tifffile"]
+__all__ = [
+    "TIFF_MAGIC",
+    "check_data_extent",
+    "check_decodes",
+    "check_levels",
+    "check_tiff_extent",
+    "check_user_mpp",
+    "diagnose_open_failure",
+    "library_warnings",
+    "one_line",
+    "quiet_libraries",
+]
 
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
+#: Loggers of the reader libraries whose records are kept off stderr while a slide opens.
+LIBRARY_LOGGERS = ("tifffile", "tiffslide", "openslide", "wsidicom", "pydicom")
+#: Modules whose Python warnings become the slide's one-line warnings.
+LIBRARY_MODULES = ("tifffile", "tiffslide", "openslide", "wsidicom", "pydicom", "zarr", "numcodecs", "imagecodecs")
 
 _QUIET = threading.local()
 
 
 class _QuietFilter(logging.Filter):
-    """Drops tifffile's log records in a thread inside :func:`quiet_tifffile` (keeping their text)."""
+    """Drops the libraries' log records in a thread inside :func:`quiet_libraries` (keeping their text)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         seen = getattr(_QUIET, "seen", None)
         if seen is None:
             return True
-        seen.append(" ".join(record.getMessage().split())[:200])
+        if record.levelno >= logging.WARNING:
+            seen.append(f"{record.name.split('.')[0]}: " + " ".join(record.getMessage().split())[:200])
         return False
 
 
@@ -42,15 +58,17 @@ _FILTER = _QuietFilter()
 
 
 @contextlib.contextmanager
-def quiet_tifffile() -> Iterator[list[str]]:
-    """Keep tifffile's log messages (e.g. ``generic series raised ...``) off stderr in this thread.
+def quiet_libraries() -> Iterator[list[str]]:
+    """Keep the reader libraries' log messages off stderr in this thread.
 
-    A broken file must give one line (our :class:`SlideError`), not tifffile's log lines
-    first; the messages are collected in the yielded list instead.
+    A broken file must give one line (our :class:`SlideError`), not tifffile's or
+    wsidicom's log lines first; their warnings are collected (``"tifffile: ..."``) in the
+    yielded list instead.
     """
-    logger = logging.getLogger("tifffile")
-    if _FILTER not in logger.filters:
-        logger.addFilter(_FILTER)
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
     outer = getattr(_QUIET, "seen", None)
     _QUIET.seen = seen = []
     try:
@@ -59,28 +77,38 @@ def quiet_tifffile() -> Iterator[list[str]]:
         _QUIET.seen = outer
 
 
+@contextlib.contextmanager
+def library_warnings() -> Iterator[list[str]]:
+    """Collect the reader libraries' Python warnings as one-line texts (``"tiffslide: ..."``).
+
+    Warnings raised by other code meanwhile are shown as usual (re-issued on exit).
+    """
+    collected: list[str] = []
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        yield collected
+    for rec in records:
+        module = _warning_module(rec.filename)
+        if module is not None:
+            text = f"{module}: " + " ".join(str(rec.message).split())[:200]
+            if text not in collected:
+                collected.append(text)
+        else:
+            warnings.warn_explicit(rec.message, rec.category, rec.filename, rec.lineno)
+
+
+def _warning_module(filename: str) -> str | None:
+    parts = Path(filename).parts
+    for name in LIBRARY_MODULES:
+        if name in parts:
+            return name
+    return None
+
+
 def one_line(exc: BaseException) -> str:
     """``ExceptionType: message`` squeezed onto one line."""
     text = " ".join(str(exc).split()) or "no details"
     return f"{type(exc).__name__}: {text}"[:300]
-
-
-def check_file(path: Path) -> None:
-    """Reject a path that is missing, a folder, empty, or not TIFF-based."""
-    if not path.exists():
-        raise SlideError(f"{path}: no such file")
-    if path.is_dir():
-        raise SlideError(f"{path}: is a folder, not a slide file")
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except OSError as exc:
-        raise SlideError(f"{path}: cannot be read ({one_line(exc)})") from exc
-    if size == 0:
-        raise SlideError(f"{path}: empty file (0 bytes)")
-    if head not in _TIFF_MAGIC:
-        raise SlideError(f"{path}: not a TIFF-based slide (file starts with {head!r}, not a TIFF signature)")
 
 
 def diagnose_open_failure(path: Path, exc: BaseException) -> SlideError:
@@ -144,6 +172,24 @@ def check_data_extent(path: Path, pages: list[Any]) -> None:
                 raise SlideError(
                     f"{path}: file is truncated (image data run to byte {end:,} but the file has {size:,} bytes)"
                 )
+
+
+def check_tiff_extent(path: Path) -> None:
+    """For a TIFF-based file read by another library: parse it with tifffile and reject truncation.
+
+    Every page's tile/strip offsets must lie inside the file (the cost is one pass over
+    the IFDs, not over the pixels).
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = list(tif.pages)
+            check_data_extent(path, pages)
+    except SlideError:
+        raise
+    except Exception as exc:  # the TIFF structure itself is broken
+        raise SlideError(f"{path}: not a readable TIFF, maybe truncated or corrupt ({one_line(exc)})") from exc
 
 
 def check_decodes(path: Path, array: Any) -> None:

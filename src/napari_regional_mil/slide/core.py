@@ -1,9 +1,8 @@
-"""Opening a whole-slide image: :func:`open_slide` and :class:`Slide`."""
+"""Opening a whole-slide image: :func:`open_slide` and :class:`Slide` (any backend)."""
 
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,29 +10,40 @@ from typing import Any
 import numpy as np
 
 from ..errors import SlideError
-from ..slide import _checks
-from ..slide.info import SlideInfo, pick_properties, slide_mpp_from_properties
-from ..slide.pyramid import build_pyramid, native_level, zarr_levels
+from . import _checks, detect
+from .backend import SlideBackend
+from .damage import DamageLog
+from .info import SlideInfo, checked_slide_mpp, pick_properties
+from .pyramid import build_pyramid, native_level, unique_name
 
-__all__ = ["Slide", "open_slide", "DISPLAY_MIN_SIZE"]
+__all__ = ["DISPLAY_MIN_SIZE", "Slide", "open_slide"]
 
 #: Display pyramids go down to a level whose longer side is at most this many px.
 DISPLAY_MIN_SIZE = 1024
 
 
-def open_slide(path: str | os.PathLike, *, mpp: float | None = None) -> Slide:
-    """Open a whole-slide image (any format tiffslide reads).
+def open_slide(
+    path: str | os.PathLike, *, mpp: float | None = None, backend: str | None = None, check_pixels: bool = True
+) -> Slide:
+    """Open a whole-slide image with the backend its content calls for.
 
-    Opening reads only the TIFF structure and one small tile: its cost does not depend
-    on the slide's size.
+    Opening reads the header and (with ``check_pixels``) one small tile: its cost does not
+    depend on the slide's size.
 
     Parameters
     ----------
     path
-        The slide file (.svs, .tif, .tiff, .ndpi, .scn, .bif, .qptiff, ...).
+        The slide file, or a folder of DICOM WSI files (see
+        :data:`~napari_regional_mil.slide.formats.FORMATS`).
     mpp
         Level-0 microns per pixel to use instead of the slide's own (required for
         slides that store none).
+    backend
+        Force a backend (``"tiffslide"``, ``"openslide"``, ``"wsidicom"``) instead of
+        choosing by content.
+    check_pixels
+        Decode a little of the smallest level now, so an undecodable slide fails at
+        open (the napari reader leaves it to the first frame, whose tiles are guarded).
 
     Returns
     -------
@@ -42,10 +52,76 @@ def open_slide(path: str | os.PathLike, *, mpp: float | None = None) -> Slide:
     Raises
     ------
     SlideError
-        The file is missing, empty, not a slide, truncated, not 2-D 8-bit RGB, or its
-        compression cannot be decoded; the message names the file and the problem.
+        The file is missing, empty, not a supported slide, truncated, not 2-D 8-bit RGB,
+        or its compression cannot be decoded; the message names the file and the problem.
     """
-    return Slide(path, mpp=mpp)
+    return Slide(path, mpp=mpp, backend=backend, check_pixels=check_pixels)
+
+
+def _open_forced(path: Path, name: str) -> SlideBackend:
+    try:
+        if name == "tiffslide":
+            from .backend_tiffslide import TiffslideBackend
+
+            return TiffslideBackend(path, prefer_openslide=False)
+        if name == "openslide":
+            from .backend_openslide import OpenSlideBackend
+
+            return OpenSlideBackend(path)
+        from .backend_wsidicom import WsiDicomBackend
+
+        return WsiDicomBackend(path)
+    except SlideError:
+        raise
+    except Exception as exc:
+        raise _backend_error(path, name, exc) from exc
+
+
+def _open_tiff(path: Path) -> SlideBackend:
+    """tiffslide; OpenSlide for what it reads better or when tiffslide cannot open a vendor file."""
+    from .backend_openslide import openslide_format
+    from .backend_tiffslide import PreferOpenSlide, TiffslideBackend
+
+    try:
+        return TiffslideBackend(path)
+    except PreferOpenSlide:
+        try:
+            return _open_forced(path, "openslide")
+        except SlideError:
+            return _open_forced(path, "tiffslide")
+    except SlideError as exc:
+        if openslide_format(path) in (None, "generic-tiff"):
+            raise
+        try:
+            return _open_forced(path, "openslide")
+        except SlideError:
+            raise exc from None
+
+
+def _open_any(path: Path, backend: str | None) -> SlideBackend:
+    """Open ``path`` with the forced backend, or the one its content calls for."""
+    kind = detect.sniff(path)
+    if backend is not None:
+        return _open_forced(path, detect.check_backend_name(path, backend))
+    if kind == "tiff":
+        return _open_tiff(path)
+    if kind == "dicom":
+        return _open_forced(path, "wsidicom")
+    from .backend_openslide import openslide_format
+
+    fmt = openslide_format(path)
+    if fmt is None:
+        raise detect.unsupported(path)
+    return _open_forced(path, "wsidicom" if fmt == "dicom" else "openslide")
+
+
+def _backend_error(path: Path, name: str, exc: BaseException) -> SlideError:
+    text = _checks.one_line(exc)
+    if name == "openslide" and "Unsupported or missing image file" in text:
+        return SlideError(f"{path}: OpenSlide does not read this file ({text})")
+    if name == "wsidicom":
+        return SlideError(f"{path}: not a readable DICOM WSI ({text})")
+    return SlideError(f"{path}: cannot be opened as a slide with {name} ({text})")
 
 
 class Slide:
@@ -56,86 +132,77 @@ class Slide:
     Attributes
     ----------
     path : pathlib.Path
-        The slide file.
+        The slide file (or DICOM folder).
     info : SlideInfo
-        Its metadata (dimensions, levels, mpp and where it came from, warnings...).
+        Its metadata (backend, dimensions, levels, mpp and where it came from, warnings...).
+    damage : DamageLog
+        Display tiles that failed to decode so far, per level.
     """
 
-    def __init__(self, path: str | os.PathLike, *, mpp: float | None = None) -> None:
-        import tiffslide
-
+    def __init__(
+        self, path: str | os.PathLike, *, mpp: float | None = None, backend: str | None = None,
+        check_pixels: bool = True,
+    ) -> None:
         self.path = Path(path).expanduser()
-        _checks.check_file(self.path)
+        self._closed = True
         user_mpp = _checks.check_user_mpp(self.path, mpp)
-        with _checks.quiet_tifffile() as logged:  # tifffile's log lines would precede our one-line error
+        with _checks.library_warnings() as warned, _checks.quiet_libraries() as logged:
+            handle = _open_any(self.path, backend)
             try:
-                handle = tiffslide.TiffSlide(self.path)
-            except Exception as exc:
-                raise _checks.diagnose_open_failure(self.path, exc) from exc
-            try:
-                self._handle = handle
+                if check_pixels:
+                    self._check_pixels(handle)
                 self.info = self._read_info(handle, user_mpp)
-            except SlideError:
+            except BaseException:
                 handle.close()
                 raise
-            except Exception as exc:
-                handle.close()
-                raise _checks.diagnose_open_failure(self.path, exc) from exc
-        if logged:  # opened despite damage tifffile noticed (e.g. a broken extra IFD): say so
-            self.info = replace(self.info, warnings=(*self.info.warnings, f"{self.path.name}: tifffile: {logged[0]}"))
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._thread_handles: list[Any] = []
+        extra = [f"{self.path.name}: {text}" for text in dict.fromkeys([*warned, *logged])]
+        if extra:  # opened despite what the library said (e.g. a broken extra IFD): say so
+            self.info = replace(self.info, warnings=(*self.info.warnings, *extra))
+        self._backend = handle
         self._pyramid: list[Any] | None = None
+        self.damage = DamageLog(self.path)
         self._closed = False
 
     # --- opening -------------------------------------------------------------------------------
-    def _read_info(self, handle: Any, user_mpp: float | None) -> SlideInfo:
-        path = self.path
-        tif = handle.ts_tifffile
-        props = dict(handle.properties)
-        series = tif.series[int(props.get("tiffslide.series-index") or 0)]
-        self._pages = [lvl.keyframe for lvl in series.levels]
-        _checks.check_data_extent(path, self._pages)
-        arrays = zarr_levels(handle.zarr_group)
-        _checks.check_levels(path, arrays)
-        _checks.check_decodes(path, arrays[-1])
-        self._arrays = arrays
-        slide_mpp, warnings = slide_mpp_from_properties(props, path)
+    def _check_pixels(self, handle: SlideBackend) -> None:
+        try:
+            handle.check_pixels()
+        except SlideError:
+            raise
+        except Exception as exc:
+            raise SlideError(f"{self.path}: cannot decode the image data ({_checks.one_line(exc)})") from exc
+
+    def _read_info(self, handle: SlideBackend, user_mpp: float | None) -> SlideInfo:
+        head = handle.header
+        slide_mpp, warnings = checked_slide_mpp(head.mpp, self.path)
         if user_mpp is not None:
             mpp, source, warnings = (user_mpp, user_mpp), "user", []
         elif slide_mpp is not None:
             mpp, source = slide_mpp, "slide"
         else:
             mpp, source = None, "none"
-        page0 = self._pages[0]
-        tile = (int(page0.tilewidth), int(page0.tilelength)) if page0.is_tiled else None
-        if tile is None:
-            warnings.append(f"{path.name}: not tiled (strips): lower display levels are computed lazily")
-        objective = props.get("tiffslide.objective-power")
-        try:
-            objective = float(objective) if objective is not None else None
-        except (TypeError, ValueError):
-            objective = None
-        try:
-            associated = tuple(handle.associated_images.keys())
-        except Exception:  # a broken associated image must not block the slide
-            associated = ()
         return SlideInfo(
-            path=path,
-            vendor=props.get("tiffslide.vendor"),
-            dimensions=tuple(int(v) for v in handle.dimensions),
-            level_dimensions=tuple((int(w), int(h)) for w, h in handle.level_dimensions),
-            level_downsamples=tuple(float(d) for d in handle.level_downsamples),
+            path=self.path,
+            backend=handle.name,
+            vendor=head.vendor,
+            dimensions=head.level_dimensions[0],
+            level_dimensions=head.level_dimensions,
+            level_downsamples=head.level_downsamples,
             mpp=(float(mpp[0]), float(mpp[1])) if mpp else None,
             mpp_source=source,
             slide_mpp=slide_mpp,
-            objective_power=objective,
-            associated_images=associated,
-            tile_size=tile,
-            properties=pick_properties(props),
-            warnings=tuple(warnings),
+            objective_power=head.objective_power,
+            associated_images=handle.associated_names(),
+            tile_size=head.tile_size,
+            properties=pick_properties(head.properties),
+            warnings=(*head.warnings, *warnings),
         )
+
+    @property
+    def backend(self) -> SlideBackend:
+        """The backend that reads this slide."""
+        self._check_open()
+        return self._backend
 
     # --- physical size -------------------------------------------------------------------------
     @property
@@ -182,14 +249,17 @@ class Slide:
     def display_pyramid(self) -> list[Any]:
         """The display pyramid: RGB uint8 dask arrays ``(h, w, 3)``, largest first.
 
-        Native levels have the native tiles as chunks; slides whose smallest level is
-        larger than ``DISPLAY_MIN_SIZE`` px get lazily halved extra levels. Cached.
+        Native levels have the native tiles as chunks and read through a guarded chunk
+        loader (a tile that fails to decode is flat grey, counted in :attr:`damage` and
+        announced once per level); slides whose smallest level is larger than
+        ``DISPLAY_MIN_SIZE`` px get lazily halved extra levels. Cached.
         """
         self._check_open()
         if self._pyramid is None:
+            prefix = unique_name(f"slide-{self._backend.name}")
             natives = [
-                native_level(arr, tiled=bool(page.is_tiled), path=self.path, page=page)
-                for arr, page in zip(self._arrays, self._pages)
+                native_level(source, level=i, log=self.damage, name=prefix)
+                for i, source in enumerate(self._backend.level_sources())
             ]
             self._pyramid = build_pyramid(natives, min_size=DISPLAY_MIN_SIZE)
         return self._pyramid
@@ -198,19 +268,6 @@ class Slide:
         """``(downsample_x, downsample_y)`` of every display level relative to level 0."""
         w0, h0 = self.info.dimensions
         return [(w0 / lvl.shape[1], h0 / lvl.shape[0]) for lvl in self.display_pyramid()]
-
-    def _thread_handle(self) -> Any:
-        handle = getattr(self._local, "handle", None)
-        if handle is None:
-            import tiffslide
-
-            self._check_open()
-            with _checks.quiet_tifffile():
-                handle = tiffslide.TiffSlide(self.path)
-            with self._lock:
-                self._thread_handles.append(handle)
-            self._local.handle = handle
-        return handle
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         """Read a region; safe to call from many threads (one file handle per thread).
@@ -234,12 +291,13 @@ class Slide:
         width, height = int(size[0]), int(size[1])
         if width < 1 or height < 1:
             raise ValueError(f"size must be positive, got {size}")
-        handle = self._thread_handle()
+        backend = self.backend
         try:
-            out = handle.read_region((int(location[0]), int(location[1])), level, (width, height), as_array=True)
+            with _checks.quiet_libraries():
+                out = backend.read_region((int(location[0]), int(location[1])), level, (width, height))
         except Exception as exc:
             raise SlideError(f"{self.path}: cannot read region at {tuple(location)} ({_checks.one_line(exc)})") from exc
-        return np.ascontiguousarray(out[..., :3])
+        return np.ascontiguousarray(out)
 
     def associated_image(self, name: str) -> np.ndarray:
         """An associated image (``"label"``, ``"macro"``, ``"thumbnail"``...) as RGB uint8."""
@@ -248,11 +306,9 @@ class Slide:
             have = ", ".join(self.info.associated_images) or "none"
             raise SlideError(f"{self.path}: no associated image {name!r} (has: {have})")
         try:
-            image = self._handle.associated_images[name]
-            arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+            return self.backend.associated_image(name)
         except Exception as exc:
             raise SlideError(f"{self.path}: cannot read associated image {name!r} ({_checks.one_line(exc)})") from exc
-        return np.ascontiguousarray(arr[..., :3]) if arr.ndim == 3 else np.stack([arr] * 3, axis=-1)
 
     def thumbnail(self, max_size: int = 512) -> np.ndarray:
         """An RGB uint8 overview whose longer side is at most ``max_size`` px.
@@ -282,13 +338,7 @@ class Slide:
         if getattr(self, "_closed", True):
             return
         self._closed = True
-        with self._lock:
-            handles, self._thread_handles = self._thread_handles, []
-        for handle in [self._handle, *handles]:
-            try:
-                handle.close()
-            except Exception:  # pragma: no cover - closing must not raise
-                pass
+        self._backend.close()
 
     def __enter__(self) -> Slide:
         return self
@@ -299,4 +349,5 @@ class Slide:
     def __repr__(self) -> str:
         w, h = self.info.dimensions
         mpp = f"{self.info.mpp[0]:.4g} um/px ({self.info.mpp_source})" if self.info.mpp else "no mpp"
-        return f"Slide({str(self.path)!r}, {w} x {h} px, {self.info.level_count} levels, {mpp})"
+        return (f"Slide({str(self.path)!r}, {self.info.backend}, {w} x {h} px, {self.info.level_count} levels, "
+                f"{mpp})")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["SlideInfo", "MPP_RANGE", "slide_mpp_from_properties"]
+__all__ = ["MPP_RANGE", "SlideInfo", "checked_slide_mpp", "pick_properties"]
 
 #: Plausible level-0 microns per pixel of a microscope scan; outside it the value is
 #: treated as "no real mpp" (e.g. 352.78 um/px read from a 72-dpi tag).
@@ -23,10 +23,12 @@ class SlideInfo:
     Parameters
     ----------
     path
-        The slide file.
+        The slide file (or DICOM folder).
+    backend
+        The reader backend that opened it: ``"tiffslide"``, ``"openslide"`` or ``"wsidicom"``.
     vendor
-        Format reported by tiffslide (``"aperio"``, ``"hamamatsu"``, ...), ``None`` for a
-        generic TIFF.
+        Format reported by the backend (``"aperio"``, ``"hamamatsu"``, ``"mirax"``,
+        ``"dicom"``...), ``None`` for a generic TIFF.
     dimensions
         ``(width, height)`` of level 0 in pixels.
     level_dimensions
@@ -47,12 +49,14 @@ class SlideInfo:
     tile_size
         ``(width, height)`` of the level-0 tiles, ``None`` for a strip (untiled) TIFF.
     properties
-        A subset of the slide's properties (``tiffslide.*`` and short vendor values).
+        A subset of the slide's properties (the backend's own and short vendor values).
     warnings
-        Human-readable warnings (no mpp, implausible mpp, no pyramid...).
+        One-line warnings (no mpp, implausible mpp, no pyramid, the reader library's own
+        warnings...), each naming the file.
     """
 
     path: Path
+    backend: str
     vendor: str | None
     dimensions: tuple[int, int]
     level_dimensions: tuple[tuple[int, int], ...]
@@ -102,17 +106,19 @@ def _number(value: Any) -> float | None:
     return out if math.isfinite(out) and out > 0 else None
 
 
-def slide_mpp_from_properties(props: dict[str, Any], path: Path) -> tuple[tuple[float, float] | None, list[str]]:
+def checked_slide_mpp(
+    stored: tuple[float, float] | None, path: Path
+) -> tuple[tuple[float, float] | None, list[str]]:
     """The slide's own ``(mpp_x, mpp_y)`` when present and plausible, and warnings.
 
     Parameters
     ----------
-    props
-        tiffslide properties.
+    stored
+        ``(mpp_x, mpp_y)`` as the backend read it (either may be 0/NaN when missing).
     path
         The slide (named in warnings).
     """
-    mx, my = _number(props.get("tiffslide.mpp-x")), _number(props.get("tiffslide.mpp-y"))
+    mx, my = (_number(stored[0]), _number(stored[1])) if stored is not None else (None, None)
     if mx is None and my is None:
         return None, [f"{path.name}: the slide stores no microns per pixel (mpp); pass mpp= / --mpp"]
     mx = mx if mx is not None else my
@@ -120,17 +126,17 @@ def slide_mpp_from_properties(props: dict[str, Any], path: Path) -> tuple[tuple[
     lo, hi = MPP_RANGE
     if not (lo <= mx <= hi and lo <= my <= hi):
         return None, [
-            f"{path.name}: the stored resolution ({mx:.5g} x {my:.5g} um/px) is not a microscope "
-            f"resolution (outside {lo}..{hi} um/px, e.g. a screen-dpi tag); it is ignored: pass mpp= / --mpp"
+            (f"{path.name}: the stored resolution ({mx:.5g} x {my:.5g} um/px) is not a microscope "
+             f"resolution (outside {lo}..{hi} um/px, e.g. a screen-dpi tag); it is ignored: pass mpp= / --mpp")
         ]
     return (mx, my), []
 
 
 def pick_properties(props: dict[str, Any]) -> dict[str, Any]:
-    """The properties worth showing: ``tiffslide.*`` and short vendor values."""
+    """The properties worth showing: the backend's own and short vendor values (no per-level keys)."""
     out: dict[str, Any] = {}
     for key, value in props.items():
-        if value is None or key.startswith("tiffslide.level[") or key == "tiffslide.comment":
+        if value is None or ".level[" in key or key.endswith(".comment"):
             continue
         if isinstance(value, str) and len(value) > 200:
             continue

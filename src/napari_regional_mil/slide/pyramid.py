@@ -1,74 +1,104 @@
-"""Lazy display pyramids (lists of dask arrays) over a slide's tiles.
+"""Lazy display pyramids (lists of dask arrays) over a slide's levels, whatever the backend.
 
-Native levels wrap tiffslide's zarr group with the native tile size as chunks. An untiled
-(strip) TIFF gets sensible chunks (a memory map cut into 1024 x 1024 blocks when the
-image is stored uncompressed and contiguous, else whole strips grouped to ~1024 rows),
-and every slide whose smallest level is still large gets extra levels, each the lazy 2 x 2
-mean of the one above, down to about ``min_size`` px. Nothing is read until napari (or
-``compute``) asks for a chunk.
+Every native level is wrapped with its own chunks (the native tiles where tiled) through
+a guarded chunk loader: a tile that fails to decode becomes a flat grey tile and is
+recorded in the slide's :class:`~napari_regional_mil.slide.damage.DamageLog`, so a damaged
+area never raises inside napari's renderer. Slides whose smallest level is still large
+get extra levels, each the lazy 2 x 2 mean of the one above, down to about ``min_size``
+px. Nothing is read until napari (or ``compute``) asks for a chunk.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import itertools
 from typing import Any
 
 import numpy as np
 
-__all__ = ["zarr_levels", "native_level", "halve", "build_pyramid", "STRIP_CHUNK"]
+from .backend import LevelSource
+from .damage import GREY, DamageLog
 
-#: Chunk side used for untiled (strip) images.
-STRIP_CHUNK = 1024
+__all__ = ["GuardedLevel", "build_pyramid", "halve", "native_level"]
 
-
-def zarr_levels(group: Any) -> list[Any]:
-    """The zarr arrays of a tiffslide zarr group, level 0 first (keys sorted numerically)."""
-    if hasattr(group, "shape"):  # a single array rather than a group
-        return [group]
-    keys = sorted(group.array_keys(), key=int)
-    return [group[k] for k in keys]
+_NAMES = itertools.count()
 
 
-def _memmap(path: Path, page: Any) -> np.ndarray | None:
-    """A read-only memory map of an uncompressed, contiguous (h, w, c) uint8 page, else None."""
-    try:
-        if not page.is_memmappable or page.dtype != np.uint8 or len(page.shape) != 3:
-            return None
-        offset = int(page.dataoffsets[0])
-        return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=tuple(page.shape))
-    except Exception:  # not mappable after all: fall back to zarr
-        return None
-
-
-def native_level(array: Any, *, tiled: bool, path: Path | None = None, page: Any = None) -> Any:
-    """One native level as an RGB uint8 dask array with sensible chunks.
+class GuardedLevel:
+    """An array-like over a level source that turns a failed read into a flat grey block.
 
     Parameters
     ----------
     array
-        The level's zarr array (chunks = tiles or strips).
-    tiled
-        Whether the level is stored in tiles (chunks = tiles) or strips.
-    path, page
-        The file and its tifffile page, used to memory-map an untiled image.
+        ``(h, w, c)`` uint8 array-like (c = 3 or 4: only RGB is returned).
+    level
+        The display level (named in the damage notice).
+    log
+        Where failures are recorded.
+    """
+
+    def __init__(self, array: Any, level: int, log: DamageLog) -> None:
+        self._array = array
+        self._level = level
+        self._log = log
+        self.shape = (int(array.shape[0]), int(array.shape[1]), 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+        self._rgba = len(array.shape) == 3 and array.shape[2] == 4
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        rows, post_rows = _as_slice(key[0] if len(key) > 0 else slice(None), self.shape[0])
+        cols, post_cols = _as_slice(key[1] if len(key) > 1 else slice(None), self.shape[1])
+        channels = key[2] if len(key) > 2 else slice(None)
+        try:
+            block = np.asarray(self._array[rows, cols])
+            if self._rgba or block.ndim != 3 or block.shape[2] != 3:
+                block = block[..., :3] if block.ndim == 3 else np.repeat(block[..., None], 3, axis=2)
+        except Exception as exc:  # noqa: BLE001 - any decoder's error type: the renderer must not see it
+            self._log.record(self._level, (rows.start, cols.start), exc)
+            block = np.full((rows.stop - rows.start, cols.stop - cols.start, 3), GREY, np.uint8)
+        if post_rows is None and post_cols is None:
+            return block[:, :, channels]
+        return block[_or_all(post_rows), _or_all(post_cols), channels]
+
+
+def _or_all(post: Any) -> Any:
+    return slice(None) if post is None else post
+
+
+def _as_slice(key: Any, n: int) -> tuple[slice, Any]:
+    """A contiguous ``slice(start, stop)`` covering ``key`` and what to take from it after reading."""
+    if isinstance(key, slice):
+        start, stop, step = key.indices(n)
+        stop = max(start, stop)
+        return slice(start, stop), (None if step == 1 else slice(None, None, step))
+    if isinstance(key, (int, np.integer)):
+        i = int(key) + n if key < 0 else int(key)
+        return slice(i, i + 1), 0
+    idx = np.asarray(key)
+    idx = np.where(idx < 0, idx + n, idx)
+    lo = int(idx.min()) if idx.size else 0
+    hi = int(idx.max()) + 1 if idx.size else 0
+    return slice(lo, hi), idx - lo
+
+
+def native_level(source: LevelSource, *, level: int, log: DamageLog, name: str) -> Any:
+    """One native level as an RGB uint8 dask array, chunked as ``source.chunks``.
+
+    Memory-mapped sources are wrapped directly; every other source reads through a
+    :class:`GuardedLevel`.
     """
     import dask.array as da
 
-    height, width = array.shape[:2]
-    chunk_h = array.chunks[0]
-    if tiled:
-        level = da.from_zarr(array)
-    else:
-        mapped = _memmap(path, page) if path is not None and page is not None else None
-        if mapped is not None:
-            level = da.from_array(mapped, chunks=(STRIP_CHUNK, STRIP_CHUNK, mapped.shape[2]), asarray=True,
-                                  lock=False, meta=np.empty((0, 0, 0), np.uint8))
-        else:
-            rows = max(1, chunk_h) * max(1, -(-STRIP_CHUNK // max(1, chunk_h)))
-            level = da.from_zarr(array, chunks=(min(rows, height), width) + tuple(array.shape[2:]))
-    if level.ndim == 3 and level.shape[2] == 4:
-        level = level[..., :3]
-    return level
+    meta = np.empty((0, 0, 0), np.uint8)
+    array = source.array
+    if source.direct:
+        level_array = da.from_array(array, chunks=(*source.chunks, array.shape[2]), asarray=True, lock=False,
+                                    meta=meta, name=f"{name}-{level}")
+        return level_array[..., :3] if array.shape[2] == 4 else level_array
+    guarded = GuardedLevel(array, level, log)
+    return da.from_array(guarded, chunks=(*source.chunks, 3), asarray=False, lock=False, meta=meta,
+                         name=f"{name}-{level}")
 
 
 def _mean2x2(block: np.ndarray) -> np.ndarray:
@@ -93,3 +123,8 @@ def build_pyramid(levels: list[Any], *, min_size: int = 1024) -> list[Any]:
     while max(out[-1].shape[:2]) > min_size and min(out[-1].shape[:2]) >= 2:
         out.append(halve(out[-1]))
     return out
+
+
+def unique_name(prefix: str) -> str:
+    """A dask name prefix unique in this process (one per opened slide)."""
+    return f"{prefix}-{next(_NAMES)}"

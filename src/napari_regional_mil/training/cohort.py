@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CohortError
+from ..slide.formats import SLIDE_SUFFIXES
 
 __all__ = ["COLUMNS", "SPLITS", "CohortRow", "Cohort", "read_cohort", "slide_key"]
 
@@ -36,7 +37,8 @@ def slide_key(slide: str) -> str:
     return stem if Path(name).suffix.lower() in _SLIDE_SUFFIXES else name
 
 
-_SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".qptiff", ".czi", ".h5", ".npz", ".zarr"}
+#: Slide suffixes (the one list) and the embedding files a cohort may name instead.
+_SLIDE_SUFFIXES = frozenset(SLIDE_SUFFIXES) | {".h5", ".npz", ".zarr"}
 
 
 @dataclass(frozen=True)

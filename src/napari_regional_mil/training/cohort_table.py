@@ -21,12 +21,13 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..errors import CohortError
+from ..slide import formats
 from .cohort import SPLITS, Cohort, CohortRow, read_cohort, slide_key
 
 __all__ = ["SLIDE_SUFFIXES", "EMBEDDED", "TableRow", "CohortTable", "resolve_slide_file"]
 
-#: File suffixes the "add folder" action picks up (lower case).
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".qptiff", ".svslide", ".mrxs")
+#: File suffixes the "add folder" action picks up (lower case): the one list, :mod:`..slide.formats`.
+SLIDE_SUFFIXES = formats.SLIDE_SUFFIXES
 
 #: Values of the ``embedded`` column: a complete cache, an interrupted one, several
 #: complete caches with different encoders/tilings (ambiguous), none.
@@ -44,7 +45,7 @@ def resolve_slide_file(slide: str, base: Path | None) -> Path | None:
         candidates.append(base / slide)
         candidates += [base / f"{slide}{suffix}" for suffix in SLIDE_SUFFIXES]
     for candidate in candidates:
-        if candidate.is_file():
+        if candidate.is_file() or formats.is_dicom_folder(candidate):
             return candidate.resolve()
     return None
 
@@ -139,11 +140,7 @@ class CohortTable:
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise CohortError(f"{folder}: no such folder")
-        files = folder.rglob("*") if recursive else folder.iterdir()
-        slides = sorted(
-            (p for p in files if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES and not p.name.startswith(".")),
-            key=lambda p: p.name,
-        )
+        slides = sorted(formats.find_slides(folder, recursive=recursive), key=lambda p: p.name)
         return self.add_slides(slides)
 
     def remove(self, indices: Iterable[int]) -> None:
