@@ -67,9 +67,11 @@ def layer_data(slide: Any) -> LayerData:
 
 def _show_damage(notice: Any) -> None:
     """Damaged tiles (any thread) -> one napari warning notification per slide and level."""
+    import napari
     from napari.utils.notifications import show_warning
 
-    show_warning(notice.message)
+    if napari.current_viewer() is not None:  # no viewer left (e.g. a CLI run later in this process): not ours
+        show_warning(notice.message)
 
 
 def _layer_of(slide: Any) -> LayerData:

@@ -86,9 +86,13 @@ def main(argv: list[str] | None = None) -> int:
 @contextlib.contextmanager
 def _one_line_warnings() -> Iterator[None]:
     """Show the project's slide warnings (damaged tiles...) as ``warning: <message>`` lines on stderr."""
+    from ..slide import damage
     from ..slide.damage import SlideWarning
 
     previous = warnings.showwarning
+
+    def damaged(notice: damage.DamageNotice) -> None:
+        print(f"warning: {notice.message}", file=sys.stderr)
 
     def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
         if issubclass(category, SlideWarning):
@@ -97,9 +101,11 @@ def _one_line_warnings() -> Iterator[None]:
             previous(message, category, *args, **kwargs)
 
     warnings.showwarning = show
+    damage.add_listener(damaged)
     try:
         yield
     finally:
+        damage.remove_listener(damaged)
         warnings.showwarning = previous
 
 
