@@ -92,3 +92,20 @@ def test_sample_slide(tmp_path, monkeypatch):
     assert path.stat().st_mtime_ns == mtime  # cached, not rewritten
     top = np.asarray(again[0][0][-1])
     assert top.min() < 200 and np.median(top) > 200  # tissue on white glass
+
+
+@pytest.mark.gui
+def test_damaged_tiles_become_one_napari_warning(make_napari_viewer, shown_notes, tmp_path, synthetic_slide,
+                                                 odd_patch_types):
+    from test_slide_backends import _damage_tile
+
+    path = tmp_path / "damaged.tiff"
+    _damage_tile(synthetic_slide(odd_patch_types, patch_px=24), path, 6)
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(path, plugin="napari-regional-mil")
+    for _ in range(2):  # the renderer reads the damaged tile twice: still one notification
+        assert (layer.data[0][64:128, 64:128].compute() == 128).all()
+    layer.data[1].compute()
+    damaged = [(kind, msg) for kind, msg in shown_notes if "damaged tiles" in msg]
+    assert len(damaged) == 1 and damaged[0][0] == "show_warning"
+    assert damaged[0][1].startswith(f"{path}: damaged tiles at level 0 are shown as flat grey (")
