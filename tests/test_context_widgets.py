@@ -70,7 +70,7 @@ def test_context_encoder_list_add_remove_and_bad_choice(embed_setup):
     ctx.list.setCurrentRow(0)
     ctx.remove_selected()
     assert ctx.requests() == [("builtin-he", {}, 2.0)]
-    ctx.encoder.name.setCurrentText("uni")  # a published encoder needs its weights file
+    ctx.encoder.name.setCurrentText("uni_v1")  # a published encoder needs its weights file
     with pytest.raises(EncoderError, match="weights"):
         ctx.add_current()
     assert ctx.requests() == [("builtin-he", {}, 2.0)]

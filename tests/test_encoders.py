@@ -1,10 +1,8 @@
-"""Frozen encoders: built-in H&E extractor, registry, TorchScript, safetensors, timm path."""
+"""Frozen encoders: built-in H&E extractor, registry and names, TorchScript, one-file safetensors, timm."""
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -13,14 +11,19 @@ from torch import nn
 
 from napari_regional_mil.encoders import (
     EncoderSpec,
+    canonical_name,
     list_encoders,
     load_encoder,
+    read_encoder_metadata,
     register_architecture,
     save_encoder,
 )
 from napari_regional_mil.errors import EncoderError
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript is our exchange format
+pytestmark = [  # TorchScript is an exchange format here, deprecated upstream
+    pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"),
+]
 
 
 def _patches(n=5, h=48, w=48, seed=0):
@@ -99,14 +102,18 @@ def test_builtin_embeddings_differ_between_tissue_types():
     assert min(float((means[i] - means[j]).norm()) for i in range(3) for j in range(i + 1, 3)) > 1.0
 
 
-# --- registry, ResNet-50 -------------------------------------------------------------------
+# --- registry, names, ResNet-50 -----------------------------------------------------------
 
 
-def test_registry_lists_builtins_and_known_encoders():
+def test_registry_lists_builtins_and_known_encoders_under_tridents_names():
     names = list_encoders()
-    assert names[0] == "builtin-he"
-    for name in ("resnet50-random", "resnet50", "uni", "virchow2", "h-optimus-0", "prov-gigapath", "conch-vision"):
+    assert names[:2] == ["builtin-he", "resnet50-random"]
+    for name in ("uni_v1", "uni_v2", "virchow", "virchow2", "hoptimus0", "hoptimus1", "gigapath", "phikon",
+                 "phikon_v2", "conch_v1", "conch_v15", "ctranspath", "resnet50"):
         assert name in names
+    for alias, name in (("uni", "uni_v1"), ("uni2-h", "uni_v2"), ("h-optimus-0", "hoptimus0"),
+                        ("prov-gigapath", "gigapath"), ("phikon-v2", "phikon_v2"), ("conch-vision", "conch_v1")):
+        assert canonical_name(alias) == name and alias not in names
 
 
 def test_unknown_encoder_is_a_clear_error():
@@ -122,18 +129,19 @@ def test_resnet50_random_truncated_after_layer3():
     assert out.shape == (2, 1024)
 
 
-def test_resnet50_with_foreign_weights_names_the_file_and_keys(tmp_path):
+def test_resnet50_with_foreign_weights_names_the_encoder_file_and_keys(tmp_path):
     from safetensors.torch import save_file
 
     path = tmp_path / "foreign.safetensors"
     save_file({"encoder.weight": torch.zeros(3, 3)}, str(path))
-    with pytest.raises(EncoderError, match=r"foreign\.safetensors: weights do not fit.*missing conv1\.weight.*unexpected encoder\.weight"):
+    with pytest.raises(EncoderError, match=r"encoder resnet50: .*foreign\.safetensors: weights do not fit.*"
+                       r"missing conv1\.weight.*unexpected encoder\.weight.*timm/resnet50\.tv_in1k"):
         load_encoder("resnet50", weights=str(path))
-    with pytest.raises(EncoderError, match="give a local weights file"):
+    with pytest.raises(EncoderError, match=r"encoder resnet50: give its weights file .*--weights FILE.*--from-hub"):
         load_encoder("resnet50")
 
 
-# --- TorchScript and saved encoders --------------------------------------------------------
+# --- TorchScript and saved encoders: one file each -----------------------------------------
 
 
 class _Tiny(nn.Module):
@@ -145,7 +153,12 @@ class _Tiny(nn.Module):
         return self.conv(x).mean(dim=(2, 3))
 
 
-def test_torchscript_file_with_sidecar(tmp_path):
+def _reference(module: nn.Module, x: np.ndarray, mean, std) -> torch.Tensor:
+    t = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+    return module((t - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
+
+
+def test_torchscript_file_with_a_legacy_sidecar(tmp_path):
     torch.manual_seed(0)
     module = _Tiny(5).eval()
     path = tmp_path / "mine.pt"
@@ -155,12 +168,18 @@ def test_torchscript_file_with_sidecar(tmp_path):
     assert (enc.spec.name, enc.spec.input_size, enc.spec.mpp, enc.spec.kind) == ("mine", 24, 1.0, "torchscript")
     assert enc.spec.embedding_dim == 5  # inferred by a dummy forward pass
     x = _patches(3, 24, 24)
-    expected = module((torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25)
-    assert torch.allclose(enc.embed(x), expected, atol=1e-5)
-    assert load_encoder(str(path), mpp=0.25).spec.mpp == 0.25  # options override the sidecar
+    assert torch.allclose(enc.embed(x), _reference(module, x, [0.5] * 3, [0.25] * 3), atol=1e-5)
+    assert load_encoder(str(path), mpp=0.25).spec.mpp == 0.25  # options override the description
 
 
-def test_file_that_is_not_torchscript(tmp_path):
+def test_only_torchscript_suffixes_load_code_and_unknown_suffixes_are_refused(tmp_path):
+    torch.manual_seed(0)
+    scripted = torch.jit.script(_Tiny(3).eval())
+    for name in ("model.pth", "model.bin", "model.onnx", "model"):
+        path = tmp_path / name
+        torch.jit.save(scripted, str(path))  # a real TorchScript archive, named as something else
+        with pytest.raises(EncoderError, match=rf"{name}: unknown encoder file type .*TorchScript file \(\.pt, \.ts"):
+            load_encoder(str(path))
     bad = tmp_path / "weights.pt"
     bad.write_bytes(b"not a zip archive at all")
     with pytest.raises(EncoderError, match=r"weights\.pt: not a TorchScript file"):
@@ -169,121 +188,86 @@ def test_file_that_is_not_torchscript(tmp_path):
         load_encoder(str(tmp_path / "missing.pt"))
 
 
-def test_save_encoder_round_trips_torchscript_and_safetensors(tmp_path):
+def test_save_encoder_keeps_weights_and_description_in_one_file(tmp_path):
     register_architecture("test-tiny", lambda dim=6: _Tiny(dim), overwrite=True)
     torch.manual_seed(1)
     module = _Tiny(7).eval()
     spec = EncoderSpec(name="my-pretrained", embedding_dim=7, input_size=32, mpp=0.5)
     x = _patches(2, 32, 32)
     for suffix, kwargs in ((".ts", {}), (".safetensors", {"arch": "test-tiny", "arch_kwargs": {"dim": 7}})):
+        stale = tmp_path / f"enc{suffix}.json"
+        stale.write_text(json.dumps({"spec": {"name": "stale", "input_size": 99}}))  # from an earlier save
         path = save_encoder(module, spec, tmp_path / f"enc{suffix}", **kwargs)
-        assert (tmp_path / f"enc{suffix}.json").exists()
+        assert not stale.exists()  # one file: nothing beside it to be replaced separately
         enc = load_encoder(str(path))
-        assert enc.spec.name == "my-pretrained" and enc.spec.embedding_dim == 7 and enc.spec.weights_hash
-        ref = load_encoder(str(path)).embed(x)
-        assert torch.allclose(enc.embed(x), ref) and torch.allclose(
-            ref, module((torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - torch.tensor(spec.mean).view(1, 3, 1, 1))
-                        / torch.tensor(spec.std).view(1, 3, 1, 1)), atol=1e-5)
+        assert (enc.spec.name, enc.spec.embedding_dim, enc.spec.input_size) == ("my-pretrained", 7, 32)
+        assert enc.spec.weights_hash
+        assert torch.allclose(enc.embed(x), _reference(module, x, spec.mean, spec.std), atol=1e-5)
+    meta = read_encoder_metadata(tmp_path / "enc.safetensors")
+    assert meta["arch"] == "test-tiny" and meta["spec"]["name"] == "my-pretrained"
     assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temp files
 
 
-def test_safetensors_with_wrong_shapes(tmp_path):
+def test_legacy_safetensors_with_a_json_sidecar_still_loads(tmp_path):
+    from safetensors.torch import save_file
+
     register_architecture("test-tiny", lambda dim=6: _Tiny(dim), overwrite=True)
-    path = save_encoder(_Tiny(4), EncoderSpec(name="t", embedding_dim=4), tmp_path / "t.safetensors", arch="test-tiny",
-                        arch_kwargs={"dim": 4})
-    side = json.loads((tmp_path / "t.safetensors.json").read_text())
-    side["arch_kwargs"] = {"dim": 9}
-    (tmp_path / "t.safetensors.json").write_text(json.dumps(side))
+    torch.manual_seed(2)
+    module = _Tiny(4).eval()
+    save_file(module.state_dict(), str(tmp_path / "old.safetensors"))  # as written before: no metadata
+    (tmp_path / "old.safetensors.json").write_text(json.dumps(
+        {"arch": "test-tiny", "arch_kwargs": {"dim": 4}, "spec": {"name": "old", "embedding_dim": 4, "input_size": 16}}))
+    enc = load_encoder(str(tmp_path / "old.safetensors"))
+    assert (enc.spec.name, enc.spec.input_size) == ("old", 16)
+    x = _patches(2, 16, 16)
+    assert torch.allclose(enc.embed(x), _reference(module, x, enc.spec.mean, enc.spec.std), atol=1e-5)
+    (tmp_path / "old.safetensors.json").unlink()
+    with pytest.raises(EncoderError, match=r"old\.safetensors: safetensors without an encoder description"):
+        load_encoder(str(tmp_path / "old.safetensors"))
+
+
+def test_safetensors_with_wrong_shapes(tmp_path):
+    from safetensors.torch import save_file
+
+    register_architecture("test-tiny", lambda dim=6: _Tiny(dim), overwrite=True)
+    meta = {"arch": "test-tiny", "arch_kwargs": {"dim": 9}, "spec": {"name": "t", "embedding_dim": 9}}
+    save_file(_Tiny(4).state_dict(), str(tmp_path / "t.safetensors"),
+              metadata={"napari_regional_mil.encoder": json.dumps(meta)})
     with pytest.raises(EncoderError, match=r"t\.safetensors: weights do not fit.*shape conv\.weight"):
-        load_encoder(str(path))
+        load_encoder(str(tmp_path / "t.safetensors"))
 
 
-# --- timm (stand-in here, real when timm imports) -----------------------------------------
+# --- timm: any architecture with a local weights file ----------------------------------------
 
 
-class _FakeViT(nn.Module):
-    """Tokens ``(N, 1 + reg + 4, dim)`` when ``global_pool=""``, else a pooled ``(N, dim)``."""
-
-    def __init__(self, dim: int = 8, reg_tokens: int = 0, global_pool: str = "token") -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(3, dim, 8, stride=8)
-        self.cls = nn.Parameter(torch.randn(1, 1 + reg_tokens, dim))
-        self.global_pool = global_pool
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.proj(nn.functional.adaptive_avg_pool2d(x, 16)).flatten(2).transpose(1, 2)  # (N, 4, dim)
-        tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], 1)
-        return tokens if self.global_pool == "" else tokens[:, 0]
-
-
-@pytest.fixture
-def fake_timm(monkeypatch):
-    calls = []
-
-    def create_model(name, pretrained=False, num_classes=1000, **kwargs):
-        calls.append((name, pretrained, num_classes, kwargs))
-        torch.manual_seed(0)
-        return _FakeViT(dim=8, reg_tokens=kwargs.get("reg_tokens", 0), global_pool=kwargs.get("global_pool", "token"))
-
-    module = types.ModuleType("timm")
-    module.create_model = create_model
-    layers = types.ModuleType("timm.layers")
-    layers.SwiGLUPacked = type("SwiGLUPacked", (), {})
-    module.layers = layers
-    monkeypatch.setitem(sys.modules, "timm", module)
-    monkeypatch.setitem(sys.modules, "timm.layers", layers)
-    return calls
-
-
-def test_timm_model_with_local_weights(fake_timm, tmp_path):
+def test_timm_model_with_local_weights(tmp_path):
+    import timm
     from safetensors.torch import save_file
 
-    torch.manual_seed(0)
-    weights = tmp_path / "vit.safetensors"
-    save_file(_FakeViT(8).state_dict(), str(weights))
-    enc = load_encoder("timm:vit_small_fake", weights=str(weights), input_size=32)
-    assert fake_timm[-1][:3] == ("vit_small_fake", False, 0)  # no download, pooled features
-    assert enc.spec.kind == "timm" and enc.spec.embedding_dim == 8 and enc.spec.input_size == 32
-    assert enc.embed(_patches(2, 32, 32)).shape == (2, 8)
-    with pytest.raises(EncoderError, match="give a local weights file"):
-        load_encoder("timm:vit_small_fake")
-
-
-def test_timm_weights_that_do_not_fit(fake_timm, tmp_path):
-    weights = tmp_path / "other.pth"
-    torch.save({"blocks.0.attn.qkv.weight": torch.zeros(2, 2), "proj.weight": torch.zeros(1)}, weights)
-    with pytest.raises(EncoderError, match=r"other\.pth: weights do not fit.*missing .*cls.*unexpected blocks\.0\.attn\.qkv\.weight"):
-        load_encoder("timm:vit_small_fake", weights=str(weights))
-
-
-def test_known_encoder_builds_its_architecture(fake_timm, tmp_path):
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    weights = tmp_path / "virchow2.safetensors"
-    save_file(_FakeViT(8, reg_tokens=4).state_dict(), str(weights))
-    enc = load_encoder("virchow2", weights=str(weights))
-    name, pretrained, _, kwargs = fake_timm[-1]
-    assert name == "vit_huge_patch14_224" and not pretrained
-    assert kwargs["reg_tokens"] == 4 and kwargs["act_layer"] is torch.nn.SiLU and kwargs["mlp_layer"].__name__ == "SwiGLUPacked"
-    assert enc.spec.embedding_dim == 16  # class token + mean of patch tokens (skipping 4 registers)
-    assert enc.spec.name == "virchow2" and enc.spec.input_size == 224
-    with pytest.raises(EncoderError, match="point at the downloaded weights"):
-        load_encoder("uni")
-
-
-def test_known_encoder_without_timm_says_how_to_install(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "timm", None)
-    with pytest.raises(EncoderError, match=r"timm is not installed.*\[timm\]"):
-        load_encoder("uni", weights=str(tmp_path / "w.safetensors"))
-
-
-def test_real_timm_model_with_local_weights(tmp_path):
-    timm = pytest.importorskip("timm")
-    from safetensors.torch import save_file
-
-    model = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=0).eval()
     weights = tmp_path / "r18.safetensors"
     save_file(model.state_dict(), str(weights))
     enc = load_encoder("timm:resnet18", weights=str(weights), input_size=64)
-    assert enc.embed(_patches(2, 64, 64)).shape == (2, 512)
+    assert enc.spec.kind == "timm" and enc.spec.embedding_dim == 512 and enc.spec.input_size == 64
+    x = _patches(2, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(enc.embed(x), _reference(model, x, enc.spec.mean, enc.spec.std), atol=1e-5)
+    with pytest.raises(EncoderError, match="give a local weights file"):
+        load_encoder("timm:resnet18")
+    other = tmp_path / "other.pth"
+    torch.save({"blocks.0.attn.qkv.weight": torch.zeros(2, 2)}, other)
+    with pytest.raises(EncoderError, match=r"other\.pth: weights do not fit.*missing conv1\.weight.*unexpected "
+                       r"blocks\.0\.attn\.qkv\.weight"):
+        load_encoder("timm:resnet18", weights=str(other))
+
+
+class _Payload:
+    """Stands for any pickled object: unpickling it would import and run this module's code."""
+
+
+def test_weights_files_are_never_unpickled(tmp_path):
+    """A torch file with a pickled object (not tensors) is refused by ``weights_only=True``."""
+    path = tmp_path / "evil.bin"
+    torch.save({"weight": torch.zeros(1), "obj": _Payload()}, path)
+    with pytest.raises(EncoderError, match=r"evil\.bin: cannot read weights \(UnpicklingError"):
+        load_encoder("resnet50", weights=str(path))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
-from napari_regional_mil.encoders import hash_file, hash_state_dict, list_encoders, load_encoder
+from napari_regional_mil.encoders import hash_file, hash_state_dict, list_encoders, load_encoder, read_encoder_metadata
 from napari_regional_mil.errors import EncoderError, TrainingError
 from napari_regional_mil.jobs import run_job
 from napari_regional_mil.pretrain import (
@@ -116,8 +114,9 @@ def test_saved_autoencoder_loads_by_path_with_its_spec_and_hash(trained_autoenco
     assert spec.weights_hash == result.spec.weights_hash == hash_state_dict(enc.module)
     assert isinstance(enc.module, PatchCNN) and enc.module.pooling == "flatten"
     assert spec.extra["method"] == "autoencoder" and spec.name == "tissue-ae"
-    side = json.loads(result.path.with_name(result.path.name + ".json").read_text())
+    side = read_encoder_metadata(result.path)  # weights and description in one file
     assert side["arch"] == "pretrained-patch-cnn" and side["spec"]["mean"] == list(spec.mean)
+    assert not result.path.with_name(result.path.name + ".json").exists()
     assert all(0.0 < s < 1.0 for s in spec.std)
     patches = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     out = enc.embed(patches)

@@ -19,7 +19,7 @@ from ..errors import EncoderError
 
 __all__ = ["ARCHITECTURE", "PatchCNN"]
 
-#: Architecture name of the tool's own encoders in the ``.safetensors`` sidecar.
+#: Architecture name of the tool's own encoders in a ``.safetensors`` encoder's description.
 ARCHITECTURE = "pretrained-patch-cnn"
 
 
@@ -89,7 +89,7 @@ class PatchCNN(nn.Module):
         self.head = nn.Linear(head_in, self.embedding_dim)
 
     def arch_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments that rebuild this architecture (stored in the sidecar)."""
+        """Keyword arguments that rebuild this architecture (stored in the encoder file)."""
         return {
             "input_size": self.input_size,
             "widths": list(self.widths),
@@ -103,7 +103,7 @@ class PatchCNN(nn.Module):
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             raise EncoderError(
                 f"this pretrained encoder was trained on {self.input_size} x {self.input_size} px patches and got "
-                f"{x.shape[-1]} x {x.shape[-2]} px; do not override its input size (it is in the encoder's sidecar)"
+                f"{x.shape[-1]} x {x.shape[-2]} px; do not override its input size (it is in the encoder file)"
             )
         return self.stages(x)
 

@@ -1,10 +1,20 @@
 """The registry of frozen encoders and :func:`load_encoder`, the one way to get one.
 
-Names resolve in this order: a registered name (``"builtin-he"``, ``"resnet50-random"``,
-``"resnet50"``, the known pathology encoders such as ``"uni"``, and whatever
-:func:`register_encoder` added, e.g. encoders the tool pretrained), then ``timm:<name>``
-and ``hf-hub:<repo>``, then a file path (TorchScript, or safetensors + JSON
-architecture).
+Names resolve in this order:
+
+1. a registered name: ``"builtin-he"``, ``"resnet50-random"``, the known pathology
+   encoders under TRIDENT's names (``"uni_v1"``, ``"virchow2"`` ...; earlier names such
+   as ``"uni"`` are aliases) which need ``weights=`` or ``from_hub=True``, and whatever
+   :func:`register_encoder` added (e.g. encoders the tool pretrained);
+2. ``timm:<name>`` (any timm architecture with a local ``weights=`` file) and
+   ``hf-hub:<org>/<repo>`` (a download the user asks for by writing it; a known
+   encoder's repository builds that known encoder);
+3. a file: ``.safetensors`` with an encoder description (what :func:`save_encoder`
+   writes), or TorchScript (``.pt``, ``.ts``, ``.torchscript``, ``.jit``: runs the code it
+   contains, so only from a file the user picked). Any other suffix is an error.
+
+A name stored in a checkpoint or a cache never reaches this function without the user's
+choice: :mod:`.policy` decides what may be loaded for a stored name.
 """
 
 from __future__ import annotations
@@ -15,22 +25,24 @@ from pathlib import Path
 from typing import Any
 
 from ..encoders.builtin import BUILTIN_NAME, builtin_he
-from ..encoders.files import (
-    TORCHSCRIPT_SUFFIXES,
-    load_saved_encoder,
-    load_state_dict_file,
-    load_torchscript,
-    load_weights_into,
-    register_architecture,
-)
+from ..encoders.files import TORCHSCRIPT_SUFFIXES, load_saved_encoder, load_torchscript, register_architecture
+from ..encoders.known import KNOWN_ENCODERS, canonical_name
 from ..encoders.patch_cnn import ARCHITECTURE as PATCH_CNN_ARCHITECTURE
 from ..encoders.patch_cnn import PatchCNN
+from ..encoders.published import load_known
 from ..encoders.resnet import ResNet50, resnet50
-from ..encoders.spec import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, FrozenEncoder, hash_file, hash_state_dict
-from ..encoders.timm_models import KNOWN_ENCODERS, load_known, load_timm
+from ..encoders.spec import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, FrozenEncoder, hash_state_dict
 from ..errors import EncoderError
 
-__all__ = ["DEFAULT_ENCODER", "EncoderLike", "register_encoder", "list_encoders", "load_encoder", "resolve_encoder"]
+__all__ = [
+    "DEFAULT_ENCODER",
+    "EncoderLike",
+    "register_encoder",
+    "list_encoders",
+    "load_encoder",
+    "is_registered",
+    "resolve_encoder",
+]
 
 DEFAULT_ENCODER = BUILTIN_NAME
 _FACTORIES: dict[str, Callable[..., FrozenEncoder]] = {}
@@ -48,14 +60,20 @@ def register_encoder(name: str, factory: Callable[..., FrozenEncoder], *, overwr
     overwrite
         Replace an existing registration instead of raising ``ValueError``.
     """
-    if (name in _FACTORIES and not overwrite) or name.startswith(("timm:", "hf-hub:")):
+    taken = name in _FACTORIES or canonical_name(name) in KNOWN_ENCODERS
+    if (taken and not overwrite) or name.startswith(("timm:", "hf-hub:", "hf_hub:")):
         raise ValueError(f"encoder name {name!r} is taken or reserved")
     _FACTORIES[name] = factory
 
 
 def list_encoders() -> list[str]:
-    """Registered encoder names (built-ins first)."""
+    """Registered encoder names: built-ins first, then the known encoders (TRIDENT's names), then others."""
     return list(_FACTORIES)
+
+
+def is_registered(name: str) -> bool:
+    """Whether ``name`` (or the alias of a known encoder) is a registered encoder name."""
+    return name in _FACTORIES or canonical_name(name) in _FACTORIES
 
 
 def load_encoder(name_or_path: str | Path, *, device: str = "cpu", **options: Any) -> FrozenEncoder:
@@ -64,38 +82,52 @@ def load_encoder(name_or_path: str | Path, *, device: str = "cpu", **options: An
     Parameters
     ----------
     name_or_path
-        A registered name (:func:`list_encoders`), ``timm:<model>`` (needs
-        ``weights=``), ``hf-hub:<org/repo>`` (downloads), or a path to a TorchScript
-        file or a ``.safetensors`` encoder with its JSON sidecar.
+        A registered name (:func:`list_encoders`, aliases included), ``timm:<model>``
+        (needs ``weights=``), ``hf-hub:<org/repo>`` (downloads), or a path to a
+        ``.safetensors`` encoder or a TorchScript file.
     device
         ``"cpu"`` or ``"cuda[:i]"``.
     **options
-        Passed to the factory: e.g. ``weights=`` (a local weights file), ``input_size``,
-        ``mpp``, ``mean``, ``std``, ``embedding_dim`` (TorchScript), ``layers``
-        (ResNet-50).
+        Passed to the factory: ``weights=`` (a local weights file), ``from_hub=True``
+        (known encoders: download), ``progress=`` (download callback), ``input_size``,
+        ``mpp``, ``mean``, ``std``, ``embedding_dim`` (TorchScript).
 
     Raises
     ------
     EncoderError
-        Unknown name, unreadable or foreign file, weights that do not fit.
+        Unknown name, unreadable or foreign file, weights that do not fit, a download
+        that fails.
     """
-    key = str(name_or_path)
+    key = canonical_name(str(name_or_path))
     if key in _FACTORIES:
         try:
             return _FACTORIES[key](device=device, **options)
         except TypeError as exc:
             raise EncoderError(f"encoder {key}: bad option ({exc})") from None
     if key.startswith("timm:"):
+        from ..encoders.timm_models import load_timm
+
         return load_timm(key[len("timm:") :], device=device, **options)
     if key.startswith(("hf-hub:", "hf_hub:")):
+        repo = key.split(":", 1)[1].lower()
+        for known in KNOWN_ENCODERS.values():
+            if known.hub_repo.lower() == repo and known.repo_type == "model":
+                return load_known(known.name, device=device, from_hub=True, progress=options.get("progress"))
+        from ..encoders.timm_models import load_timm
+
         return load_timm(key, device=device, **options)
     path = Path(key).expanduser()
-    if path.suffix == ".safetensors":
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
         if not path.is_file():
             raise EncoderError(f"{path}: encoder file not found")
         return load_saved_encoder(path, device=device, **options)
-    if path.suffix in TORCHSCRIPT_SUFFIXES or path.is_file():
+    if suffix in TORCHSCRIPT_SUFFIXES:
         return load_torchscript(path, device=device, **options)
+    if path.exists() or suffix:
+        raise EncoderError(
+            f"{path}: unknown encoder file type {suffix or '(no suffix)'!r}: use a .safetensors encoder, a "
+            f"TorchScript file ({', '.join(TORCHSCRIPT_SUFFIXES)}), or a known encoder name with --weights FILE")
     raise EncoderError(f"unknown encoder {key!r}: not a file, and not one of {', '.join(list_encoders())}")
 
 
@@ -127,56 +159,36 @@ def resolve_encoder(
     return load_encoder(os.fspath(encoder), device=device, **dict(options or {}))
 
 
-def _resnet(*, device: str = "cpu", weights: str | None = None, layers: int = 3, input_size: int = 224, mpp: float = 0.5) -> FrozenEncoder:
+def _resnet_random(*, device: str = "cpu", layers: int = 3, input_size: int = 224, mpp: float = 0.5) -> FrozenEncoder:
+    """Random-weight ResNet-50 (speed benchmarks only: weights do not change speed)."""
     module = resnet50(layers=layers, seed=0)
-    if weights is not None:
-        state = load_state_dict_file(weights)
-        if layers == 3:  # a full torchvision checkpoint: drop what the truncated model lacks
-            state = {k: v for k, v in state.items() if not k.startswith(("layer4.", "fc."))}
-        else:
-            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        load_weights_into(module, state, path=weights)
-    name = "resnet50" if weights else "resnet50-random"
     spec = EncoderSpec(
-        name=name if layers == 3 else f"{name}-full",
+        name="resnet50-random" if layers == 3 else "resnet50-random-full",
         embedding_dim=module.embedding_dim,
         input_size=input_size,
         mpp=mpp,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        weights_hash=hash_file(weights) if weights else hash_state_dict(module),
+        weights_hash=hash_state_dict(module),
         kind="torch",
-        source=str(weights or ""),
         extra={"layers": layers},
     )
     return FrozenEncoder(module, spec, device=device)
 
 
-def _resnet_random(*, device: str = "cpu", **options: Any) -> FrozenEncoder:
-    """Random-weight ResNet-50 (speed benchmarks only: weights do not change speed)."""
-    options.pop("weights", None)
-    return _resnet(device=device, **options)
-
-
-def _resnet_weights(*, device: str = "cpu", weights: str | None = None, **options: Any) -> FrozenEncoder:
-    if weights is None:
-        raise EncoderError("resnet50: give a local weights file (weights=..., torchvision resnet50 layout)")
-    return _resnet(device=device, weights=weights, **options)
-
-
 def _known_factory(name: str) -> Callable[..., FrozenEncoder]:
-    def factory(*, device: str = "cpu", weights: str | None = None, hub: bool = False) -> FrozenEncoder:
-        return load_known(name, weights=weights, device=device, hub=hub)
+    def factory(*, device: str = "cpu", weights: str | Path | None = None, from_hub: bool = False,
+                hub: bool = False, progress: Callable[[int, int], None] | None = None) -> FrozenEncoder:
+        return load_known(name, weights=weights, from_hub=from_hub or hub, device=device, progress=progress)
 
-    factory.__doc__ = f"{name}: {KNOWN_ENCODERS[name].timm_name}, {KNOWN_ENCODERS[name].embedding_dim}-d"
+    known = KNOWN_ENCODERS[name]
+    factory.__doc__ = f"{name}: {known.title}, {known.embedding_dim}-d"
     return factory
 
 
 register_encoder(BUILTIN_NAME, builtin_he)
 register_encoder("resnet50-random", _resnet_random)
-register_encoder("resnet50", _resnet_weights)
 for _name in KNOWN_ENCODERS:
-    register_encoder(_name, _known_factory(_name))
+    _FACTORIES[_name] = _known_factory(_name)
 register_architecture("resnet50", lambda layers=3: ResNet50(layers=layers))
-
 register_architecture(PATCH_CNN_ARCHITECTURE, PatchCNN)  # encoders trained by the tool (``pretrain/``)

@@ -51,11 +51,14 @@ class EncoderSpec:
     weights_hash
         sha256 (hex) of the weights (state dict bytes or the weights file).
     kind
-        ``"builtin"``, ``"torchscript"``, ``"timm"`` or ``"torch"``.
+        ``"builtin"``, ``"torchscript"``, ``"timm"``, ``"transformers"`` or ``"torch"``.
     source
         Where the weights came from (file path or hub name); empty for built-ins.
     extra
         Free-form provenance (architecture, options), JSON-serialisable.
+    interpolation
+        How patches of another size are resized to ``input_size``: ``"bilinear"`` or
+        ``"bicubic"`` (antialiased either way).
     """
 
     name: str
@@ -68,6 +71,7 @@ class EncoderSpec:
     kind: str = "torch"
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    interpolation: str = "bilinear"
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (the sidecar / cache attribute form)."""
@@ -86,6 +90,8 @@ class EncoderSpec:
                     kwargs[key] = tuple(float(v) for v in kwargs[key])
                     if len(kwargs[key]) != 3:
                         raise ValueError(f"{key} needs 3 values")
+            if kwargs.get("interpolation", "bilinear") not in ("bilinear", "bicubic"):
+                raise ValueError(f"interpolation {kwargs['interpolation']!r} is not bilinear or bicubic")
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:
             raise EncoderError(f"{where}: invalid encoder description ({exc})") from None
@@ -142,6 +148,7 @@ class FrozenEncoder:
         self.spec = spec
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._identity = tuple(spec.mean) == (0.0, 0.0, 0.0) and tuple(spec.std) == (1.0, 1.0, 1.0)
 
     def __repr__(self) -> str:
         s = self.spec
@@ -165,8 +172,12 @@ class FrozenEncoder:
             x = x.to(self.device, dtype=torch.float32)
         size = self.spec.input_size
         if size is not None and (x.shape[-2] != size or x.shape[-1] != size):
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        x = (x - self._mean) / self._std
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode=self.spec.interpolation, antialias=True,
+                                                align_corners=False)
+            if self.spec.interpolation == "bicubic":
+                x = x.clamp_(0.0, 1.0)  # bicubic overshoots; the encoder saw [0, 1] images
+        if not self._identity:
+            x = (x - self._mean) / self._std
         return x.contiguous(memory_format=torch.channels_last)
 
     def embed(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -188,3 +199,4 @@ class FrozenEncoder:
         return out.float()
 
     __call__ = embed
+
