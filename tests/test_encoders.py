@@ -75,13 +75,17 @@ def test_uint8_nhwc_and_float_nchw_inputs_agree():
     assert torch.allclose(enc.embed(x), enc.embed(as_float), atol=1e-5)
 
 
-def test_builtin_separates_synthetic_tissue_types_with_a_linear_probe(embed_slide_path, embed_layout, small_tiling, tmp_path):
+def test_builtin_separates_synthetic_tissue_types_with_a_linear_probe(
+    embed_slide_path, embed_layout, small_tiling, tmp_path
+):
     """On a synthetic slide with 3 textures, a linear probe on the cached embeddings is >= 95 % accurate."""
     from napari_regional_mil.embedding import embed_slide, load_slide_embeddings
     from napari_regional_mil.jobs import run_job
 
     types = embed_layout(3)
-    result = run_job(embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=small_tiling, batch_size=32))
+    result = run_job(
+        embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=small_tiling, batch_size=32)
+    )
     emb = load_slide_embeddings(result.cache_path)
     labels = types[emb.grid_xy[:, 1], emb.grid_xy[:, 0]]
     tissue = labels >= 0  # tissue detection fills the small background hole
@@ -108,11 +112,30 @@ def test_builtin_embeddings_differ_between_tissue_types():
 def test_registry_lists_builtins_and_known_encoders_under_tridents_names():
     names = list_encoders()
     assert names[:2] == ["builtin-he", "resnet50-random"]
-    for name in ("uni_v1", "uni_v2", "virchow", "virchow2", "hoptimus0", "hoptimus1", "gigapath", "phikon",
-                 "phikon_v2", "conch_v1", "conch_v15", "ctranspath", "resnet50"):
+    for name in (
+        "uni_v1",
+        "uni_v2",
+        "virchow",
+        "virchow2",
+        "hoptimus0",
+        "hoptimus1",
+        "gigapath",
+        "phikon",
+        "phikon_v2",
+        "conch_v1",
+        "conch_v15",
+        "ctranspath",
+        "resnet50",
+    ):
         assert name in names
-    for alias, name in (("uni", "uni_v1"), ("uni2-h", "uni_v2"), ("h-optimus-0", "hoptimus0"),
-                        ("prov-gigapath", "gigapath"), ("phikon-v2", "phikon_v2"), ("conch-vision", "conch_v1")):
+    for alias, name in (
+        ("uni", "uni_v1"),
+        ("uni2-h", "uni_v2"),
+        ("h-optimus-0", "hoptimus0"),
+        ("prov-gigapath", "gigapath"),
+        ("phikon-v2", "phikon_v2"),
+        ("conch-vision", "conch_v1"),
+    ):
         assert canonical_name(alias) == name and alias not in names
 
 
@@ -134,10 +157,15 @@ def test_resnet50_with_foreign_weights_names_the_encoder_file_and_keys(tmp_path)
 
     path = tmp_path / "foreign.safetensors"
     save_file({"encoder.weight": torch.zeros(3, 3)}, str(path))
-    with pytest.raises(EncoderError, match=r"encoder resnet50: .*foreign\.safetensors: weights do not fit.*"
-                       r"missing conv1\.weight.*unexpected encoder\.weight.*timm/resnet50\.tv_in1k"):
+    with pytest.raises(
+        EncoderError,
+        match=r"encoder resnet50: .*foreign\.safetensors: weights do not fit.*"
+        r"missing conv1\.weight.*unexpected encoder\.weight.*timm/resnet50\.tv_in1k",
+    ):
         load_encoder("resnet50", weights=str(path))
-    with pytest.raises(EncoderError, match=r"encoder resnet50: give its weights file .*--weights FILE.*--from-hub"):
+    with pytest.raises(
+        EncoderError, match=r"encoder resnet50: give its weights file .*--weights FILE.*--from-hub"
+    ):
         load_encoder("resnet50")
 
 
@@ -163,9 +191,16 @@ def test_torchscript_file_with_a_legacy_sidecar(tmp_path):
     module = _Tiny(5).eval()
     path = tmp_path / "mine.pt"
     torch.jit.save(torch.jit.script(module), str(path))
-    (tmp_path / "mine.pt.json").write_text(json.dumps({"input_size": 24, "mpp": 1.0, "mean": [0.5] * 3, "std": [0.25] * 3}))
+    (tmp_path / "mine.pt.json").write_text(
+        json.dumps({"input_size": 24, "mpp": 1.0, "mean": [0.5] * 3, "std": [0.25] * 3})
+    )
     enc = load_encoder(str(path))
-    assert (enc.spec.name, enc.spec.input_size, enc.spec.mpp, enc.spec.kind) == ("mine", 24, 1.0, "torchscript")
+    assert (enc.spec.name, enc.spec.input_size, enc.spec.mpp, enc.spec.kind) == (
+        "mine",
+        24,
+        1.0,
+        "torchscript",
+    )
     assert enc.spec.embedding_dim == 5  # inferred by a dummy forward pass
     x = _patches(3, 24, 24)
     assert torch.allclose(enc.embed(x), _reference(module, x, [0.5] * 3, [0.25] * 3), atol=1e-5)
@@ -178,7 +213,9 @@ def test_only_torchscript_suffixes_load_code_and_unknown_suffixes_are_refused(tm
     for name in ("model.pth", "model.bin", "model.onnx", "model"):
         path = tmp_path / name
         torch.jit.save(scripted, str(path))  # a real TorchScript archive, named as something else
-        with pytest.raises(EncoderError, match=rf"{name}: unknown encoder file type .*TorchScript file \(\.pt, \.ts"):
+        with pytest.raises(
+            EncoderError, match=rf"{name}: unknown encoder file type .*TorchScript file \(\.pt, \.ts"
+        ):
             load_encoder(str(path))
     bad = tmp_path / "weights.pt"
     bad.write_bytes(b"not a zip archive at all")
@@ -215,8 +252,15 @@ def test_legacy_safetensors_with_a_json_sidecar_still_loads(tmp_path):
     torch.manual_seed(2)
     module = _Tiny(4).eval()
     save_file(module.state_dict(), str(tmp_path / "old.safetensors"))  # as written before: no metadata
-    (tmp_path / "old.safetensors.json").write_text(json.dumps(
-        {"arch": "test-tiny", "arch_kwargs": {"dim": 4}, "spec": {"name": "old", "embedding_dim": 4, "input_size": 16}}))
+    (tmp_path / "old.safetensors.json").write_text(
+        json.dumps(
+            {
+                "arch": "test-tiny",
+                "arch_kwargs": {"dim": 4},
+                "spec": {"name": "old", "embedding_dim": 4, "input_size": 16},
+            }
+        )
+    )
     enc = load_encoder(str(tmp_path / "old.safetensors"))
     assert (enc.spec.name, enc.spec.input_size) == ("old", 16)
     x = _patches(2, 16, 16)
@@ -231,8 +275,11 @@ def test_safetensors_with_wrong_shapes(tmp_path):
 
     register_architecture("test-tiny", lambda dim=6: _Tiny(dim), overwrite=True)
     meta = {"arch": "test-tiny", "arch_kwargs": {"dim": 9}, "spec": {"name": "t", "embedding_dim": 9}}
-    save_file(_Tiny(4).state_dict(), str(tmp_path / "t.safetensors"),
-              metadata={"napari_regional_mil.encoder": json.dumps(meta)})
+    save_file(
+        _Tiny(4).state_dict(),
+        str(tmp_path / "t.safetensors"),
+        metadata={"napari_regional_mil.encoder": json.dumps(meta)},
+    )
     with pytest.raises(EncoderError, match=r"t\.safetensors: weights do not fit.*shape conv\.weight"):
         load_encoder(str(tmp_path / "t.safetensors"))
 
@@ -256,8 +303,11 @@ def test_timm_model_with_local_weights(tmp_path):
         load_encoder("timm:resnet18")
     other = tmp_path / "other.pth"
     torch.save({"blocks.0.attn.qkv.weight": torch.zeros(2, 2)}, other)
-    with pytest.raises(EncoderError, match=r"other\.pth: weights do not fit.*missing conv1\.weight.*unexpected "
-                       r"blocks\.0\.attn\.qkv\.weight"):
+    with pytest.raises(
+        EncoderError,
+        match=r"other\.pth: weights do not fit.*missing conv1\.weight.*unexpected "
+        r"blocks\.0\.attn\.qkv\.weight",
+    ):
         load_encoder("timm:resnet18", weights=str(other))
 
 

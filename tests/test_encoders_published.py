@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import http.server
-import json
 import threading
 from pathlib import Path
 
@@ -34,7 +33,10 @@ from napari_regional_mil.errors import EncoderError
 timm = pytest.importorskip("timm")  # part of the default install; only a broken environment lacks it
 
 _COMMIT = "0123456789abcdef0123456789abcdef01234567"
-_IMAGENET = (torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+_IMAGENET = (
+    torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+    torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+)
 
 
 @pytest.fixture
@@ -94,8 +96,15 @@ def _random_vit(arch: str, seed: int, **kwargs) -> torch.nn.Module:
 
 def test_uni_v1_round_trip_through_the_hub_cache(hub_cache):
     """timm layout: ``pytorch_model.bin`` of MahmoodLab/UNI, TRIDENT's timm arguments."""
-    model = _random_vit("vit_large_patch16_224", 0, img_size=224, patch_size=16, init_values=1e-5, num_classes=0,
-                        dynamic_img_size=True)
+    model = _random_vit(
+        "vit_large_patch16_224",
+        0,
+        img_size=224,
+        patch_size=16,
+        init_values=1e-5,
+        num_classes=0,
+        dynamic_img_size=True,
+    )
     x = _patches(1)
     with torch.inference_mode():
         reference = model(_normalised(x))
@@ -106,29 +115,48 @@ def test_uni_v1_round_trip_through_the_hub_cache(hub_cache):
     gc.collect()
 
     assert cached_file(KNOWN_ENCODERS["uni_v1"]) == snapshot / "pytorch_model.bin"  # "present locally"
-    with pytest.raises(EncoderError, match=r"uni_v1: give its weights file .*--from-hub \(already in the hub cache"):
+    with pytest.raises(
+        EncoderError, match=r"uni_v1: give its weights file .*--from-hub \(already in the hub cache"
+    ):
         load_encoder("uni_v1")  # present, but never used without the user's choice
     enc = load_encoder("uni", from_hub=True)  # today's name is an alias of TRIDENT's
-    assert (enc.spec.name, enc.spec.embedding_dim, enc.spec.input_size, enc.spec.mpp) == ("uni_v1", 1024, 224, 0.5)
+    assert (enc.spec.name, enc.spec.embedding_dim, enc.spec.input_size, enc.spec.mpp) == (
+        "uni_v1",
+        1024,
+        224,
+        0.5,
+    )
     assert enc.spec.kind == "timm" and enc.spec.source == "hf-hub:MahmoodLab/UNI/pytorch_model.bin"
     out = enc.embed(x)
     assert out.shape == (1, 1024) and float((out - reference).abs().max()) <= 1e-5
-    assert enc.spec.weights_hash == hash_file(snapshot / "pytorch_model.bin")  # the same as --weights FILE gives
+    assert enc.spec.weights_hash == hash_file(
+        snapshot / "pytorch_model.bin"
+    )  # the same as --weights FILE gives
 
 
 def test_phikon_round_trip_in_transformers_layout(hub_cache):
     """transformers layout: ``config.json`` + ``pytorch_model.bin`` (with its pooler) of owkin/phikon."""
     from transformers import ViTConfig, ViTModel
 
-    config = ViTConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                       image_size=224, patch_size=16, qkv_bias=True, layer_norm_eps=1e-6)
+    config = ViTConfig(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        image_size=224,
+        patch_size=16,
+        qkv_bias=True,
+        layer_norm_eps=1e-6,
+    )
     torch.manual_seed(1)
-    published = ViTModel(config)  # saved with the pooler, as a full ViTModel checkpoint is
-    snapshot = hub_cache("owkin/phikon", {
-        "config.json": lambda p: config.to_json_file(str(p)),
-        "pytorch_model.bin": lambda p: torch.save(published.state_dict(), p),
-    })
-    del published
+    state = ViTModel(config).state_dict()  # saved with the pooler, as a full ViTModel checkpoint is
+    snapshot = hub_cache(
+        "owkin/phikon",
+        {
+            "config.json": lambda p: config.to_json_file(str(p)),
+            "pytorch_model.bin": lambda p: torch.save(state, p),
+        },
+    )
     # the reference: TRIDENT's call, straight from transformers
     reference_model = ViTModel.from_pretrained(str(snapshot), add_pooling_layer=False).eval()
     x = _patches(2, seed=2)
@@ -165,23 +193,86 @@ def test_resnet50_is_imagenet_resnet_cut_after_layer3(hub_cache):
 _SWIGLU = {"mlp_layer": "swiglu", "act_layer": "silu"}
 #: TRIDENT's timm calls (trident/patch_encoder_models/load.py), written out independently of the table.
 TRIDENT_TIMM = {
-    "uni_v1": ("vit_large_patch16_224", {"img_size": 224, "patch_size": 16, "init_values": 1e-5, "num_classes": 0,
-                                         "dynamic_img_size": True}),
-    "uni_v2": ("vit_giant_patch14_224", {"img_size": 224, "patch_size": 14, "depth": 24, "num_heads": 24,
-                                         "init_values": 1e-5, "embed_dim": 1536, "mlp_ratio": 2.66667 * 2,
-                                         "num_classes": 0, "no_embed_class": True, "reg_tokens": 8,
-                                         "dynamic_img_size": True, **_SWIGLU}),
-    "virchow": ("vit_huge_patch14_224", {"img_size": 224, "init_values": 1e-5, "num_classes": 0, "mlp_ratio": 5.3375,
-                                         "global_pool": "", "dynamic_img_size": True, **_SWIGLU}),
-    "virchow2": ("vit_huge_patch14_224", {"img_size": 224, "init_values": 1e-5, "num_classes": 0, "reg_tokens": 4,
-                                          "mlp_ratio": 5.3375, "global_pool": "", "dynamic_img_size": True, **_SWIGLU}),
-    "hoptimus0": ("vit_giant_patch14_reg4_dinov2", {"num_classes": 0, "img_size": 224, "global_pool": "token",
-                                                    "init_values": 1e-5, "dynamic_img_size": True}),
-    "hoptimus1": ("vit_giant_patch14_reg4_dinov2", {"num_classes": 0, "img_size": 224, "global_pool": "token",
-                                                    "init_values": 1e-5, "dynamic_img_size": True}),
-    "gigapath": ("vit_giant_patch14_dinov2", {"img_size": 224, "in_chans": 3, "patch_size": 16, "embed_dim": 1536,
-                                              "depth": 40, "num_heads": 24, "mlp_ratio": 5.33334, "num_classes": 0,
-                                              "dynamic_img_size": True}),
+    "uni_v1": (
+        "vit_large_patch16_224",
+        {"img_size": 224, "patch_size": 16, "init_values": 1e-5, "num_classes": 0, "dynamic_img_size": True},
+    ),
+    "uni_v2": (
+        "vit_giant_patch14_224",
+        {
+            "img_size": 224,
+            "patch_size": 14,
+            "depth": 24,
+            "num_heads": 24,
+            "init_values": 1e-5,
+            "embed_dim": 1536,
+            "mlp_ratio": 2.66667 * 2,
+            "num_classes": 0,
+            "no_embed_class": True,
+            "reg_tokens": 8,
+            "dynamic_img_size": True,
+            **_SWIGLU,
+        },
+    ),
+    "virchow": (
+        "vit_huge_patch14_224",
+        {
+            "img_size": 224,
+            "init_values": 1e-5,
+            "num_classes": 0,
+            "mlp_ratio": 5.3375,
+            "global_pool": "",
+            "dynamic_img_size": True,
+            **_SWIGLU,
+        },
+    ),
+    "virchow2": (
+        "vit_huge_patch14_224",
+        {
+            "img_size": 224,
+            "init_values": 1e-5,
+            "num_classes": 0,
+            "reg_tokens": 4,
+            "mlp_ratio": 5.3375,
+            "global_pool": "",
+            "dynamic_img_size": True,
+            **_SWIGLU,
+        },
+    ),
+    "hoptimus0": (
+        "vit_giant_patch14_reg4_dinov2",
+        {
+            "num_classes": 0,
+            "img_size": 224,
+            "global_pool": "token",
+            "init_values": 1e-5,
+            "dynamic_img_size": True,
+        },
+    ),
+    "hoptimus1": (
+        "vit_giant_patch14_reg4_dinov2",
+        {
+            "num_classes": 0,
+            "img_size": 224,
+            "global_pool": "token",
+            "init_values": 1e-5,
+            "dynamic_img_size": True,
+        },
+    ),
+    "gigapath": (
+        "vit_giant_patch14_dinov2",
+        {
+            "img_size": 224,
+            "in_chans": 3,
+            "patch_size": 16,
+            "embed_dim": 1536,
+            "depth": 40,
+            "num_heads": 24,
+            "mlp_ratio": 5.33334,
+            "num_classes": 0,
+            "dynamic_img_size": True,
+        },
+    ),
     "lunit-vits8": ("vit_small_patch8_224", {"img_size": 224, "dynamic_img_size": True}),
 }
 
@@ -189,7 +280,9 @@ TRIDENT_TIMM = {
 def _trident_model(name: str) -> torch.nn.Module:
     arch, kwargs = TRIDENT_TIMM[name]
     layers = {"swiglu": timm.layers.SwiGLUPacked, "silu": torch.nn.SiLU}
-    kwargs = {k: layers.get(v, v) if isinstance(v, str) and k.endswith("_layer") else v for k, v in kwargs.items()}
+    kwargs = {
+        k: layers.get(v, v) if isinstance(v, str) and k.endswith("_layer") else v for k, v in kwargs.items()
+    }
     return timm.create_model(arch, pretrained=False, **kwargs)
 
 
@@ -222,8 +315,16 @@ def test_phikon_v2_architecture_on_the_meta_device():
 
     known = KNOWN_ENCODERS["phikon_v2"]
     with torch.device("meta"):
-        reference = Dinov2Model(Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                             image_size=224, patch_size=16, layerscale_value=1e-5))
+        reference = Dinov2Model(
+            Dinov2Config(
+                hidden_size=1024,
+                num_hidden_layers=24,
+                num_attention_heads=16,
+                image_size=224,
+                patch_size=16,
+                layerscale_value=1e-5,
+            )
+        )
     keys = expected_keys(known)
     assert keys == {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     assert keys["embeddings.position_embeddings"] == (1, 197, 1024)
@@ -232,8 +333,21 @@ def test_phikon_v2_architecture_on_the_meta_device():
 
 def test_every_known_encoder_is_listed_with_its_source():
     names = set(KNOWN_ENCODERS)
-    assert {"uni_v1", "uni_v2", "virchow", "virchow2", "hoptimus0", "hoptimus1", "gigapath", "phikon", "phikon_v2",
-            "conch_v1", "conch_v15", "ctranspath", "resnet50"} <= names
+    assert {
+        "uni_v1",
+        "uni_v2",
+        "virchow",
+        "virchow2",
+        "hoptimus0",
+        "hoptimus1",
+        "gigapath",
+        "phikon",
+        "phikon_v2",
+        "conch_v1",
+        "conch_v15",
+        "ctranspath",
+        "resnet50",
+    } <= names
     for known in KNOWN_ENCODERS.values():
         assert known.hub_repo and known.weights_file and known.licence
         assert known.loadable == (known.name not in ("conch_v1", "conch_v15", "ctranspath"))
@@ -243,7 +357,9 @@ def test_every_known_encoder_is_listed_with_its_source():
 
 
 def test_unavailable_encoder_says_what_to_use_instead():
-    with pytest.raises(EncoderError, match=r"encoder conch_v1: needs its authors' CONCH package.*TorchScript.*import-h5"):
+    with pytest.raises(
+        EncoderError, match=r"encoder conch_v1: needs its authors' CONCH package.*TorchScript.*import-h5"
+    ):
         load_encoder("conch_v1", weights="whatever.bin")
     with pytest.raises(EncoderError, match="encoder ctranspath: needs timm-ctp"):
         load_encoder("ctranspath", from_hub=True)
@@ -255,8 +371,11 @@ def test_weights_of_another_model_name_encoder_file_and_expected_layout(tmp_path
     wrong = tmp_path / "phikon.safetensors"
     torch.manual_seed(0)
     save_file(timm.create_model("vit_small_patch8_224", num_classes=0).state_dict(), str(wrong))
-    with pytest.raises(EncoderError, match=r"^encoder uni_v1: .*phikon\.safetensors: weights do not fit the "
-                       r"architecture: .*shape .*; expected pytorch_model\.bin of MahmoodLab/UNI"):
+    with pytest.raises(
+        EncoderError,
+        match=r"^encoder uni_v1: .*phikon\.safetensors: weights do not fit the "
+        r"architecture: .*shape .*; expected pytorch_model\.bin of MahmoodLab/UNI",
+    ):
         load_encoder("uni_v1", weights=str(wrong))
     with pytest.raises(EncoderError, match=r"missing\.bin: weights file not found"):
         load_encoder("uni_v1", weights=str(tmp_path / "missing.bin"))
@@ -267,8 +386,11 @@ def test_weights_of_another_model_name_encoder_file_and_expected_layout(tmp_path
 
 
 def test_not_in_the_offline_cache_names_repository_and_what_to_do(hub_cache):
-    with pytest.raises(EncoderError, match=r"^encoder virchow2: paige-ai/Virchow2: cannot download pytorch_model\.bin "
-                       r"\(no network, or HF_HUB_OFFLINE is set\).*--weights FILE"):
+    with pytest.raises(
+        EncoderError,
+        match=r"^encoder virchow2: paige-ai/Virchow2: cannot download pytorch_model\.bin "
+        r"\(no network, or HF_HUB_OFFLINE is set\).*--weights FILE",
+    ):
         load_encoder("virchow2", from_hub=True)
     assert not any(hub_cache.cache.iterdir())  # nothing written to the hub cache
 
@@ -298,8 +420,11 @@ def gated_hub(hub_cache, monkeypatch):
     thread.start()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                        f"http://127.0.0.1:{server.server_port}/{{repo_id}}/resolve/{{revision}}/{{filename}}")
+    monkeypatch.setattr(
+        constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        f"http://127.0.0.1:{server.server_port}/{{repo_id}}/resolve/{{revision}}/{{filename}}",
+    )
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     yield hub_cache
@@ -307,8 +432,11 @@ def gated_hub(hub_cache, monkeypatch):
 
 
 def test_gated_repository_without_a_token(gated_hub):
-    with pytest.raises(EncoderError, match=r"^encoder uni_v1: MahmoodLab/UNI is gated: accept its terms "
-                       r"\(CC-BY-NC-ND-4\.0\) at https://huggingface\.co/MahmoodLab/UNI.*HF_TOKEN"):
+    with pytest.raises(
+        EncoderError,
+        match=r"^encoder uni_v1: MahmoodLab/UNI is gated: accept its terms "
+        r"\(CC-BY-NC-ND-4\.0\) at https://huggingface\.co/MahmoodLab/UNI.*HF_TOKEN",
+    ):
         load_encoder("uni_v1", from_hub=True)
     weights = [p for p in gated_hub.cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
     assert weights == []  # no weights (or partial weights) written
@@ -323,14 +451,16 @@ def test_no_network(hub_cache, monkeypatch):
     monkeypatch.setattr(_http, "time", SimpleNamespace(sleep=lambda s: None))  # the client's retry back-off
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                        "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}")
-    with pytest.raises(EncoderError, match=r"^encoder phikon_v2: owkin/phikon-v2: cannot download model\.safetensors"):
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}"
+    )
+    with pytest.raises(
+        EncoderError, match=r"^encoder phikon_v2: owkin/phikon-v2: cannot download model\.safetensors"
+    ):
         load_encoder("phikon_v2", from_hub=True)
 
 
 def test_hf_hub_name_of_a_known_repository_builds_the_known_encoder(hub_cache):
-    """``hf-hub:paige-ai/Virchow2`` is Virchow2 as TRIDENT builds it, not timm's reading of the repo's config."""
+    """``hf-hub:paige-ai/Virchow2`` is Virchow2 as TRIDENT builds it, not timm's reading of its config."""
     with pytest.raises(EncoderError, match="encoder virchow2: paige-ai/Virchow2: cannot download"):
         load_encoder("hf-hub:paige-ai/Virchow2")
-

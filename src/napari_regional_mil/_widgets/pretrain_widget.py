@@ -102,7 +102,7 @@ class PretrainWidget(QWidget):
         self.folder = PathPicker(caption="Folder of slides", directory=True, placeholder="folder of slides")
         self.labels = PathPicker(caption="Labels CSV", filter="CSV (*.csv);;All files (*)", placeholder="slide,label CSV (MIL)")
         self.out = PathPicker(caption="Encoder file", filter="Encoder (*.safetensors)", placeholder="my_encoder.safetensors")
-        self.out.line.setToolTip("Where the encoder is saved (.safetensors + .json sidecar), once, at the end.")
+        self.out.line.setToolTip("Where the encoder is saved (one .safetensors file: weights and description), once, at the end.")
         data_box = QGroupBox("Data")
         data = form(data_box)
         data.addRow("Method", self.method)

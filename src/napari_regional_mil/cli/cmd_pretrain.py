@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the second model (a frozen encoder) on your slides: autoencoder or attention-MIL",
         description=(
             "Train a patch encoder on tissue patches sampled from slides and save it as a frozen encoder "
-            "(.safetensors + .json sidecar) that embed/--encoder, the Embed widget and load_encoder accept. "
+            "(one .safetensors file: weights and description) that embed/--encoder, the Embed widget and load_encoder accept. "
             "'autoencoder' needs only slides; 'mil' trains a small CNN with gated attention and a classifier "
             "on labelled slides (--labels) and keeps the CNN; 'handover' fine-tunes such an encoder (--encoder) "
             "inside the first model on the pixels of selected patches (costly: meant for a GPU). The encoder file "

@@ -6,10 +6,15 @@
 >>> uni = load_encoder("uni_v1", weights="pytorch_model.bin")   # or from_hub=True (explicit download)
 """
 
-from ..encoders.files import load_state_dict_file, read_encoder_metadata, register_architecture, save_encoder
+from ..encoders.files import (
+    load_state_dict_file,
+    read_encoder_metadata,
+    register_architecture,
+    save_encoder,
+)
 from ..encoders.known import ALIASES, KNOWN_ENCODERS, KnownEncoder, canonical_name
-from ..encoders.policy import StoredEncoder, encoder_for_stored, stored_encoder
 from ..encoders.patch_cnn import PatchCNN
+from ..encoders.policy import StoredEncoder, encoder_for_stored, stored_encoder
 from ..encoders.published import expected_keys, known_encoder, load_known
 from ..encoders.registry import (
     DEFAULT_ENCODER,
@@ -25,10 +30,10 @@ from ..encoders.spec import EncoderSpec, FrozenEncoder, hash_file, hash_state_di
 __all__ = [
     "ALIASES",
     "DEFAULT_ENCODER",
+    "KNOWN_ENCODERS",
     "EncoderLike",
     "EncoderSpec",
     "FrozenEncoder",
-    "KNOWN_ENCODERS",
     "KnownEncoder",
     "PatchCNN",
     "StoredEncoder",

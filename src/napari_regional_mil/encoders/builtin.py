@@ -49,7 +49,7 @@ from torch import nn
 
 from ..encoders.spec import EncoderSpec, FrozenEncoder, hash_state_dict
 
-__all__ = ["BuiltinHE", "builtin_he", "BUILTIN_NAME", "N_FEATURES"]
+__all__ = ["BUILTIN_NAME", "N_FEATURES", "BuiltinHE", "builtin_he"]
 
 BUILTIN_NAME = "builtin-he"
 N_FEATURES = 185

@@ -40,15 +40,15 @@ from ..encoders.spec import EncoderSpec, FrozenEncoder, hash_file, hash_state_di
 from ..errors import EncoderError
 
 __all__ = [
+    "METADATA_KEY",
     "TORCHSCRIPT_SUFFIXES",
     "WEIGHTS_SUFFIXES",
-    "METADATA_KEY",
-    "register_architecture",
-    "load_state_dict_file",
-    "load_weights_into",
-    "load_torchscript",
     "load_saved_encoder",
+    "load_state_dict_file",
+    "load_torchscript",
+    "load_weights_into",
     "read_encoder_metadata",
+    "register_architecture",
     "save_encoder",
     "sidecar_path",
 ]
@@ -125,7 +125,9 @@ def read_encoder_metadata(path: str | Path) -> dict[str, Any]:
         with safe_open(str(path), "pt") as fh:
             meta = fh.metadata() or {}
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad user file
-        raise EncoderError(f"{path}: not a safetensors encoder file ({type(exc).__name__}: {str(exc)[:160]})") from None
+        raise EncoderError(
+            f"{path}: not a safetensors encoder file ({type(exc).__name__}: {str(exc)[:160]})"
+        ) from None
     if METADATA_KEY in meta:
         return _parse_metadata(meta[METADATA_KEY], path)
     return _read_sidecar(path)
@@ -142,10 +144,13 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         Missing file, unknown suffix, unreadable or not a state dict of tensors.
     """
     path = Path(path).expanduser()
+    state: Any
     if not path.is_file():
         raise EncoderError(f"{path}: weights file not found")
     if path.suffix.lower() not in WEIGHTS_SUFFIXES:
-        raise EncoderError(f"{path}: unknown weights file type {path.suffix!r}: use {', '.join(WEIGHTS_SUFFIXES)}")
+        raise EncoderError(
+            f"{path}: unknown weights file type {path.suffix!r}: use {', '.join(WEIGHTS_SUFFIXES)}"
+        )
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
@@ -209,8 +214,11 @@ def load_weights_into(
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and state[k].shape != v.shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -226,7 +234,9 @@ def load_weights_into(
     return module
 
 
-def _spec_from(options: dict[str, Any], meta: dict[str, Any], defaults: dict[str, Any], *, where: str) -> EncoderSpec:
+def _spec_from(
+    options: dict[str, Any], meta: dict[str, Any], defaults: dict[str, Any], *, where: str
+) -> EncoderSpec:
     base = dict(defaults)
     base.update(meta.get("spec", meta))
     base.update({k: v for k, v in options.items() if v is not None})
@@ -240,7 +250,9 @@ def _infer_dim(module: nn.Module, input_size: int | None, path: Path) -> int:
             out = module(torch.zeros(2, 3, size, size))
     except Exception as exc:  # noqa: BLE001 - a user model failing on a dummy input
         first = str(exc).splitlines()[0][:160] if str(exc) else ""
-        raise EncoderError(f"{path}: dummy forward pass at {size} px failed ({type(exc).__name__}: {first})") from None
+        raise EncoderError(
+            f"{path}: dummy forward pass at {size} px failed ({type(exc).__name__}: {first})"
+        ) from None
     if isinstance(out, (tuple, list)):
         out = out[0]
     if out.ndim not in (2, 4):
@@ -265,8 +277,10 @@ def load_torchscript(path: str | Path, *, device: str = "cpu", **options: Any) -
     """
     path = Path(path).expanduser()
     if path.suffix.lower() not in TORCHSCRIPT_SUFFIXES:
-        raise EncoderError(f"{path}: not a TorchScript suffix ({', '.join(TORCHSCRIPT_SUFFIXES)}); "
-                           "TorchScript runs code, so it is only loaded from a file named as one")
+        raise EncoderError(
+            f"{path}: not a TorchScript suffix ({', '.join(TORCHSCRIPT_SUFFIXES)}); "
+            "TorchScript runs code, so it is only loaded from a file named as one"
+        )
     if not path.is_file():
         raise EncoderError(f"{path}: encoder file not found")
     extra = {_EXTRA_FILE: ""}
@@ -293,10 +307,14 @@ def load_saved_encoder(path: str | Path, *, device: str = "cpu", **options: Any)
     meta = read_encoder_metadata(path)
     arch = meta.get("arch")
     if not arch:
-        raise EncoderError(f"{path}: safetensors without an encoder description (architecture): give it as the "
-                           "--weights of a known encoder, or save it with save_encoder")
+        raise EncoderError(
+            f"{path}: safetensors without an encoder description (architecture): give it as the "
+            "--weights of a known encoder, or save it with save_encoder"
+        )
     if arch not in _ARCHITECTURES:
-        raise EncoderError(f"{path}: unknown architecture {arch!r} (known: {', '.join(sorted(_ARCHITECTURES)) or 'none'})")
+        raise EncoderError(
+            f"{path}: unknown architecture {arch!r} (known: {', '.join(sorted(_ARCHITECTURES)) or 'none'})"
+        )
     try:
         module = _ARCHITECTURES[arch](**meta.get("arch_kwargs", {}))
     except TypeError as exc:
@@ -305,7 +323,9 @@ def load_saved_encoder(path: str | Path, *, device: str = "cpu", **options: Any)
     spec = _spec_from(options, meta, {"name": path.stem, "embedding_dim": 0}, where=str(path))
     if not spec.embedding_dim:
         spec = spec.with_(embedding_dim=_infer_dim(module.eval(), spec.input_size, path))
-    spec = spec.with_(weights_hash=hash_state_dict(module), source=str(path.resolve()), kind=spec.kind or "torch")
+    spec = spec.with_(
+        weights_hash=hash_state_dict(module), source=str(path.resolve()), kind=spec.kind or "torch"
+    )
     return FrozenEncoder(module, spec, device=device)
 
 
@@ -343,7 +363,9 @@ def save_encoder(
     module = module.eval().to("cpu")
     suffix = path.suffix.lower()
     if suffix != ".safetensors" and suffix not in TORCHSCRIPT_SUFFIXES:
-        raise EncoderError(f"{path}: save an encoder as .safetensors or TorchScript ({', '.join(TORCHSCRIPT_SUFFIXES)})")
+        raise EncoderError(
+            f"{path}: save an encoder as .safetensors or TorchScript ({', '.join(TORCHSCRIPT_SUFFIXES)})"
+        )
     if suffix == ".safetensors" and (arch is None or arch not in _ARCHITECTURES):
         raise EncoderError(f"{path}: saving as safetensors needs a registered architecture (got {arch!r})")
     legacy = path.with_name(path.name + ".json")  # a sidecar of an earlier save would only confuse
@@ -353,8 +375,11 @@ def save_encoder(
 
             meta: dict[str, Any] = {"format": 1, "arch": arch, "arch_kwargs": arch_kwargs or {}}
             meta["spec"] = spec.with_(weights_hash=hash_state_dict(module), source="").to_json()
-            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp),
-                      metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+            save_file(
+                {k: v.contiguous() for k, v in module.state_dict().items()},
+                str(tmp),
+                metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)},
+            )
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -367,7 +392,9 @@ def save_encoder(
                         scripted = torch.jit.trace(module, torch.zeros(1, 3, size, size))
                 # the hash of a TorchScript encoder is the hash of its file: not known before writing it
                 description = {"format": 1, "spec": spec.with_(weights_hash="", source="").to_json()}
-                torch.jit.save(scripted, str(tmp), _extra_files={_EXTRA_FILE: json.dumps(description, sort_keys=True)})
+                torch.jit.save(
+                    scripted, str(tmp), _extra_files={_EXTRA_FILE: json.dumps(description, sort_keys=True)}
+                )
     with contextlib.suppress(OSError):
         legacy.unlink()
     return path

@@ -19,7 +19,7 @@ from torch import nn
 from ..encoders.known import KnownEncoder
 from ..errors import EncoderError
 
-__all__ = ["ClassToken", "build_transformers", "read_config", "adapt_transformers_state", "OPTIONAL_KEYS"]
+__all__ = ["OPTIONAL_KEYS", "ClassToken", "adapt_transformers_state", "build_transformers", "read_config"]
 
 _MODELS = {"ViTModel": ("ViTConfig", "vit"), "Dinov2Model": ("Dinov2Config", "dinov2")}
 #: Keys a published file may lack without changing the embedding (unused at inference).
@@ -48,8 +48,10 @@ def read_config(path: Path, known: KnownEncoder) -> dict[str, Any]:
         raise EncoderError(f"encoder {known.name}: {path}: config.json must hold a JSON object")
     expected = _MODELS[known.arch][1]
     if data.get("model_type") != expected:
-        raise EncoderError(f"encoder {known.name}: {path}: model_type {data.get('model_type')!r} is not {expected!r} "
-                           f"(is this the config.json of {known.hub_repo}?)")
+        raise EncoderError(
+            f"encoder {known.name}: {path}: model_type {data.get('model_type')!r} is not {expected!r} "
+            f"(is this the config.json of {known.hub_repo}?)"
+        )
     return data
 
 
@@ -68,8 +70,10 @@ def build_transformers(known: KnownEncoder, config: dict[str, Any] | None = None
     try:
         import transformers
     except ImportError:
-        raise EncoderError(f"encoder {known.name}: needs transformers: pip install -c constraints.txt "
-                           "'napari-regional-mil[hub]'") from None
+        raise EncoderError(
+            f"encoder {known.name}: needs transformers: pip install -c constraints.txt "
+            "'napari-regional-mil[hub]'"
+        ) from None
     config_name, _ = _MODELS[known.arch]
     values = dict(known.kwargs if config is None else config)
     for key in ("auto_map", "architectures", "_name_or_path", "transformers_version", "torch_dtype", "dtype"):
@@ -77,8 +81,10 @@ def build_transformers(known: KnownEncoder, config: dict[str, Any] | None = None
     cfg = getattr(transformers, config_name)(**values)
     width = int(getattr(cfg, "hidden_size", 0))
     if width != known.embedding_dim:
-        raise EncoderError(f"encoder {known.name}: config.json gives hidden_size {width}, expected "
-                           f"{known.embedding_dim} (is this {known.hub_repo}?)")
+        raise EncoderError(
+            f"encoder {known.name}: config.json gives hidden_size {width}, expected "
+            f"{known.embedding_dim} (is this {known.hub_repo}?)"
+        )
     cls = getattr(transformers, known.arch)
     model = cls(cfg, add_pooling_layer=False) if known.arch == "ViTModel" else cls(cfg)
     return ClassToken(model)
@@ -91,7 +97,7 @@ def adapt_transformers_state(state: dict[str, torch.Tensor], module: nn.Module) 
     """
     for prefix in ("vit.", "dinov2.", "model."):
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
     own = module.state_dict()
     for key in OPTIONAL_KEYS:

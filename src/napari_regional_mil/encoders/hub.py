@@ -25,7 +25,7 @@ from ..encoders.known import KnownEncoder
 from ..errors import EncoderError, JobCancelled
 from ..jobs import Progress
 
-__all__ = ["cached_file", "fetch_file", "fetch_weights_job", "hub_cache_dir", "ProgressFn"]
+__all__ = ["ProgressFn", "cached_file", "fetch_file", "fetch_weights_job", "hub_cache_dir"]
 
 #: Called with (bytes done, bytes total or 0 when unknown) while a file downloads.
 ProgressFn = Callable[[int, int], None]
@@ -96,8 +96,9 @@ def fetch_file(
         raise EncoderError(f"encoder {known.name}: no hub repository is known for it; give its weights file")
     name = filename or known.weights_file
     try:
-        path = hf_hub_download(known.hub_repo, name, repo_type=known.repo_type,
-                               tqdm_class=_progress_bar(progress, cancelled))
+        path = hf_hub_download(
+            known.hub_repo, name, repo_type=known.repo_type, tqdm_class=_progress_bar(progress, cancelled)
+        )
     except JobCancelled:
         raise
     except Exception as exc:  # noqa: BLE001 - every hub/network/disk failure becomes one line
@@ -112,28 +113,52 @@ def _hub_error(known: KnownEncoder, filename: str, exc: BaseException) -> Encode
     where = f"encoder {known.name}: {known.hub_repo}"
     if isinstance(exc, errors.GatedRepoError):
         return EncoderError(
-            f"{where} is gated: accept its terms ({known.licence}) at {known.hub_url} while logged in, then log in "
-            "here (hf auth login) or set HF_TOKEN; or download it there and give --weights FILE")
+            f"{where} is gated: accept its terms ({known.licence}) at {known.hub_url} while logged in, "
+            "then log in "
+            "here (hf auth login) or set HF_TOKEN; or download it there and give --weights FILE"
+        )
     if isinstance(exc, errors.RepositoryNotFoundError):
         return EncoderError(
             f"{where}: repository not found or not accessible with your token: check {known.hub_url}, log in "
-            "(hf auth login) or set HF_TOKEN")
+            "(hf auth login) or set HF_TOKEN"
+        )
     if isinstance(exc, errors.LocalEntryNotFoundError):
         return EncoderError(
-            f"{where}: cannot download {filename} (no network, or HF_HUB_OFFLINE is set) and it is not in the hub "
-            f"cache {hub_cache_dir()}: connect and retry, or download it elsewhere and give --weights FILE")
+            f"{where}: cannot download {filename} (no network, or HF_HUB_OFFLINE is set) and it is not in "
+            "the hub "
+            f"cache {hub_cache_dir()}: connect and retry, or download it elsewhere and give --weights FILE"
+        )
     if isinstance(exc, errors.EntryNotFoundError):
-        return EncoderError(f"{where}: the repository has no file {filename}; give the weights file with --weights FILE")
+        return EncoderError(
+            f"{where}: the repository has no file {filename}; give the weights file with --weights FILE"
+        )
     if isinstance(exc, errors.HfHubHTTPError):
         first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         return EncoderError(f"{where}: download of {filename} failed ({first})")
     if isinstance(exc, OSError):
         target = exc.filename or hub_cache_dir()
-        return EncoderError(f"{where}: cannot write {target} ({exc.strerror or exc}); free space or set HF_HUB_CACHE")
+        return EncoderError(
+            f"{where}: cannot write {target} ({exc.strerror or exc}); free space or set HF_HUB_CACHE"
+        )
     return EncoderError(f"{where}: download of {filename} failed ({type(exc).__name__}: {str(exc)[:200]})")
 
 
-def fetch_weights_job(known: KnownEncoder, *, files: tuple[str, ...] = ()) -> Generator[Progress, None, list[Path]]:
+def _download(
+    known: KnownEncoder, name: str, events: queue.Queue[tuple[str, Any]], stop: threading.Event
+) -> None:
+    """Thread body of :func:`fetch_weights_job`: report progress, then the path or the error."""
+    try:
+        path = fetch_file(
+            known, name, progress=lambda d, t: events.put(("progress", (d, t))), cancelled=stop.is_set
+        )
+        events.put(("done", path))
+    except BaseException as exc:  # noqa: BLE001 - handed to the job's thread
+        events.put(("error", exc))
+
+
+def fetch_weights_job(
+    known: KnownEncoder, *, files: tuple[str, ...] = ()
+) -> Generator[Progress, None, list[Path]]:
     """The download as a job: yields ``Progress("download", bytes, total)``; closing it stops the download.
 
     Parameters
@@ -157,16 +182,9 @@ def fetch_weights_job(known: KnownEncoder, *, files: tuple[str, ...] = ()) -> Ge
             continue
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
         stop = threading.Event()
-
-        def work(name: str = name) -> None:
-            try:
-                path = fetch_file(known, name, progress=lambda d, t: events.put(("progress", (d, t))),
-                                  cancelled=stop.is_set)
-                events.put(("done", path))
-            except BaseException as exc:  # noqa: BLE001 - handed to the job's thread
-                events.put(("error", exc))
-
-        thread = threading.Thread(target=work, name=f"download-{known.name}", daemon=True)
+        thread = threading.Thread(
+            target=_download, args=(known, name, events, stop), name=f"download-{known.name}", daemon=True
+        )
         thread.start()
         yield Progress("download", 0, 0, f"downloading {name} of {known.name} from {known.hub_repo}")
         try:

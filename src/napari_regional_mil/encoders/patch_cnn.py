@@ -10,6 +10,7 @@ claim 7). It lives with the encoders because a saved one is loaded as a frozen e
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal
 
 import torch
@@ -73,7 +74,9 @@ class PatchCNN(nn.Module):
         widths = tuple(int(w) for w in widths)
         factor = 2 ** len(widths)
         if input_size < factor or input_size % factor:
-            raise ValueError(f"input_size must be a multiple of {factor} (2 ** number of stages), got {input_size}")
+            raise ValueError(
+                f"input_size must be a multiple of {factor} (2 ** number of stages), got {input_size}"
+            )
         if pooling not in ("flatten", "mean"):
             raise ValueError(f"pooling must be 'flatten' or 'mean', got {pooling!r}")
         self.input_size = int(input_size)
@@ -84,7 +87,7 @@ class PatchCNN(nn.Module):
         self.output_dim = self.embedding_dim + (sum(widths) if self.stage_features else 0)
         self.map_size = self.input_size // factor
         channels = (3, *widths)
-        self.stages = nn.Sequential(*(_stage(a, b) for a, b in zip(channels[:-1], channels[1:])))
+        self.stages = nn.Sequential(*(_stage(a, b) for a, b in itertools.pairwise(channels)))
         head_in = widths[-1] * self.map_size**2 if pooling == "flatten" else widths[-1]
         self.head = nn.Linear(head_in, self.embedding_dim)
 
@@ -102,7 +105,8 @@ class PatchCNN(nn.Module):
         """The last stage's feature map ``(N, C, s / 2**k, s / 2**k)``."""
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             raise EncoderError(
-                f"this pretrained encoder was trained on {self.input_size} x {self.input_size} px patches and got "
+                f"this pretrained encoder was trained on {self.input_size} x {self.input_size} px patches "
+                "and got "
                 f"{x.shape[-1]} x {x.shape[-2]} px; do not override its input size (it is in the encoder file)"
             )
         return self.stages(x)

@@ -23,7 +23,7 @@ from ..encoders.known import KNOWN_ENCODERS, KnownEncoder, canonical_name
 from ..encoders.spec import FrozenEncoder
 from ..errors import EncoderError
 
-__all__ = ["StoredEncoder", "stored_encoder", "encoder_for_stored", "SELF_CONTAINED"]
+__all__ = ["SELF_CONTAINED", "StoredEncoder", "encoder_for_stored", "stored_encoder"]
 
 #: Encoders that need no file and no download: safe to build for any stored name.
 SELF_CONTAINED = ("builtin-he", "resnet50-random")
@@ -62,12 +62,22 @@ class StoredEncoder:
         if self.kind == "known" and self.known is not None:
             k = self.known
             if not k.loadable:
-                return f"{lead}, which {k.needs}: give its TorchScript export or import TRIDENT's features (import-h5)"
+                return (
+                    f"{lead}, which {k.needs}: give its TorchScript export or import TRIDENT's features "
+                    "(import-h5)"
+                )
             gated = ", gated: accept its terms on the hub first" if k.gated else ""
-            return (f"{lead}: give its weights file ({k.weights_file} of {k.hub_repo}; licence {k.licence}{gated}) "
-                    "or allow the download from the hub")
+            return (
+                f"{lead}: give its weights file ({k.weights_file} of {k.hub_repo}; "
+                f"licence {k.licence}{gated}) "
+                "or allow the download from the hub"
+            )
         if self.kind == "file":
-            ts = " (TorchScript runs code: only a file you trust)" if Path(self.name).suffix in TORCHSCRIPT_SUFFIXES else ""
+            ts = (
+                " (TorchScript runs code: only a file you trust)"
+                if Path(self.name).suffix in TORCHSCRIPT_SUFFIXES
+                else ""
+            )
             return f"{lead}: pick that encoder file yourself{ts}; it is never loaded from a stored path"
         if self.kind == "timm":
             return f"{lead}: give the weights file of this timm architecture"
@@ -89,8 +99,10 @@ def stored_encoder(record: Mapping[str, Any] | str | None) -> StoredEncoder:
     data: Mapping[str, Any] = {"name": record} if isinstance(record, str) else (record or {})
     raw = str(data.get("name") or "").strip()
     if not raw:
-        raise EncoderError("the model does not record which encoder made its embeddings: embed its slides yourself "
-                           "with the encoder it was trained on")
+        raise EncoderError(
+            "the model does not record which encoder made its embeddings: embed its slides yourself "
+            "with the encoder it was trained on"
+        )
     name = canonical_name(raw)
     digest = str(data.get("weights_hash") or data.get("encoder_hash") or "")
     if name in SELF_CONTAINED:
@@ -148,8 +160,13 @@ def encoder_for_stored(
     if need.kind in ("self-contained", "registered"):
         encoder = load_encoder(need.name, device=device)
     elif need.kind == "known" and need.known is not None and need.known.loadable and (weights or from_hub):
-        encoder = load_encoder(need.name, device=device, weights=weights, from_hub=from_hub and weights is None,
-                               progress=progress)
+        encoder = load_encoder(
+            need.name,
+            device=device,
+            weights=weights,
+            from_hub=from_hub and weights is None,
+            progress=progress,
+        )
     elif need.kind == "timm" and weights:
         encoder = load_encoder(need.name, device=device, weights=str(weights))
     elif need.kind == "hub" and from_hub and weights is None:
@@ -161,10 +178,14 @@ def encoder_for_stored(
     if need.weights_hash and encoder.spec.weights_hash != need.weights_hash:
         if need.kind == "self-contained":
             raise EncoderError(
-                f"{what} was made with another version of {need.name} (weights sha256 {need.weights_hash[:12]}..., "
-                f"this one {encoder.spec.weights_hash[:12]}...): embed the slides again and retrain")
+                f"{what} was made with another version of {need.name} "
+                f"(weights sha256 {need.weights_hash[:12]}..., "
+                f"this one {encoder.spec.weights_hash[:12]}...): embed the slides again and retrain"
+            )
         raise EncoderError(
             f"{what} was made with {need.name} weights sha256 {need.weights_hash[:12]}..., but "
-            f"{encoder.spec.source or need.name} has {encoder.spec.weights_hash[:12]}...: give the weights it was "
-            "trained with")
+            f"{encoder.spec.source or need.name} has {encoder.spec.weights_hash[:12]}...: "
+            "give the weights it was "
+            "trained with"
+        )
     return encoder

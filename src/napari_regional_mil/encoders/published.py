@@ -12,6 +12,7 @@ reading and checking code. Weights files are read with safetensors or
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from ..encoders.known import KNOWN_ENCODERS, KnownEncoder, canonical_name
 from ..encoders.spec import EncoderSpec, FrozenEncoder, hash_file
 from ..errors import EncoderError
 
-__all__ = ["build_known", "load_known", "known_encoder", "expected_keys", "unavailable_message"]
+__all__ = ["build_known", "expected_keys", "known_encoder", "load_known", "unavailable_message"]
 
 
 def known_encoder(name: str) -> KnownEncoder:
@@ -35,11 +36,13 @@ def known_encoder(name: str) -> KnownEncoder:
 
 def unavailable_message(known: KnownEncoder) -> str:
     """Why an encoder cannot be built here and what to use instead."""
-    return (f"encoder {known.name}: {known.needs}: export its image encoder to TorchScript and give that file as "
-            f"--encoder (see docs/encoders.md), or import TRIDENT's {known.name} features with import-h5")
+    return (
+        f"encoder {known.name}: {known.needs}: export its image encoder to TorchScript and give that file as "
+        f"--encoder (see docs/encoders.md), or import TRIDENT's {known.name} features with import-h5"
+    )
 
 
-def build_known(known: KnownEncoder, *, config: dict[str, object] | None = None) -> nn.Module:
+def build_known(known: KnownEncoder, *, config: dict[str, Any] | None = None) -> nn.Module:
     """The architecture of a known encoder with random weights, on the current default device.
 
     ``with torch.device("meta"):`` builds the shapes only (for checks and fast loading).
@@ -63,7 +66,7 @@ def build_known(known: KnownEncoder, *, config: dict[str, object] | None = None)
         return build_transformers(known, config)
     from ..encoders.resnet import ResNet50
 
-    return ResNet50(layers=int(known.kwargs.get("layers", 3)))  # type: ignore[call-overload]
+    return ResNet50(layers=int(known.kwargs.get("layers", 3)))
 
 
 def _weights_module(module: nn.Module) -> nn.Module:
@@ -87,12 +90,14 @@ def _adapt(known: KnownEncoder, state: dict[str, torch.Tensor], target: nn.Modul
 
         return adapt_transformers_state(state, target)
     if known.family == "resnet50":  # a full ResNet-50 file: drop what the truncated model lacks
-        drop = ("fc.",) if int(known.kwargs.get("layers", 3)) == 4 else ("layer4.", "fc.")  # type: ignore[call-overload]
+        drop = ("fc.",) if int(known.kwargs.get("layers", 3)) == 4 else ("layer4.", "fc.")
         return {k: v for k, v in state.items() if not k.startswith(drop)}
     return state
 
 
-def _config_for(known: KnownEncoder, weights: Path, *, from_hub: bool, progress: ProgressFn | None) -> dict | None:
+def _config_for(
+    known: KnownEncoder, weights: Path, *, from_hub: bool, progress: ProgressFn | None
+) -> dict | None:
     """The transformers ``config.json`` that comes with the weights (hub or beside the file), if any."""
     if known.family != "transformers" or not known.config_file:
         return None
@@ -142,7 +147,8 @@ def load_known(
         where = f" (already in the hub cache: {local})" if local is not None else ""
         raise EncoderError(
             f"encoder {known.name}: give its weights file ({known.weights_file} of {known.hub_repo}) with "
-            f"--weights FILE, or allow the download with --from-hub{where}")
+            f"--weights FILE, or allow the download with --from-hub{where}"
+        )
     path = Path(weights).expanduser() if weights is not None else fetch_file(known, progress=progress)
     config = _config_for(known, path, from_hub=weights is None, progress=progress)
     state = load_state_dict_file(path)
@@ -150,8 +156,14 @@ def load_known(
         module = build_known(known, config=config)
     target = _weights_module(module)
     hint = f"; expected {known.weights_file} of {known.hub_repo} ({known.title})"
-    load_weights_into(target, _adapt(known, state, target), path=path, prefix=f"encoder {known.name}: ", hint=hint,
-                      assign=True)
+    load_weights_into(
+        target,
+        _adapt(known, state, target),
+        path=path,
+        prefix=f"encoder {known.name}: ",
+        hint=hint,
+        assign=True,
+    )
     leftover = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
     if leftover:  # a tensor the file does not carry (non-persistent buffer): cannot run
         raise EncoderError(f"encoder {known.name}: {path}: no values for {', '.join(leftover[:3])}")
@@ -164,7 +176,9 @@ def load_known(
         std=known.std,
         weights_hash=hash_file(path),
         kind=known.family,
-        source=str(path.resolve()) if weights is not None else f"hf-hub:{known.hub_repo}/{known.weights_file}",
+        source=str(path.resolve())
+        if weights is not None
+        else f"hf-hub:{known.hub_repo}/{known.weights_file}",
         interpolation=known.interpolation,
         extra={"arch": known.arch, "hub_repo": known.hub_repo, "pooling": known.pooling},
     )

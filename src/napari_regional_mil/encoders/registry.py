@@ -25,22 +25,33 @@ from pathlib import Path
 from typing import Any
 
 from ..encoders.builtin import BUILTIN_NAME, builtin_he
-from ..encoders.files import TORCHSCRIPT_SUFFIXES, load_saved_encoder, load_torchscript, register_architecture
+from ..encoders.files import (
+    TORCHSCRIPT_SUFFIXES,
+    load_saved_encoder,
+    load_torchscript,
+    register_architecture,
+)
 from ..encoders.known import KNOWN_ENCODERS, canonical_name
 from ..encoders.patch_cnn import ARCHITECTURE as PATCH_CNN_ARCHITECTURE
 from ..encoders.patch_cnn import PatchCNN
 from ..encoders.published import load_known
 from ..encoders.resnet import ResNet50, resnet50
-from ..encoders.spec import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, FrozenEncoder, hash_state_dict
+from ..encoders.spec import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EncoderSpec,
+    FrozenEncoder,
+    hash_state_dict,
+)
 from ..errors import EncoderError
 
 __all__ = [
     "DEFAULT_ENCODER",
     "EncoderLike",
-    "register_encoder",
+    "is_registered",
     "list_encoders",
     "load_encoder",
-    "is_registered",
+    "register_encoder",
     "resolve_encoder",
 ]
 
@@ -127,7 +138,9 @@ def load_encoder(name_or_path: str | Path, *, device: str = "cpu", **options: An
     if path.exists() or suffix:
         raise EncoderError(
             f"{path}: unknown encoder file type {suffix or '(no suffix)'!r}: use a .safetensors encoder, a "
-            f"TorchScript file ({', '.join(TORCHSCRIPT_SUFFIXES)}), or a known encoder name with --weights FILE")
+            f"TorchScript file ({', '.join(TORCHSCRIPT_SUFFIXES)}), or a known encoder name with "
+            "--weights FILE"
+        )
     raise EncoderError(f"unknown encoder {key!r}: not a file, and not one of {', '.join(list_encoders())}")
 
 
@@ -159,7 +172,9 @@ def resolve_encoder(
     return load_encoder(os.fspath(encoder), device=device, **dict(options or {}))
 
 
-def _resnet_random(*, device: str = "cpu", layers: int = 3, input_size: int = 224, mpp: float = 0.5) -> FrozenEncoder:
+def _resnet_random(
+    *, device: str = "cpu", layers: int = 3, input_size: int = 224, mpp: float = 0.5
+) -> FrozenEncoder:
     """Random-weight ResNet-50 (speed benchmarks only: weights do not change speed)."""
     module = resnet50(layers=layers, seed=0)
     spec = EncoderSpec(
@@ -177,8 +192,14 @@ def _resnet_random(*, device: str = "cpu", layers: int = 3, input_size: int = 22
 
 
 def _known_factory(name: str) -> Callable[..., FrozenEncoder]:
-    def factory(*, device: str = "cpu", weights: str | Path | None = None, from_hub: bool = False,
-                hub: bool = False, progress: Callable[[int, int], None] | None = None) -> FrozenEncoder:
+    def factory(
+        *,
+        device: str = "cpu",
+        weights: str | Path | None = None,
+        from_hub: bool = False,
+        hub: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> FrozenEncoder:
         return load_known(name, weights=weights, from_hub=from_hub or hub, device=device, progress=progress)
 
     known = KNOWN_ENCODERS[name]

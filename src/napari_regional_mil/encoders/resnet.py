@@ -18,7 +18,9 @@ __all__ = ["ResNet50", "resnet50"]
 class _Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -77,7 +79,8 @@ class ResNet50(nn.Module):
         downsample = None
         if stride != 1 or self._inplanes != planes * 4:
             downsample = nn.Sequential(
-                nn.Conv2d(self._inplanes, planes * 4, 1, stride=stride, bias=False), nn.BatchNorm2d(planes * 4)
+                nn.Conv2d(self._inplanes, planes * 4, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * 4),
             )
         layers = [_Bottleneck(self._inplanes, planes, stride, downsample)]
         self._inplanes = planes * 4

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import EncoderError
 
-__all__ = ["EncoderSpec", "FrozenEncoder", "hash_state_dict", "hash_file", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "EncoderSpec", "FrozenEncoder", "hash_file", "hash_state_dict"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,7 +74,7 @@ class EncoderSpec:
     interpolation: str = "bilinear"
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (the sidecar / cache attribute form)."""
+        """A JSON-serialisable dict (the encoder file / cache attribute form)."""
         out = asdict(self)
         out["mean"], out["std"] = list(self.mean), list(self.std)
         return out
@@ -152,7 +152,10 @@ class FrozenEncoder:
 
     def __repr__(self) -> str:
         s = self.spec
-        return f"FrozenEncoder({s.name!r}, dim={s.embedding_dim}, input={s.input_size}, mpp={s.mpp}, {self.device})"
+        return (
+            f"FrozenEncoder({s.name!r}, dim={s.embedding_dim}, input={s.input_size}, mpp={s.mpp}, "
+            f"{self.device})"
+        )
 
     def preprocess(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Turn patches into the normalised float NCHW (channels-last) tensor the module takes.
@@ -172,8 +175,9 @@ class FrozenEncoder:
             x = x.to(self.device, dtype=torch.float32)
         size = self.spec.input_size
         if size is not None and (x.shape[-2] != size or x.shape[-1] != size):
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode=self.spec.interpolation, antialias=True,
-                                                align_corners=False)
+            x = torch.nn.functional.interpolate(
+                x, size=(size, size), mode=self.spec.interpolation, antialias=True, align_corners=False
+            )
             if self.spec.interpolation == "bicubic":
                 x = x.clamp_(0.0, 1.0)  # bicubic overshoots; the encoder saw [0, 1] images
         if not self._identity:
@@ -199,4 +203,3 @@ class FrozenEncoder:
         return out.float()
 
     __call__ = embed
-

@@ -20,10 +20,17 @@ import torch
 from torch import nn
 
 from ..encoders.files import load_state_dict_file, load_weights_into
-from ..encoders.spec import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, FrozenEncoder, hash_file, hash_state_dict
+from ..encoders.spec import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EncoderSpec,
+    FrozenEncoder,
+    hash_file,
+    hash_state_dict,
+)
 from ..errors import EncoderError
 
-__all__ = ["TokenPooling", "build_timm", "load_timm", "import_timm"]
+__all__ = ["TokenPooling", "build_timm", "import_timm", "load_timm"]
 
 
 def import_timm() -> ModuleType:
@@ -45,7 +52,9 @@ def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
             try:
                 value = getattr(importlib.import_module(module_name), attr)
             except (ImportError, AttributeError):
-                raise EncoderError(f"timm option {key}={value[1:]} is not available in this timm version") from None
+                raise EncoderError(
+                    f"timm option {key}={value[1:]} is not available in this timm version"
+                ) from None
         out[key] = value
     return out
 
@@ -71,7 +80,9 @@ class TokenPooling(nn.Module):
         return torch.cat([tokens[:, 0], tokens[:, self.skip_tokens :].mean(1)], dim=-1)
 
 
-def build_timm(model_name: str, kwargs: dict[str, Any], *, pooling: str = "timm", skip_tokens: int = 1) -> nn.Module:
+def build_timm(
+    model_name: str, kwargs: dict[str, Any], *, pooling: str = "timm", skip_tokens: int = 1
+) -> nn.Module:
     """A timm model with random weights, wrapped to return the patch embedding.
 
     Built on the current default device (``with torch.device("meta"):`` builds shapes only).
@@ -99,7 +110,9 @@ def build_timm(model_name: str, kwargs: dict[str, Any], *, pooling: str = "timm"
         model = timm.create_model(model_name, pretrained=False, **args)
     except Exception as exc:  # noqa: BLE001 - unknown model names, bad kwargs
         first = str(exc).splitlines()[0][:160] if str(exc) else ""
-        raise EncoderError(f"timm:{model_name}: cannot build the model ({type(exc).__name__}: {first})") from None
+        raise EncoderError(
+            f"timm:{model_name}: cannot build the model ({type(exc).__name__}: {first})"
+        ) from None
     return TokenPooling(model, skip_tokens) if pooling == "cls+mean" else model
 
 
@@ -147,8 +160,9 @@ def load_timm(
         model = timm.create_model(model_name, pretrained=hub and weights is None, **kwargs)
     except Exception as exc:  # noqa: BLE001 - unknown model names, bad kwargs, network errors
         first = str(exc).splitlines()[0][:160] if str(exc) else ""
-        raise EncoderError(f"{'' if hub else 'timm:'}{model_name}: cannot build the model "
-                           f"({type(exc).__name__}: {first})") from None
+        raise EncoderError(
+            f"{'' if hub else 'timm:'}{model_name}: cannot build the model ({type(exc).__name__}: {first})"
+        ) from None
     if weights is not None:
         load_weights_into(model, load_state_dict_file(weights), path=weights)
         weights_hash = hash_file(weights)

@@ -170,7 +170,7 @@ def train_autoencoder(
     slides
         A folder of slides or a list of slide files.
     out
-        The encoder file to write (``.safetensors``; sidecar ``<file>.json``). Written
+        The encoder file to write (one ``.safetensors`` file: weights and description). Written
         once, atomically, at the end: cancelling leaves an earlier file untouched.
     config
         Sizes and optimisation settings.

@@ -5,7 +5,7 @@ one is loaded as a frozen encoder) is the feature extraction unit of the second 
 :class:`PatchDecoder` reconstructs a patch from a bottleneck vector.
 
 A trained :class:`PatchCNN` is saved with
-:func:`~napari_regional_mil.encoders.save_encoder` as ``.safetensors`` + JSON sidecar
+:func:`~napari_regional_mil.encoders.save_encoder` as one ``.safetensors`` file (weights + description in its header metadata)
 (architecture :data:`ARCHITECTURE`, registered in the encoder registry), so
 ``load_encoder(path)`` loads it in any process, with its weights hash, input size, mpp
 and normalisation.
@@ -22,7 +22,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..encoders import EncoderSpec, FrozenEncoder, load_encoder, register_encoder, save_encoder
+from ..encoders import (
+    EncoderSpec,
+    FrozenEncoder,
+    load_encoder,
+    register_encoder,
+    save_encoder,
+)
 from ..encoders.patch_cnn import ARCHITECTURE, PatchCNN
 from ..errors import EncoderError
 
@@ -32,8 +38,8 @@ __all__ = [
     "PatchDecoder",
     "PretrainResult",
     "check_encoder_path",
-    "save_pretrained_encoder",
     "register_pretrained_encoder",
+    "save_pretrained_encoder",
 ]
 
 
@@ -75,7 +81,7 @@ class PretrainResult:
     Parameters
     ----------
     path
-        The saved encoder file (``.safetensors``; its sidecar is ``<file>.json``).
+        The saved encoder file (one ``.safetensors`` file: weights and description).
     spec
         Its spec as :func:`~napari_regional_mil.encoders.load_encoder` reports it
         (weights hash included).
@@ -111,7 +117,7 @@ def check_encoder_path(path: str | os.PathLike) -> Path:
     """
     path = Path(path).expanduser()
     if path.suffix != ".safetensors":
-        raise EncoderError(f"{path}: a pretrained encoder is saved as .safetensors (with a .json sidecar)")
+        raise EncoderError(f"{path}: a pretrained encoder is saved as one .safetensors file")
     if not path.parent.is_dir():
         raise EncoderError(f"{path}: folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
@@ -178,13 +184,14 @@ def register_pretrained_encoder(path: str | os.PathLike) -> str | None:
     """Register a saved encoder file under its name (:func:`encoder_name`) in this process.
 
     The Embed widget and ``load_encoder(name)`` then offer it. A name taken by another
-    kind of encoder (e.g. ``builtin-he``) is left alone and ``None`` is returned.
+    kind of encoder (e.g. ``builtin-he``, ``uni_v1`` or its alias ``uni``) is left alone and
+    ``None`` is returned.
     """
-    from ..encoders import list_encoders
+    from ..encoders import KNOWN_ENCODERS, canonical_name, is_registered
 
     path = Path(path).resolve()
     name = encoder_name(path)
-    if name in list_encoders() and name not in _OWN_NAMES:
+    if canonical_name(name) in KNOWN_ENCODERS or (is_registered(name) and name not in _OWN_NAMES):
         return None
 
     def factory(*, device: str = "cpu", **options: Any) -> FrozenEncoder:
