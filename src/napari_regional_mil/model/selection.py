@@ -288,7 +288,8 @@ class PatchSelector:
 
     def weights(self, i: int) -> np.ndarray | None:
         """The current weights of bag ``i`` (``None``: equal)."""
-        return None if self._weights[i] is None else self._weights[i].copy()
+        weights = self._weights[i]
+        return None if weights is None else weights.copy()
 
 
 def grid_neighbours(grid_xy: np.ndarray, n: int) -> np.ndarray:
