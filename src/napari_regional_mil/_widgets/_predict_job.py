@@ -87,6 +87,7 @@ def predict_job(
     slide_mpp: float | None = None,
     layer_params: TilingParams | None = None,
     tissue_mask: Any = None,
+    clinical: Any = None,
 ) -> Generator[Progress, None, AttentionMaps]:
     """Predict one slide with a loaded model and lay the attention out on its grids.
 
@@ -108,6 +109,8 @@ def predict_job(
         The tiling the Slide widget used (its tissue threshold is reused).
     tissue_mask
         The user's edited tissue mask, if any (used when embedding).
+    clinical
+        The slide's clinical values (a ``ClinicalRecord``), for a model that takes them.
 
     Raises
     ------
@@ -123,7 +126,7 @@ def predict_job(
     embeddings = yield from _embeddings_for(checkpoint, slide_path, folder, params, slide_mpp, tissue_mask)
     checkpoint.check_compatible(embeddings)
     yield Progress("predict", 0, 1, f"predicting {embeddings.slide_name}")
-    prediction = predict_slide(checkpoint, embeddings)
+    prediction = predict_slide(checkpoint, embeddings, clinical=clinical)
     yield Progress("predict", 1, 1, "heatmaps")
     return AttentionMaps.from_prediction(embeddings, prediction, mpp=mpp)
 

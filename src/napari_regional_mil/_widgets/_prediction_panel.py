@@ -68,6 +68,19 @@ class PredictionPanel(QGroupBox):
         self.decision_label = QLabel("-")
         self.decision_label.setStyleSheet("font-weight: bold")
         form.addRow("Decision", self.decision_label)
+        self.contributions = QTableWidget(0, 3)
+        self.contributions.setHorizontalHeaderLabels(["source", "value", "change of p"])
+        self.contributions.verticalHeader().setVisible(False)
+        self.contributions.horizontalHeader().setStretchLastSection(True)
+        self.contributions.setToolTip(
+            "How much each source moves the probability: p minus p with that source at its reference "
+            "(the slide: an average training slide; a clinical variable: its training mean or most "
+            "frequent level). Positive: it pushes towards the class."
+        )
+        self.contributions_label = QLabel("Contributions")
+        form.addRow(self.contributions_label)
+        form.addRow(self.contributions)
+        self._show_contributions(None)
         self.threshold.valueChanged.connect(self._edited)
         self.model_button.clicked.connect(self._use_model_threshold)
 
@@ -122,7 +135,31 @@ class PredictionPanel(QGroupBox):
         rows = sum(self.prob_table.rowHeight(r) for r in range(len(names)))
         self.prob_table.setFixedHeight(header + rows + 4)
         self.threshold.setEnabled(len(names) == 2)
+        self._show_contributions(prediction)
         self.update_decision()
+
+    def _show_contributions(self, prediction: Any) -> None:
+        """The slide's and each clinical variable's contribution (models with clinical variables)."""
+        contributions = getattr(prediction, "contributions", None)
+        self.contributions.setVisible(contributions is not None)
+        self.contributions_label.setVisible(contributions is not None)
+        if contributions is None:
+            self.contributions.setRowCount(0)
+            return
+        values = contributions.values
+        rows = [("slide", "", contributions.slide)] + [
+            (name, values.get(name, ""), delta) for name, delta in contributions.variables.items()
+        ]
+        self.contributions.setRowCount(len(rows))
+        for row, (name, value, delta) in enumerate(rows):
+            self.contributions.setItem(row, 0, QTableWidgetItem(name))
+            self.contributions.setItem(row, 1, QTableWidgetItem(value or ""))
+            self.contributions.setItem(row, 2, QTableWidgetItem("" if delta is None else f"{delta:+.3f}"))
+        klass = prediction.class_names[contributions.class_index]
+        self.contributions_label.setText(f"Contributions to p({klass}) = {contributions.probability:.3f}")
+        header = self.contributions.horizontalHeader().height()
+        height = sum(self.contributions.rowHeight(r) for r in range(len(rows)))
+        self.contributions.setFixedHeight(header + height + 4)
 
     def update_decision(self) -> None:
         """Decide the shown prediction at the current threshold."""

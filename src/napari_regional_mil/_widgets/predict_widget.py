@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets import _predict_job
+from napari_regional_mil._widgets._clinical_fields import ClinicalForm
 from napari_regional_mil._widgets._heatmap_layers import (
     heatmap_specs,
     jump_to,
@@ -51,7 +52,8 @@ from napari_regional_mil._widgets._layers import (
 )
 from napari_regional_mil._widgets._prediction_panel import PredictionPanel
 from napari_regional_mil._widgets._state import follow, viewer_state
-from napari_regional_mil._widgets._worker import start_job
+from napari_regional_mil._widgets._worker import notify_error, start_job
+from napari_regional_mil.errors import ClinicalError
 from napari_regional_mil.heatmap import NORMALISATIONS, AttentionMaps, normalise
 
 if TYPE_CHECKING:
@@ -92,6 +94,8 @@ class PredictWidget(QWidget):
         # closing the dock deletes the widget: stop listening to the viewer's clicks then
         self.destroyed.connect(lambda *_: callback in callbacks and callbacks.remove(callback))
         follow(self, self.state.model_changed, self._show_model)
+        follow(self, self.state.slide_changed, lambda *_: self._fill_clinical())
+        follow(self, self.state.cohort_changed, self._fill_clinical)
         follow(self, self.state.threshold_changed, self.result.set_threshold)
         self.result.threshold_edited.connect(self._threshold_edited)
         self.result.set_threshold(self.state.threshold)
@@ -119,6 +123,9 @@ class PredictWidget(QWidget):
         self.predict_button = QPushButton("Predict open slide")
         form.addRow(self.predict_button)
         layout.addWidget(box)
+
+        self.clinical_form = ClinicalForm()  # shown for a model with clinical variables
+        layout.addWidget(self.clinical_form)
 
         self.result = PredictionPanel()
         self.prob_table, self.threshold = self.result.prob_table, self.result.threshold
@@ -202,12 +209,23 @@ class PredictWidget(QWidget):
 
     def _show_model(self, model: Any) -> None:
         self.model = model
+        self.clinical_form.set_encoding(None if model is None else getattr(model.config, "clinical", None))
+        self._fill_clinical()
         if model is None:
             self.model_label.setText("no model loaded")
             self.result.set_model_threshold(None)
             return
         self.model_label.setText(_predict_job.describe_model(model))
         self.result.set_model_threshold(model.threshold if len(model.class_names) == 2 else None)
+
+    def _fill_clinical(self) -> None:
+        """Fill the clinical form from the open slide's row of the Cohort widget's table, if any."""
+        layer, table = self.state.slide_layer, self.state.cohort
+        if self.clinical_form.encoding is None or layer is None or table is None:
+            return
+        index = table.index_of(Path(str(slide_path_of(layer))).name)
+        if index is not None:
+            self.clinical_form.fill(getattr(table.rows[index], "extra", {}) or {})
 
     def _threshold_edited(self, value: float) -> None:
         self.state.threshold = value
@@ -227,13 +245,19 @@ class PredictWidget(QWidget):
             notifications.show_warning("Predict: no slide open; open a whole-slide image first")
             return
         slide_path = str(slide_path_of(layer))
+        try:  # a required clinical value left empty, or one the model cannot take: refuse now
+            clinical = self.clinical_form.record(Path(slide_path).stem)
+        except ClinicalError as exc:
+            notify_error(exc, context="Predict")
+            return
         cache_dir = self.cache_dir.text().strip() or layer.metadata.get("cache_dir") or None
         model = self.model
         mpp = tuple(float(v) for v in layer.scale[-2:])
         recorded = layer_mpp(layer)  # as the Embed widget passes it, so the cache key matches
         options = {"cache_dir": cache_dir, "mpp": mpp, "layer_params": tiling_params_of(layer),
                    "slide_mpp": (recorded[0] + recorded[1]) / 2 if recorded else None,
-                   "tissue_mask": tissue_mask_of(self.viewer, layer, only_if_edited=True)}
+                   "tissue_mask": tissue_mask_of(self.viewer, layer, only_if_edited=True),
+                   "clinical": clinical}
         self._slide_layer = layer
         self.predict_button.setEnabled(False)
         start_job(

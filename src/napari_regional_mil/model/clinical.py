@@ -381,6 +381,10 @@ class ClinicalEncoding:
             parts.append(v.encode(text, where=record.where))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
+    def texts(self, record: ClinicalRecord) -> dict[str, str]:
+        """Variable name -> the record's text for it (``""`` when it has none)."""
+        return {v.name: (_lookup(record.values, v.name) or "").strip() for v in self.variables}
+
     def encode_all(self, records: Sequence[ClinicalRecord]) -> np.ndarray:
         """``(n, width)`` float32 encodings (the first bad value raises)."""
         return (

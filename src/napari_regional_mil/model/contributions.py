@@ -46,6 +46,8 @@ class Contributions:
         The same changes in log-odds.
     references
         Clinical variable -> its reference value as text (training mean / level).
+    values
+        Clinical variable -> the slide's value as given (``""``: missing), when known.
     """
 
     class_index: int
@@ -55,6 +57,7 @@ class Contributions:
     variable_log_odds: dict[str, float] = field(default_factory=dict)
     slide_log_odds: float | None = None
     references: dict[str, str] = field(default_factory=dict)
+    values: dict[str, str] = field(default_factory=dict)
 
     def as_row(self) -> dict[str, float]:
         """``contribution_slide`` and ``contribution_<variable>`` (probability changes)."""

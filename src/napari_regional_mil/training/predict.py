@@ -7,6 +7,7 @@ of a slide is stored next to its cache (``<cache>.attention.npz``) for the heatm
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -116,6 +117,9 @@ def predict_slide(
             if network.config.clinical is not None:
                 explained = positive if len(names) == 2 else int(np.argmax(probabilities))
                 contributions = network.contributions(bag, out, explained)
+                if clinical is not None:
+                    values = network.config.clinical.texts(clinical)
+                    contributions = dataclasses.replace(contributions, values=values)
     finally:
         network.chunk_size = previous_chunk
         network.train(was_training)
