@@ -49,7 +49,7 @@ if step == "write":
     write_synthetic_slide(args["path"], types, patch_px=args["cell"], mpp=0.5, seed=1, tile=256)
     status = 0
 elif step == "model":
-    from napari_regional_mil.embedding.lookup import find_slide_cache, load_slide_embeddings
+    from napari_regional_mil.embedding.store import find_slide_cache, load_slide_embeddings
     from napari_regional_mil.model.checkpoint import Checkpoint, provenance, save_checkpoint
     from napari_regional_mil.model.config import ModelConfig
     from napari_regional_mil.model.first_model import FirstModel

@@ -268,7 +268,7 @@ def save_model_for(cache_store: Path, path: Path, *, encoder_changes: dict | Non
     """
     import torch
 
-    from napari_regional_mil.embedding.lookup import load_slide_embeddings
+    from napari_regional_mil.embedding.store import load_slide_embeddings
     from napari_regional_mil.model.checkpoint import Checkpoint, provenance, save_checkpoint
     from napari_regional_mil.model.config import ModelConfig
     from napari_regional_mil.model.first_model import FirstModel

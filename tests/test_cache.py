@@ -16,7 +16,7 @@ from napari_regional_mil.embedding import (
     pool_regions,
     write_slide_embeddings,
 )
-from napari_regional_mil.embedding.cache import CacheWriter, check_writable, store_path
+from napari_regional_mil.embedding.store import CacheWriter, check_writable, store_path
 from napari_regional_mil.errors import CacheError
 
 

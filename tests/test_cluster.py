@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from napari_regional_mil.embedding import find_slide_cache, load_slide_embeddings  # noqa: E402
-from napari_regional_mil.embedding.cluster import embed_on_cluster  # noqa: E402
+from napari_regional_mil.embedding.workflow import embed_on_cluster  # noqa: E402
 from napari_regional_mil.jobs import run_job  # noqa: E402
 
 

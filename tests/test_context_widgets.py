@@ -15,7 +15,7 @@ from napari_regional_mil._widgets import _layers, _worker
 from napari_regional_mil._widgets.embed_widget import EmbedWidget
 from napari_regional_mil._widgets.train_widget import TrainWidget
 from napari_regional_mil.cli import main
-from napari_regional_mil.embedding.lookup import list_caches, load_slide_embeddings
+from napari_regional_mil.embedding.store import list_caches, load_slide_embeddings
 from napari_regional_mil.errors import EncoderError
 from napari_regional_mil.tiling import TilingParams
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from napari_regional_mil._widgets import _layers, _worker
-from napari_regional_mil._widgets._cache_folder import CACHE_FOLDER, default_cache_dir
 from napari_regional_mil._widgets.embed_widget import EmbedWidget
+from napari_regional_mil.embedding.workflow import CACHE_FOLDER, default_cache_dir
 from napari_regional_mil.tiling import TilingParams
 
 pytestmark = pytest.mark.gui
@@ -51,7 +51,7 @@ def _finished(qtbot, widget, timeout=120000):
 
 
 def _complete_caches(cache_dir: Path) -> list:
-    from napari_regional_mil.embedding.lookup import list_caches
+    from napari_regional_mil.embedding.store import list_caches
 
     return [c for c in list_caches(cache_dir) if c.complete] if cache_dir.exists() else []
 
@@ -92,7 +92,7 @@ def test_default_cache_dir_falls_back_when_not_writable(tmp_path, monkeypatch):
 
 
 def test_embed_shows_aligned_pca_and_reuses_cache(setup, qtbot, notes):
-    from napari_regional_mil.embedding.lookup import load_slide_embeddings
+    from napari_regional_mil.embedding.store import load_slide_embeddings
 
     viewer, widget, layer, cache_dir = setup
     widget.embed_button.click()

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from badinputs import save_model_for, write_cohort_caches
-from napari_regional_mil.embedding.cache import CHUNK_ROWS, PARTIAL_SUFFIX
+from napari_regional_mil.embedding.store import CHUNK_ROWS, PARTIAL_SUFFIX
 from napari_regional_mil.errors import CacheError
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from napari_regional_mil.embedding import cache_status, embed_slide, find_slide_cache, load_slide_embeddings
-from napari_regional_mil.embedding.cache import PARTIAL_SUFFIX
+from napari_regional_mil.embedding.store import PARTIAL_SUFFIX
 from napari_regional_mil.embedding.reader import PatchReader, plan_reads
 from napari_regional_mil.errors import TilingError
 from napari_regional_mil.jobs import run_job

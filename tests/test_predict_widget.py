@@ -215,7 +215,7 @@ def trained(tmp_path_factory):
     """
     import dataclasses
 
-    from napari_regional_mil.embedding.lookup import load_slide_embeddings
+    from napari_regional_mil.embedding.store import load_slide_embeddings
     from napari_regional_mil.embedding.pipeline import embed_slide
     from napari_regional_mil.jobs import run_job
     from napari_regional_mil.model.config import ModelConfig, SelectionConfig

@@ -142,7 +142,8 @@ def run_demo(out_dir: str | os.PathLike, *, settings: DemoSettings = DemoSetting
     settings
         Sizes.
     """
-    from .embedding.pipeline import embed_slide
+    from .embedding.store import find_slide_cache, load_slide_embeddings
+    from .embedding.workflow import embed_slides
     from .model.config import SelectionConfig
     from .model.checkpoint import save_checkpoint
     from .synth.cohort import CLASS_NAMES, write_synthetic_cohort
@@ -152,7 +153,6 @@ def run_demo(out_dir: str | os.PathLike, *, settings: DemoSettings = DemoSetting
     from .training.predict import attention_path, predict_slide, write_attention
     from .training.train import TrainConfig
     from .training.workflow import ModelOptions, load_and_train_cohort
-    from .embedding.lookup import find_slide_cache, load_slide_embeddings
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,17 +171,11 @@ def run_demo(out_dir: str | os.PathLike, *, settings: DemoSettings = DemoSetting
 
     cache = out / "cache"
     params = TilingParams(patch_size=s.patch_px, target_mpp=0.5, region_size=s.region_size)
-    from .encoders import load_encoder
-
-    encoder = load_encoder("builtin-he")
-    for i, path in enumerate(cohort.slides):
-        for event in _prefixed(embed_slide(path, cache_dir=cache, tiling_params=params, encoder=encoder,
-                                           batch_size=256), f"slide {i + 1}/{len(cohort.slides)}"):
-            yield event
+    yield from embed_slides(cohort.slides, cache_dir=cache, tiling_params=params, batch_size=256, on_error="raise")
 
     config = TrainConfig(epochs=s.epochs, seed=s.seed, val_fraction=0.0, min_epochs=s.epochs, threads=1)
     options = ModelOptions(
-        model_type="regional", hidden_dim=s.hidden_dim, attention_dim=s.attention_dim,
+        model={"model_type": "regional", "hidden_dim": s.hidden_dim, "attention_dim": s.attention_dim},
         selection=SelectionConfig(min_patches=s.min_patches, max_patches=s.max_patches, patches_per_region=4),
     )
     trained = yield from load_and_train_cohort(read_cohort(cohort_csv), cache_dir=cache, options=options, config=config)
@@ -204,19 +198,6 @@ def run_demo(out_dir: str | os.PathLike, *, settings: DemoSettings = DemoSetting
         out, cohort_csv, cache, model_path, predictions_csv, slide_path, truth_path, predictions, classes,
         trained.result.history,
     )
-
-
-def _prefixed(job: Generator[Progress, None, Any], prefix: str) -> Generator[Progress, None, Any]:
-    """Re-yield a job's events with ``prefix`` on their message; return its result."""
-    try:
-        while True:
-            try:
-                e = next(job)
-            except StopIteration as stop:
-                return stop.value
-            yield Progress(e.stage, e.done, e.total, f"{prefix}: {e.message}" if e.message else prefix, e.rate, e.metrics)
-    finally:
-        job.close()
 
 
 def _write_predictions(path: Path, predictions: dict[str, Any], labels: dict[str, str], classes: tuple[str, ...]) -> Path:

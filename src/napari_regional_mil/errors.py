@@ -15,6 +15,7 @@ __all__ = [
     "CohortError",
     "EncoderError",
     "JobCancelled",
+    "MissingCacheError",
     "RegionalMilError",
     "SlideError",
     "TilingError",
@@ -40,6 +41,10 @@ class EncoderError(RegionalMilError):
 
 class CacheError(RegionalMilError):
     """An embedding cache is missing, incomplete, foreign or cannot be written."""
+
+
+class MissingCacheError(CacheError):
+    """No complete embedding cache matches (the slide was not embedded with this encoder and tiling)."""
 
 
 class CohortError(RegionalMilError):

@@ -80,7 +80,7 @@ def normalise(values: np.ndarray, mode: str = "rank") -> np.ndarray:
     elif mode == "rank":
         if x.size > 1:
             order = np.argsort(x, kind="stable")
-            ranks = np.empty(x.size)
+            ranks = np.zeros(x.size)
             ranks[order] = np.arange(x.size)
             # ties share the mean rank of their group
             _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)

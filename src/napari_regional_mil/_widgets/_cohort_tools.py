@@ -22,12 +22,11 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets import _layers
-from napari_regional_mil._widgets._cache_folder import default_cache_dir
 from napari_regional_mil._widgets._encoder_fields import EncoderFields
 from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form
 from napari_regional_mil._widgets._slide_jobs import tiling_job
 from napari_regional_mil._widgets._worker import notify_error, start_job
-from napari_regional_mil.jobs import Progress
+from napari_regional_mil.embedding.workflow import default_cache_dir, embed_slides
 from napari_regional_mil.training.cohort_table import CohortTable
 
 __all__ = ["ClassEditor", "EmbedBox", "embed_missing_job", "open_with_grids"]
@@ -205,29 +204,7 @@ class EmbedBox(QGroupBox):
 
 def embed_missing_job(rows: list[tuple[str, Path]], **kwargs: Any):
     """Job: embed each ``(name, path)`` in turn; one ``"embedded"`` event per finished slide."""
-    from napari_regional_mil.embedding.pipeline import embed_slide
-    from napari_regional_mil.encoders import FrozenEncoder, load_encoder
-
-    encoder = kwargs.pop("encoder")
-    options = kwargs.pop("encoder_options", None) or {}
-    if not isinstance(encoder, FrozenEncoder):
-        encoder = load_encoder(encoder, device=kwargs.get("device", "cpu"), **options)
-    done = []
-    for i, (name, path) in enumerate(rows):
-        prefix = f"slide {i + 1}/{len(rows)} ({name})"
-        job = embed_slide(path, encoder=encoder, **kwargs)
-        try:
-            while True:
-                try:
-                    event = next(job)
-                except StopIteration as stop:
-                    done.append(stop.value)
-                    break
-                yield Progress(event.stage, event.done, event.total, f"{prefix}: {event.message}", event.rate)
-        finally:
-            job.close()
-        yield Progress("embedded", i + 1, len(rows), f"{name} embedded", metrics={"embedded": name})
-    return done
+    return embed_slides([path for _, path in rows], on_error="raise", **kwargs)
 
 
 def open_with_grids(viewer: Any, path: Path, params: Any, cache_dir: Path | None, *, owner: Any = None) -> Any:

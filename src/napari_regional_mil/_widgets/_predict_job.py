@@ -11,8 +11,8 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from napari_regional_mil._widgets._cache_folder import default_cache_dir
-from napari_regional_mil.errors import CacheError, SlideError
+from napari_regional_mil.embedding.workflow import checkpoint_tiling, embeddings_for
+from napari_regional_mil.errors import SlideError
 from napari_regional_mil.heatmap import AttentionMaps
 from napari_regional_mil.jobs import Progress
 from napari_regional_mil.tiling import TilingParams
@@ -41,41 +41,8 @@ def model_tiling(checkpoint: Any, layer_params: TilingParams | None = None) -> T
     The tissue threshold (not part of a model's tiling) comes from ``layer_params`` (what
     the Slide widget used) when given.
     """
-    tiling = getattr(checkpoint, "tiling", None) or {}
-    if any(tiling.get(key) is None for key in ("patch_size", "target_mpp", "region_size")):
-        return None
-    threshold = layer_params.tissue_threshold if layer_params is not None else TilingParams().tissue_threshold
-    return TilingParams(patch_size=int(tiling["patch_size"]), target_mpp=float(tiling["target_mpp"]),
-                        region_size=int(tiling["region_size"]), tissue_threshold=threshold)
-
-
-def _embeddings_for(
-    checkpoint: Any, slide_path: str, cache_dir: Path, params: TilingParams | None, mpp: float | None,
-    tissue_mask: Any,
-) -> Generator[Progress, None, Any]:
-    """Load the slide's cached embeddings for ``checkpoint``, embedding the slide first if needed."""
-    from napari_regional_mil.embedding.lookup import (
-        find_slide_cache,
-        load_slide_embeddings,
-    )
-    from napari_regional_mil.embedding.pipeline import embed_slide
-
-    encoder = (checkpoint.encoder or {}).get("name")
-    name = Path(slide_path).name
-    yield Progress("load", 0, 0, f"looking for the embeddings of {name} in {cache_dir}")
-    try:
-        found = find_slide_cache(cache_dir, slide_path, encoder=encoder, tiling_params=params)
-    except CacheError:
-        if not encoder or params is None:
-            raise CacheError(
-                f"{name}: no matching embedding cache in {cache_dir}, and the model does not say which "
-                "encoder and tiling to embed with"
-            ) from None
-        result = yield from embed_slide(slide_path, cache_dir=cache_dir, tiling_params=params, encoder=encoder,
-                                        mpp=mpp, tissue_mask=tissue_mask)
-        found = result.cache_path
-    yield Progress("load", 0, 0, f"loading {Path(found).name}")
-    return load_slide_embeddings(found)
+    threshold = layer_params.tissue_threshold if layer_params is not None else None
+    return checkpoint_tiling(checkpoint, tissue_threshold=threshold)
 
 
 def predict_job(
@@ -121,9 +88,10 @@ def predict_job(
 
     if not slide_path:
         raise SlideError("the slide layer does not say which file it shows")
-    folder = Path(cache_dir) if cache_dir else default_cache_dir(slide_path)
-    params = model_tiling(checkpoint, layer_params)
-    embeddings = yield from _embeddings_for(checkpoint, slide_path, folder, params, slide_mpp, tissue_mask)
+    embeddings = yield from embeddings_for(
+        checkpoint, slide_path, cache_dir=cache_dir, tiling_params=model_tiling(checkpoint, layer_params),
+        mpp=slide_mpp, tissue_mask=tissue_mask,
+    )
     checkpoint.check_compatible(embeddings)
     yield Progress("predict", 0, 1, f"predicting {embeddings.slide_name}")
     prediction = predict_slide(checkpoint, embeddings, clinical=clinical)

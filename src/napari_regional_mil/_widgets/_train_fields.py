@@ -1,20 +1,22 @@
 """The Train widget's form: model hyper-parameters and optimisation settings.
 
-Defaults are the core's (:class:`~napari_regional_mil.training.workflow.ModelOptions`,
-:class:`~napari_regional_mil.model.config.SelectionConfig`,
-:class:`~napari_regional_mil.training.train.TrainConfig`), which are also the CLI's, so
-the GUI and ``napari-regional-mil train`` train the same model from the same cohort.
+The fields are generated from the one table of options, :mod:`napari_regional_mil.settings`
+(the options marked ``gui=True``), with the same defaults, ranges and help texts as the
+CLI's flags, so the GUI and ``napari-regional-mil train`` train the same model from the
+same cohort. A new option in the settings appears here without a change to this file.
 """
 
 from __future__ import annotations
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QPushButton,
@@ -26,71 +28,116 @@ from qtpy.QtWidgets import (
 
 from napari_regional_mil._widgets._fields import form
 from napari_regional_mil.errors import TrainingError
-from napari_regional_mil.model.config import MODEL_TYPES, REGIONAL_SOURCES, SELECTION_STRATEGIES, SelectionConfig
-from napari_regional_mil.training.train import TrainConfig
-from napari_regional_mil.training.workflow import ModelOptions
+from napari_regional_mil.options import Option, OptionValue, options_of
+from napari_regional_mil.settings import ModelConfig, SelectionConfig, TrainConfig
+from napari_regional_mil.training.workflow import ModelOptions, train_config_from
 
-__all__ = ["ModelFields", "ContextFields", "OptimFields", "VALIDATION_MODES"]
-
-#: The CLI's default of ``--threads`` (``TrainConfig.threads`` defaults to None: torch's own setting).
-CLI_THREADS = 1
+__all__ = ["ModelFields", "ContextFields", "OptimFields", "OptionForm", "VALIDATION_MODES", "option_widget"]
 
 #: How slides are held out: a validation fraction (early stopping) or k-fold cross-validation.
 VALIDATION_MODES = ("validation fraction", "k-fold cross-validation")
 
-
-def _spin(low: int, high: int, value: int, tip: str, *, step: int = 1) -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(low, high)
-    box.setSingleStep(step)
-    box.setValue(value)
-    box.setToolTip(tip)
-    return box
+_INT_LIMIT = 2**31 - 1
 
 
-def _combo(items: tuple[str, ...], current: str, tip: str) -> QComboBox:
-    box = QComboBox()
-    box.addItems(items)
-    box.setCurrentText(current)
-    box.setToolTip(tip)
-    return box
+def _tooltip(opt: Option) -> str:
+    return opt.spec.help[:1].upper() + opt.spec.help[1:] + "."
 
 
-class ModelFields(QGroupBox):
+def option_widget(opt: Option) -> QWidget:
+    """The input widget of one option (spin box, combo box, check box or line), at its default."""
+    spec = opt.spec
+    widget: QWidget
+    if opt.kind is bool:
+        box = QCheckBox()
+        box.setChecked(bool(opt.default))
+        widget = box
+    elif opt.choices:
+        combo = QComboBox()
+        combo.addItems(opt.choices)
+        combo.setCurrentText(str(opt.default))
+        widget = combo
+    elif opt.kind is int:
+        spin = QSpinBox()
+        spin.setRange(int(spec.low if spec.low is not None else 0), int(spec.high if spec.high is not None else _INT_LIMIT))
+        spin.setSingleStep(int(spec.step or 1))
+        spin.setValue(int(opt.default))
+        widget = spin
+    elif opt.kind is float:
+        double = QDoubleSpinBox()
+        double.setDecimals(spec.decimals if spec.decimals is not None else 3)
+        double.setRange(float(spec.low if spec.low is not None else 0.0), float(spec.high if spec.high is not None else 1e9))
+        double.setSingleStep(float(spec.step or 0.1))
+        double.setValue(float(opt.default))
+        widget = double
+    else:
+        line = QLineEdit(str(opt.default))
+        widget = line
+    widget.setToolTip(_tooltip(opt))
+    return widget
+
+
+def option_value(opt: Option, widget: QWidget) -> OptionValue:
+    """The value an :func:`option_widget` shows."""
+    if isinstance(widget, QCheckBox):
+        return widget.isChecked()
+    if isinstance(widget, QComboBox):
+        return widget.currentText()
+    if isinstance(widget, QSpinBox):
+        return int(widget.value())
+    if isinstance(widget, QDoubleSpinBox):
+        return float(widget.value())
+    assert isinstance(widget, QLineEdit)
+    return opt.kind(widget.text()) if opt.kind in (int, float) else widget.text()
+
+
+class OptionForm(QGroupBox):
+    """A box with one row per option (``gui=True``) of some settings dataclasses.
+
+    Each input widget is also an attribute named after its field (``form.hidden_dim``).
+
+    Parameters
+    ----------
+    title
+        The box's title.
+    classes
+        The settings dataclasses whose options are shown, in order.
+    exclude
+        Option names laid out by the caller instead (see :meth:`widget_for`).
+    """
+
+    def __init__(self, title: str, *classes: type, exclude: tuple[str, ...] = (), parent: QWidget | None = None) -> None:
+        super().__init__(title, parent)
+        self.layout_form = form(self)
+        self._fields: dict[str, tuple[Option, QWidget]] = {}
+        for cls in classes:
+            for opt in options_of(cls):
+                if opt.spec.gui and opt.name not in exclude:
+                    self.layout_form.addRow(opt.label, self.widget_for(opt))
+
+    def widget_for(self, opt: Option) -> QWidget:
+        """Make (once) the input widget of ``opt``, register it and set it as attribute ``opt.name``."""
+        if opt.name not in self._fields:
+            widget = option_widget(opt)
+            self._fields[opt.name] = (opt, widget)
+            setattr(self, opt.name, widget)
+        return self._fields[opt.name][1]
+
+    def values(self) -> dict[str, OptionValue]:
+        """``{field: value}`` of every option shown."""
+        return {name: option_value(opt, widget) for name, (opt, widget) in self._fields.items()}
+
+
+class ModelFields(OptionForm):
     """Model type, widths, regional source and patch selection."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Model (first model)", parent)
-        d, sel = ModelOptions(), SelectionConfig()
-        self.model_type = _combo(MODEL_TYPES, d.model_type, (
-            "regional: patches fused with their region's embedding plus the all-regions path (the method); "
-            "abmil: gated-attention MIL over patches; mean: mean pooling."))
-        self.hidden_dim = _spin(4, 2048, d.hidden_dim, "Width of the patch unit and of the projected vectors.", step=16)
-        self.attention_dim = _spin(2, 1024, d.attention_dim, "Width of the gated attention's hidden layer.", step=8)
-        self.regional_source = _combo(REGIONAL_SOURCES, d.regional_source, (
-            "Where regional embeddings come from: cached mean or max pooling of the region's patches, "
-            "or trainable attention inside the model."))
-        self.strategy = _combo(SELECTION_STRATEGIES, sel.strategy, (
-            "Patch selection per training step: random; max_coverage (one patch from as many regions as "
-            "possible); equal_per_region (n patches from each of several regions, the preferred embodiment)."))
-        self.min_patches = _spin(1, 100000, sel.min_patches, "Fewest patches selected per training step.")
-        self.max_patches = _spin(1, 100000, sel.max_patches, "Most patches selected per training step.")
-        self.patches_per_region = _spin(1, 1024, sel.patches_per_region, "n for equal_per_region.")
-        layout = form(self)
-        layout.addRow("Model type", self.model_type)
-        layout.addRow("Hidden dim", self.hidden_dim)
-        layout.addRow("Attention dim", self.attention_dim)
-        layout.addRow("Regional source", self.regional_source)
-        layout.addRow("Selection", self.strategy)
-        layout.addRow("Min patches", self.min_patches)
-        layout.addRow("Max patches", self.max_patches)
-        layout.addRow("Patches / region", self.patches_per_region)
+        super().__init__("Model (first model)", ModelConfig, SelectionConfig, parent=parent)
         self.model_type.currentTextChanged.connect(self._enable)
         self._enable()
 
     def _enable(self) -> None:
-        regional = self.model_type.currentText() == "regional"
-        self.regional_source.setEnabled(regional)
+        self.regional_source.setEnabled(self.model_type.currentText() == "regional")
 
     def options(self) -> ModelOptions:
         """The :class:`ModelOptions` shown.
@@ -101,21 +148,9 @@ class ModelFields(QGroupBox):
             An invalid combination (e.g. min patches > max patches).
         """
         try:
-            selection = SelectionConfig(
-                strategy=self.strategy.currentText(),  # type: ignore[arg-type]
-                min_patches=int(self.min_patches.value()),
-                max_patches=int(self.max_patches.value()),
-                patches_per_region=int(self.patches_per_region.value()),
-            )
+            return ModelOptions.from_values(self.values())
         except ValueError as exc:
             raise TrainingError(f"invalid option: {exc}") from None
-        return ModelOptions(
-            model_type=self.model_type.currentText(),
-            hidden_dim=int(self.hidden_dim.value()),
-            attention_dim=int(self.attention_dim.value()),
-            regional_source=self.regional_source.currentText(),
-            selection=selection,
-        )
 
 
 class ContextFields(QGroupBox):
@@ -215,45 +250,27 @@ class ContextFields(QGroupBox):
             self._unchecked.add(key)
 
 
-class OptimFields(QGroupBox):
+class OptimFields(OptionForm):
     """Epochs, learning rate, seed, patience and the validation scheme."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Training", parent)
-        d = TrainConfig()
-        self.epochs = _spin(1, 10000, d.epochs, "Maximum number of passes over the training slides.")
-        self.learning_rate = QDoubleSpinBox()
-        self.learning_rate.setDecimals(5)
-        self.learning_rate.setRange(1e-5, 1.0)
-        self.learning_rate.setSingleStep(5e-4)
-        self.learning_rate.setValue(d.learning_rate)
-        self.learning_rate.setToolTip("AdamW learning rate (cosine schedule with warm-up).")
-        self.patience = _spin(1, 10000, d.patience, "Stop when the validation AUC has not improved for this many epochs.")
-        self.seed = _spin(0, 2**31 - 1, d.seed, "Seeds the weights, the patch selection, the split and the slide order.")
-        self.threads = _spin(1, 256, CLI_THREADS, (
-            "torch CPU threads for training (as the CLI's --threads, default 1: the model's operations are small, "
-            "and one thread leaves the other cores to the viewer)."))
-        self.validation = _combo(VALIDATION_MODES, VALIDATION_MODES[0], (
+        super().__init__("Training", TrainConfig, exclude=("val_fraction",), parent=parent)
+        val_fraction = next(o for o in options_of(TrainConfig) if o.name == "val_fraction")
+        self.validation = QComboBox()
+        self.validation.addItems(VALIDATION_MODES)
+        self.validation.setToolTip(
             "validation fraction: hold out patients for early stopping (rows with split=val are used instead "
-            "when present); k-fold: cross-validate first (AUC per fold), then train the final model."))
-        self.val_fraction = QDoubleSpinBox()
-        self.val_fraction.setRange(0.0, 0.9)
-        self.val_fraction.setSingleStep(0.05)
-        self.val_fraction.setValue(d.val_fraction)
-        self.val_fraction.setToolTip("Fraction of patients held out per class (0: no early stopping).")
-        self.folds = _spin(2, 20, 5, "Number of folds (stratified, patient-grouped).")
+            "when present); k-fold: cross-validate first (AUC per fold), then train the final model.")
+        self.folds = QSpinBox()
+        self.folds.setRange(2, 20)
+        self.folds.setValue(5)
+        self.folds.setToolTip("Number of folds (stratified, patient-grouped).")
         self.scheme = QStackedWidget()
-        self.scheme.addWidget(self.val_fraction)
+        self.scheme.addWidget(self.widget_for(val_fraction))
         self.scheme.addWidget(self.folds)
         self.validation.currentIndexChanged.connect(self.scheme.setCurrentIndex)
-        layout = form(self)
-        layout.addRow("Epochs", self.epochs)
-        layout.addRow("Learning rate", self.learning_rate)
-        layout.addRow("Patience", self.patience)
-        layout.addRow("Seed", self.seed)
-        layout.addRow("CPU threads", self.threads)
-        layout.addRow("Validation", self.validation)
-        layout.addRow("", self.scheme)
+        self.layout_form.addRow("Validation", self.validation)
+        self.layout_form.addRow("", self.scheme)
 
     @property
     def n_folds(self) -> int:
@@ -262,17 +279,7 @@ class OptimFields(QGroupBox):
 
     def train_config(self) -> TrainConfig:
         """The :class:`TrainConfig` shown (other settings at their defaults, as in the CLI)."""
-        try:
-            return TrainConfig(
-                epochs=int(self.epochs.value()),
-                learning_rate=float(self.learning_rate.value()),
-                patience=int(self.patience.value()),
-                val_fraction=float(self.val_fraction.value()),
-                seed=int(self.seed.value()),
-                threads=int(self.threads.value()),
-            )
-        except ValueError as exc:
-            raise TrainingError(f"invalid option: {exc}") from None
+        return train_config_from(self.values())
 
 
 def stack(*boxes: QWidget) -> QWidget:

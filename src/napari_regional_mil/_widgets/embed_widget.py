@@ -27,7 +27,6 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets import _layers
-from napari_regional_mil._widgets._cache_folder import CACHE_FOLDER, default_cache_dir
 from napari_regional_mil._widgets._encoder_fields import (
     ContextEncoderFields,
     EncoderFields,
@@ -40,6 +39,7 @@ from napari_regional_mil._widgets._fields import (
 )
 from napari_regional_mil._widgets._state import follow, offer_encoder, viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
+from napari_regional_mil.embedding.workflow import CACHE_FOLDER, ContextRequest, default_cache_dir
 from napari_regional_mil.errors import CacheError, SlideError
 from napari_regional_mil.jobs import Progress
 
@@ -60,18 +60,12 @@ def _devices() -> list[str]:
 def _embed_job(slide_path: Path, grid_shape_of: Any, contexts: list | tuple = (), **kwargs: Any):
     """Job: embed (or find the cache), the context embeddings of ``contexts`` (``(encoder,
     options, scale)`` each), then the PCA-to-RGB image of the patch grid."""
-    from napari_regional_mil.embedding.context import context_requests, embed_contexts
-    from napari_regional_mil.embedding.lookup import load_slide_embeddings
     from napari_regional_mil.embedding.pca import patch_rgba_grid, pca_rgb
-    from napari_regional_mil.embedding.pipeline import embed_slide
+    from napari_regional_mil.embedding.store import load_slide_embeddings
+    from napari_regional_mil.embedding.workflow import embed_with_contexts
 
-    result = yield from embed_slide(slide_path, **kwargs)
-    context_results = []
-    if contexts:
-        pairs = context_requests([c[0] for c in contexts], [c[2] for c in contexts], device=kwargs.get("device", "cpu"),
-                                 encoder_options=[c[1] or None for c in contexts])
-        context_results = yield from embed_contexts(result.cache_path, pairs, batch_size=kwargs.get("batch_size", 64),
-                                                    device=kwargs.get("device", "cpu"))
+    requests = [ContextRequest(c[0], c[2], c[1] or None) for c in contexts]
+    result, context_results = yield from embed_with_contexts(slide_path, contexts=requests, **kwargs)
     yield Progress("pca", 0, 1, message="PCA of the patch embeddings")
     emb = load_slide_embeddings(result.cache_path)
     if emb.grid_xy is None:

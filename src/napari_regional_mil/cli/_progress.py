@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TextIO, TypeVar
 
 from ..jobs import Progress
@@ -29,13 +29,19 @@ def _render(event: Progress, width: int = 30) -> str:
 
 
 def drive(
-    job: Generator[Progress, None, T], *, stream: TextIO | None = None, min_interval_s: float = 0.2
+    job: Generator[Progress, None, T],
+    *,
+    stream: TextIO | None = None,
+    min_interval_s: float = 0.2,
+    report: Callable[[Progress], str | None] | None = None,
 ) -> T:
     """Run ``job`` to completion, drawing a progress bar; return its result.
 
     On a terminal the bar redraws in place; otherwise (logs, pipes) one line is
     printed per stage change and at most every few seconds. Ctrl-C closes the
     generator, so the job's clean-up runs, then re-raises ``KeyboardInterrupt``.
+    ``report`` is called with every event; a line it returns is printed to stdout
+    at once (e.g. each slide's result as it comes), the bar being cleared first.
     """
     stream = stream if stream is not None else sys.stderr
     tty = stream.isatty()
@@ -52,6 +58,13 @@ def drive(
                     stream.write("\n")
                 stream.flush()
                 return stop.value
+            line = report(event) if report is not None else None
+            if line is not None:
+                if tty and line_len:
+                    stream.write("\r" + " " * line_len + "\r")
+                    line_len, last_stage = 0, None  # redraw the bar at once
+                stream.flush()
+                print(line, flush=True)
             now = time.monotonic()
             final = event.total and event.done >= event.total
             if event.stage != last_stage or final or now - last_draw >= interval:

@@ -1,14 +1,23 @@
 """Options shared by ``train`` and ``crossval``: data, model and optimisation.
 
-``add_*`` functions are argparse only (cheap); the ``*_from_args`` builders import the
-core lazily and are called from the commands' ``run``.
+The model, patch-selection and training flags are generated from the one table of
+options, :mod:`napari_regional_mil.settings` (torch-free, so ``--help`` stays fast); the
+data flags are this module's own. The ``*_from_args`` builders are called from the
+commands' ``run``.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+from ..errors import TrainingError
+from ..options import add_options, make, option_values
+from ..settings import ModelConfig, SelectionConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from ..training.workflow import ModelOptions
 
 __all__ = [
     "add_data_options",
@@ -16,6 +25,7 @@ __all__ = [
     "add_train_options",
     "load_training_slides",
     "model_config_from_args",
+    "model_options_from_args",
     "train_config_from_args",
 ]
 
@@ -46,112 +56,62 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Hyper-parameters of the first model and of its patch selection."""
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", choices=("regional", "abmil", "mean"), default="regional", help="model type (default: regional)")
-    group.add_argument("--hidden-dim", type=int, default=128, help="width of the projected vectors (default: 128)")
-    group.add_argument("--attention-dim", type=int, default=64, help="width of the gated attention (default: 64)")
-    group.add_argument("--dropout", type=float, default=0.1, help="dropout (default: 0.1)")
-    group.add_argument("--patch-unit", choices=("mlp", "linear", "identity"), default="mlp", help="trainable patch unit (default: mlp)")
-    group.add_argument(
-        "--regional-source",
-        choices=("mean", "max", "attention"),
-        default="mean",
-        help="regional embeddings: cached mean/max pooling, or trainable attention in the model (default: mean)",
-    )
-    group.add_argument("--no-all-regions", action="store_true", help="switch off the all-regions path")
-    group.add_argument(
-        "--selection",
-        choices=("random", "max_coverage", "equal_per_region"),
-        default="equal_per_region",
-        help="patch selection per training step (default: equal_per_region)",
-    )
-    group.add_argument("--min-patches", type=int, default=64, help="fewest selected patches per step (default: 64)")
-    group.add_argument("--max-patches", type=int, default=256, help="most selected patches per step (default: 256)")
-    group.add_argument("--patches-per-region", type=int, default=4, help="n for equal_per_region (default: 4)")
-    group.add_argument("--neighbours", type=int, default=0, help="grid neighbours fused with each selected patch (default: 0)")
+    """Hyper-parameters of the first model and of its patch selection (from :mod:`..settings`)."""
+    add_options(parser, ModelConfig, title="model")
+    add_options(parser, SelectionConfig, title="patch selection")
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
-    """AdamW, schedule, early stopping, seed."""
-    group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=40, help="maximum epochs (default: 40)")
-    group.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default: 2e-3)")
-    group.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default: 0.01)")
-    group.add_argument("--schedule", choices=("cosine", "onecycle", "constant"), default="cosine", help="learning-rate schedule (default: cosine)")
-    group.add_argument("--warmup-epochs", type=int, default=2, help="warm-up epochs (default: 2)")
-    group.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (default: 10)")
-    group.add_argument("--min-epochs", type=int, default=10, help="never stop before this epoch (default: 10)")
-    group.add_argument("--val-fraction", type=float, default=0.2, help="patients held out for early stopping (default: 0.2)")
-    group.add_argument("--class-weights", choices=("none", "balanced"), default="none", help="cross-entropy class weights (default: none)")
-    group.add_argument("--slides-per-step", type=int, default=1, help="slides per optimiser step (default: 1)")
-    group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    group.add_argument("--threshold", type=float, default=0.5, help="decision threshold stored with the model (default: 0.5)")
-    group.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads for training; the model's operations are small, so 1 is usually fastest (default: 1)",
-    )
+    """AdamW, schedule, early stopping, seed, threads (from :mod:`..settings`)."""
+    add_options(parser, TrainConfig, title="training")
 
 
-def _checked(build: Any) -> Any:
-    from ..errors import TrainingError
+def model_options_from_args(args: argparse.Namespace) -> ModelOptions:
+    """The :class:`~napari_regional_mil.training.workflow.ModelOptions` of the parsed options.
+
+    Raises
+    ------
+    TrainingError
+        A value the settings refuse (e.g. min patches > max patches).
+    """
+    from ..training.workflow import ModelOptions  # imports torch: only when a command runs
 
     try:
-        return build()
+        return ModelOptions.from_values(vars(args))
     except ValueError as exc:
         raise TrainingError(f"invalid option: {exc}") from None
 
 
-def model_config_from_args(args: argparse.Namespace, *, input_dim: int, n_classes: int, context_dims: dict[str, int] | None = None):
-    """A :class:`~napari_regional_mil.model.config.ModelConfig` from the parsed options."""
-    from ..model.config import ModelConfig, SelectionConfig
+def model_config_from_args(
+    args: argparse.Namespace, *, input_dim: int, n_classes: int, context_dims: dict[str, int] | None = None
+) -> ModelConfig:
+    """A :class:`~napari_regional_mil.settings.ModelConfig` from the parsed options.
 
-    return _checked(
-        lambda: ModelConfig(
-            input_dim=input_dim,
-            n_classes=n_classes,
-            model_type=args.model,
-            hidden_dim=args.hidden_dim,
-            attention_dim=args.attention_dim,
-            dropout=args.dropout,
-            patch_unit=args.patch_unit,
-            regional_source=args.regional_source,
-            all_regions=not args.no_all_regions,
-            context_dims=dict(context_dims or {}),
-            selection=SelectionConfig(
-                strategy=args.selection,
-                min_patches=args.min_patches,
-                max_patches=args.max_patches,
-                patches_per_region=args.patches_per_region,
-                n_neighbours=args.neighbours,
-            ),
-        )
-    )
+    Raises
+    ------
+    TrainingError
+        A value or a combination the settings refuse.
+    """
+    options = model_options_from_args(args)
+    try:
+        return make(ModelConfig, options.model, input_dim=input_dim, n_classes=n_classes,
+                    context_dims=dict(context_dims or {}), selection=options.selection)
+    except ValueError as exc:
+        raise TrainingError(f"invalid option: {exc}") from None
 
 
-def train_config_from_args(args: argparse.Namespace):
-    """A :class:`~napari_regional_mil.training.train.TrainConfig` from the parsed options."""
-    from ..training.train import TrainConfig
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """A :class:`~napari_regional_mil.settings.TrainConfig` from the parsed options.
 
-    return _checked(
-        lambda: TrainConfig(
-            epochs=args.epochs,
-            learning_rate=args.lr,
-            weight_decay=args.weight_decay,
-            schedule=args.schedule,
-            warmup_epochs=args.warmup_epochs,
-            patience=args.patience,
-            min_epochs=args.min_epochs,
-            val_fraction=args.val_fraction,
-            class_weights=args.class_weights,
-            slides_per_step=args.slides_per_step,
-            seed=args.seed,
-            threshold=args.threshold,
-            threads=args.threads,
-        )
-    )
+    Raises
+    ------
+    TrainingError
+        A value the settings refuse.
+    """
+    try:
+        return make(TrainConfig, option_values(TrainConfig, args))
+    except ValueError as exc:
+        raise TrainingError(f"invalid option: {exc}") from None
 
 
 def load_training_slides(args: argparse.Namespace):

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         args,
         input_dim=slides[0].embeddings.embedding_dim,
         n_classes=len(cohort.class_names),
-        context_dims=context_dims_of(slides) if args.model == "regional" else None,
+        context_dims=context_dims_of(slides) if args.model_type == "regional" else None,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("once")

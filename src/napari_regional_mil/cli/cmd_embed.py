@@ -48,10 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``embed``; 0 when every slide is cached, 1 when some failed."""
     from ..cli._progress import drive
-    from ..embedding.cluster import embed_on_cluster
-    from ..embedding.cache import check_writable
-    from ..encoders import load_encoder
+    from ..embedding.workflow import ContextRequest, embed_slides
     from ..errors import TilingError
+    from ..jobs import Progress
     from ..tiling import TilingParams
 
     if args.patch_size < 8 or args.region_size < 1 or not args.target_mpp > 0 or args.batch_size < 1:
@@ -60,27 +59,20 @@ def run(args: argparse.Namespace) -> int:
         patch_size=args.patch_size, target_mpp=args.target_mpp, region_size=args.region_size,
         tissue_threshold=args.tissue_threshold,
     )
-    options = {"weights": str(args.encoder_weights)} if args.encoder_weights else {}
-    check_writable(args.out)
-    common = {"cache_dir": args.out, "tiling_params": params, "batch_size": args.batch_size, "mpp": args.mpp,
-              "num_readers": args.readers, "device": args.device}
-    if args.scheduler:
-        summaries = drive(embed_on_cluster(
-            args.slides, scheduler=args.scheduler, workers=args.workers, encoder=str(args.encoder),
-            encoder_options=options, **common,
-        ))
-    else:
-        encoder = load_encoder(str(args.encoder), device=args.device, **options)  # once, for every slide
-        summaries = []
-        for path in args.slides:
-            summaries.append(_embed_local(path, encoder, common))
-            if summaries[-1].ok:
-                print(summaries[-1].message, flush=True)
-    for summary in summaries:
-        if args.scheduler and summary.ok:
-            print(summary.message)
-    if args.context_encoder:
-        summaries = _add_contexts(args, summaries)
+    scales = list(args.context_scale) or [2.0]
+    contexts = [ContextRequest(enc, scales[min(i, len(scales) - 1)]) for i, enc in enumerate(args.context_encoder)]
+
+    def report(event: Progress) -> str | None:  # each slide's line as soon as it is cached
+        if (event.stage == "embedded" and event.metrics.get("ok")) or "context" in event.metrics:
+            return event.message
+        return None
+
+    summaries = drive(embed_slides(
+        args.slides, cache_dir=args.out, encoder=str(args.encoder),
+        encoder_options={"weights": str(args.encoder_weights)} if args.encoder_weights else None,
+        tiling_params=params, batch_size=args.batch_size, device=args.device, num_readers=args.readers,
+        mpp=args.mpp, contexts=contexts, scheduler=args.scheduler, workers=args.workers,
+    ), report=report)
     failed = [s for s in summaries if not s.ok]
     if len(summaries) == 1 and failed:  # one slide: one line, like every other command's error
         print(f"error: {failed[0].message}", file=sys.stderr)
@@ -91,41 +83,3 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {summary.slide}: {summary.message}", file=sys.stderr)
         return 1
     return 0
-
-
-def _embed_local(path: Path, encoder: object, common: dict) -> object:
-    """One slide in this process with a progress bar; failures become a failed summary."""
-    from ..cli._progress import drive
-    from ..embedding.cluster import SlideSummary, summary_line
-    from ..embedding.pipeline import embed_slide
-    from ..errors import RegionalMilError
-
-    try:
-        result = drive(embed_slide(path, encoder=encoder, **common))
-    except RegionalMilError as exc:
-        return SlideSummary(Path(path).stem, False, str(exc))
-    return SlideSummary(result.slide_name, True, summary_line(result), cache_path=str(result.cache_path),
-                        n_patches=result.n_patches, n_regions=result.n_regions, computed=result.computed)
-
-
-def _add_contexts(args: argparse.Namespace, summaries: list) -> list:
-    """Context embeddings (several scales) for every cached slide; a failure fails its slide."""
-    from dataclasses import replace
-
-    from ..cli._progress import drive
-    from ..embedding.context import context_requests, describe_context, embed_contexts
-    from ..errors import RegionalMilError
-
-    contexts = context_requests(args.context_encoder, args.context_scale, device=args.device)  # each loaded once
-    out = []
-    for summary in summaries:
-        try:
-            if summary.ok:
-                results = drive(embed_contexts(summary.cache_path, contexts, batch_size=args.batch_size,
-                                               device=args.device, num_readers=args.readers))
-                for result in results:
-                    print(f"{summary.slide}: {describe_context(result)}", flush=True)
-        except RegionalMilError as exc:
-            summary = replace(summary, ok=False, message=f"context embeddings: {exc}")
-        out.append(summary)
-    return out

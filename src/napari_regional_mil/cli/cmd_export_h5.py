@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``export-h5``; 1 when some slides could not be exported."""
     from ..embedding.h5io import export_h5
-    from ..embedding.lookup import find_slide_cache, load_slide_embeddings
+    from ..embedding.store import find_slide_cache, load_slide_embeddings
     from ..errors import CacheError, RegionalMilError
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -28,12 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``import-h5``; 1 when some files could not be imported."""
-    import hashlib
-    import json
-
-    from ..embedding.cache import FORMAT_VERSION, slide_identity
     from ..embedding.h5io import import_h5
-    from ..embedding.lookup import write_slide_embeddings
+    from ..embedding.store import import_key, write_slide_embeddings
     from ..errors import RegionalMilError
 
     failed = []
@@ -41,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             emb = import_h5(path, patch_size_level0=args.patch_size_level0, region_size=args.region_size,
                             encoder_name=args.encoder_name)
-            record = {"h5": slide_identity(path), "region_size": args.region_size, "side": args.patch_size_level0,
-                      "encoder": emb.meta.get("encoder"), "format_version": FORMAT_VERSION}
-            key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+            encoder = emb.meta.get("encoder")
+            key = import_key(path, region_size=args.region_size, patch_size_level0=args.patch_size_level0,
+                             encoder=None if encoder is None else str(encoder))
             store = write_slide_embeddings(args.out, emb, key=key, attrs={"encoder_hash": emb.meta.get("encoder_hash", key)})
             kind = f"{emb.n_regions} regions" if emb.has_regions else "a bag without regions"
             print(f"{emb.slide_name}: {emb.n_patches} patches ({emb.embedding_dim}-d), {kind} -> {store}")

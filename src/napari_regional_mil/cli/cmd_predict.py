@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         for i, (row, source) in enumerate(zip(rows, sources)):
             yield Progress("predict", i, len(rows), row.name)
             if args.cache is not None:
-                from ..embedding.lookup import load_slide_embeddings
+                from ..embedding.store import load_slide_embeddings
 
                 embeddings = load_slide_embeddings(source)
             else:

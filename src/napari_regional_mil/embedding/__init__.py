@@ -1,35 +1,46 @@
-"""Embedding: patch reader, pipeline (generator), zarr cache, CLAM/TRIDENT h5, dask cluster.
+"""Embedding: patch reader, pipeline (generator), the store (zarr cache), CLAM/TRIDENT h5, dask cluster.
 
 The API other parts use::
 
-    from ..embedding import embed_slide, find_slide_cache, load_slide_embeddings
+    from napari_regional_mil.embedding import embed_slide, find_slide_cache, load_slide_embeddings
     result = run_job(embed_slide("slide.svs", cache_dir="cache"))       # or drive / thread_worker
     emb = load_slide_embeddings(find_slide_cache("cache", "slide"))      # SlideEmbeddings
+
+Many slides (locally or on a dask cluster, with context encoders), "find the cache or
+embed" for a trained model, and the default cache folder are in :mod:`.workflow`.
+Everything about stores (key, lock, writer, finder) is in :mod:`.store`.
 """
 
-from ..embedding.cache import FORMAT_VERSION, cache_key, pool_regions
-from ..embedding.lookup import (
+from .pipeline import EmbedResult, cache_status, embed_slide, slide_store
+from .store import (
+    FORMAT_VERSION,
     CacheInfo,
-    cache_status,
+    cache_key,
     find_slide_cache,
     list_caches,
     load_slide_embeddings,
+    pool_regions,
     write_slide_embeddings,
 )
-from ..embedding.pipeline import EmbedResult, embed_slide
-from ..embedding.types import SlideEmbeddings
+from .types import SlideEmbeddings
+from .workflow import SlideSummary, default_cache_dir, embed_slides, embeddings_for
 
 __all__ = [
     "FORMAT_VERSION",
     "CacheInfo",
     "EmbedResult",
     "SlideEmbeddings",
+    "SlideSummary",
     "cache_key",
     "cache_status",
+    "default_cache_dir",
     "embed_slide",
+    "embed_slides",
+    "embeddings_for",
     "find_slide_cache",
     "list_caches",
     "load_slide_embeddings",
     "pool_regions",
+    "slide_store",
     "write_slide_embeddings",
 ]

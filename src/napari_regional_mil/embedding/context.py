@@ -7,7 +7,7 @@ and stores the ``(R, D_k)`` result in the same zarr store as the array
 ``context_<name>``, listed in the store's ``context`` attribute. The array is written
 under a temporary name and renamed into place; it is listed only after it landed, so a
 cancelled run leaves the cache as it was.
-:func:`~napari_regional_mil.embedding.lookup.load_slide_embeddings` returns the listed
+:func:`~napari_regional_mil.embedding.store.load_slide_embeddings` returns the listed
 arrays as :attr:`SlideEmbeddings.context_embeddings`; the first model attention-pools
 each and concatenates it to its global embedding (``ModelConfig.context_dims``).
 """
@@ -18,16 +18,31 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
 
+from ..atomic import replace
 from ..errors import CacheError
 from ..jobs import Progress
+from ..slide import open_slide
+from .pipeline import load_encoder_for
+from .reader import PatchReader, plan_reads
+from .store import (
+    CONTEXT_PREFIX,
+    PARTIAL_SUFFIX,
+    StoreLock,
+    StoreLocation,
+    cached_contexts,
+    read_attrs,
+)
+
+if TYPE_CHECKING:
+    from ..encoders import EncoderLike, FrozenEncoder
 
 __all__ = [
     "ContextResult",
@@ -37,14 +52,11 @@ __all__ = [
     "embed_context",
     "embed_contexts",
     "cached_contexts",
-    "read_context_embeddings",
     "context_corners",
 ]
 
 #: Scale of a context encoder given without one (``--context-scale`` / the Embed widget's default).
 DEFAULT_CONTEXT_SCALE = 2.0
-
-_PREFIX = "context_"
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,12 @@ def context_name(encoder_name: str, scale: float) -> str:
 
 
 def context_corners(
-    region_xy: np.ndarray, *, region_size: int, patch_size_level0: float, scale: float, slide_dimensions: tuple[int, int]
+    region_xy: np.ndarray,
+    *,
+    region_size: int,
+    patch_size_level0: float,
+    scale: float,
+    slide_dimensions: tuple[int, int],
 ) -> np.ndarray:
     """Level-0 top-left ``(x, y)`` of the context patch of each region.
 
@@ -95,29 +112,10 @@ def context_corners(
     return corner.astype(np.int64)
 
 
-def read_context_embeddings(group: Any, attrs: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The listed context arrays of an open store, by name (missing arrays are skipped)."""
-    names = set(group.array_keys())
-    return {
-        key: np.asarray(group[_PREFIX + key][...], dtype=np.float32)
-        for key in dict(attrs.get("context", {}))
-        if _PREFIX + key in names
-    }
-
-
-def cached_contexts(cache_path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """The context embeddings a store lists (name -> record: encoder, scale, dimension), read from its attributes only."""
-    from ..embedding.lookup import _attrs
-
-    path = Path(cache_path)
-    listed = dict((_attrs(path) or {}).get("context", {}))
-    return {key: dict(record) for key, record in listed.items() if (path / (_PREFIX + key)).is_dir()}
-
-
 def context_requests(
-    encoders: Sequence[Any], scales: Sequence[float] = (), *, device: str = "cpu",
-    encoder_options: Sequence[dict[str, Any] | None] | None = None,
-) -> list[tuple[Any, float]]:
+    encoders: Sequence[EncoderLike], scales: Sequence[float] = (), *, device: str = "cpu",
+    encoder_options: Sequence[Mapping[str, object] | None] | None = None,
+) -> list[tuple[FrozenEncoder, float]]:
     """Load each context encoder once and pair it with its scale.
 
     Parameters
@@ -139,22 +137,23 @@ def context_requests(
     EncoderError
         An encoder that cannot be loaded.
     """
-    from ..embedding.pipeline import _resolve_encoder
-
     scales = [float(s) for s in scales] or [DEFAULT_CONTEXT_SCALE]
     bad = [s for s in scales if not s > 0]
     if bad:
         raise CacheError(f"context scale must be positive, got {bad[0]:g}")
     options = list(encoder_options or [None] * len(encoders))
     return [
-        (_resolve_encoder(enc, device, options[i] if i < len(options) else None), scales[min(i, len(scales) - 1)])
+        (
+            load_encoder_for(enc, device=device, options=options[i] if i < len(options) else None),
+            scales[min(i, len(scales) - 1)],
+        )
         for i, enc in enumerate(encoders)
     ]
 
 
 def embed_contexts(
-    cache_path: str | os.PathLike,
-    contexts: Sequence[tuple[Any, float]],
+    cache_path: str | os.PathLike[str],
+    contexts: Sequence[tuple[EncoderLike, float]],
     *,
     batch_size: int = 64,
     device: str = "cpu",
@@ -165,7 +164,7 @@ def embed_contexts(
     ``contexts`` usually comes from :func:`context_requests`. Used by ``napari-regional-mil
     embed --context-encoder`` and by the Embed widget, after the patch embedding.
     """
-    results = []
+    results: list[ContextResult] = []
     for encoder, scale in contexts:
         results.append((yield from embed_context(
             cache_path, encoder=encoder, scale=scale, batch_size=batch_size, device=device, num_readers=num_readers,
@@ -181,15 +180,15 @@ def describe_context(result: ContextResult) -> str:
 
 
 def embed_context(
-    cache_path: str | os.PathLike,
+    cache_path: str | os.PathLike[str],
     *,
-    encoder: Any,
-    scale: float = 2.0,
+    encoder: EncoderLike,
+    scale: float = DEFAULT_CONTEXT_SCALE,
     name: str | None = None,
     batch_size: int = 64,
     device: str = "cpu",
     num_readers: int = 2,
-    encoder_options: dict[str, Any] | None = None,
+    encoder_options: Mapping[str, object] | None = None,
 ) -> Generator[Progress, None, ContextResult]:
     """Add context embeddings of every region to a complete cache (a job).
 
@@ -214,43 +213,63 @@ def embed_context(
     SlideError
         The slide it was made from cannot be read.
     """
-    from ..embedding.cache import PARTIAL_SUFFIX
-    from ..embedding.lookup import _attrs
-    from ..embedding.pipeline import _resolve_encoder
-    from ..embedding.reader import PatchReader, plan_reads
-    from ..slide import open_slide
-
     started = time.perf_counter()
     path = Path(cache_path)
-    attrs = _attrs(path)
+    attrs = read_attrs(path)
     if attrs is None or path.name.endswith(PARTIAL_SUFFIX) or not attrs.get("complete"):
         raise CacheError(f"{path}: not a complete embedding cache; embed the slide first")
     if not scale > 0:
         raise CacheError(f"{path}: context scale must be positive, got {scale}")
-    enc = _resolve_encoder(encoder, device, encoder_options)
+    enc = load_encoder_for(encoder, device=device, options=encoder_options)
     key = name or context_name(enc.spec.name, scale)
     if not re.fullmatch(r"[A-Za-z0-9_-]+", key):
         raise CacheError(f"{path}: context name {key!r} may hold only letters, digits, '_' and '-'")
-    record = {"encoder": enc.spec.name, "encoder_hash": enc.spec.weights_hash, "scale": float(scale)}
-    group = zarr.open_group(path, mode="r+", zarr_format=3)
-    known = dict(attrs.get("context", {}))
-    if _PREFIX + key in set(group.array_keys()) and all(known.get(key, {}).get(k) == v for k, v in record.items()):
-        arr = group[_PREFIX + key]
-        return ContextResult(key, path, int(arr.shape[0]), int(arr.shape[1]), computed=False)
+    record: dict[str, object] = {"encoder": enc.spec.name, "encoder_hash": enc.spec.weights_hash, "scale": float(scale)}
+    lock = StoreLock(StoreLocation(str(attrs.get("cache_key", "")), path))
+    while not lock.acquire(timeout=0.5):
+        yield Progress("context", 0, 0, f"{path.name}: waiting for another process writing this cache")
+    try:
+        group = zarr.open_group(path, mode="r+", zarr_format=3)
+        known = cached_contexts(path)
+        same = all(known.get(key, {}).get(k) == v for k, v in record.items())
+        if CONTEXT_PREFIX + key in set(group.array_keys()) and same:
+            arr = group[CONTEXT_PREFIX + key]
+            return ContextResult(key, path, int(arr.shape[0]), int(arr.shape[1]), computed=False)
+        features, input_mpp = yield from _embed_regions(path, attrs, group, enc, key, scale, batch_size, num_readers)
+        _write(group, path, key, features, {**record, "embedding_dim": int(features.shape[1]), "input_mpp": input_mpp})
+    finally:
+        lock.release()
+    seconds = time.perf_counter() - started
+    return ContextResult(key, path, len(features), int(features.shape[1]), computed=True, seconds=seconds)
+
+
+def _embed_regions(
+    path: Path,
+    attrs: Mapping[str, object],
+    group: zarr.Group,
+    enc: FrozenEncoder,
+    key: str,
+    scale: float,
+    batch_size: int,
+    num_readers: int,
+) -> Generator[Progress, None, tuple[np.ndarray, float]]:
+    """The context embedding of every region (``(R, D)``) and the mpp it was read at."""
     region_xy = np.asarray(group["region_xy"][...])
     n = int(region_xy.shape[0])
     slide_path = Path(str(attrs["slide_path"]))
-    yield Progress("context", 0, n, f"{attrs.get('slide_name', path.name)}: {key} at {scale:g} x {attrs['target_mpp']} um/px")
-    features = np.empty((n, enc.spec.embedding_dim), np.float32)
-    with open_slide(slide_path, mpp=attrs.get("slide_mpp")) as slide:
-        ps0 = float(attrs["patch_size_level0"])
+    target_mpp = attrs["target_mpp"]
+    yield Progress("context", 0, n, f"{attrs.get('slide_name', path.name)}: {key} at {scale:g} x {target_mpp} um/px")
+    features = np.full((n, enc.spec.embedding_dim), np.nan, np.float32)
+    slide_mpp = attrs.get("slide_mpp")
+    with open_slide(slide_path, mpp=float(slide_mpp) if isinstance(slide_mpp, (int, float)) else None) as slide:
+        ps0 = float(str(attrs["patch_size_level0"]))
         corners = context_corners(
-            region_xy, region_size=int(attrs["region_size"]), patch_size_level0=ps0, scale=scale,
+            region_xy, region_size=int(str(attrs["region_size"])), patch_size_level0=ps0, scale=scale,
             slide_dimensions=slide.dimensions,
         )
         plan = plan_reads(
-            slide_mpp=slide.mpp, level_downsamples=slide.info.level_downsamples, patch_size=int(attrs["patch_size"]),
-            patch_size_level0=scale * ps0, input_size=enc.spec.input_size, encoder_mpp=enc.spec.mpp,
+            slide_mpp=slide.mpp, level_downsamples=slide.info.level_downsamples,
+            patch_size=int(str(attrs["patch_size"])), patch_size_level0=scale * ps0, input_size=enc.spec.input_size, encoder_mpp=enc.spec.mpp,
         )
         batches = PatchReader(slide, corners, plan, num_threads=num_readers, batch_size=batch_size).batches()
         t0 = time.perf_counter()
@@ -261,23 +280,23 @@ def embed_context(
                 yield Progress("context", done, n, f"context {key}", rate=done / max(time.perf_counter() - t0, 1e-9))
         finally:
             batches.close()
-    _write(group, path, key, features, {**record, "embedding_dim": int(features.shape[1]), "input_mpp": plan.input_mpp})
-    return ContextResult(key, path, n, int(features.shape[1]), computed=True, seconds=time.perf_counter() - started)
+    return features, plan.input_mpp
 
 
-def _write(group: Any, path: Path, key: str, features: np.ndarray, record: dict[str, Any]) -> None:
+def _write(group: zarr.Group, path: Path, key: str, features: np.ndarray, record: dict[str, object]) -> None:
     """Write ``context_<key>`` under a temporary name, rename it into place, then list it."""
-    tmp_name = f"{_PREFIX}{key}__partial"
+    tmp_name = f"{CONTEXT_PREFIX}{key}__partial"
     try:
         shutil.rmtree(path / tmp_name, ignore_errors=True)
-        arr = group.create_array(tmp_name, shape=features.shape, chunks=(max(1, len(features)), features.shape[1]), dtype=np.float32)
+        chunks = (max(1, len(features)), features.shape[1])
+        arr = group.create_array(tmp_name, shape=features.shape, chunks=chunks, dtype=np.float32)
         arr[...] = features
         listed = dict(group.attrs.get("context", {}))
         if key in listed:  # unlist the old array before replacing it
             listed.pop(key)
             group.attrs["context"] = listed
-        shutil.rmtree(path / (_PREFIX + key), ignore_errors=True)
-        os.replace(path / tmp_name, path / (_PREFIX + key))
+        shutil.rmtree(path / (CONTEXT_PREFIX + key), ignore_errors=True)
+        replace(path / tmp_name, path / (CONTEXT_PREFIX + key))
         group.attrs["context"] = {**listed, key: record}
     except OSError as exc:
         shutil.rmtree(path / tmp_name, ignore_errors=True)

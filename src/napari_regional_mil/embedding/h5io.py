@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_path
-from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError
+from .store import pool_regions
+from .types import SlideEmbeddings
 
 __all__ = ["export_h5", "import_h5", "regions_from_grid"]
 
@@ -202,8 +203,6 @@ def import_h5(
         return SlideEmbeddings(slide_name=name, features=features, coords_px=coords, tissue_fraction=tissue, meta=meta)
     k = int(meta.get("region_size", region_size))
     region_index, region_xy = regions_from_grid(grid_xy, k)
-    from ..embedding.cache import pool_regions
-
     mean, peak = pool_regions(features, region_index, len(region_xy))
     meta.update({"patch_size_level0": side, "region_size": k})
     return SlideEmbeddings(

@@ -10,29 +10,40 @@ once; a partial one is resumed from its last whole chunk.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import zarr
 
-from ..embedding.cache import (
+from .. import __version__
+from ..errors import TilingError
+from ..jobs import Progress
+from ..slide import Slide, open_slide
+from ..tiling import Tiling, TilingParams, tile_slide
+from ..tissue import TissueMask, detect_tissue
+from .reader import PatchReader, plan_reads
+from .store import (
     CHUNK_ROWS,
     FORMAT_VERSION,
     CacheWriter,
-    cache_key,
+    StoreLocation,
+    StoreLock,
     check_writable,
-    store_path,
+    locate_store,
+    store_info,
+    store_state,
 )
-from ..embedding.reader import PatchReader, plan_reads
-from ..errors import TilingError
-from ..jobs import Progress
-from ..tiling import TilingParams
 
-__all__ = ["EmbedResult", "embed_slide", "resolve_store"]
+if TYPE_CHECKING:
+    from ..encoders import EncoderLike, FrozenEncoder
+
+__all__ = ["EmbedResult", "cache_status", "embed_slide", "load_encoder_for", "slide_store"]
+
+PathLike = str | Path
 
 
 @dataclass(frozen=True)
@@ -71,73 +82,80 @@ class EmbedResult:
     rate: float = 0.0
 
 
-def _mask_hash(mask: Any) -> str | None:
-    if mask is None:
-        return None
-    arr = np.ascontiguousarray(np.asarray(getattr(mask, "mask", mask)))
-    digest = hashlib.sha256(f"{arr.shape}|{arr.dtype}|".encode())
-    digest.update(arr.tobytes())
-    for attr in ("downsample", "mpp", "level"):
-        if hasattr(mask, attr):
-            digest.update(f"{attr}={getattr(mask, attr)}".encode())
-    return digest.hexdigest()
+def load_encoder_for(
+    encoder: EncoderLike, *, device: str = "cpu", options: Mapping[str, object] | None = None
+) -> FrozenEncoder:
+    """:func:`~napari_regional_mil.encoders.resolve_encoder`, imported when first needed.
+
+    The import is function-local so that ``import napari_regional_mil.embedding`` (reading
+    caches: the CLI's ``--help``, prediction from caches) does not import torch.
+    """
+    from ..encoders import resolve_encoder
+
+    return resolve_encoder(encoder, device=device, options=options)
 
 
-def _resolve_encoder(encoder: Any, device: str, options: dict[str, Any] | None) -> Any:
-    from ..encoders import FrozenEncoder, load_encoder
-
-    if isinstance(encoder, FrozenEncoder):
-        return encoder
-    return load_encoder(encoder, device=device, **(options or {}))
-
-
-def resolve_store(
-    cache_dir: str | Path,
-    slide_path: str | Path,
+def slide_store(
+    cache_dir: PathLike,
+    slide_path: PathLike,
     *,
     tiling_params: TilingParams | None = None,
-    encoder: Any = "builtin-he",
+    encoder: EncoderLike = "builtin-he",
     mpp: float | None = None,
-    tissue_mask: Any = None,
+    tissue_mask: TissueMask | np.ndarray | None = None,
     device: str = "cpu",
-    encoder_options: dict[str, Any] | None = None,
-) -> tuple[Path, str, Any]:
-    """The final store path, cache key and encoder of a (slide, tiling, encoder)."""
-    from ..slide import open_slide
-
-    params = tiling_params or TilingParams()
-    enc = _resolve_encoder(encoder, device, encoder_options)
+    encoder_options: Mapping[str, object] | None = None,
+) -> StoreLocation:
+    """Where the store of this (slide, tiling, tissue mask, encoder) is, complete or not."""
+    enc = load_encoder_for(encoder, device=device, options=encoder_options)
     with open_slide(slide_path, mpp=mpp) as slide:
         slide_mpp = slide.mpp
-    key = cache_key(
-        slide_path, tiling_params=params, slide_mpp=slide_mpp, encoder_name=enc.spec.name,
-        encoder_hash=enc.spec.weights_hash, mask_hash=_mask_hash(tissue_mask),
+    return locate_store(
+        cache_dir, slide_path, tiling_params=tiling_params or TilingParams(), slide_mpp=slide_mpp,
+        encoder_name=enc.spec.name, encoder_hash=enc.spec.weights_hash, tissue_mask=tissue_mask,
     )
-    return store_path(cache_dir, Path(slide_path).stem, key), key, enc
+
+
+def cache_status(
+    cache_dir: PathLike,
+    slide_path: PathLike,
+    tiling_params: TilingParams | None,
+    encoder: EncoderLike,
+    *,
+    mpp: float | None = None,
+    tissue_mask: TissueMask | np.ndarray | None = None,
+) -> Literal["complete", "partial", "missing"]:
+    """``"complete"``, ``"partial"`` or ``"missing"``: the state of this (slide, tiling, encoder) store."""
+    location = slide_store(cache_dir, slide_path, tiling_params=tiling_params, encoder=encoder, mpp=mpp,
+                           tissue_mask=tissue_mask)
+    return store_state(location)
+
+
+def _wait_for_lock(lock: StoreLock, name: str) -> Generator[Progress, None, None]:
+    """Take the store's lock, yielding while another writer holds it (so the wait can be cancelled)."""
+    while not lock.acquire(timeout=0.5):
+        yield Progress("embed", 0, 0, message=f"{name}: waiting for another process writing this cache")
 
 
 def _versions() -> dict[str, str]:
-    import torch
-    import zarr
-
-    from .. import __version__
+    import torch  # loaded already: the encoder that ran is a torch module
 
     return {"napari_regional_mil": __version__, "torch": torch.__version__, "zarr": zarr.__version__, "numpy": np.__version__}
 
 
 def embed_slide(
-    slide_path: str | Path,
+    slide_path: PathLike,
     *,
-    cache_dir: str | Path,
+    cache_dir: PathLike,
     tiling_params: TilingParams | None = None,
-    encoder: Any = "builtin-he",
+    encoder: EncoderLike = "builtin-he",
     batch_size: int = 64,
     device: str = "cpu",
     num_readers: int = 2,
     prefetch_batches: int = 4,
     mpp: float | None = None,
-    tissue_mask: Any = None,
-    encoder_options: dict[str, Any] | None = None,
+    tissue_mask: TissueMask | np.ndarray | None = None,
+    encoder_options: Mapping[str, object] | None = None,
     chunk_rows: int = CHUNK_ROWS,
 ) -> Generator[Progress, None, EmbedResult]:
     """Embed one slide into the cache (a job generator; see :mod:`napari_regional_mil.jobs`).
@@ -188,85 +206,117 @@ def embed_slide(
         Unreadable slide, no tissue patches or a slide smaller than one patch, bad
         encoder, unwritable cache directory. Nothing incomplete is ever marked complete.
     """
-    from ..slide import open_slide
-
     t_start = time.perf_counter()
     params = tiling_params or TilingParams()
-    enc = _resolve_encoder(encoder, device, encoder_options)
-    spec = enc.spec
+    enc = load_encoder_for(encoder, device=device, options=encoder_options)
     slide_path = Path(slide_path)
     name = slide_path.stem
     with open_slide(slide_path, mpp=mpp) as slide:
-        key = cache_key(
-            slide_path, tiling_params=params, slide_mpp=slide.mpp, encoder_name=spec.name,
-            encoder_hash=spec.weights_hash, mask_hash=_mask_hash(tissue_mask),
+        location = locate_store(
+            cache_dir, slide_path, tiling_params=params, slide_mpp=slide.mpp, encoder_name=enc.spec.name,
+            encoder_hash=enc.spec.weights_hash, tissue_mask=tissue_mask,
         )
-        final = store_path(cache_dir, name, key)
-        if (final / "zarr.json").exists():
-            from ..embedding.lookup import _info
-
-            info = _info(final)
-            if info is not None and info.complete:
-                return EmbedResult(
-                    name, final, info.n_patches, _n_regions(final), info.embedding_dim, spec.name, computed=False,
-                    seconds=time.perf_counter() - t_start,
-                )
+        found = _complete_result(location, name, enc.spec.name, t_start)
+        if found is not None:
+            return found
         check_writable(cache_dir)
-        yield Progress("embed", 0, 0, message=f"{name}: finding tissue")
-        tiling = _tile(slide, params, tissue_mask, slide_path)
-        n = tiling.n_patches
-        check_writable(cache_dir, min_free_bytes=int(n * spec.embedding_dim * 4 * 2.2) + (8 << 20))
-        plan = plan_reads(
-            slide_mpp=slide.mpp, level_downsamples=slide.info.level_downsamples, patch_size=params.patch_size,
-            patch_size_level0=tiling.patch_size_level0, input_size=spec.input_size, encoder_mpp=spec.mpp,
-        )
-        attrs = {
-            "slide_name": name, "slide_path": str(slide_path.resolve()), "slide_mpp": float(slide.mpp),
-            "slide_dimensions": list(tiling.slide_dimensions), "target_mpp": params.target_mpp,
-            "patch_size": params.patch_size, "patch_size_level0": float(tiling.patch_size_level0),
-            "region_size": params.region_size, "tissue_threshold": params.tissue_threshold,
-            "tiling_params": asdict(params), "grid_shape": list(tiling.grid_shape), "n_patches": n,
-            "n_regions": tiling.n_regions, "encoder": spec.name, "encoder_hash": spec.weights_hash,
-            "encoder_spec": spec.to_json(), "embedding_dim": spec.embedding_dim, "input_size": plan.out_size,
-            "input_mpp": plan.input_mpp, "read_level": plan.level, "user_tissue_mask": tissue_mask is not None,
-            "format_version": FORMAT_VERSION, "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        patch_arrays = {
-            "coords_px": tiling.coords_px.astype(np.int64), "grid_xy": tiling.grid_xy.astype(np.int32),
-            "region_index": tiling.region_index.astype(np.int32),
-            "tissue_fraction": tiling.tissue_fraction.astype(np.float32),
-        }
-        writer = CacheWriter.open(
-            final, key=key, patch_arrays=patch_arrays, region_xy=tiling.region_xy.astype(np.int32),
-            embedding_dim=spec.embedding_dim, attrs=attrs, chunk_rows=chunk_rows,
-        )
-        resumed = writer.n_done
-        reader = PatchReader(
-            slide, tiling.coords_px, plan, num_threads=num_readers, batch_size=batch_size, prefetch_batches=prefetch_batches
-        )
-        what = f"{name}: {spec.name} at {plan.input_mpp:.2f} um/px, level {plan.level}"
-        yield Progress("embed", resumed, n, message=what + (f" (resuming at {resumed})" if resumed else ""))
-        t0 = time.perf_counter()
-        batches = reader.batches(start=writer.n_done)
+        lock = StoreLock(location)
+        yield from _wait_for_lock(lock, name)
         try:
-            for first, patches in batches:
-                writer.append(enc.embed(patches).cpu().numpy())
-                done = first + len(patches)
-                yield Progress("embed", done, n, message=what, rate=(done - resumed) / max(time.perf_counter() - t0, 1e-9))
+            found = _complete_result(location, name, enc.spec.name, t_start)  # another writer finished it
+            if found is not None:
+                return found
+            return (yield from _embed_locked(
+                slide, enc, location, params, tissue_mask=tissue_mask, batch_size=batch_size, num_readers=num_readers,
+                prefetch_batches=prefetch_batches, chunk_rows=chunk_rows, t_start=t_start,
+            ))
         finally:
-            batches.close()
-        seconds = time.perf_counter() - t0
-        yield Progress("embed", n, n, message=f"{name}: pooling {tiling.n_regions} regional embeddings")
-        path = writer.finish(extra_attrs={"seconds": round(seconds, 3)})
+            lock.release()
+
+
+def _complete_result(location: StoreLocation, name: str, encoder: str, t_start: float) -> EmbedResult | None:
+    """The result for a complete store at ``location`` (nothing computed), or None."""
+    info = store_info(location.path)
+    if info is None or not info.complete:
+        return None
+    return EmbedResult(
+        name, location.path, info.n_patches, info.n_regions, info.embedding_dim, encoder, computed=False,
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def _embed_locked(
+    slide: Slide,
+    enc: FrozenEncoder,
+    location: StoreLocation,
+    params: TilingParams,
+    *,
+    tissue_mask: TissueMask | np.ndarray | None,
+    batch_size: int,
+    num_readers: int,
+    prefetch_batches: int,
+    chunk_rows: int,
+    t_start: float,
+) -> Generator[Progress, None, EmbedResult]:
+    """Tile, read, embed and write one slide's store, holding its lock."""
+    spec = enc.spec
+    slide_path = slide.path
+    name = slide_path.stem
+    yield Progress("embed", 0, 0, message=f"{name}: finding tissue")
+    tiling = _tile(slide, params, tissue_mask, slide_path)
+    n = tiling.n_patches
+    check_writable(location.path.parent, min_free_bytes=int(n * spec.embedding_dim * 4 * 2.2) + (8 << 20))
+    plan = plan_reads(
+        slide_mpp=slide.mpp, level_downsamples=slide.info.level_downsamples, patch_size=params.patch_size,
+        patch_size_level0=tiling.patch_size_level0, input_size=spec.input_size, encoder_mpp=spec.mpp,
+    )
+    attrs = {
+        "slide_name": name, "slide_path": str(slide_path.resolve()), "slide_mpp": float(slide.mpp),
+        "slide_dimensions": list(tiling.slide_dimensions), "target_mpp": params.target_mpp,
+        "patch_size": params.patch_size, "patch_size_level0": float(tiling.patch_size_level0),
+        "region_size": params.region_size, "tissue_threshold": params.tissue_threshold,
+        "tiling_params": asdict(params), "grid_shape": list(tiling.grid_shape), "n_patches": n,
+        "n_regions": tiling.n_regions, "encoder": spec.name, "encoder_hash": spec.weights_hash,
+        "encoder_spec": spec.to_json(), "embedding_dim": spec.embedding_dim, "input_size": plan.out_size,
+        "input_mpp": plan.input_mpp, "read_level": plan.level, "user_tissue_mask": tissue_mask is not None,
+        "format_version": FORMAT_VERSION, "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    patch_arrays = {
+        "coords_px": tiling.coords_px.astype(np.int64), "grid_xy": tiling.grid_xy.astype(np.int32),
+        "region_index": tiling.region_index.astype(np.int32),
+        "tissue_fraction": tiling.tissue_fraction.astype(np.float32),
+    }
+    writer = CacheWriter.open(
+        location.path, key=location.key, patch_arrays=patch_arrays, region_xy=tiling.region_xy.astype(np.int32),
+        embedding_dim=spec.embedding_dim, attrs=attrs, chunk_rows=chunk_rows,
+    )
+    if writer.discarded:
+        yield Progress("embed", 0, n, message=writer.discarded)
+    resumed = writer.n_done
+    reader = PatchReader(
+        slide, tiling.coords_px, plan, num_threads=num_readers, batch_size=batch_size, prefetch_batches=prefetch_batches
+    )
+    what = f"{name}: {spec.name} at {plan.input_mpp:.2f} um/px, level {plan.level}"
+    yield Progress("embed", resumed, n, message=what + (f" (resuming at {resumed})" if resumed else ""))
+    t0 = time.perf_counter()
+    batches = reader.batches(start=writer.n_done)
+    try:
+        for first, patches in batches:
+            writer.append(enc.embed(patches).cpu().numpy())
+            done = first + len(patches)
+            yield Progress("embed", done, n, message=what, rate=(done - resumed) / max(time.perf_counter() - t0, 1e-9))
+    finally:
+        batches.close()
+    seconds = time.perf_counter() - t0
+    yield Progress("embed", n, n, message=f"{name}: pooling {tiling.n_regions} regional embeddings")
+    path = writer.finish(extra_attrs={"seconds": round(seconds, 3)})
     return EmbedResult(
         name, path, n, tiling.n_regions, spec.embedding_dim, spec.name, computed=True, resumed_from=resumed,
         seconds=time.perf_counter() - t_start, rate=(n - resumed) / max(seconds, 1e-9),
     )
 
 
-def _tile(slide: Any, params: TilingParams, tissue_mask: Any, slide_path: Path) -> Any:
-    from ..tiling import tile_slide
-
+def _tile(slide: Slide, params: TilingParams, tissue_mask: TissueMask | np.ndarray | None, slide_path: Path) -> Tiling:
     width, height = slide.dimensions
     side = params.patch_size * params.target_mpp / slide.mpp
     if width < side or height < side:
@@ -274,20 +324,10 @@ def _tile(slide: Any, params: TilingParams, tissue_mask: Any, slide_path: Path) 
             f"{slide_path}: the slide ({width} x {height} px) is smaller than one patch "
             f"({side:.0f} px at level 0 for {params.patch_size} px at {params.target_mpp} um/px)"
         )
-    if tissue_mask is None:
-        from ..tissue import detect_tissue
-
-        tissue_mask = detect_tissue(slide)
-    tiling = tile_slide(slide, tissue_mask, params)
+    tiling = tile_slide(slide, detect_tissue(slide) if tissue_mask is None else tissue_mask, params)
     if tiling.n_patches == 0:
         raise TilingError(
             f"{slide_path}: no tissue patches (no patch reaches tissue fraction {params.tissue_threshold}); "
             "check the slide, lower the tissue threshold, or paint a tissue mask"
         )
     return tiling
-
-
-def _n_regions(path: Path) -> int:
-    from ..embedding.lookup import _attrs
-
-    return int((_attrs(path) or {}).get("n_regions", 0))

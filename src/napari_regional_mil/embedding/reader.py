@@ -153,13 +153,16 @@ class PatchReader:
         return out
 
     def _read_batch(self, start: int, stop: int, halt: threading.Event) -> np.ndarray:
-        out = np.empty((stop - start, self.plan.out_size, self.plan.out_size, 3), np.uint8)
+        """Patches ``start:stop``; when halted early, only those read (never uninitialised rows)."""
+        out = np.zeros((stop - start, self.plan.out_size, self.plan.out_size, 3), np.uint8)
+        filled = 0
         for first, end in self._runs(start, stop):
             if halt.is_set():
                 break
             for i, patch in enumerate(self._read_run(first, end)):
                 out[first - start + i] = patch
-        return out
+            filled = end - start
+        return out[:filled]
 
     def batches(self, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first_index, patches)`` from patch ``start`` on, in order.

@@ -59,7 +59,7 @@ def _rank_within_region(order: np.ndarray, region_index: np.ndarray) -> np.ndarr
     sorted_regions = regions[by_region]
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_regions)) + 1]
     run_start = np.repeat(starts, np.diff(np.r_[starts, sorted_regions.size]))
-    rank = np.empty(order.size, dtype=np.int64)
+    rank = np.zeros(order.size, dtype=np.int64)
     rank[by_region] = np.arange(order.size) - run_start
     return rank
 

@@ -171,10 +171,10 @@ def sample_patches(
     quota = _share(counts, max_patches)
     chosen = [np.sort(rng.choice(n, size=q, replace=False)) for n, q in zip(counts, quota)]
     total = int(quota.sum())
-    patches = np.empty((total, patch_size, patch_size, 3), np.uint8)
-    slide_index = np.empty(total, np.int32)
-    coords = np.empty((total, 2), np.int64)
-    regions = np.empty(total, np.int32)
+    patches = np.zeros((total, patch_size, patch_size, 3), np.uint8)
+    slide_index = np.zeros(total, np.int32)
+    coords = np.zeros((total, 2), np.int64)
+    regions = np.zeros(total, np.int32)
     start = 0
     for s, ((path, tiling), idx) in enumerate(zip(tilings, chosen)):
         stop = start + idx.size

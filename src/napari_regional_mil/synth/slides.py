@@ -113,7 +113,7 @@ def render_patch_types(
         out = bank.window(lo, x0, y0, width, height)
     else:
         pix = types[np.ix_(rows, cols)]
-        out = np.empty((height, width, 3), np.uint8)
+        out = np.zeros((height, width, 3), np.uint8)
         for t in np.unique(sub):
             tex = bank.window(int(t), x0, y0, width, height)
             mask = pix == t

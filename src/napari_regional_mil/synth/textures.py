@@ -244,7 +244,7 @@ def _level0_textures(seed: int, mpp: float) -> np.ndarray:
     period = int(2 ** np.clip(round(np.log2(_BANK_UM / mpp)), 6, 11))
     root = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x5EED])
     children = root.spawn(len(TISSUE_TYPES) + 1)
-    out = np.empty((len(TISSUE_TYPES) + 1, period, period, 3), np.float32)
+    out = np.zeros((len(TISSUE_TYPES) + 1, period, period, 3), np.float32)
     bg_rng = np.random.default_rng(children[0])
     out[0] = 242 + (bg_rng.random((period, period, 1), dtype=np.float32) - 0.5) * 6
     out[0] += np.float32([1, 0, 1])

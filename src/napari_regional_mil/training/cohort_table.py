@@ -336,7 +336,7 @@ def embedded_states(cache_dir: str | os.PathLike | None) -> dict[str, str]:
     """``{slide name: state}`` for every slide with a store in ``cache_dir`` (see :data:`EMBEDDED`)."""
     if cache_dir is None or not Path(cache_dir).is_dir():
         return {}
-    from ..embedding.lookup import list_caches
+    from ..embedding.store import list_caches
 
     kinds: dict[str, set] = {}
     partial: set[str] = set()

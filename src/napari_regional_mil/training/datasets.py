@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from ..embedding.store import find_slide_cache, load_slide_embeddings
 from ..embedding.types import SlideEmbeddings
-from ..errors import CacheError, ClinicalError, TrainingError
+from ..errors import CacheError, ClinicalError, MissingCacheError, TrainingError
 from ..jobs import Progress
 from ..model.checkpoint import provenance
 from ..model.clinical import ClinicalRecord
@@ -92,19 +93,13 @@ def clinical_records(slides: Sequence[LabelledSlide]) -> list[ClinicalRecord]:
 
 def find_cache(cache_dir: str | os.PathLike, row: CohortRow, *, encoder: str | None = None) -> Path | None:
     """The complete embedding cache of ``row``'s slide in ``cache_dir``, or ``None``."""
-    from ..embedding.lookup import find_slide_cache
-
     for slide in dict.fromkeys((row.name, row.slide)):
         try:
-            path = find_slide_cache(cache_dir, slide, encoder=encoder)
-        except FileNotFoundError:
+            return find_slide_cache(cache_dir, slide, encoder=encoder)
+        except MissingCacheError:
             continue
         except CacheError as exc:
-            if "no complete embedding cache" in str(exc):
-                continue
             raise CacheError(f"line {row.line}: {exc}") from None  # e.g. several encoders: choose one
-        if path is not None:
-            return Path(path)
     return None
 
 
@@ -134,8 +129,6 @@ def load_cohort_embeddings(
     CacheError
         Listing every slide (with its CSV line) that has no cache.
     """
-    from ..embedding.lookup import load_slide_embeddings
-
     labels = cohort.labels
     missing = [row for row in cohort.rows if find_cache(cache_dir, row, encoder=encoder) is None]
     if missing and embed is None:

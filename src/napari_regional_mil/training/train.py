@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,73 +28,13 @@ from ..model.clinical import ClinicalSpec, fit_clinical_encoding
 from ..model.config import ModelConfig
 from ..model.first_model import Bag, FirstModel, make_bag
 from ..model.selection import PatchSelector
+from ..settings import TrainConfig
 from .datasets import LabelledSlide, clinical_records, common_provenance
 from .evaluation import decide
 from .metrics import balanced_accuracy, cross_entropy, roc_auc
 from .predict import predict_bags, set_slide_reference
 
 __all__ = ["TrainConfig", "TrainResult", "adapt_model_config", "split_validation", "train_model"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings.
-
-    Parameters
-    ----------
-    epochs
-        Maximum number of passes over the training slides.
-    learning_rate, weight_decay
-        AdamW settings.
-    schedule
-        ``"cosine"`` (linear warm-up, then cosine decay), ``"onecycle"`` or ``"constant"``.
-    warmup_epochs
-        Warm-up length (cosine) or the rising part of the one-cycle schedule.
-    patience
-        Stop when the validation AUC (ties: the validation loss) has not improved by
-        more than :data:`MIN_DELTA` for this many epochs.
-    min_epochs
-        Never stop before this many epochs.
-    val_fraction
-        Fraction of patients held out for validation when no validation set is given
-        (stratified by class; 0 trains all epochs without early stopping).
-    class_weights
-        ``"none"``, ``"balanced"`` (inverse class frequency) or one weight per class.
-    slides_per_step
-        Slides whose gradients are accumulated per optimiser step.
-    seed
-        Seeds the weights, the patch selection, dropout and the slide order.
-    threshold
-        Decision threshold stored with the model (binary models).
-    threads
-        torch CPU threads while training (``None``: leave torch's setting). The model's
-        operations are small, so 1 thread is often fastest and never oversubscribes a
-        busy machine; the previous setting is restored when the job ends.
-    """
-
-    epochs: int = 40
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-2
-    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
-    warmup_epochs: int = 2
-    patience: int = 10
-    min_epochs: int = 10
-    val_fraction: float = 0.2
-    class_weights: str | tuple[float, ...] = "none"
-    slides_per_step: int = 1
-    seed: int = 0
-    threshold: float = 0.5
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.slides_per_step < 1 or self.learning_rate <= 0:
-            raise ValueError("need epochs >= 1, slides_per_step >= 1 and learning_rate > 0")
-        if self.schedule not in ("cosine", "onecycle", "constant"):
-            raise ValueError(f"unknown schedule {self.schedule!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
-        if isinstance(self.class_weights, str) and self.class_weights not in ("none", "balanced"):
-            raise ValueError(f"class_weights must be 'none', 'balanced' or numbers, got {self.class_weights!r}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Sequence
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+from ..errors import TrainingError
 from ..jobs import Progress
 from ..model.config import ModelConfig, SelectionConfig
+from ..options import OptionValue, make, option_values, options_of
 from .cohort import Cohort
 from .datasets import EmbedFunction, LabelledSlide, load_cohort_embeddings
 from .train import TrainConfig, TrainResult, train_model
 
 __all__ = [
     "ModelOptions",
+    "train_config_from",
     "CohortTraining",
     "split_roles",
     "context_dims_of",
@@ -35,32 +38,61 @@ __all__ = [
 ]
 
 
-def _default(name: str) -> Any:
-    for f in fields(ModelConfig):
-        if f.name == name:
-            return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-    raise KeyError(name)
+_MODEL_OPTIONS = frozenset(o.name for o in options_of(ModelConfig))
+_DEFAULT_MODEL_TYPE = next(str(o.default) for o in options_of(ModelConfig) if o.name == "model_type")
+_SELECTION_OPTIONS = frozenset(o.name for o in options_of(SelectionConfig))
 
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """The first model's hyper-parameters, before the data fixes its input dimension.
+    """The first model's options, before the data fixes its input dimension.
 
-    Defaults are :class:`~napari_regional_mil.model.config.ModelConfig`'s (and the CLI's).
-    See that class for the meaning of each field.
+    Parameters
+    ----------
+    model
+        Values of :class:`~napari_regional_mil.model.config.ModelConfig`'s options by
+        field name (``{"model_type": "abmil", "hidden_dim": 64}``); the others keep
+        ModelConfig's defaults (which are the CLI's and the Train widget's).
+    selection
+        Patch selection in training.
+    contexts
+        Several scales: names of the context embeddings to merge into the global
+        embedding; None (the CLI's default) takes every one that all slides have, ``()`` none.
+
+    Raises
+    ------
+    ValueError
+        A name in ``model`` that is not one of ModelConfig's options.
     """
 
-    model_type: str = _default("model_type")
-    hidden_dim: int = _default("hidden_dim")
-    attention_dim: int = _default("attention_dim")
-    dropout: float = _default("dropout")
-    patch_unit: str = _default("patch_unit")
-    regional_source: str = _default("regional_source")
-    all_regions: bool = _default("all_regions")
+    model: Mapping[str, OptionValue] = field(default_factory=dict)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
-    #: Several scales: names of the context embeddings to merge into the global embedding;
-    #: None (the CLI's default) takes every one that all slides have, ``()`` none.
     contexts: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.model) - _MODEL_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown model options {unknown}; choose from {sorted(_MODEL_OPTIONS)}")
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, object], *, contexts: tuple[str, ...] | None = None) -> ModelOptions:
+        """The options from one flat mapping of option values (parsed CLI flags, the Train widget's form).
+
+        Values of ModelConfig's and SelectionConfig's options are taken; others are ignored.
+
+        Raises
+        ------
+        ValueError
+            A value SelectionConfig refuses (e.g. min patches > max patches).
+        """
+        model = {k: v for k, v in values.items() if k in _MODEL_OPTIONS and isinstance(v, (int, float, str, bool))}
+        selection = make(SelectionConfig, {k: v for k, v in values.items() if k in _SELECTION_OPTIONS})
+        return cls(model=model, selection=selection, contexts=contexts)
+
+    @property
+    def model_type(self) -> str:
+        """The model type chosen (ModelConfig's default when not given)."""
+        return str(self.model.get("model_type", _DEFAULT_MODEL_TYPE))
 
     def model_config(self, slides: Sequence[LabelledSlide], n_classes: int) -> ModelConfig:
         """The :class:`ModelConfig` for ``slides`` (input dimension, shared context embeddings).
@@ -72,19 +104,25 @@ class ModelOptions:
         TrainingError
             A chosen context embedding that some slide lacks.
         """
-        return ModelConfig(
-            input_dim=slides[0].embeddings.embedding_dim,
-            n_classes=n_classes,
-            model_type=self.model_type,  # type: ignore[arg-type]
-            hidden_dim=self.hidden_dim,
-            attention_dim=self.attention_dim,
-            dropout=self.dropout,
-            patch_unit=self.patch_unit,  # type: ignore[arg-type]
-            regional_source=self.regional_source,  # type: ignore[arg-type]
-            all_regions=self.all_regions,
-            context_dims=context_dims_of(slides, self.contexts) if self.model_type == "regional" else {},
-            selection=self.selection,
+        contexts = context_dims_of(slides, self.contexts) if self.model_type == "regional" else {}
+        return make(
+            ModelConfig, self.model, input_dim=slides[0].embeddings.embedding_dim, n_classes=n_classes,
+            context_dims=contexts, selection=self.selection,
         )
+
+
+def train_config_from(values: Mapping[str, object]) -> TrainConfig:
+    """A :class:`TrainConfig` from a flat mapping of option values (others are ignored).
+
+    Raises
+    ------
+    TrainingError
+        A value TrainConfig refuses.
+    """
+    try:
+        return make(TrainConfig, option_values(TrainConfig, values))
+    except ValueError as exc:
+        raise TrainingError(f"invalid option: {exc}") from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,8 +174,6 @@ def context_dims_of(slides: Sequence[LabelledSlide], names: Sequence[str] | None
         A named context embedding that some slides lack (they are listed), or whose
         dimension differs between slides.
     """
-    from ..errors import TrainingError
-
     if not slides:
         return {}
     if names is None:
@@ -172,7 +208,7 @@ def available_contexts(
         ``counts[name]``: how many of the ``n_cached`` slides with a cache have it. The
         names every cached slide has are those :func:`context_dims_of` takes by default.
     """
-    from ..embedding.context import cached_contexts
+    from ..embedding.store import cached_contexts
     from .datasets import find_cache
 
     counts: dict[str, int] = {}
@@ -212,8 +248,6 @@ def train_cohort(
     TrainingError
         No training slide, or the training slides hold one class only.
     """
-    from ..errors import TrainingError
-
     train, validation, held_out = split_roles(slides)
     if not train:
         raise TrainingError("no training slides (every slide has split val or test)")

@@ -1,0 +1,87 @@
+"""The embedding cache: one zarr (v3) store per (slide, tiling, tissue mask, encoder).
+
+Everything about stores lives in this package: the key (:mod:`.keys`, derived in one
+place), reading and finding them (:mod:`.reader`, one cache finder), and writing them
+(:mod:`.writer`, the per-store lock and the resumable writer). Other modules import
+these public names from ``embedding.store``.
+
+A store is named ``<slide-stem>-<key[:12]>.zarr`` under the cache directory, where the
+key (:func:`cache_key`) is the sha256 of the slide's identity (absolute path, size,
+mtime and a hash of its first 64 KiB), the tiling parameters, the slide mpp, a user
+tissue mask (if any), the encoder's name and weights hash, and :data:`FORMAT_VERSION`.
+
+While being written, a store lives at ``<name>.zarr.partial`` and its writer holds the
+lock ``<slide-stem>-<key[:12]>.lock`` (:class:`StoreLock`; a second process embedding the same
+slide waits, then reuses the finished store). Patch embeddings are written chunk by
+chunk (:data:`CHUNK_ROWS` patches each; zarr writes every chunk and the attributes
+through a temp file and a rename) and the attribute ``n_done`` is updated after each
+chunk lands, so a run that is cancelled or killed resumes from the last whole chunk. A
+partial store that cannot be resumed is reported (one warning line) and rewritten. At the
+end the regional embeddings are pooled, ``complete`` is set, and the directory is
+renamed to ``<name>.zarr`` with one atomic rename: a store under its final name is
+complete, and an incomplete one is never read as complete.
+
+Arrays: ``coords_px`` (N, 2) int64, ``grid_xy`` (N, 2) int32, ``region_index`` (N,)
+int32, ``tissue_fraction`` (N,) float32, ``features`` (N, D) float32, ``region_xy``
+(R, 2) int32, ``region_mean`` and ``region_max`` (R, D) float32, and per context
+encoder ``context_<name>`` (R, D_k) float32, listed in the ``context`` attribute.
+"""
+
+from .keys import (
+    FORMAT_VERSION,
+    LOCK_SUFFIX,
+    PARTIAL_SUFFIX,
+    StoreLocation,
+    cache_key,
+    import_key,
+    locate_store,
+    mask_hash,
+    slide_identity,
+    store_path,
+)
+from .reader import (
+    CONTEXT_PREFIX,
+    META_KEYS,
+    CacheInfo,
+    find_slide_cache,
+    is_complete,
+    list_caches,
+    cached_contexts,
+    load_slide_embeddings,
+    read_attrs,
+    read_context_embeddings,
+    store_info,
+    store_state,
+)
+from .writer import CHUNK_ROWS, CacheWriter, StoreLock, check_writable, pool_regions, write_slide_embeddings
+
+__all__ = [
+    "CHUNK_ROWS",
+    "CONTEXT_PREFIX",
+    "FORMAT_VERSION",
+    "LOCK_SUFFIX",
+    "META_KEYS",
+    "PARTIAL_SUFFIX",
+    "CacheInfo",
+    "CacheWriter",
+    "StoreLocation",
+    "StoreLock",
+    "cache_key",
+    "check_writable",
+    "find_slide_cache",
+    "import_key",
+    "is_complete",
+    "list_caches",
+    "cached_contexts",
+    "load_slide_embeddings",
+    "locate_store",
+    "mask_hash",
+    "pool_regions",
+    "read_attrs",
+    "read_context_embeddings",
+    "slide_identity",
+    "store_info",
+    "store_path",
+    "store_state",
+    "write_slide_embeddings",
+]

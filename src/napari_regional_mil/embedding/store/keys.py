@@ -1,0 +1,159 @@
+"""Where a store lives: the cache key (derived here and nowhere else) and the store's paths."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import CacheError
+from ...tiling import TilingParams
+from ...tissue import TissueMask
+
+__all__ = [
+    "FORMAT_VERSION",
+    "PARTIAL_SUFFIX",
+    "LOCK_SUFFIX",
+    "StoreLocation",
+    "slide_identity",
+    "mask_hash",
+    "cache_key",
+    "import_key",
+    "store_path",
+    "locate_store",
+]
+
+#: Version of the store layout; a store of another version is not read (embed again).
+FORMAT_VERSION = 1
+#: Suffix of a store being written (``<name>.zarr.partial``).
+PARTIAL_SUFFIX = ".partial"
+#: Suffix of a store's lock file (``<slide-stem>-<key[:12]>.lock``, beside the store), held while it is written.
+LOCK_SUFFIX = ".lock"
+_HEAD_BYTES = 64 * 1024
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """The store of one (slide, tiling, tissue mask, encoder) combination.
+
+    Parameters
+    ----------
+    key
+        The cache key (sha256 hex, :func:`cache_key`).
+    path
+        The complete store's path, ``<cache_dir>/<slide-stem>-<key[:12]>.zarr``.
+    """
+
+    key: str
+    path: Path
+
+    @property
+    def partial(self) -> Path:
+        """Where the store is while being written (``<path>.partial``)."""
+        return self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+
+    @property
+    def lock(self) -> Path:
+        """The store's lock file (``<slide-stem>-<key[:12]>.lock``; not ``*.zarr*``, so never taken for a store)."""
+        return self.path.with_suffix(LOCK_SUFFIX)
+
+
+def slide_identity(slide_path: PathLike) -> dict[str, str | int]:
+    """What identifies a slide file: absolute path, size, mtime_ns, sha256 of its first 64 KiB.
+
+    Raises
+    ------
+    CacheError
+        The file cannot be read.
+    """
+    path = Path(slide_path).expanduser().resolve()
+    try:
+        stat = path.stat()
+        with open(path, "rb") as fh:
+            head = hashlib.sha256(fh.read(_HEAD_BYTES)).hexdigest()
+    except OSError as exc:
+        raise CacheError(f"{path}: cannot read the slide file ({exc.strerror or exc})") from None
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "head_sha256": head}
+
+
+def mask_hash(mask: TissueMask | np.ndarray | None) -> str | None:
+    """The sha256 of a user's tissue mask (its pixels, shape, dtype and placement), or None."""
+    if mask is None:
+        return None
+    pixels = mask.mask if isinstance(mask, TissueMask) else mask
+    arr = np.ascontiguousarray(np.asarray(pixels))
+    digest = hashlib.sha256(f"{arr.shape}|{arr.dtype}|".encode())
+    digest.update(arr.tobytes())
+    for attr in ("downsample", "mpp", "level"):
+        if hasattr(mask, attr):
+            digest.update(f"{attr}={getattr(mask, attr)}".encode())
+    return digest.hexdigest()
+
+
+def _sha256_json(record: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def cache_key(
+    slide_path: PathLike,
+    *,
+    tiling_params: TilingParams,
+    slide_mpp: float,
+    encoder_name: str,
+    encoder_hash: str,
+    mask_hash: str | None = None,
+) -> str:
+    """The cache key (sha256 hex) of a (slide, tiling, tissue mask, encoder) combination.
+
+    It covers the slide's identity (:func:`slide_identity`), the tiling parameters, the
+    slide mpp, a user tissue mask (its :func:`mask_hash`), the encoder's name and
+    weights hash, and :data:`FORMAT_VERSION`.
+    """
+    return _sha256_json({
+        "slide": slide_identity(slide_path),
+        "tiling": asdict(tiling_params),
+        "slide_mpp": round(float(slide_mpp), 6),
+        "mask": mask_hash,
+        "encoder": {"name": encoder_name, "weights_hash": encoder_hash},
+        "format_version": FORMAT_VERSION,
+    })
+
+
+def import_key(h5_path: PathLike, *, region_size: int, patch_size_level0: float | None, encoder: str | None) -> str:
+    """The cache key of features imported from a CLAM/TRIDENT ``.h5`` file (``import-h5``)."""
+    return _sha256_json({
+        "h5": slide_identity(h5_path),
+        "region_size": region_size,
+        "side": patch_size_level0,
+        "encoder": encoder,
+        "format_version": FORMAT_VERSION,
+    })
+
+
+def store_path(cache_dir: PathLike, slide_name: str, key: str) -> Path:
+    """Final path of the store: ``<cache_dir>/<slide-stem>-<key[:12]>.zarr``."""
+    return Path(cache_dir) / f"{slide_name}-{key[:12]}.zarr"
+
+
+def locate_store(
+    cache_dir: PathLike,
+    slide_path: PathLike,
+    *,
+    tiling_params: TilingParams,
+    slide_mpp: float,
+    encoder_name: str,
+    encoder_hash: str,
+    tissue_mask: TissueMask | np.ndarray | None = None,
+) -> StoreLocation:
+    """The key and paths of the store of this slide, tiling, tissue mask and encoder."""
+    key = cache_key(
+        slide_path, tiling_params=tiling_params, slide_mpp=slide_mpp, encoder_name=encoder_name,
+        encoder_hash=encoder_hash, mask_hash=mask_hash(tissue_mask),
+    )
+    return StoreLocation(key, store_path(cache_dir, Path(slide_path).stem, key))
