@@ -220,15 +220,17 @@ def embed_slide(
         if found is not None:
             return found
         check_writable(cache_dir)
-        lock = StoreLock(location)
+        yield Progress("embed", 0, 0, message=f"{name}: finding tissue")
+        tiling = _tile(slide, params, tissue_mask, slide_path)
+        lock = StoreLock(location)  # taken once there is something to write (a bad slide leaves no lock file)
         yield from _wait_for_lock(lock, name)
         try:
             found = _complete_result(location, name, enc.spec.name, t_start)  # another writer finished it
             if found is not None:
                 return found
             return (yield from _embed_locked(
-                slide, enc, location, params, tissue_mask=tissue_mask, batch_size=batch_size, num_readers=num_readers,
-                prefetch_batches=prefetch_batches, chunk_rows=chunk_rows, t_start=t_start,
+                slide, enc, location, params, tiling, tissue_mask=tissue_mask, batch_size=batch_size,
+                num_readers=num_readers, prefetch_batches=prefetch_batches, chunk_rows=chunk_rows, t_start=t_start,
             ))
         finally:
             lock.release()
@@ -250,6 +252,7 @@ def _embed_locked(
     enc: FrozenEncoder,
     location: StoreLocation,
     params: TilingParams,
+    tiling: Tiling,
     *,
     tissue_mask: TissueMask | np.ndarray | None,
     batch_size: int,
@@ -258,12 +261,10 @@ def _embed_locked(
     chunk_rows: int,
     t_start: float,
 ) -> Generator[Progress, None, EmbedResult]:
-    """Tile, read, embed and write one slide's store, holding its lock."""
+    """Read, embed and write one slide's store, holding its lock."""
     spec = enc.spec
     slide_path = slide.path
     name = slide_path.stem
-    yield Progress("embed", 0, 0, message=f"{name}: finding tissue")
-    tiling = _tile(slide, params, tissue_mask, slide_path)
     n = tiling.n_patches
     check_writable(location.path.parent, min_free_bytes=int(n * spec.embedding_dim * 4 * 2.2) + (8 << 20))
     plan = plan_reads(
