@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from badinputs import save_model_for, write_cohort_caches
+from resume_check import RECORDING_CHILD, assert_same_store, recorded_pixels
 from napari_regional_mil.embedding.store import CHUNK_ROWS, PARTIAL_SUFFIX
 from napari_regional_mil.errors import CacheError
 
@@ -31,14 +32,26 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 _SCRIPT = Path(sys.executable).with_name("napari-regional-mil")  # the installed console script
 CLI = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "napari_regional_mil.cli"]
 EMBED_ARGS = ["--patch-size", "32", "--region-size", "4", "--batch-size", "256", "--readers", "2"]
+#: ``python -c`` script running the CLI with argv[2:] while recording the reads into argv[1].
+RECORDED_CLI = RECORDING_CHILD + """
+from napari_regional_mil.cli import main
+with record(sys.argv[1]):
+    code = main(sys.argv[2:])
+sys.exit(code)
+"""
+
+
+def recorded_cli(record: Path) -> list[str]:
+    """The CLI, recording the pixels its patch reader returns under ``record``."""
+    return [sys.executable, "-c", RECORDED_CLI, str(record)]
 
 
 class Child:
     """A CLI subprocess whose stderr lines are collected as they come."""
 
-    def __init__(self, argv: list) -> None:
+    def __init__(self, argv: list, *, cli: list | None = None) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([*CLI, *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        self.proc = subprocess.Popen([*(cli or CLI), *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -85,12 +98,11 @@ def resumable_slide(tmp_path_factory):
                                  seed=4, tile=256, min_level_size=256)
 
 
-@pytest.mark.flaky(reruns=2)  # see the note on the kill-9 test in tests/test_pipeline.py
 def test_killed_embedding_resumes_from_its_last_chunk_and_equals_an_uninterrupted_run(resumable_slide, tmp_path):
     from napari_regional_mil.embedding import find_slide_cache, list_caches, load_slide_embeddings
 
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    child = Child(["embed", resumable_slide, "--out", killed, *EMBED_ARGS])
+    child = Child(["embed", resumable_slide, "--out", killed, *EMBED_ARGS], cli=recorded_cli(tmp_path / "pixels-killed"))
     partial: list[Path] = []
 
     def one_chunk_landed() -> bool:
@@ -109,22 +121,21 @@ def test_killed_embedding_resumes_from_its_last_chunk_and_equals_an_uninterrupte
     with pytest.raises(CacheError, match="incomplete"):
         load_slide_embeddings(partial[0])
 
-    again = subprocess.run([*CLI, "embed", str(resumable_slide), "--out", str(killed), *EMBED_ARGS],
-                           capture_output=True, text=True, timeout=600)
+    again = subprocess.run([*recorded_cli(tmp_path / "pixels-resumed"), "embed", str(resumable_slide), "--out",
+                            str(killed), *EMBED_ARGS], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert f"resumed at {n_done}," in again.stdout  # started at the last whole chunk, not from zero
-    reference = subprocess.run([*CLI, "embed", str(resumable_slide), "--out", str(clean), *EMBED_ARGS],
-                               capture_output=True, text=True, timeout=600)
+    reference = subprocess.run([*recorded_cli(tmp_path / "pixels-clean"), "embed", str(resumable_slide), "--out",
+                                str(clean), *EMBED_ARGS], capture_output=True, text=True, timeout=600)
     assert reference.returncode == 0, reference.stderr
     assert "resumed at" not in reference.stdout
 
     resumed = load_slide_embeddings(find_slide_cache(killed, resumable_slide))
     fresh = load_slide_embeddings(find_slide_cache(clean, resumable_slide))
     assert resumed.n_patches == fresh.n_patches > 2 * CHUNK_ROWS
-    for name in ("features", "coords_px", "grid_xy", "region_index", "region_xy", "tissue_fraction"):
-        np.testing.assert_array_equal(getattr(resumed, name), getattr(fresh, name), err_msg=name)
-    for pool in ("mean", "max"):
-        np.testing.assert_array_equal(resumed.regional_embeddings[pool], fresh.regional_embeddings[pool])
+    killed_pixels = {r: p for r, p in recorded_pixels(tmp_path / "pixels-killed").items() if r < n_done}
+    assert_same_store(resumed, fresh, pixels={**recorded_pixels(tmp_path / "pixels-resumed"), **killed_pixels},
+                      ref_pixels=recorded_pixels(tmp_path / "pixels-clean"), dump=tmp_path / "differing-rows.npz")
     assert np.isfinite(resumed.features).all()
     assert not list(killed.glob(f"*{PARTIAL_SUFFIX}"))
 

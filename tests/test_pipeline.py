@@ -16,28 +16,23 @@ from napari_regional_mil.embedding.store import PARTIAL_SUFFIX
 from napari_regional_mil.embedding.reader import PatchReader, plan_reads
 from napari_regional_mil.errors import TilingError
 from napari_regional_mil.jobs import run_job
+from resume_check import RECORDING_CHILD, assert_same_store, record_reads, recorded_pixels
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript is our exchange format
 
 
-def _same_store(a, b):
-    for name in ("coords_px", "grid_xy", "region_index", "region_xy", "tissue_fraction"):
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
-    np.testing.assert_allclose(a.features, b.features, atol=1e-5)
-    for pool in ("mean", "max"):
-        np.testing.assert_allclose(a.regional_embeddings[pool], b.regional_embeddings[pool], atol=1e-5)
-
-
 @pytest.fixture(scope="module")
 def reference(embed_slide_path, tmp_path_factory):
-    """An uninterrupted run (32 px patches, 4 x 4 regions, chunks of 16)."""
+    """An uninterrupted run (32 px patches, 4 x 4 regions, chunks of 16), its reads recorded."""
     from napari_regional_mil.tiling import TilingParams
 
     params = TilingParams(patch_size=32, target_mpp=0.5, region_size=4)
     cache = tmp_path_factory.mktemp("reference")
     events = []
-    result = run_job(embed_slide(embed_slide_path, cache_dir=cache, tiling_params=params, batch_size=8, chunk_rows=16), events.append)
-    return result, load_slide_embeddings(result.cache_path), events, params
+    with record_reads(cache.parent / f"{cache.name}-pixels") as pixels:
+        result = run_job(embed_slide(embed_slide_path, cache_dir=cache, tiling_params=params, batch_size=8,
+                                     chunk_rows=16), events.append)
+    return result, load_slide_embeddings(result.cache_path), events, params, recorded_pixels(pixels)
 
 
 def test_embeddings_match_the_tiling_and_regions(reference, embed_slide_path):
@@ -45,7 +40,7 @@ def test_embeddings_match_the_tiling_and_regions(reference, embed_slide_path):
     from napari_regional_mil.tiling import tile_slide
     from napari_regional_mil.tissue import detect_tissue
 
-    result, emb, events, params = reference
+    result, emb, events, params, _ = reference
     with open_slide(embed_slide_path) as slide:
         tiling = tile_slide(slide, detect_tissue(slide), params)
     assert result.computed and result.n_patches == tiling.n_patches == emb.n_patches
@@ -89,7 +84,7 @@ def test_read_plan_picks_the_finest_level_not_coarser_than_needed():
 
 
 def test_second_run_is_a_no_op(reference, embed_slide_path):
-    result, _, _, params = reference
+    result, _, _, params, _ = reference
     cache = result.cache_path.parent
     before = (result.cache_path / "zarr.json").stat().st_mtime_ns
     events = []
@@ -100,42 +95,46 @@ def test_second_run_is_a_no_op(reference, embed_slide_path):
 
 
 def test_closing_the_generator_leaves_a_resumable_cache(reference, embed_slide_path, tmp_path):
-    _, ref, _, params = reference
-    job = embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=params, batch_size=8, chunk_rows=16)
-    for event in job:
-        if event.total and event.done >= 40:
-            break
-    job.close()
+    _, ref, _, params, ref_pixels = reference
+    with record_reads(tmp_path / "pixels-first"):
+        job = embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=params, batch_size=8, chunk_rows=16)
+        for event in job:
+            if event.total and event.done >= 40:
+                break
+        job.close()
     partial = list(tmp_path.glob(f"*.zarr{PARTIAL_SUFFIX}"))
     assert len(partial) == 1 and not list(tmp_path.glob("*.zarr"))
     assert json.loads((partial[0] / "zarr.json").read_text())["attributes"]["n_done"] == 32
     assert cache_status(tmp_path, embed_slide_path, params, "builtin-he") == "partial"
-    result = run_job(embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=params, batch_size=8, chunk_rows=16))
+    with record_reads(tmp_path / "pixels-resumed"):
+        result = run_job(embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=params, batch_size=8,
+                                     chunk_rows=16))
     assert result.computed and result.resumed_from == 32
-    _same_store(load_slide_embeddings(find_slide_cache(tmp_path, embed_slide_path)), ref)
+    assert_same_store(load_slide_embeddings(find_slide_cache(tmp_path, embed_slide_path)), ref,
+                      pixels=recorded_pixels(tmp_path / "pixels-first", tmp_path / "pixels-resumed"),
+                      ref_pixels=ref_pixels, dump=tmp_path / "differing-rows.npz")
 
 
-_KILLED_RUN = """
-import sys, time
+_KILLED_RUN = RECORDING_CHILD + """
+import time
 from napari_regional_mil.embedding import embed_slide
 from napari_regional_mil.tiling import TilingParams
 
-job = embed_slide(sys.argv[1], cache_dir=sys.argv[2], tiling_params=TilingParams(patch_size=32, region_size=4),
-                  batch_size=8, chunk_rows=16)
-for event in job:
-    print(event.done, flush=True)
-    time.sleep(0.05)  # a slow consumer, so the parent can kill us mid-run
+with record(sys.argv[3]):
+    job = embed_slide(sys.argv[1], cache_dir=sys.argv[2], tiling_params=TilingParams(patch_size=32, region_size=4),
+                      batch_size=8, chunk_rows=16)
+    for event in job:
+        print(event.done, flush=True)
+        time.sleep(0.05)  # a slow consumer, so the parent can kill us mid-run
 """
 
 
-# Seen once in five full-suite runs: one or two rows of the killed run's first chunk differed from
-# the in-process reference (2e-5 up to 0.33 after standardisation); never when run alone. The
-# cause is not found yet (the built-in encoder is bit-identical across thread counts and batch
-# compositions); rerun rather than let it block CI, and keep the strict equality.
-@pytest.mark.flaky(reruns=2)
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(reference, embed_slide_path, tmp_path):
-    _, ref, _, params = reference
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(embed_slide_path), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    _, ref, _, params, ref_pixels = reference
+    killed_pixels = tmp_path / "pixels-killed"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(embed_slide_path), str(tmp_path), str(killed_pixels)],
+                            stdout=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:
             partial = list(tmp_path.glob(f"*.zarr{PARTIAL_SUFFIX}"))
@@ -149,9 +148,13 @@ def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(reference, embed
     assert proc.returncode == -signal.SIGKILL
     assert not list(tmp_path.glob("*.zarr")), "a killed run must not leave a complete-looking store"
     assert cache_status(tmp_path, embed_slide_path, params, "builtin-he") == "partial"
-    result = run_job(embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=params, batch_size=8))
+    with record_reads(tmp_path / "pixels-resumed"):
+        result = run_job(embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=params, batch_size=8))
     assert result.resumed_from >= 48 and result.resumed_from % 16 == 0
-    _same_store(load_slide_embeddings(result.cache_path), ref)
+    killed = {r: p for r, p in recorded_pixels(killed_pixels).items() if r < result.resumed_from}
+    assert_same_store(load_slide_embeddings(result.cache_path), ref,
+                      pixels={**recorded_pixels(tmp_path / "pixels-resumed"), **killed}, ref_pixels=ref_pixels,
+                      dump=tmp_path / "differing-rows.npz")
 
 
 def test_slide_without_tissue_is_a_tiling_error(empty_slide_path, small_tiling, tmp_path):
@@ -169,7 +172,7 @@ def test_slide_smaller_than_one_patch(embed_slide_path, tmp_path):
 
 
 def test_user_tissue_mask_is_used_and_keyed(reference, embed_slide_path, tmp_path):
-    _, ref, _, params = reference
+    _, ref, _, params, _ = reference
     mask = np.zeros((416, 544), bool)  # level-0 sized: only the left half is tissue
     mask[:, :272] = True
     result = run_job(embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=params, tissue_mask=mask))

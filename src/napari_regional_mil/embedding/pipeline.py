@@ -222,6 +222,8 @@ def embed_slide(
         check_writable(cache_dir)
         yield Progress("embed", 0, 0, message=f"{name}: finding tissue")
         tiling = _tile(slide, params, tissue_mask, slide_path)
+        needed = int(tiling.n_patches * enc.spec.embedding_dim * 4 * 2.2) + (8 << 20)
+        check_writable(cache_dir, min_free_bytes=needed)
         lock = StoreLock(location)  # taken once there is something to write (a bad slide leaves no lock file)
         yield from _wait_for_lock(lock, name)
         try:
@@ -266,7 +268,6 @@ def _embed_locked(
     slide_path = slide.path
     name = slide_path.stem
     n = tiling.n_patches
-    check_writable(location.path.parent, min_free_bytes=int(n * spec.embedding_dim * 4 * 2.2) + (8 << 20))
     plan = plan_reads(
         slide_mpp=slide.mpp, level_downsamples=slide.info.level_downsamples, patch_size=params.patch_size,
         patch_size_level0=tiling.patch_size_level0, input_size=spec.input_size, encoder_mpp=spec.mpp,
