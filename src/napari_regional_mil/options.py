@@ -205,6 +205,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, title: str) -> No
     group = parser.add_argument_group(title)
     for opt in options_of(cls):
         shown = "on" if opt.default is True else "off" if opt.default is False else opt.default
+        shown = "none" if shown == "" else shown
         text = f"{opt.spec.help} (default: {shown})"
         if opt.kind is bool:
             if opt.spec.negated_flag:

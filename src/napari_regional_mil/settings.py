@@ -41,6 +41,7 @@ __all__ = [
     "SelectionConfig",
     "ModelConfig",
     "TrainConfig",
+    "ClinicalOptions",
 ]
 
 MODEL_TYPES = ("regional", "abmil", "mean")
@@ -306,3 +307,34 @@ class TrainConfig:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         if isinstance(self.class_weights, str) and self.class_weights not in ("none", "balanced"):
             raise ValueError(f"class_weights must be 'none', 'balanced' or numbers, got {self.class_weights!r}")
+
+
+@dataclass(frozen=True)
+class ClinicalOptions:
+    """Patient data in the classification ([0279]): which cohort columns the first model takes.
+
+    Not part of :class:`ModelConfig`: training fits the chosen columns' encoding on the
+    training slides and stores that in ``ModelConfig.clinical`` (see
+    :mod:`napari_regional_mil.model.clinical`).
+
+    Parameters
+    ----------
+    clinical
+        The cohort table's other columns to fuse with the slide, comma-separated
+        (``"age,sex,grade"``; ``grade:categorical`` or ``age:numeric`` sets a kind);
+        empty: none.
+    clinical_missing
+        ``"indicator"``: a missing value is encoded explicitly (a missing indicator, or the
+        ``"unknown"`` level); ``"refuse"``: every value is required, in training and when
+        predicting.
+    """
+
+    clinical: str = field(default="", metadata=option(
+        "clinical variables fused with the slide: other columns of the cohort table, comma-separated "
+        "(e.g. age,sex,grade; grade:categorical or age:numeric sets the kind)",
+    ))
+    clinical_missing: Literal["indicator", "refuse"] = field(default="indicator", metadata=option(
+        "missing clinical values: indicator (encoded explicitly: a missing indicator, or the 'unknown' "
+        "level) or refuse (every value is required, in training and when predicting)",
+        label="Missing values",
+    ))

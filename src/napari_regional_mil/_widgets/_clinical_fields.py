@@ -28,7 +28,6 @@ from qtpy.QtWidgets import (
 
 from napari_regional_mil._widgets._fields import form
 from napari_regional_mil.model.clinical import (
-    MISSING_POLICIES,
     ClinicalEncoding,
     ClinicalRecord,
     ClinicalSpec,
@@ -36,7 +35,13 @@ from napari_regional_mil.model.clinical import (
     parse_clinical_columns,
 )
 
+from napari_regional_mil.options import options_of
+from napari_regional_mil.settings import ClinicalOptions
+
 __all__ = ["ClinicalFields", "ClinicalForm"]
+
+#: The missing-value option, from the one table of options (the CLI's ``--clinical-missing``).
+MISSING_OPTION = next(o for o in options_of(ClinicalOptions) if o.name == "clinical_missing")
 
 #: What an empty categorical choice says.
 MISSING_TEXT = "(missing)"
@@ -57,11 +62,9 @@ class ClinicalFields(QGroupBox):
         )
         self.list.itemChanged.connect(self._item_changed)
         self.missing = QComboBox()
-        self.missing.addItems(MISSING_POLICIES)
-        self.missing.setToolTip(
-            "indicator: a missing value is encoded explicitly (a missing indicator, or the 'unknown' level); "
-            "refuse: every value is required, in training and when predicting."
-        )
+        self.missing.addItems(list(MISSING_OPTION.choices))
+        self.missing.setCurrentText(str(MISSING_OPTION.default))
+        self.missing.setToolTip(MISSING_OPTION.spec.help)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         layout = QVBoxLayout(self)
@@ -69,7 +72,7 @@ class ClinicalFields(QGroupBox):
         layout.addWidget(self.list)
         rows = form()
         rows.setContentsMargins(0, 0, 0, 0)
-        rows.addRow("Missing values", self.missing)
+        rows.addRow(MISSING_OPTION.label, self.missing)
         layout.addLayout(rows)
         layout.addWidget(self.summary)
         self.set_columns(())

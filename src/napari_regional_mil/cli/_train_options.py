@@ -14,15 +14,18 @@ from typing import TYPE_CHECKING
 
 from ..errors import TrainingError
 from ..options import add_options, make, option_values
-from ..settings import ModelConfig, SelectionConfig, TrainConfig
+from ..settings import ClinicalOptions, ModelConfig, SelectionConfig, TrainConfig
 
 if TYPE_CHECKING:
+    from ..model.clinical import ClinicalSpec
     from ..training.workflow import ModelOptions
 
 __all__ = [
+    "add_clinical_options",
     "add_data_options",
     "add_model_options",
     "add_train_options",
+    "clinical_spec_from_args",
     "load_training_slides",
     "model_config_from_args",
     "model_options_from_args",
@@ -64,6 +67,31 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """AdamW, schedule, early stopping, seed, threads (from :mod:`..settings`)."""
     add_options(parser, TrainConfig, title="training")
+
+
+def add_clinical_options(parser: argparse.ArgumentParser) -> None:
+    """``--clinical COLS`` and ``--clinical-missing`` (from :mod:`..settings`)."""
+    add_options(parser, ClinicalOptions, title="clinical variables (patient data)")
+
+
+def clinical_spec_from_args(args: argparse.Namespace) -> ClinicalSpec | None:
+    """The clinical columns chosen with ``--clinical`` (``None``: none).
+
+    Raises
+    ------
+    ClinicalError
+        An empty name, an unknown kind, or a column named twice.
+    """
+    from ..errors import ClinicalError
+    from ..model.clinical import parse_clinical_columns
+
+    options = make(ClinicalOptions, option_values(ClinicalOptions, args))
+    if not options.clinical.strip():
+        return None
+    try:
+        return parse_clinical_columns(options.clinical, missing=options.clinical_missing)
+    except ValueError as exc:
+        raise ClinicalError(f"--clinical {options.clinical}: {exc}") from None
 
 
 def model_options_from_args(args: argparse.Namespace) -> ModelOptions:

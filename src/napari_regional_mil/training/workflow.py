@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 from ..errors import TrainingError
 from ..jobs import Progress
+from ..model.clinical import ClinicalSpec
 from ..model.config import ModelConfig, SelectionConfig
 from ..options import OptionValue, make, option_values, options_of
 from .cohort import Cohort
-from .datasets import EmbedFunction, LabelledSlide, load_cohort_embeddings
+from .datasets import EmbedFunction, LabelledSlide, clinical_records, load_cohort_embeddings
 from .train import TrainConfig, TrainResult, train_model
 
 __all__ = [
@@ -229,6 +230,7 @@ def train_cohort(
     class_names: Sequence[str],
     options: ModelOptions | ModelConfig = ModelOptions(),
     config: TrainConfig = TrainConfig(),
+    clinical: ClinicalSpec | None = None,
 ) -> Generator[Progress, None, CohortTraining]:
     """Train the first model on labelled slides by their roles (a job).
 
@@ -242,13 +244,21 @@ def train_cohort(
         Hyper-parameters (a full :class:`ModelConfig` is used as is).
     config
         Optimisation settings (the seed included).
+    clinical
+        Clinical variables fused with the slide ([0279]): the slides' cohort columns;
+        their encoding is fitted on the training slides (the levels of categorical
+        variables are those of every slide, held-out ones included).
 
     Raises
     ------
     TrainingError
         No training slide, or the training slides hold one class only.
+    ClinicalError
+        A slide without clinical values, or a value that cannot be encoded.
     """
     train, validation, held_out = split_roles(slides)
+    if clinical is not None:
+        clinical = clinical.knowing(clinical_records(slides))
     if not train:
         raise TrainingError("no training slides (every slide has split val or test)")
     if isinstance(options, ModelConfig):
@@ -259,7 +269,8 @@ def train_cohort(
         except ValueError as exc:
             raise TrainingError(f"invalid option: {exc}") from None
     result = yield from train_model(
-        train, class_names=class_names, model_config=model_config, config=config, validation=validation
+        train, class_names=class_names, model_config=model_config, config=config, validation=validation,
+        clinical=clinical,
     )
     n_val = len(result.validation_slides)
     return CohortTraining(result, len(train) - (0 if validation else n_val), n_val, tuple(s.name for s in held_out))
@@ -273,6 +284,7 @@ def load_and_train_cohort(
     config: TrainConfig = TrainConfig(),
     encoder: str | None = None,
     embed: EmbedFunction | None = None,
+    clinical: ClinicalSpec | None = None,
 ) -> Generator[Progress, None, CohortTraining]:
     """Load every slide's cached embeddings, then :func:`train_cohort` (a job).
 
@@ -282,4 +294,8 @@ def load_and_train_cohort(
         Slides without a cache (listed), when ``embed`` is not given.
     """
     slides = yield from load_cohort_embeddings(cohort, cache_dir=cache_dir, encoder=encoder, embed=embed)
-    return (yield from train_cohort(slides, class_names=cohort.class_names, options=options, config=config))
+    return (
+        yield from train_cohort(
+            slides, class_names=cohort.class_names, options=options, config=config, clinical=clinical
+        )
+    )
