@@ -34,7 +34,6 @@ from napari_regional_mil.model.clinical import (
     is_missing,
     parse_clinical_columns,
 )
-
 from napari_regional_mil.options import options_of
 from napari_regional_mil.settings import ClinicalOptions
 
