@@ -16,7 +16,12 @@ import numpy as np
 import tiffslide
 import torch
 
-from napari_regional_mil.encoders.builtin import _STATS_FILE, N_FEATURES, BuiltinHE
+from napari_regional_mil.encoders.builtin import (
+    _STATS_FILE,
+    N_FEATURES,
+    VERSION,
+    BuiltinHE,
+)
 from napari_regional_mil.synth.slides import render_patch_types
 from napari_regional_mil.synth.textures import TISSUE_TYPES
 
@@ -44,14 +49,15 @@ def main() -> None:
     torch.set_num_threads(2)
     patches = calibration_patches()
     model = BuiltinHE(standardise=False).eval()
-    x = torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2).float() / 255
+    x = torch.from_numpy(np.stack(patches))  # uint8 (N, 224, 224, 3), as the encoder reads them
     with torch.inference_mode():
         feats = torch.cat([model(x[i : i + 64]) for i in range(0, len(x), 64)]).numpy().astype(np.float64)
     assert feats.shape[1] == N_FEATURES
     mean, std = feats.mean(0), feats.std(0)
     _STATS_FILE.write_text(json.dumps({
-        "about": "builtin-he standardisation: raw feature mean/std over 224 px H&E patches "
+        "about": f"builtin-he version {VERSION} standardisation: raw feature mean/std over 224 px H&E patches "
                  "(CMU-1-Small-Region tissue + synthetic H&E textures) at 0.5 um/px",
+        "version": VERSION,
         "n_patches": len(patches),
         "mean": [round(float(v), 6) for v in mean],
         "std": [round(max(float(v), 1e-6), 6) for v in std],

@@ -12,6 +12,7 @@ from torch import nn
 from napari_regional_mil.encoders import (
     EncoderSpec,
     canonical_name,
+    hash_state_dict,
     list_encoders,
     load_encoder,
     read_encoder_metadata,
@@ -68,11 +69,82 @@ def test_builtin_is_deterministic_and_takes_any_size():
     assert a.embed(_patches(2, 224, 224)).shape == (2, 185)
 
 
-def test_uint8_nhwc_and_float_nchw_inputs_agree():
+def test_uint8_nhwc_and_float_nchw_inputs_agree_exactly():
     enc = load_encoder("builtin-he")
-    x = _patches(3, 40, 40)
-    as_float = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
-    assert torch.allclose(enc.embed(x), enc.embed(as_float), atol=1e-5)
+    for size in (40, 224, 97):  # below and above the 2 x 2 binning threshold, odd
+        x = _patches(3, size, size)
+        as_float = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+        assert torch.equal(enc.embed(x), enc.embed(as_float))
+
+
+class _ColourOnly(nn.Module):
+    """An encoder that sees per-channel colour only: mean, std and a 16-bin histogram of R, G, B."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(2)  # (N, 3, P) in [0, 1]
+        bins = (flat * 15.999).long()
+        hist = torch.stack([(bins == b).float().mean(2) for b in range(16)], 2).flatten(1)
+        return torch.cat([flat.mean(2), flat.std(2), hist], 1)
+
+
+def test_builtin_reads_texture_when_every_patch_has_the_same_colour_distribution():
+    """Colour-controlled texture probe: per-channel colour is identical in every patch, so a colour-only
+    encoder is at chance; builtin-he still tells the six tissue types apart."""
+    from napari_regional_mil.encoders import FrozenEncoder
+    from napari_regional_mil.synth.probe import (
+        colour_baseline,
+        colour_matched_patches,
+        linear_probe,
+    )
+
+    patches, labels, groups = colour_matched_patches(n_per_type=12, seeds=(0, 1, 2))
+    assert len(patches) == 6 * 12 * 3 and np.bincount(labels).tolist() == [36] * 6
+    baseline = colour_baseline(patches)
+    assert np.ptp(baseline, axis=0).max() == 0.0  # the same mean and std of R, G, B in every patch
+    chance = 1 / 6
+    assert linear_probe(baseline, labels, groups) <= chance + 0.05
+    colour_only = FrozenEncoder(
+        _ColourOnly(), EncoderSpec(name="colour-only", embedding_dim=54, input_size=None)
+    )
+    assert (
+        linear_probe(colour_only.embed(patches).numpy(), labels, groups) <= chance + 0.1
+    )  # the probe fails it
+    builtin = load_encoder("builtin-he")
+    features = torch.cat([builtin.embed(patches[i : i + 64]) for i in range(0, len(patches), 64)]).numpy()
+    assert linear_probe(features, labels, groups) >= 0.90
+
+
+def test_a_new_builtin_version_is_a_new_encoder_for_caches_and_models(
+    embed_slide_path, small_tiling, tmp_path
+):
+    """Version 2 has another weights hash: caches and models of version 1 are recomputed or refused."""
+    from napari_regional_mil.embedding import embed_slide
+    from napari_regional_mil.encoders import FrozenEncoder, encoder_for_stored
+    from napari_regional_mil.encoders.builtin import VERSION, BuiltinHE
+    from napari_regional_mil.jobs import run_job
+
+    current = load_encoder("builtin-he")
+    assert VERSION == 2 and current.spec.extra["version"] == 2
+    older = BuiltinHE()
+    older.version.fill_(1)
+    old_hash = hash_state_dict(older)
+    assert old_hash != current.spec.weights_hash  # the version is part of the hash
+    old = FrozenEncoder(
+        BuiltinHE(), current.spec.with_(weights_hash=old_hash)
+    )  # what version 1 left in a cache
+    first = run_job(
+        embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=small_tiling, encoder=old)
+    )
+    second = run_job(embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=small_tiling))
+    assert second.computed and second.cache_path != first.cache_path  # not reused
+    with pytest.raises(
+        EncoderError, match=r"made with another version of builtin-he.*embed the slides again"
+    ):
+        encoder_for_stored({"name": "builtin-he", "weights_hash": old_hash})
+    assert (
+        encoder_for_stored({"name": "builtin-he", "weights_hash": current.spec.weights_hash}).spec.name
+        == "builtin-he"
+    )
 
 
 def test_builtin_separates_synthetic_tissue_types_with_a_linear_probe(

@@ -149,6 +149,10 @@ class FrozenEncoder:
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._identity = tuple(spec.mean) == (0.0, 0.0, 0.0) and tuple(spec.std) == (1.0, 1.0, 1.0)
+        # a module that reads uint8 (N, H, W, 3) itself (the built-in encoder) gets the pixels untouched
+        self._raw_uint8 = (
+            bool(getattr(module, "takes_uint8_nhwc", False)) and self._identity and spec.input_size is None
+        )
 
     def __repr__(self) -> str:
         s = self.spec
@@ -161,13 +165,16 @@ class FrozenEncoder:
         """Turn patches into the normalised float NCHW (channels-last) tensor the module takes.
 
         ``uint8`` input is NHWC RGB (as read from a slide); float input is NCHW in [0, 1].
-        Patches whose side differs from ``spec.input_size`` are resized (bilinear,
-        antialiased).
+        Patches whose side differs from ``spec.input_size`` are resized (bilinear or
+        bicubic as the spec says, antialiased). A module that reads ``uint8`` NHWC itself
+        (``takes_uint8_nhwc``, the built-in encoder) gets ``uint8`` patches as they are.
         """
         x = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
         if x.dtype == torch.uint8:
             if x.ndim != 4 or x.shape[-1] != 3:
                 raise ValueError(f"uint8 patches must be (N, H, W, 3), got {tuple(x.shape)}")
+            if self._raw_uint8:
+                return x.to(self.device, non_blocking=True).contiguous()
             x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         else:
             if x.ndim != 4 or x.shape[1] != 3:
