@@ -50,3 +50,26 @@ def test_export_then_import_h5(embed_slide_path, tmp_path, capsys):
     np.testing.assert_array_equal(a.features, b.features)
     np.testing.assert_array_equal(a.region_xy, b.region_xy)
     np.testing.assert_array_equal(a.regional_embeddings["max"], b.regional_embeddings["max"])
+
+
+def test_embed_dtype_float16_is_a_separate_half_size_cache(embed_slide_path, tmp_path, capsys):
+    from napari_regional_mil.embedding.store import list_caches, resolve_dtype
+
+    cache = tmp_path / "c"
+    assert main(["embed", str(embed_slide_path), "--out", str(cache), *_SMALL]) == 0  # builtin-he: 185-d, float32
+    assert main(["embed", str(embed_slide_path), "--out", str(cache), "--dtype", "float16", *_SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "already cached" not in out.splitlines()[-1]  # the dtype is in the key: a new store
+    infos = {i.dtype: i for i in list_caches(cache)}
+    assert set(infos) == {"float16", "float32"} and infos["float16"].path != infos["float32"].path
+    half, full = (load_slide_embeddings(infos[d].path) for d in ("float16", "float32"))
+    assert half.features.dtype == np.float16 and full.features.dtype == np.float32
+    # computed in float32, stored rounded: the float16 store holds the float32 values to float16 precision
+    np.testing.assert_array_equal(half.features, full.features.astype(np.float16))
+    assert half.regional_embeddings["mean"].dtype == np.float32
+    np.testing.assert_allclose(half.regional_embeddings["mean"], full.regional_embeddings["mean"], atol=2e-3, rtol=2e-3)
+    sizes = [sum(f.stat().st_size for f in (infos[d].path / "features" / "c").rglob("*") if f.is_file())
+             for d in ("float16", "float32")]
+    assert sizes[0] * 2 == sizes[1]
+    assert resolve_dtype("auto", 185) == "float32" and resolve_dtype("auto", 1024) == "float16"
+    assert resolve_dtype("auto", 512) == "float32" and resolve_dtype("float16", 185) == "float16"

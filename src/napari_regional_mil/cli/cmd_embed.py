@@ -33,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="patches per forward pass (default: 64)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--readers", type=int, default=2, help="reader threads per slide (default: 2)")
+    parser.add_argument("--dtype", choices=("auto", "float16", "float32"), default="auto",
+                        help="how the patch embeddings are stored: float16 halves the cache (computed in float32, "
+                        "regional embeddings pooled in float32); auto (default): float16 for encoders wider than "
+                        "512 dimensions, else float32. Part of the cache key")
     parser.add_argument("--scheduler", default=None, metavar="local|ADDRESS",
                         help="run one slide per task on dask.distributed: 'local' or tcp://host:port")
     parser.add_argument("--workers", type=int, default=2, help="workers of the local cluster (default: 2)")
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         args.slides, cache_dir=args.out, encoder=str(args.encoder),
         encoder_options={"weights": str(args.encoder_weights)} if args.encoder_weights else None,
         tiling_params=params, batch_size=args.batch_size, device=args.device, num_readers=args.readers,
-        mpp=args.mpp, contexts=contexts, scheduler=args.scheduler, workers=args.workers,
+        mpp=args.mpp, contexts=contexts, scheduler=args.scheduler, workers=args.workers, dtype=args.dtype,
     ), report=report)
     failed = [s for s in summaries if not s.ok]
     if len(summaries) == 1 and failed:  # one slide: one line, like every other command's error

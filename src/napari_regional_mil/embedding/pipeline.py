@@ -34,6 +34,7 @@ from .store import (
     StoreLock,
     check_writable,
     locate_store,
+    resolve_dtype,
     store_info,
     store_state,
 )
@@ -105,14 +106,16 @@ def slide_store(
     tissue_mask: TissueMask | np.ndarray | None = None,
     device: str = "cpu",
     encoder_options: Mapping[str, object] | None = None,
+    dtype: str = "auto",
 ) -> StoreLocation:
-    """Where the store of this (slide, tiling, tissue mask, encoder) is, complete or not."""
+    """Where the store of this (slide, tiling, tissue mask, encoder, dtype) is, complete or not."""
     enc = load_encoder_for(encoder, device=device, options=encoder_options)
     with open_slide(slide_path, mpp=mpp) as slide:
         slide_mpp = slide.mpp
     return locate_store(
         cache_dir, slide_path, tiling_params=tiling_params or TilingParams(), slide_mpp=slide_mpp,
         encoder_name=enc.spec.name, encoder_hash=enc.spec.weights_hash, tissue_mask=tissue_mask,
+        dtype=resolve_dtype(dtype, enc.spec.embedding_dim),
     )
 
 
@@ -124,10 +127,11 @@ def cache_status(
     *,
     mpp: float | None = None,
     tissue_mask: TissueMask | np.ndarray | None = None,
+    dtype: str = "auto",
 ) -> Literal["complete", "partial", "missing"]:
-    """``"complete"``, ``"partial"`` or ``"missing"``: the state of this (slide, tiling, encoder) store."""
+    """``"complete"``, ``"partial"`` or ``"missing"``: the state of this (slide, tiling, encoder, dtype) store."""
     location = slide_store(cache_dir, slide_path, tiling_params=tiling_params, encoder=encoder, mpp=mpp,
-                           tissue_mask=tissue_mask)
+                           tissue_mask=tissue_mask, dtype=dtype)
     return store_state(location)
 
 
@@ -157,6 +161,7 @@ def embed_slide(
     tissue_mask: TissueMask | np.ndarray | None = None,
     encoder_options: Mapping[str, object] | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    dtype: str = "auto",
 ) -> Generator[Progress, None, EmbedResult]:
     """Embed one slide into the cache (a job generator; see :mod:`napari_regional_mil.jobs`).
 
@@ -189,6 +194,12 @@ def embed_slide(
         Options for :func:`~napari_regional_mil.encoders.load_encoder` (e.g. ``weights``).
     chunk_rows
         Patches per cache chunk: the unit of resumption after a kill.
+    dtype
+        How the patch embeddings are stored: ``"float16"`` (half the disk and memory),
+        ``"float32"``, or ``"auto"``: float16 for encoders wider than 512 dimensions (see
+        :func:`~napari_regional_mil.embedding.store.resolve_dtype`). They are computed in
+        float32 either way, and the regional embeddings are pooled and stored in float32.
+        The dtype is part of the cache key.
 
     Yields
     ------
@@ -209,12 +220,13 @@ def embed_slide(
     t_start = time.perf_counter()
     params = tiling_params or TilingParams()
     enc = load_encoder_for(encoder, device=device, options=encoder_options)
+    stored = resolve_dtype(dtype, enc.spec.embedding_dim)
     slide_path = Path(slide_path)
     name = slide_path.stem
     with open_slide(slide_path, mpp=mpp) as slide:
         location = locate_store(
             cache_dir, slide_path, tiling_params=params, slide_mpp=slide.mpp, encoder_name=enc.spec.name,
-            encoder_hash=enc.spec.weights_hash, tissue_mask=tissue_mask,
+            encoder_hash=enc.spec.weights_hash, tissue_mask=tissue_mask, dtype=stored,
         )
         found = _complete_result(location, name, enc.spec.name, t_start)
         if found is not None:
@@ -222,7 +234,7 @@ def embed_slide(
         check_writable(cache_dir)
         yield Progress("embed", 0, 0, message=f"{name}: finding tissue")
         tiling = _tile(slide, params, tissue_mask, slide_path)
-        needed = int(tiling.n_patches * enc.spec.embedding_dim * 4 * 2.2) + (8 << 20)
+        needed = int(tiling.n_patches * enc.spec.embedding_dim * np.dtype(stored).itemsize * 2.2) + (8 << 20)
         check_writable(cache_dir, min_free_bytes=needed)
         lock = StoreLock(location)  # taken once there is something to write (a bad slide leaves no lock file)
         yield from _wait_for_lock(lock, name)
@@ -233,6 +245,7 @@ def embed_slide(
             return (yield from _embed_locked(
                 slide, enc, location, params, tiling, tissue_mask=tissue_mask, batch_size=batch_size,
                 num_readers=num_readers, prefetch_batches=prefetch_batches, chunk_rows=chunk_rows, t_start=t_start,
+                dtype=stored,
             ))
         finally:
             lock.release()
@@ -262,6 +275,7 @@ def _embed_locked(
     prefetch_batches: int,
     chunk_rows: int,
     t_start: float,
+    dtype: str,
 ) -> Generator[Progress, None, EmbedResult]:
     """Read, embed and write one slide's store, holding its lock."""
     spec = enc.spec
@@ -290,7 +304,7 @@ def _embed_locked(
     }
     writer = CacheWriter.open(
         location.path, key=location.key, patch_arrays=patch_arrays, region_xy=tiling.region_xy.astype(np.int32),
-        embedding_dim=spec.embedding_dim, attrs=attrs, chunk_rows=chunk_rows,
+        embedding_dim=spec.embedding_dim, attrs=attrs, chunk_rows=chunk_rows, dtype=dtype,
     )
     if writer.discarded:
         yield Progress("embed", 0, n, message=writer.discarded)
@@ -298,7 +312,7 @@ def _embed_locked(
     reader = PatchReader(
         slide, tiling.coords_px, plan, num_threads=num_readers, batch_size=batch_size, prefetch_batches=prefetch_batches
     )
-    what = f"{name}: {spec.name} at {plan.input_mpp:.2f} um/px, level {plan.level}"
+    what = f"{name}: {spec.name} at {plan.input_mpp:.2f} um/px, level {plan.level}, stored as {dtype}"
     yield Progress("embed", resumed, n, message=what + (f" (resuming at {resumed})" if resumed else ""))
     t0 = time.perf_counter()
     batches = reader.batches(start=writer.n_done)

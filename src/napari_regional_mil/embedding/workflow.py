@@ -148,6 +148,7 @@ def embed_one(
     num_readers: int = 2,
     mpp: float | None = None,
     torch_threads: int | None = None,
+    dtype: str = "auto",
 ) -> SlideSummary:
     """Embed one slide to completion on a cluster worker; every error becomes a failed summary.
 
@@ -155,7 +156,7 @@ def embed_one(
     ----------
     slide_path
         The slide.
-    cache_dir, tiling_params, encoder, encoder_options, batch_size, device, num_readers, mpp
+    cache_dir, tiling_params, encoder, encoder_options, batch_size, device, num_readers, mpp, dtype
         As for :func:`~napari_regional_mil.embedding.pipeline.embed_slide`.
     torch_threads
         ``torch.set_num_threads`` on the worker.
@@ -174,6 +175,7 @@ def embed_one(
             result = run_job(embed_slide(
                 slide_path, cache_dir=cache_dir, tiling_params=tiling_params, encoder=encoder,
                 encoder_options=encoder_options, batch_size=batch_size, device=device, num_readers=num_readers, mpp=mpp,
+                dtype=dtype,
             ))
     except RegionalMilError as exc:
         return SlideSummary(name, False, str(exc), seconds=time.perf_counter() - t0)
@@ -199,6 +201,7 @@ def embed_on_cluster(
     num_readers: int = 2,
     mpp: float | None = None,
     torch_threads: int | None = 1,
+    dtype: str = "auto",
 ) -> Generator[Progress, None, list[SlideSummary]]:
     """Embed slides on a dask cluster, one slide per task (a job generator).
 
@@ -212,7 +215,7 @@ def embed_on_cluster(
         As for :func:`~napari_regional_mil.embedding.cluster.run_on_cluster`.
     tiling_params, encoder, encoder_options
         Tiling, encoder name or path (loaded on each worker) and its options.
-    batch_size, device, num_readers, mpp
+    batch_size, device, num_readers, mpp, dtype
         As for :func:`~napari_regional_mil.embedding.pipeline.embed_slide`.
     torch_threads
         ``torch.set_num_threads`` on the workers.
@@ -228,7 +231,7 @@ def embed_on_cluster(
         embed_one, paths, scheduler=scheduler, workers=workers, processes=processes, describe=SlideSummary.describe,
         cache_dir=str(Path(cache_dir).resolve()), tiling_params=tiling_params, encoder=encoder,
         encoder_options=dict(encoder_options) if encoder_options else None, batch_size=batch_size, device=device,
-        num_readers=num_readers, mpp=mpp, torch_threads=torch_threads,
+        num_readers=num_readers, mpp=mpp, torch_threads=torch_threads, dtype=dtype,
     ))
 
 
@@ -262,6 +265,7 @@ def embed_slides(
     scheduler: str | None = None,
     workers: int = 2,
     on_error: Literal["continue", "raise"] = "continue",
+    dtype: str = "auto",
 ) -> Generator[Progress, None, list[SlideSummary]]:
     """Embed slides into the cache, then their context embeddings (a job generator).
 
@@ -273,8 +277,9 @@ def embed_slides(
         The cache directory (created if needed).
     encoder, encoder_options
         The encoder (a name, a file, or a loaded one; loaded once for every slide).
-    tiling_params, batch_size, device, num_readers, mpp
-        As for :func:`~napari_regional_mil.embedding.pipeline.embed_slide`.
+    tiling_params, batch_size, device, num_readers, mpp, dtype
+        As for :func:`~napari_regional_mil.embedding.pipeline.embed_slide` (``dtype``: how the
+        patch embeddings are stored, ``"auto"``, ``"float16"`` or ``"float32"``).
     contexts
         Context encoders to run on every cached slide afterwards (each loaded once).
     scheduler
@@ -313,7 +318,7 @@ def embed_slides(
         summaries = yield from embed_on_cluster(
             paths, cache_dir=cache_dir, scheduler=scheduler, workers=workers, tiling_params=tiling_params,
             encoder=os.fspath(encoder), encoder_options=encoder_options, batch_size=batch_size, device=device,
-            num_readers=num_readers, mpp=mpp,
+            num_readers=num_readers, mpp=mpp, dtype=dtype,
         )
         for i, summary in enumerate(summaries):
             yield _embedded_event(summary, i, len(summaries))
@@ -327,7 +332,7 @@ def embed_slides(
         prefix = f"slide {i + 1}/{len(paths)} ({path.stem})"
         try:
             job = embed_slide(path, cache_dir=cache_dir, encoder=loaded, tiling_params=tiling_params,
-                              batch_size=batch_size, device=device, num_readers=num_readers, mpp=mpp)
+                              batch_size=batch_size, device=device, num_readers=num_readers, mpp=mpp, dtype=dtype)
             result = yield from _prefixed(job, prefix)
             summary = _summary(result)
         except RegionalMilError as exc:
@@ -364,6 +369,7 @@ def embed_with_contexts(
     num_readers: int = 2,
     mpp: float | None = None,
     tissue_mask: TissueMask | np.ndarray | None = None,
+    dtype: str = "auto",
 ) -> Generator[Progress, None, tuple[EmbedResult, list[ContextResult]]]:
     """Embed one slide (or find its cache), then its context embeddings (a job); the Embed widget's job.
 
@@ -372,7 +378,7 @@ def embed_with_contexts(
     """
     result = yield from embed_slide(
         slide_path, cache_dir=cache_dir, encoder=encoder, encoder_options=encoder_options, tiling_params=tiling_params,
-        batch_size=batch_size, device=device, num_readers=num_readers, mpp=mpp, tissue_mask=tissue_mask,
+        batch_size=batch_size, device=device, num_readers=num_readers, mpp=mpp, tissue_mask=tissue_mask, dtype=dtype,
     )
     pairs = [(c.encoder, c.scale) for c in _loaded(contexts, device)]
     context_results = yield from embed_contexts(result.cache_path, pairs, batch_size=batch_size, device=device,

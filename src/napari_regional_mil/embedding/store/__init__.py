@@ -2,7 +2,8 @@
 
 Everything about stores lives in this package: the key (:mod:`.keys`, derived in one
 place), reading and finding them (:mod:`.reader`, one cache finder), and writing them
-(:mod:`.writer`, the per-store lock and the resumable writer). Other modules import
+(:mod:`.writer`, the per-store lock and the resumable writer), and reading parts of a store
+(:mod:`.rows`: single patch rows for streaming, whole slides). Other modules import
 these public names from ``embedding.store``.
 
 A store is named ``<slide-stem>-<key[:12]>.zarr`` under the cache directory, where the
@@ -22,20 +23,25 @@ renamed to ``<name>.zarr`` with one atomic rename: a store under its final name 
 complete, and an incomplete one is never read as complete.
 
 Arrays: ``coords_px`` (N, 2) int64, ``grid_xy`` (N, 2) int32, ``region_index`` (N,)
-int32, ``tissue_fraction`` (N,) float32, ``features`` (N, D) float32, ``region_xy``
+int32, ``tissue_fraction`` (N,) float32, ``features`` (N, D) float16 or float32 (the
+store's ``dtype`` attribute, part of the key; uncompressed so rows can be read alone), ``region_xy``
 (R, 2) int32, ``region_mean`` and ``region_max`` (R, D) float32, and per context
 encoder ``context_<name>`` (R, D_k) float32, listed in the ``context`` attribute.
 """
 
 from .keys import (
+    AUTO_FLOAT16_ABOVE,
+    DTYPES,
     FORMAT_VERSION,
     LOCK_SUFFIX,
     PARTIAL_SUFFIX,
     StoreLocation,
     cache_key,
+    check_dtype,
     import_key,
     locate_store,
     mask_hash,
+    resolve_dtype,
     slide_identity,
     store_path,
 )
@@ -43,21 +49,36 @@ from .reader import (
     CONTEXT_PREFIX,
     META_KEYS,
     CacheInfo,
+    cached_contexts,
     find_slide_cache,
     is_complete,
     list_caches,
-    cached_contexts,
-    load_slide_embeddings,
     read_attrs,
     read_context_embeddings,
     store_info,
     store_state,
 )
-from .writer import CHUNK_ROWS, CacheWriter, StoreLock, check_writable, pool_regions, write_slide_embeddings
+from .rows import (
+    StoredEmbeddings,
+    StoredFeatures,
+    StoreReader,
+    load_slide_embeddings,
+    open_store,
+)
+from .writer import (
+    CHUNK_ROWS,
+    CacheWriter,
+    StoreLock,
+    check_writable,
+    pool_regions,
+    write_slide_embeddings,
+)
 
 __all__ = [
+    "AUTO_FLOAT16_ABOVE",
     "CHUNK_ROWS",
     "CONTEXT_PREFIX",
+    "DTYPES",
     "FORMAT_VERSION",
     "LOCK_SUFFIX",
     "META_KEYS",
@@ -66,19 +87,25 @@ __all__ = [
     "CacheWriter",
     "StoreLocation",
     "StoreLock",
+    "StoreReader",
+    "StoredEmbeddings",
+    "StoredFeatures",
     "cache_key",
+    "cached_contexts",
+    "check_dtype",
     "check_writable",
     "find_slide_cache",
     "import_key",
     "is_complete",
     "list_caches",
-    "cached_contexts",
     "load_slide_embeddings",
     "locate_store",
     "mask_hash",
+    "open_store",
     "pool_regions",
     "read_attrs",
     "read_context_embeddings",
+    "resolve_dtype",
     "slide_identity",
     "store_info",
     "store_path",

@@ -15,16 +15,20 @@ from ...tiling import TilingParams
 from ...tissue import TissueMask
 
 __all__ = [
+    "AUTO_FLOAT16_ABOVE",
+    "DTYPES",
     "FORMAT_VERSION",
-    "PARTIAL_SUFFIX",
     "LOCK_SUFFIX",
+    "PARTIAL_SUFFIX",
     "StoreLocation",
-    "slide_identity",
-    "mask_hash",
     "cache_key",
+    "check_dtype",
     "import_key",
-    "store_path",
     "locate_store",
+    "mask_hash",
+    "resolve_dtype",
+    "slide_identity",
+    "store_path",
 ]
 
 #: Version of the store layout; a store of another version is not read (embed again).
@@ -34,6 +38,10 @@ PARTIAL_SUFFIX = ".partial"
 #: Suffix of a store's lock file (``<slide-stem>-<key[:12]>.lock``, beside the store), held while it is written.
 LOCK_SUFFIX = ".lock"
 _HEAD_BYTES = 64 * 1024
+#: The dtypes a store may hold its patch embeddings in (computed in float32 either way).
+DTYPES = ("float16", "float32")
+#: ``dtype="auto"`` stores float16 for encoders wider than this many dimensions, float32 otherwise.
+AUTO_FLOAT16_ABOVE = 512
 
 PathLike = str | os.PathLike[str]
 
@@ -108,21 +116,50 @@ def cache_key(
     encoder_name: str,
     encoder_hash: str,
     mask_hash: str | None = None,
+    dtype: str = "float32",
 ) -> str:
-    """The cache key (sha256 hex) of a (slide, tiling, tissue mask, encoder) combination.
+    """The cache key (sha256 hex) of a (slide, tiling, tissue mask, encoder, dtype) combination.
 
     It covers the slide's identity (:func:`slide_identity`), the tiling parameters, the
     slide mpp, a user tissue mask (its :func:`mask_hash`), the encoder's name and
-    weights hash, and :data:`FORMAT_VERSION`.
+    weights hash, the dtype of the stored patch embeddings (:data:`DTYPES`) and
+    :data:`FORMAT_VERSION`. A float32 store keeps the key it had before the dtype was a
+    choice (the dtype enters the key only when it is not float32), so existing caches stay valid.
     """
-    return _sha256_json({
+    record: dict[str, object] = {
         "slide": slide_identity(slide_path),
         "tiling": asdict(tiling_params),
         "slide_mpp": round(float(slide_mpp), 6),
         "mask": mask_hash,
         "encoder": {"name": encoder_name, "weights_hash": encoder_hash},
         "format_version": FORMAT_VERSION,
-    })
+    }
+    if check_dtype(dtype) != "float32":
+        record["dtype"] = dtype
+    return _sha256_json(record)
+
+
+def resolve_dtype(dtype: str, embedding_dim: int) -> str:
+    """The stored dtype for ``dtype`` (``"auto"``, ``"float16"`` or ``"float32"``) and an encoder's width.
+
+    ``"auto"`` is float16 for encoders wider than :data:`AUTO_FLOAT16_ABOVE` dimensions
+    (UNI, CONCH, Virchow, H-optimus: the caches that get large) and float32 otherwise.
+
+    Raises
+    ------
+    ValueError
+        Another dtype.
+    """
+    if dtype == "auto":
+        return "float16" if int(embedding_dim) > AUTO_FLOAT16_ABOVE else "float32"
+    return check_dtype(dtype)
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` when it is one of :data:`DTYPES`; ``ValueError`` naming the choices otherwise."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown cache dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    return dtype
 
 
 def import_key(h5_path: PathLike, *, region_size: int, patch_size_level0: float | None, encoder: str | None) -> str:
@@ -150,10 +187,11 @@ def locate_store(
     encoder_name: str,
     encoder_hash: str,
     tissue_mask: TissueMask | np.ndarray | None = None,
+    dtype: str = "float32",
 ) -> StoreLocation:
-    """The key and paths of the store of this slide, tiling, tissue mask and encoder."""
+    """The key and paths of the store of this slide, tiling, tissue mask, encoder and dtype."""
     key = cache_key(
         slide_path, tiling_params=tiling_params, slide_mpp=slide_mpp, encoder_name=encoder_name,
-        encoder_hash=encoder_hash, mask_hash=mask_hash(tissue_mask),
+        encoder_hash=encoder_hash, mask_hash=mask_hash(tissue_mask), dtype=dtype,
     )
     return StoreLocation(key, store_path(cache_dir, Path(slide_path).stem, key))

@@ -1,4 +1,4 @@
-"""Reading stores: attributes, the one cache finder, loading, listing, and a store's state."""
+"""Reading stores: attributes, the one cache finder, listing, and a store's state (loading: :mod:`.rows`)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ import zarr
 from ...errors import CacheError, MissingCacheError
 from ...slide.formats import SLIDE_SUFFIXES
 from ...tiling import TilingParams
-from ..types import SlideEmbeddings
-from .keys import FORMAT_VERSION, PARTIAL_SUFFIX, PathLike, StoreLocation
+from .keys import PARTIAL_SUFFIX, PathLike, StoreLocation
 
 if TYPE_CHECKING:
     from ...encoders import EncoderSpec, FrozenEncoder
@@ -25,14 +24,13 @@ __all__ = [
     "CONTEXT_PREFIX",
     "META_KEYS",
     "CacheInfo",
-    "read_attrs",
-    "is_complete",
-    "store_info",
-    "list_caches",
-    "find_slide_cache",
-    "load_slide_embeddings",
-    "read_context_embeddings",
     "cached_contexts",
+    "find_slide_cache",
+    "is_complete",
+    "list_caches",
+    "read_attrs",
+    "read_context_embeddings",
+    "store_info",
     "store_state",
 ]
 
@@ -43,7 +41,7 @@ CONTEXT_PREFIX = "context_"
 META_KEYS = (
     "slide_path", "slide_mpp", "target_mpp", "patch_size", "patch_size_level0", "region_size", "tissue_threshold",
     "encoder", "encoder_hash", "embedding_dim", "format_version", "cache_key", "input_size", "input_mpp", "read_level",
-    "grid_shape", "slide_dimensions", "created", "versions", "source",
+    "grid_shape", "slide_dimensions", "created", "versions", "source", "dtype",
 )
 
 _SLIDE_SUFFIXES = frozenset(SLIDE_SUFFIXES) | {".h5"}  # the one slide list and TRIDENT/CLAM h5 files
@@ -66,6 +64,7 @@ class CacheInfo:
     target_mpp: float | None
     region_size: int | None
     created: str
+    dtype: str = "float32"
 
 
 def read_attrs(path: PathLike) -> dict[str, object] | None:
@@ -105,7 +104,7 @@ def store_info(path: PathLike) -> CacheInfo | None:
         patch_size=int(patch_size) if isinstance(patch_size, (int, float)) else None,
         target_mpp=float(target_mpp) if isinstance(target_mpp, (int, float)) else None,
         region_size=int(region_size) if isinstance(region_size, (int, float)) else None,
-        created=str(a.get("created", "")),
+        created=str(a.get("created", "")), dtype=str(a.get("dtype", "float32")),
     )
 
 
@@ -206,51 +205,6 @@ def cached_contexts(path: PathLike) -> dict[str, dict[str, object]]:
         key: dict(record) for key, record in (listed if isinstance(listed, dict) else {}).items()
         if (path / (CONTEXT_PREFIX + key)).is_dir()
     }
-
-
-def load_slide_embeddings(path: PathLike) -> SlideEmbeddings:
-    """Load a complete store as :class:`SlideEmbeddings` (``meta`` filled from its attributes).
-
-    Raises
-    ------
-    CacheError
-        When the store is missing, partial, of another format version, or unreadable.
-    """
-    path = Path(path)
-    attrs = read_attrs(path)
-    if attrs is None:
-        raise CacheError(f"{path}: not an embedding cache")
-    if path.name.endswith(PARTIAL_SUFFIX) or not attrs.get("complete"):
-        raise CacheError(
-            f"{path}: the cache is incomplete ({attrs.get('n_done', 0)}/{attrs.get('n_patches', '?')} patches); "
-            "run embed again to resume"
-        )
-    if _int(attrs.get("format_version"), -1) != FORMAT_VERSION:
-        raise CacheError(f"{path}: cache format {attrs.get('format_version')} is not {FORMAT_VERSION}; embed again")
-    try:
-        group = zarr.open_group(path, mode="r", zarr_format=3)
-        names = set(group.array_keys())
-
-        def get(name: str) -> np.ndarray | None:
-            return np.asarray(group[name][...]) if name in names else None
-
-        regional = {p: get(f"region_{p}") for p in ("mean", "max")}
-        meta: dict[str, object] = {k: attrs[k] for k in META_KEYS if k in attrs}
-        meta["cache_path"] = str(path)
-        return SlideEmbeddings(
-            slide_name=str(attrs.get("slide_name", path.name.rsplit("-", 1)[0])),
-            features=np.asarray(group["features"][...]),
-            coords_px=get("coords_px") if attrs.get("has_coords", True) else None,
-            grid_xy=get("grid_xy"),
-            region_index=get("region_index"),
-            region_xy=get("region_xy"),
-            regional_embeddings={k: v for k, v in regional.items() if v is not None},
-            tissue_fraction=get("tissue_fraction"),
-            context_embeddings=read_context_embeddings(group, attrs),
-            meta=meta,
-        )
-    except (OSError, KeyError, ValueError) as exc:
-        raise CacheError(f"{path}: unreadable embedding cache ({type(exc).__name__}: {exc})") from None
 
 
 def store_state(location: StoreLocation) -> Literal["complete", "partial", "missing"]:

@@ -18,15 +18,22 @@ from filelock import FileLock, Timeout
 from ...atomic import replace
 from ...errors import CacheError
 from ..types import SlideEmbeddings
-from .keys import FORMAT_VERSION, PARTIAL_SUFFIX, PathLike, StoreLocation, store_path
+from .keys import (
+    FORMAT_VERSION,
+    PARTIAL_SUFFIX,
+    PathLike,
+    StoreLocation,
+    check_dtype,
+    store_path,
+)
 from .reader import META_KEYS, is_complete
 
 __all__ = [
     "CHUNK_ROWS",
+    "CacheWriter",
     "StoreLock",
     "check_writable",
     "pool_regions",
-    "CacheWriter",
     "write_slide_embeddings",
 ]
 
@@ -146,7 +153,7 @@ def pool_regions(
 
 
 def _resumable(
-    partial: Path, *, key: str, embedding_dim: int, coords_px: np.ndarray
+    partial: Path, *, key: str, embedding_dim: int, coords_px: np.ndarray, dtype: str
 ) -> tuple[zarr.Group | None, str]:
     """Open a partial store to resume it: ``(group, "")``, or ``(None, why it cannot be resumed)``."""
     try:
@@ -158,6 +165,9 @@ def _resumable(
             return None, "its creation was interrupted"
         if int(a.get("embedding_dim", -1)) != embedding_dim:
             return None, f"its embedding dimension {a.get('embedding_dim')} is not {embedding_dim}"
+        stored = np.dtype(group["features"].dtype).name
+        if stored != dtype:
+            return None, f"its embeddings are {stored}, not {dtype}"
         if not np.array_equal(group["coords_px"][:], coords_px):
             return None, "its patches differ from this tiling"
     except (OSError, KeyError, ValueError, TypeError) as exc:  # zarr errors are ValueErrors
@@ -188,6 +198,7 @@ class CacheWriter:
         features = group["features"]
         assert isinstance(features, zarr.Array)
         self._features = features
+        self._dtype = np.dtype(features.dtype)
         self._chunk_rows = chunk_rows
         self.n_done = n_done  # rows durably written (a multiple of chunk_rows, or N)
         self._buffer: list[np.ndarray] = []
@@ -209,12 +220,17 @@ class CacheWriter:
         embedding_dim: int,
         attrs: Mapping[str, object],
         chunk_rows: int = CHUNK_ROWS,
+        dtype: str = "float32",
     ) -> CacheWriter:
         """Resume the partial store of ``final`` when it matches, else create it afresh.
 
-        A partial store matches when its key, embedding dimension and patch coordinates
-        equal these. One that does not, or that cannot be opened, is reported (one
-        warning line, and :attr:`discarded`) and deleted.
+        A partial store matches when its key, embedding dimension, dtype and patch
+        coordinates equal these. One that does not, or that cannot be opened, is reported
+        (one warning line, and :attr:`discarded`) and deleted.
+
+        ``features`` is stored in ``dtype`` (``"float16"`` or ``"float32"``) without a
+        compressor, so that training reads single rows straight from the chunk files
+        (:mod:`.rows`); the other arrays are small and compressed.
 
         Raises
         ------
@@ -222,10 +238,13 @@ class CacheWriter:
             The store cannot be written.
         """
         final = Path(final)
+        dtype = check_dtype(dtype)
         partial = final.with_name(final.name + PARTIAL_SUFFIX)
         discarded = ""
         if partial.exists():
-            group, why = _resumable(partial, key=key, embedding_dim=embedding_dim, coords_px=patch_arrays["coords_px"])
+            group, why = _resumable(
+                partial, key=key, embedding_dim=embedding_dim, coords_px=patch_arrays["coords_px"], dtype=dtype
+            )
             if group is not None:
                 stored_rows = int(group["features"].chunks[0])  # resume in the store's own chunks
                 return cls(final, group, n_done=int(group.attrs.get("n_done", 0)), chunk_rows=stored_rows)
@@ -244,18 +263,40 @@ class CacheWriter:
                     region_xy.astype(np.int32)
                 )
             group.create_array(
-                "features", shape=(n, embedding_dim), chunks=(chunk_rows, embedding_dim), dtype=np.float32,
-                fill_value=np.nan,
+                "features", shape=(n, embedding_dim), chunks=(chunk_rows, embedding_dim), dtype=dtype,
+                fill_value=np.nan, compressors=None,
             )
-            group.attrs.update({**attrs, "cache_key": key, "n_done": 0, "complete": False, "created_ok": True})
+            group.attrs.update({
+                **attrs, "dtype": dtype, "cache_key": key, "n_done": 0, "complete": False, "created_ok": True,
+            })
         except OSError as exc:
             shutil.rmtree(partial, ignore_errors=True)
             raise CacheError(f"{partial}: cannot write the cache ({exc.strerror or exc})") from None
         return cls(final, group, n_done=0, chunk_rows=chunk_rows, discarded=discarded)
 
     def append(self, features: np.ndarray) -> None:
-        """Add the embeddings of the next patches; whole chunks are written as they fill."""
-        self._buffer.append(np.asarray(features, dtype=np.float32))
+        """Add the embeddings of the next patches; whole chunks are written as they fill.
+
+        The embeddings are computed in float32 and stored in the store's dtype.
+
+        Raises
+        ------
+        CacheError
+            A value that the store's dtype cannot hold (beyond float16's +-65504).
+        """
+        block = np.asarray(features, dtype=np.float32)
+        if self._dtype != block.dtype:
+            with np.errstate(over="ignore"):
+                stored = block.astype(self._dtype)
+            overflow = ~np.isfinite(stored) & np.isfinite(block)
+            if overflow.any():
+                row = self.n_done + self._buffered + int(np.argwhere(overflow)[0][0])
+                raise CacheError(
+                    f"{self.partial}: patch {row} has embedding values beyond the range of {self._dtype.name} "
+                    f"(largest |value| {float(np.abs(block[np.isfinite(block)]).max()):.4g}); embed with --dtype float32"
+                )
+            block = stored
+        self._buffer.append(block)
         self._buffered += len(features)
         end = self.n_done + self._buffered
         if self._buffered >= self._chunk_rows or end >= self.n_patches:
@@ -308,12 +349,18 @@ class CacheWriter:
 
 
 def write_slide_embeddings(
-    cache_dir: PathLike, emb: SlideEmbeddings, *, key: str, attrs: Mapping[str, object] | None = None
+    cache_dir: PathLike,
+    emb: SlideEmbeddings,
+    *,
+    key: str,
+    attrs: Mapping[str, object] | None = None,
+    dtype: str = "float32",
 ) -> Path:
     """Write ``emb`` (e.g. imported from h5) as a complete store; returns its path.
 
     The store is built under ``.partial`` and renamed into place, holding its lock;
-    regional embeddings are pooled (mean, max) when the bag has regions.
+    regional embeddings are pooled (mean, max) when the bag has regions. The patch
+    embeddings are stored in ``dtype``.
     """
     check_writable(cache_dir)
     n = emb.n_patches
@@ -336,7 +383,7 @@ def write_slide_embeddings(
     with StoreLock(location):
         writer = CacheWriter.open(
             location.path, key=key, patch_arrays=arrays, region_xy=region_xy, embedding_dim=emb.embedding_dim,
-            attrs=base,
+            attrs=base, dtype=dtype,
         )
         if n:
             writer.append(emb.features)
