@@ -21,8 +21,8 @@ import pytest
 from badinputs import CSV_PROBLEMS, MARKER, TILING_ARGS, Corpus, build_corpus, tree_hashes
 from napari_regional_mil.cli import main
 
-#: A progress line of ``cli._progress.drive`` (non-tty): ``<stage> [###---] 3/10 ...`` or ``<stage> 0 ...``.
-PROGRESS = re.compile(r"^\s*[\w-]+ (\[[#-]*\] )?\d+(/\d+)?( |$)")
+#: A progress line of ``cli._progress.drive`` (tqdm, non-tty): ``<stage>:  30%|###   | 3/10 [...]`` or ``<stage>: 3it [...]``.
+PROGRESS = re.compile(r"^\s*[\w-]+: +(\d+%\|[#0-9 ]*\| \d+/\d+|\d+it) \[")
 
 
 @pytest.fixture(scope="module")

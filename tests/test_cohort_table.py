@@ -127,3 +127,26 @@ def test_embedded_states_from_the_cache(tmp_path, labelled_synthetic):
     assert table.refresh_embedded(cache) == [2] and table.rows[2].embedded == "partial"
     assert table.set_prediction(slides[1].name, "inflamed (0.90)") == 1
     assert table.set_prediction("unknown", "x") is None
+
+
+def test_other_columns_survive_import_edit_and_export(tmp_path):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    for row in (["case_id", "slide_id", "label", "age", "grade"], ["c1", "s1", "A", 61, "G2"],
+                ["c1", "s2", "A", 61, "G3"], ["c2", "s3", "B", 47, None]):
+        sheet.append(row)
+    book.save(tmp_path / "clinical.xlsx")
+    table = CohortTable()
+    table.load_csv(tmp_path / "clinical.xlsx")
+    assert table.extra_columns == ["age", "grade"] and table.rows[0].patient == "c1"
+    table.set_label(1, "B")
+    with pytest.raises(CohortError, match=r"clinical.xlsx: the cohort is exported as CSV"):
+        table.save_csv(tmp_path / "clinical.xlsx")
+    assert table.to_cohort().column("grade") == {"s1": "G2", "s2": "G3", "s3": ""}
+    out = table.save_csv(tmp_path / "cohort.csv")
+    assert out.read_text().splitlines() == [
+        "slide,label,patient,age,grade", "s1,A,c1,61,G2", "s2,B,c1,61,G3", "s3,B,c2,47,"]
+    cohort = read_cohort(out)
+    assert cohort.columns == ("age", "grade") and cohort.column("age") == {"s1": "61", "s2": "61", "s3": "47"}

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from .options import option
+from .thresholds import ThresholdRule, parse_threshold
 
 if TYPE_CHECKING:
     from .model.clinical import ClinicalEncoding
@@ -260,7 +261,13 @@ class TrainConfig:
     seed
         Seeds the weights, the patch selection, dropout and the slide order.
     threshold
-        Decision threshold stored with the model (binary models).
+        Decision threshold stored with the model (binary models): a number, or a rule
+        tuned on the validation slides: ``"youden"``, ``"sensitivity=0.95"``,
+        ``"specificity=0.95"`` (see :func:`~napari_regional_mil.thresholds.parse_threshold`).
+    device
+        ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (see
+        :func:`~napari_regional_mil.training.device.resolve_device`); the trained model is
+        returned on the CPU.
     threads
         torch CPU threads while training (``None``: leave torch's setting). The model's
         operations are small, so 1 thread is often fastest and never oversubscribes a
@@ -291,12 +298,17 @@ class TrainConfig:
         "random seed: the weights, the patch selection, the split and the slide order", low=0, high=2**31 - 1,
         gui=True,
     ))
-    threshold: float = field(default=0.5, metadata=option(
-        "decision threshold stored with the model", low=0.0, high=1.0, step=0.05, decimals=3))
+    threshold: str | float = field(default=0.5, metadata=option(
+        "decision threshold stored with the model (binary models): a number, or tuned on the validation "
+        "slides: youden (max. sensitivity + specificity), sensitivity=0.95 (the most specific threshold "
+        "that reaches it) or specificity=0.95", label="Threshold", gui=True,
+    ))
     threads: int | None = field(default=None, metadata=option(
         "torch CPU threads for training; the model's operations are small, so 1 is usually fastest and leaves "
         "the other cores to the viewer", label="CPU threads", low=1, high=256, gui=True, front_default=1,
     ))
+    device: str = field(default="cpu", metadata=option(
+        "where the first model trains and predicts: cpu, cuda, cuda:N (mixed precision) or mps"))
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.slides_per_step < 1 or self.learning_rate <= 0:
@@ -307,6 +319,12 @@ class TrainConfig:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         if isinstance(self.class_weights, str) and self.class_weights not in ("none", "balanced"):
             raise ValueError(f"class_weights must be 'none', 'balanced' or numbers, got {self.class_weights!r}")
+        parse_threshold(self.threshold)  # raises ValueError naming the accepted forms
+
+    @property
+    def threshold_rule(self) -> ThresholdRule:
+        """The threshold as a :class:`~napari_regional_mil.thresholds.ThresholdRule`."""
+        return parse_threshold(self.threshold)
 
 
 @dataclass(frozen=True)

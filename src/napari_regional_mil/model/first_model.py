@@ -292,17 +292,22 @@ class FirstModel(nn.Module):
         if self.config.clinical is None or bag.clinical is None or output.slide_logits is None:
             raise TrainingError("contributions need a model with clinical variables and its output on a bag")
 
+        device = self.classifier.bias.device
+
+        def host(t: Tensor) -> np.ndarray:
+            return t.double().cpu().numpy()
+
         def clinical_logits(x: np.ndarray) -> np.ndarray:
-            return self.clinical_logits(torch.from_numpy(np.asarray(x, dtype=np.float32))).double().numpy()
+            return host(self.clinical_logits(torch.from_numpy(np.asarray(x, dtype=np.float32)).to(device)))
 
         return explain_additive(
             encoding=self.config.clinical,
-            encoded=bag.clinical.numpy(),
+            encoded=bag.clinical.cpu().numpy(),
             clinical_logits=clinical_logits,
-            base_logits=self.classifier.bias.double().numpy(),
+            base_logits=host(self.classifier.bias),
             class_index=class_index,
-            slide_logits=output.slide_logits.double().numpy(),
-            slide_reference=self.slide_logit_reference.double().numpy(),
+            slide_logits=host(output.slide_logits),
+            slide_reference=host(self.slide_logit_reference),
         )
 
     def _normalised(self, features: Tensor) -> Tensor:
@@ -331,7 +336,9 @@ class FirstModel(nn.Module):
         chunks = [slice(s, s + self.chunk_size) for s in range(0, bag.n_patches, self.chunk_size)]
         scores = torch.cat([self.region_pooling.scores(self._normalised(bag.features[c])) for c in chunks])
         weights = segment_softmax(scores, bag.region_index, bag.n_regions)
-        pooled = torch.zeros((bag.n_regions, bag.features.shape[1]), dtype=bag.features.dtype)
+        pooled = torch.zeros(
+            (bag.n_regions, bag.features.shape[1]), dtype=bag.features.dtype, device=bag.features.device
+        )
         for c in chunks:
             weighted = weights[c].unsqueeze(-1) * self._normalised(bag.features[c])
             pooled = pooled + segment_sum(weighted, bag.region_index[c], bag.n_regions)
@@ -350,7 +357,7 @@ class FirstModel(nn.Module):
         evidence
             Also compute per-patch class evidence (inference).
         """
-        idx = torch.arange(bag.n_patches) if selected is None else selected
+        idx = torch.arange(bag.n_patches, device=bag.features.device) if selected is None else selected
         u = self._patch_vectors(bag, idx)
         parts: list[Tensor] = []
         region_attention = None

@@ -14,7 +14,12 @@ __all__ = ["segment_softmax", "segment_sum", "segment_mean", "GatedAttention", "
 
 
 def segment_softmax(scores: Tensor, segments: Tensor, n_segments: int) -> Tensor:
-    """Softmax of ``scores`` (N,) within each segment (``segments`` (N,) int64 in [0, S))."""
+    """Softmax of ``scores`` (N,) within each segment (``segments`` (N,) int64 in [0, S)).
+
+    Computed in float32 whatever the scores' dtype (under CUDA autocast ``exp`` returns
+    float32 while the scores are half precision; ``index_add`` needs one dtype).
+    """
+    scores = scores.float()
     peak = torch.full((n_segments,), float("-inf"), dtype=scores.dtype, device=scores.device)
     peak = peak.scatter_reduce(0, segments, scores.detach(), reduce="amax", include_self=True)
     exp = torch.exp(scores - peak[segments])

@@ -16,7 +16,7 @@ import csv
 import io
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import write_text_atomic
@@ -70,6 +70,9 @@ class TableRow:
         One of :data:`EMBEDDED`.
     prediction
         The latest prediction shown for it (e.g. ``"inflamed (0.91)"``), or ``""``.
+    extra
+        The table's other columns for this slide (clinical variables, notes...), kept
+        as read and written back on export.
     """
 
     slide: str
@@ -79,6 +82,7 @@ class TableRow:
     path: Path | None = None
     embedded: str = "no"
     prediction: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -102,6 +106,8 @@ class CohortTable:
         self.rows: list[TableRow] = []
         self.class_names: list[str] = []
         self.csv_path: Path | None = None
+        #: The imported table's other columns (kept and exported after the cohort's own).
+        self.extra_columns: list[str] = []
         for name in class_names:
             self.add_class(name)
 
@@ -217,7 +223,7 @@ class CohortTable:
 
     # -- CSV ------------------------------------------------------------------------------
     def load_csv(self, path: str | os.PathLike) -> None:
-        """Replace the table by a cohort CSV, validated by :func:`read_cohort`.
+        """Replace the table by a cohort table (CSV, TSV or XLSX), validated by :func:`read_cohort`.
 
         Slide entries are resolved to files next to the CSV when possible (a bare name
         ``x`` matches ``x.tif``, ``x.svs``, ...). The classes offered are the CSV's labels
@@ -238,14 +244,17 @@ class CohortTable:
                 patient="" if row.patient == row.name else row.patient,
                 split=row.split or "",
                 path=resolve_slide_file(row.slide, base),
+                extra=dict(row.extra),
             )
             for row in cohort.rows
         ]
+        self.extra_columns = list(cohort.columns)
         self.class_names = list(dict.fromkeys([*cohort.class_names, *self.class_names]))
         self.csv_path = path
 
     def csv_text(self, *, relative_to: Path | None = None) -> str:
-        """The table as CSV text ``slide,label[,patient][,split]`` (optional columns only when used).
+        """The table as CSV text ``slide,label[,patient][,split]`` (optional columns only when
+        used), then the imported table's other columns.
 
         Raises
         ------
@@ -262,10 +271,10 @@ class CohortTable:
             header.append("split")
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(header)
+        writer.writerow(header + self.extra_columns)
         for row in self.rows:
             record = {"slide": _relative(row, relative_to), "label": row.label, "patient": row.patient, "split": row.split}
-            writer.writerow([record[col] for col in header])
+            writer.writerow([record[col] for col in header] + [row.extra.get(c, "") for c in self.extra_columns])
         return buffer.getvalue()
 
     def save_csv(self, path: str | os.PathLike) -> Path:
@@ -274,9 +283,12 @@ class CohortTable:
         Raises
         ------
         CohortError
-            A slide without a label, or the file cannot be written.
+            A slide without a label, a name that is not ``.csv`` (an imported XLSX is never
+            overwritten with CSV text), or the file cannot be written.
         """
         path = Path(path)
+        if path.suffix.lower() != ".csv":
+            raise CohortError(f"{path.name}: the cohort is exported as CSV; choose a name ending in .csv")
         text = self.csv_text(relative_to=path.parent.resolve() if path.parent.exists() else None)
         try:
             write_text_atomic(path, text)
@@ -302,11 +314,19 @@ class CohortTable:
         for i, row in enumerate(self.rows):
             if not row.label:
                 raise CohortError(f"{where}: slide {row.name!r} has no label; label every slide before training")
-            rows.append(CohortRow(i + 2, row.slide, row.label, row.patient or row.name, row.split or None))
+            rows.append(
+                CohortRow(i + 2, row.slide, row.label, row.patient or row.name, row.split or None, dict(row.extra))
+            )
         present = sorted({row.label for row in rows})
         if len(present) < 2:
             raise CohortError(f"{where}: only one class ({present[0]!r}) present; training needs at least two")
-        return Cohort(path=self.csv_path or Path("cohort.csv"), rows=tuple(rows), class_names=tuple(present))
+        return Cohort(
+            path=self.csv_path or Path("cohort.csv"),
+            rows=tuple(rows),
+            class_names=tuple(present),
+            columns=tuple(self.extra_columns),
+            has_patients=any(row.patient for row in self.rows),
+        )
 
     # -- status ---------------------------------------------------------------------------
     def refresh_embedded(self, cache_dir: str | os.PathLike | None) -> list[int]:

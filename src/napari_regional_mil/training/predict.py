@@ -22,6 +22,7 @@ from ..errors import CacheError
 from ..model.checkpoint import Checkpoint, load_checkpoint
 from ..model.clinical import ClinicalRecord
 from ..model.first_model import Bag, FirstModel, make_bag
+from .device import autocast, bag_to, resolve_device
 from .prediction import SlidePrediction
 
 __all__ = [
@@ -46,6 +47,7 @@ def predict_slide(
     evidence: bool = True,
     chunk_size: int = 16384,
     clinical: ClinicalRecord | None = None,
+    device: str | torch.device = "cpu",
 ) -> SlidePrediction:
     """Run the first model on every patch of one slide.
 
@@ -64,6 +66,9 @@ def predict_slide(
         Patches per chunk in the per-patch layers (memory bound).
     clinical
         The slide's clinical values; required when the model takes clinical variables.
+    device
+        Where the model runs (``"cpu"``, ``"cuda"``...; see
+        :func:`~napari_regional_mil.training.device.resolve_device`); autocast on CUDA.
 
     Returns
     -------
@@ -96,23 +101,29 @@ def predict_slide(
         network = model
         names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(model.config.n_classes))
         t, positive = 0.5 if threshold is None else float(threshold), 1
-    bag = make_bag(embeddings, network.config, clinical=clinical)
+    target = resolve_device(device)
+    bag = bag_to(make_bag(embeddings, network.config, clinical=clinical), target)
     was_training = network.training
     previous_chunk = network.chunk_size
     network.eval()
+    network.to(target)
     network.chunk_size = int(chunk_size)
+
+    def host(t: torch.Tensor) -> np.ndarray:
+        return t.float().cpu().numpy()
+
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(target):
             out = network(bag, evidence=evidence)
-            probabilities = torch.softmax(out.logits, -1).numpy().astype(np.float64)
-            patch_attention = out.patch_attention.numpy().astype(np.float32)
+            probabilities = host(torch.softmax(out.logits.float(), -1)).astype(np.float64)
+            patch_attention = host(out.patch_attention).astype(np.float32)
             region_attention = None
             if network.config.uses_regions:
                 if out.region_attention is not None:
-                    region_attention = out.region_attention.numpy().astype(np.float32)
+                    region_attention = host(out.region_attention).astype(np.float32)
                 else:
-                    region_attention = network.region_attention_of_patches(bag, out.patch_attention).numpy()
-            class_evidence = None if out.patch_evidence is None else out.patch_evidence.numpy().astype(np.float32)
+                    region_attention = host(network.region_attention_of_patches(bag, out.patch_attention))
+            class_evidence = None if out.patch_evidence is None else host(out.patch_evidence).astype(np.float32)
             contributions = None
             if network.config.clinical is not None:
                 explained = positive if len(names) == 2 else int(np.argmax(probabilities))
@@ -154,13 +165,19 @@ def set_slide_reference(model: FirstModel, bags: Sequence[Bag]) -> None:
     model.set_slide_reference(torch.stack([t for t in terms if t is not None]))
 
 
-def predict_bags(model: FirstModel, bags: Sequence[Bag]) -> np.ndarray:
-    """``(n, C)`` class probabilities of every bag, using every patch (inference mode)."""
+def predict_bags(model: FirstModel, bags: Sequence[Bag], *, device: torch.device | str | None = None) -> np.ndarray:
+    """``(n, C)`` class probabilities of every bag, using every patch (inference mode).
+
+    The bags are moved to the model's device (or ``device``, where the model then runs).
+    """
+    target = next(model.parameters()).device if device is None else resolve_device(device)
     was_training = model.training
     model.eval()
+    model.to(target)
     try:
-        with torch.inference_mode():
-            return np.stack([torch.softmax(model(bag).logits, -1).numpy() for bag in bags]).astype(np.float64)
+        with torch.inference_mode(), autocast(target):
+            probs = [torch.softmax(model(bag_to(bag, target)).logits.float(), -1).cpu().numpy() for bag in bags]
+        return np.stack(probs).astype(np.float64)
     finally:
         model.train(was_training)
 

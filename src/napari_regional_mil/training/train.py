@@ -4,6 +4,10 @@ One optimisation step sees the selected patches of one slide (or accumulates sev
 slides); each epoch ends with a validation pass over every patch of the validation
 slides (inference mode), and the weights with the best validation AUC are kept (early
 stopping). Same data, same config, same seed: the same weights on CPU.
+
+The decision threshold stored with the model is a fixed value or is chosen on the
+validation slides' predictions by the best model (:class:`~.evaluation.ThresholdRule`:
+Youden's J, a target sensitivity or specificity), never on test slides.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from ..model.first_model import Bag, FirstModel, make_bag
 from ..model.selection import PatchSelector
 from ..settings import TrainConfig
 from .datasets import LabelledSlide, clinical_records, common_provenance
-from .evaluation import decide
+from .device import autocast, bag_to, grad_scaler, resolve_device
+from .evaluation import ThresholdRule, decide, parse_threshold, tune_threshold
 from .metrics import balanced_accuracy, cross_entropy, roc_auc
 from .predict import predict_bags, set_slide_reference
 
@@ -224,24 +229,31 @@ def _train(
     model_config = adapt_model_config(model_config, slides + validation)
     if model_config.n_classes != n_classes:
         model_config = replace(model_config, n_classes=n_classes)
+    rule = _check_threshold_rule(config, n_classes, validation)
+    device = resolve_device(config.device)
     encoder, tiling = common_provenance(slides + validation)
     if clinical is not None:
         # statistics from the training slides only; the levels also from the validation slides
         clinical = clinical.knowing(clinical_records(slides + validation))
         encoding = fit_clinical_encoding(clinical_records(slides), clinical)
         model_config = replace(model_config, clinical=encoding)
-    bags = [make_bag(s.embeddings, model_config, clinical=s.clinical) for s in slides]
-    val_bags = [make_bag(s.embeddings, model_config, clinical=s.clinical) for s in validation]
+    cpu_bags = [make_bag(s.embeddings, model_config, clinical=s.clinical) for s in slides]
+    bags = [bag_to(b, device) for b in cpu_bags]
+    val_bags = [bag_to(make_bag(s.embeddings, model_config, clinical=s.clinical), device) for s in validation]
     val_labels = np.array([s.label for s in validation], dtype=np.int64)
     selector = PatchSelector(model_config.selection, [s.embeddings for s in slides], regions=model_config.uses_regions)
 
     model = FirstModel(model_config)
-    model.set_feature_normalisation(*_feature_statistics(bags))
+    model.set_feature_normalisation(*_feature_statistics(cpu_bags))
+    del cpu_bags
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(bags) / config.slides_per_step)
     scheduler = _scheduler(config, optimizer, steps_per_epoch * config.epochs, steps_per_epoch)
     weights = _class_weights(config, train_labels, n_classes)
-    targets = torch.from_numpy(train_labels)
+    weights = None if weights is None else weights.to(device)
+    targets = torch.from_numpy(train_labels).to(device)
+    scaler = grad_scaler(device)
 
     history: list[dict[str, float]] = []
     best_state, best_key, best_epoch = copy.deepcopy(model.state_dict()), (-math.inf, math.inf), 0
@@ -254,14 +266,17 @@ def _train(
         optimizer.zero_grad(set_to_none=True)
         for step, i in enumerate(order):
             selected = selector.select(i, rng)
-            out = model(bags[i], torch.from_numpy(selected))
-            selector.observe(i, selected, out.patch_attention.detach().numpy())
-            loss = F.cross_entropy(out.logits.unsqueeze(0), targets[i : i + 1], weight=weights)
-            (loss / config.slides_per_step).backward()
+            with autocast(device):
+                out = model(bags[i], torch.from_numpy(selected).to(device))
+                logits = out.logits.float()
+                loss = F.cross_entropy(logits.unsqueeze(0), targets[i : i + 1], weight=weights)
+            selector.observe(i, selected, out.patch_attention.detach().float().cpu().numpy())
+            scaler.scale(loss / config.slides_per_step).backward()
             losses.append(float(loss.detach()))
-            train_probs[i] = torch.softmax(out.logits.detach(), -1).numpy()
+            train_probs[i] = torch.softmax(logits.detach(), -1).cpu().numpy()
             if (step + 1) % config.slides_per_step == 0 or step + 1 == len(order):
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             if step % 16 == 15:
@@ -276,8 +291,8 @@ def _train(
             "val_bacc": math.nan,
         }
         if val_bags:
-            probs = predict_bags(model, val_bags)
-            predicted = decide(probs, config.threshold, 1)
+            probs = predict_bags(model, val_bags, device=device)
+            predicted = decide(probs, rule.target, 1)
             metrics.update(
                 val_loss=cross_entropy(probs, val_labels),
                 val_auc=roc_auc(probs, val_labels),
@@ -306,6 +321,11 @@ def _train(
     model.eval()
     if model_config.clinical is not None:
         set_slide_reference(model, bags)
+    threshold = rule.target
+    if rule.tuned:
+        val_probs = predict_bags(model, val_bags, device=device)
+        threshold = tune_threshold(rule, val_probs, val_labels, 1)
+    model.to("cpu")
     yield Progress("train", total, total, f"done: best epoch {best_epoch}", metrics={"best_epoch": best_epoch})
     best = history[best_epoch - 1]
     summary = {
@@ -318,6 +338,10 @@ def _train(
         "n_train": len(bags),
         "n_val": len(val_bags),
         "class_counts": np.bincount(train_labels, minlength=n_classes).tolist(),
+        "threshold": threshold,
+        "threshold_rule": rule.text,
+        "threshold_tuned_on": f"{len(val_bags)} validation slides" if rule.tuned else None,
+        "device": str(device),
         "train_config": asdict(config),
         "seconds": round(time.perf_counter() - started, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -325,12 +349,29 @@ def _train(
     checkpoint = Checkpoint(
         model=model,
         class_names=tuple(class_names),
-        threshold=config.threshold,
+        threshold=threshold,
         encoder=encoder,
         tiling=tiling,
         training=summary,
     )
     return TrainResult(checkpoint, tuple(history), best_epoch, tuple(s.name for s in validation))
+
+
+def _check_threshold_rule(config: TrainConfig, n_classes: int, validation: Sequence[LabelledSlide]) -> ThresholdRule:
+    """The threshold rule, refused before training when it cannot be tuned."""
+    rule = config.threshold_rule
+    if not rule.tuned:
+        return rule
+    if n_classes != 2:
+        raise TrainingError(f"--threshold {rule.text} applies to binary models; this cohort has {n_classes} classes")
+    labels = {s.label for s in validation}
+    if len(labels) < 2:
+        held = "no validation slides" if not validation else "validation slides of one class only"
+        raise TrainingError(
+            f"--threshold {rule.text} is tuned on the validation slides, but there are {held}; "
+            "mark both classes' slides split=val in the cohort, or raise --val-fraction"
+        )
+    return rule
 
 
 #: Smallest change of validation AUC (or, at equal AUC, of validation loss) that counts as better.
