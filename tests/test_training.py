@@ -166,34 +166,3 @@ def test_validation_split_is_stratified_and_keeps_patients_together():
 def test_labelled_slide_name(labelled_synthetic):
     slides, _ = labelled_synthetic(2)
     assert isinstance(slides[0], LabelledSlide) and slides[0].name == "synth_000"
-
-
-def test_feature_bags_from_clam_trident_h5_and_npz(tmp_path):
-    import h5py
-
-    from napari_regional_mil.errors import CacheError
-    from napari_regional_mil.training.datasets import read_feature_bag
-
-    rng = np.random.default_rng(0)
-    feats = rng.normal(size=(7, 5)).astype(np.float32)
-    with h5py.File(tmp_path / "clam.h5", "w") as fh:  # CLAM: features (N, D), coords (N, 2)
-        fh["features"] = feats
-        fh["coords"] = np.arange(14).reshape(7, 2) * 256
-        fh["coords"].attrs["patch_size"] = 256
-    with h5py.File(tmp_path / "trident.h5", "w") as fh:  # a leading batch axis
-        fh["features"] = feats[None]
-    np.savez(tmp_path / "plain.npz", features=feats)
-    for name in ("clam.h5", "trident.h5", "plain.npz"):
-        bag = read_feature_bag(tmp_path / name)
-        assert bag.slide_name == name.split(".")[0] and np.array_equal(bag.features, feats)
-        assert not bag.has_regions
-    assert read_feature_bag(tmp_path / "clam.h5").coords_px[1].tolist() == [512, 768]
-    np.savez(tmp_path / "nofeat.npz", coords=np.zeros((3, 2)))
-    with pytest.raises(CacheError, match="nofeat.npz: no 'features' array"):
-        read_feature_bag(tmp_path / "nofeat.npz")
-    np.savez(tmp_path / "empty.npz", features=np.zeros((0, 5)))
-    with pytest.raises(CacheError, match="empty.npz: 'features' must be a non-empty"):
-        read_feature_bag(tmp_path / "empty.npz")
-    (tmp_path / "junk.h5").write_bytes(b"junk")
-    with pytest.raises(CacheError, match="junk.h5: cannot read"):
-        read_feature_bag(tmp_path / "junk.h5")

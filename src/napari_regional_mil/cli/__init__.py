@@ -29,6 +29,8 @@ SUBCOMMANDS = (
     "train",
     "crossval",
     "predict",
+    "evaluate",
+    "export",
     "pretrain",
     "demo",
 )

@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import CacheError
     from ..model.checkpoint import load_checkpoint
     from ..training.cohort import CohortRow
-    from ..training.datasets import find_cache, find_feature_bag, read_feature_bag
+    from ..training.datasets import find_cache, find_feature_bag
+    from ..training.feature_files import read_feature_file
     from ..training.predict import attention_path, predict_slide, write_attention
 
     if args.out is not None and not args.out.parent.is_dir():  # before any work
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
                 embeddings = load_slide_embeddings(source)
             else:
-                embeddings = read_feature_bag(source, slide_name=row.name)
+                embeddings = read_feature_file(source, slide_name=row.name)
             prediction = predict_slide(checkpoint, embeddings, threshold=args.threshold)
             if not args.no_attention:
                 write_attention(prediction, attention_path(source), embeddings=embeddings)

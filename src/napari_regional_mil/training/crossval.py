@@ -1,9 +1,19 @@
-"""K-fold cross-validation of the first model (stratified; patient-grouped).
+"""K-fold cross-validation of the first model (stratified; patient-grouped), pooled out of fold.
 
-Each fold trains on the other folds (holding out a stratified validation part of them
-for early stopping, as :func:`~.train.train_model` does) and tests on its own slides
-with every patch. Reported per fold: AUC (one-vs-rest macro for > 2 classes), balanced
-accuracy and the confusion matrix; over folds: mean and standard deviation.
+Folds come from scikit-learn's ``StratifiedGroupKFold``: every patient's slides in one
+fold, the classes spread evenly. Each fold (:func:`run_fold`, callable on its own, e.g.
+one task per fold) trains on the other folds (holding out a stratified validation part
+of them for early stopping and for a tuned threshold, as :func:`~.train.train_model`
+does) and predicts its own slides with every patch. Reported per fold: AUC (one-vs-rest
+macro for > 2 classes), balanced accuracy and the confusion matrix; over folds: mean and
+standard deviation; pooled: every slide's out-of-fold prediction, scored once with
+bootstrap confidence intervals (:meth:`CrossValResult.pooled_report`).
+
+With ``refit=True`` a final model is trained on every slide (the model to deploy): as
+many epochs as the folds' median best epoch, no hold-out, the threshold chosen by the
+threshold rule on the pooled out-of-fold predictions. With ``tune`` (nested
+cross-validation, :mod:`.tuning`) each fold first picks its hyper-parameters by an inner
+cross-validation on its training slides only.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +36,20 @@ from ..model.clinical import ClinicalSpec
 from ..model.config import ModelConfig
 from ..model.first_model import make_bag
 from .datasets import LabelledSlide, clinical_records
-from .evaluation import decide
-from .metrics import balanced_accuracy, confusion_matrix, roc_auc
+from .evaluation import decide, tune_threshold
+from .folds import stratified_group_folds
+from .metrics import balanced_accuracy, confusion_matrix, finite_or_none, roc_auc
 from .predict import predict_bags
-from .train import TrainConfig, train_model
+from .report import EvaluationReport, evaluate_predictions
+from .train import TrainConfig, TrainResult, train_model
+from .tuning import TuneGrid, TuneResult, apply_candidate, tune_hyperparameters
 
-__all__ = ["CrossValResult", "FoldResult", "cross_validate", "stratified_group_folds"]
+__all__ = ["CrossValResult", "FoldResult", "FoldRun", "cross_validate", "refit_model", "run_fold"]
 
 
 @dataclass(frozen=True)
 class FoldResult:
-    """Test metrics of one fold."""
+    """Test metrics and out-of-fold predictions of one fold."""
 
     fold: int
     auc: float
@@ -50,25 +63,44 @@ class FoldResult:
     test_slides: list[str]
     test_labels: list[int]
     probabilities: list[list[float]]
+    threshold: float = 0.5
+    predicted: list[int] = field(default_factory=list)
+    test_patients: list[str] = field(default_factory=list)
+    hyperparameters: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class FoldRun:
+    """What :func:`run_fold` returns: the fold's result, its model, and its tuning."""
+
+    result: FoldResult
+    checkpoint: Checkpoint
+    tuning: TuneResult | None = None
 
 
 @dataclass(frozen=True)
 class CrossValResult:
-    """All folds and their summary."""
+    """All folds, their summary, the pooled out-of-fold predictions and the refitted model."""
 
     class_names: tuple[str, ...]
     model_type: str
     folds: tuple[FoldResult, ...]
     seed: int
     models: tuple[Checkpoint, ...] = field(default=(), repr=False, compare=False)
+    threshold_rule: str = "0.5"
+    refit: TrainResult | None = field(default=None, repr=False, compare=False)
+    tuning: tuple[TuneResult, ...] = field(default=(), repr=False, compare=False)
 
     def _stat(self, key: str) -> tuple[float, float]:
         values = np.array([getattr(f, key) for f in self.folds], dtype=np.float64)
+        values = values[~np.isnan(values)]
+        if values.size == 0:
+            return math.nan, math.nan
         return float(np.mean(values)), float(np.std(values, ddof=1)) if values.size > 1 else 0.0
 
     @property
     def auc(self) -> tuple[float, float]:
-        """Mean and standard deviation of the fold AUCs."""
+        """Mean and standard deviation of the fold AUCs (folds with an undefined AUC left out)."""
         return self._stat("auc")
 
     @property
@@ -82,15 +114,55 @@ class CrossValResult:
         return np.sum([np.array(f.confusion) for f in self.folds], axis=0)
 
     @property
-    def slides_per_second(self) -> float:
-        """Training throughput: slides seen by training steps per second of training."""
+    def bags_per_second(self) -> float:
+        """Training throughput: bags (slides) seen by training steps per second of training."""
         seen = sum(f.n_train * f.epochs_run for f in self.folds)
         return seen / max(1e-9, sum(f.train_seconds for f in self.folds))
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable record (summary and every fold)."""
-        (auc_m, auc_s), (bacc_m, bacc_s) = self.auc, self.balanced_accuracy
+    # -- pooled out-of-fold predictions ---------------------------------------------------
+    def pooled(self) -> dict[str, Any]:
+        """Every slide's out-of-fold prediction: ``slides``, ``patients``, ``folds``, ``labels``
+        ``(N,)``, ``probabilities`` ``(N, C)`` and ``predicted`` ``(N,)`` (each at its fold's threshold)."""
         return {
+            "slides": [s for f in self.folds for s in f.test_slides],
+            "patients": [p for f in self.folds for p in (f.test_patients or f.test_slides)],
+            "folds": np.array([f.fold for f in self.folds for _ in f.test_slides], dtype=np.int64),
+            "labels": np.array([y for f in self.folds for y in f.test_labels], dtype=np.int64),
+            "probabilities": np.array([p for f in self.folds for p in f.probabilities], dtype=np.float64),
+            "predicted": np.array([y for f in self.folds for y in f.predicted], dtype=np.int64),
+        }
+
+    def pooled_report(self, *, n_bootstrap: int = 1000, seed: int | None = None, patients: bool = False) -> EvaluationReport:
+        """Score the pooled out-of-fold predictions once, with bootstrap 95 % intervals.
+
+        Parameters
+        ----------
+        n_bootstrap
+            Bootstrap resamples over slides.
+        seed
+            Bootstrap seed (default: the cross-validation's seed).
+        patients
+            Also score patients (mean of their slides' probabilities).
+        """
+        pooled = self.pooled()
+        thresholds = {f.threshold for f in self.folds}
+        return evaluate_predictions(
+            pooled["probabilities"],
+            pooled["labels"],
+            class_names=self.class_names,
+            slides=pooled["slides"],
+            threshold=thresholds.pop() if len(thresholds) == 1 else math.nan,
+            predicted=pooled["predicted"],
+            patients=pooled["patients"] if patients else None,
+            n_bootstrap=n_bootstrap,
+            seed=self.seed if seed is None else seed,
+        )
+
+    # -- records ----------------------------------------------------------------------------
+    def to_json(self, report: EvaluationReport | None = None) -> dict[str, Any]:
+        """A JSON-serialisable record (summary, every fold, the pooled report if given); ``null``, never NaN."""
+        (auc_m, auc_s), (bacc_m, bacc_s) = self.auc, self.balanced_accuracy
+        record: dict[str, Any] = {
             "model_type": self.model_type,
             "class_names": list(self.class_names),
             "seed": self.seed,
@@ -100,61 +172,126 @@ class CrossValResult:
             "balanced_accuracy_mean": bacc_m,
             "balanced_accuracy_sd": bacc_s,
             "confusion": self.confusion.tolist(),
-            "train_slides_per_second": self.slides_per_second,
+            "threshold_rule": self.threshold_rule,
+            "train_bags_per_second": self.bags_per_second,
             "folds": [asdict(f) for f in self.folds],
         }
+        if report is not None:
+            record["pooled"] = report.to_json()
+        if self.tuning:
+            record["tuning"] = [t.to_json() for t in self.tuning]
+        if self.refit is not None:
+            training = self.refit.checkpoint.training
+            record["refit"] = {
+                "epochs": training.get("epochs_run"),
+                "threshold": self.refit.checkpoint.threshold,
+                "threshold_tuned_on": training.get("threshold_tuned_on"),
+                "n_train": training.get("n_train"),
+            }
+        return finite_or_none(record)
 
     def summary(self) -> str:
         """Human-readable lines: one per fold, then mean +- sd."""
         lines = [f"{'fold':>4} {'AUC':>6} {'bacc':>6} {'train':>5} {'test':>4}  confusion (rows: true)"]
         for f in self.folds:
-            lines.append(
-                f"{f.fold:>4} {f.auc:6.3f} {f.balanced_accuracy:6.3f} {f.n_train:5d} {f.n_test:4d}  {f.confusion}"
-            )
+            auc = "   n/a" if math.isnan(f.auc) else f"{f.auc:6.3f}"
+            lines.append(f"{f.fold:>4} {auc} {f.balanced_accuracy:6.3f} {f.n_train:5d} {f.n_test:4d}  {f.confusion}")
         (auc_m, auc_s), (bacc_m, bacc_s) = self.auc, self.balanced_accuracy
-        lines.append(f"{self.model_type}: AUC {auc_m:.3f} +- {auc_s:.3f}, balanced accuracy {bacc_m:.3f} +- {bacc_s:.3f}")
+        lines.append(
+            f"{self.model_type}: AUC {auc_m:.3f} +- {auc_s:.3f}, balanced accuracy {bacc_m:.3f} +- {bacc_s:.3f} "
+            f"over {len(self.folds)} folds; training {self.bags_per_second:.1f} bags/s"
+        )
         return "\n".join(lines)
 
-    def write_json(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`to_json` atomically."""
-        return write_json_atomic(path, self.to_json(), sort_keys=False)
+    def write_json(self, path: str | os.PathLike[str], report: EvaluationReport | None = None) -> Path:
+        """Write :meth:`to_json` atomically (strict JSON: ``null`` for undefined values)."""
+        import json
+
+        json.dumps(self.to_json(report), allow_nan=False)  # fail here, not in a reader, if a NaN slipped through
+        return write_json_atomic(path, self.to_json(report), sort_keys=False)
 
 
-def stratified_group_folds(
-    labels: np.ndarray, patients: np.ndarray, *, n_folds: int, class_names: Sequence[str], seed: int = 0
-) -> list[np.ndarray]:
-    """Test indices of each fold: every patient in one fold, every class in every fold.
+def run_fold(
+    train: Sequence[LabelledSlide],
+    test: Sequence[LabelledSlide],
+    *,
+    fold: int,
+    class_names: Sequence[str],
+    model_config: ModelConfig | None = None,
+    config: TrainConfig = TrainConfig(),
+    tune: TuneGrid | None = None,
+    clinical: ClinicalSpec | None = None,
+) -> Generator[Progress, None, FoldRun]:
+    """Train on ``train`` and predict ``test``: one fold of cross-validation (a job).
 
-    Raises
+    Independent of the other folds (the same inputs give the same fold), so folds can
+    run as separate tasks.
+
+    Yields
     ------
-    TrainingError
-        A class has fewer patients than folds (some fold would have no slide of it).
+    Progress
+        ``stage="fold"``, ``done``/``total`` in thousandths of the fold; the training's
+        per-epoch metrics are passed on with ``fold`` added.
     """
-    labels = np.asarray(labels)
-    patients = np.asarray(patients, dtype=object)
-    if n_folds < 2:
-        raise TrainingError(f"cross-validation needs at least 2 folds, got {n_folds}")
-    rng = np.random.default_rng(seed)
-    unique = list(dict.fromkeys(patients.tolist()))
-    patient_label = {p: int(np.bincount(labels[patients == p]).argmax()) for p in unique}
-    fold_of: dict[Any, int] = {}
-    sizes = np.zeros(n_folds, dtype=np.int64)
-    for c in range(len(class_names)):
-        members = [p for p in unique if patient_label[p] == c]
-        if 0 < len(members) < n_folds:
-            raise TrainingError(
-                f"class {class_names[c]!r} has {len(members)} patient(s), fewer than {n_folds} folds: some test fold "
-                f"would hold none of it; use --folds {max(2, len(members))} or fewer, or add slides"
+    train, test = list(train), list(test)
+    tuning: TuneResult | None = None
+    if tune is not None:
+        job = tune_hyperparameters(
+            train, class_names=class_names, model_config=model_config, config=config, grid=tune, clinical=clinical
+        )
+        tuning = yield from _scaled(job, fold, 0, 500)
+        model_config, config = apply_candidate(tuning.best, model_config, config)
+    started = time.perf_counter()
+    trained = yield from _scaled(
+        train_model(train, class_names=class_names, model_config=model_config, config=config, clinical=clinical),
+        fold,
+        500 if tune is not None else 0,
+        1000,
+    )
+    seconds = time.perf_counter() - started
+    checkpoint = trained.checkpoint
+    labels = np.array([s.label for s in test], dtype=np.int64)
+    bags = [make_bag(s.embeddings, trained.model.config, clinical=s.clinical) for s in test]
+    probs = predict_bags(trained.model, bags)
+    predicted = np.asarray(decide(probs, checkpoint.threshold, checkpoint.positive_class))
+    result = FoldResult(
+        fold=fold,
+        auc=roc_auc(probs, labels),
+        balanced_accuracy=balanced_accuracy(predicted, labels, len(class_names)),
+        confusion=confusion_matrix(predicted, labels, len(class_names)).tolist(),
+        n_train=int(checkpoint.training["n_train"]),
+        n_test=len(test),
+        best_epoch=trained.best_epoch,
+        epochs_run=len(trained.history),
+        train_seconds=seconds,
+        test_slides=[s.name for s in test],
+        test_labels=labels.tolist(),
+        probabilities=probs.tolist(),
+        threshold=float(checkpoint.threshold),
+        predicted=predicted.tolist(),
+        test_patients=[s.patient for s in test],
+        hyperparameters=dict(tuning.best) if tuning is not None else {},
+    )
+    return FoldRun(result, checkpoint, tuning)
+
+
+def _scaled(job: Generator[Progress, None, Any], fold: int, start: int, end: int) -> Generator[Progress, None, Any]:
+    """Pass a job's events on as ``stage="fold"`` in thousandths ``[start, end]`` of the fold."""
+    try:
+        while True:
+            event = next(job)
+            yield Progress(
+                "fold",
+                start + int((end - start) * event.fraction),
+                1000,
+                event.message,
+                rate=event.rate,
+                metrics={**event.metrics, "fold": fold} if event.metrics else {},
             )
-        in_class = np.zeros(n_folds, dtype=np.int64)
-        for i in rng.permutation(len(members)):
-            # the fold with the fewest patients of this class, then the fewest slides
-            fold = int(np.lexsort((sizes, in_class))[0])
-            fold_of[members[i]] = fold
-            in_class[fold] += 1
-            sizes[fold] += int((patients == members[i]).sum())
-    folds = np.array([fold_of[p] for p in patients])
-    return [np.flatnonzero(folds == k) for k in range(n_folds)]
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        job.close()
 
 
 def cross_validate(
@@ -165,21 +302,38 @@ def cross_validate(
     model_config: ModelConfig | None = None,
     config: TrainConfig = TrainConfig(),
     keep_models: bool = False,
+    refit: bool = False,
+    tune: TuneGrid | None = None,
     clinical: ClinicalSpec | None = None,
 ) -> Generator[Progress, None, CrossValResult]:
     """K-fold cross-validation (a job). ``config.seed`` seeds the folds and every fold's training.
 
-    ``clinical`` fuses these clinical variables with the slide; each fold fits their
-    encoding on its own training slides (the levels of categorical variables are those
-    of every slide, see :meth:`~..model.clinical.ClinicalSpec.knowing`).
-    ``keep_models=True`` keeps each fold's trained model in ``CrossValResult.models``
-    (e.g. to inspect its attention on the fold's test slides).
+    Parameters
+    ----------
+    slides, class_names
+        The labelled slides and their classes.
+    n_folds
+        K.
+    model_config, config
+        The first model's hyper-parameters and the optimisation settings (the threshold
+        rule included: tuned per fold on its validation part).
+    keep_models
+        Keep each fold's model in ``CrossValResult.models``.
+    refit
+        Train the final model on every slide at the end (see the module docstring).
+    tune
+        Nested cross-validation over this grid (see :mod:`.tuning`).
+    clinical
+        Fuse these clinical variables with the slide; each fold fits their encoding on
+        its own training slides (the levels of categorical variables are those of every
+        slide, see :meth:`~..model.clinical.ClinicalSpec.knowing`).
 
     Yields
     ------
     Progress
-        ``stage="crossval"``, ``done``/``total`` in folds x 1000; per-epoch events carry
-        the training metrics plus ``fold``; one event per fold carries ``fold_auc``.
+        ``stage="crossval"``, ``done``/``total`` in folds x 1000 (plus one for the refit);
+        per-epoch events carry the training metrics plus ``fold``; one event per fold
+        carries ``fold_auc``.
     """
     slides = list(slides)
     labels = np.array([s.label for s in slides], dtype=np.int64)
@@ -187,68 +341,96 @@ def cross_validate(
     if clinical is not None:
         clinical = clinical.knowing(clinical_records(slides))
     folds = stratified_group_folds(labels, patients, n_folds=n_folds, class_names=class_names, seed=config.seed)
+    steps = len(folds) + (1 if refit else 0)
     results: list[FoldResult] = []
     models: list[Checkpoint] = []
+    tunings: list[TuneResult] = []
     model_type = model_config.model_type if model_config is not None else "regional"
     for k, test_idx in enumerate(folds):
         train_idx = np.setdiff1d(np.arange(len(slides)), test_idx)
-        job = train_model(
-            [slides[i] for i in train_idx],
-            class_names=class_names,
-            model_config=model_config,
-            config=config,
-            clinical=clinical,
+        job = run_fold(
+            [slides[i] for i in train_idx], [slides[i] for i in test_idx], fold=k + 1, class_names=class_names,
+            model_config=model_config, config=config, tune=tune, clinical=clinical,
         )
-        started = time.perf_counter()
-        try:
-            while True:
-                event = next(job)
-                inner = event.fraction
-                yield Progress(
-                    "crossval",
-                    int(1000 * (k + inner)),
-                    1000 * len(folds),
-                    f"fold {k + 1}/{len(folds)}: {event.message}",
-                    rate=event.rate,
-                    metrics={**event.metrics, "fold": k + 1} if event.metrics else {},
-                )
-        except StopIteration as stop:
-            trained = stop.value
-        finally:
-            job.close()
-        seconds = time.perf_counter() - started
+        run = yield from _relabel(job, f"fold {k + 1}/{len(folds)}", 1000 * k, 1000 * steps)
+        results.append(run.result)
+        model_type = run.checkpoint.config.model_type
         if keep_models:
-            models.append(trained.checkpoint)
-        model_type = trained.model.config.model_type
-        test = [slides[i] for i in test_idx]
-        bags = [make_bag(s.embeddings, trained.model.config, clinical=s.clinical) for s in test]
-        probs = predict_bags(trained.model, bags)
-        test_labels = labels[test_idx]
-        predicted = decide(probs, config.threshold, 1)
-        auc = roc_auc(probs, test_labels)
-        if math.isnan(auc):
-            raise TrainingError(f"fold {k + 1}: the test slides hold only one class; AUC is undefined")
-        results.append(
-            FoldResult(
-                fold=k + 1,
-                auc=auc,
-                balanced_accuracy=balanced_accuracy(predicted, test_labels, len(class_names)),
-                confusion=confusion_matrix(predicted, test_labels, len(class_names)).tolist(),
-                n_train=int(trained.checkpoint.training["n_train"]),
-                n_test=len(test),
-                best_epoch=trained.best_epoch,
-                epochs_run=len(trained.history),
-                train_seconds=seconds,
-                test_slides=[s.name for s in test],
-                test_labels=test_labels.tolist(),
-                probabilities=probs.tolist(),
-            )
-        )
+            models.append(run.checkpoint)
+        if run.tuning is not None:
+            tunings.append(run.tuning)
+        auc = run.result.auc
         yield Progress(
-            "crossval",
-            1000 * (k + 1),
-            1000 * len(folds),
-            f"fold {k + 1}/{len(folds)}: AUC {auc:.3f}",
-            metrics={"fold": k + 1, "fold_auc": auc, "fold_bacc": results[-1].balanced_accuracy},
+            "crossval", 1000 * (k + 1), 1000 * steps, f"fold {k + 1}/{len(folds)}: AUC {auc:.3f}",
+            metrics={"fold": k + 1, "fold_auc": auc, "fold_bacc": run.result.balanced_accuracy},
         )
-    return CrossValResult(tuple(class_names), model_type, tuple(results), config.seed, tuple(models))
+    result = CrossValResult(tuple(class_names), model_type, tuple(results), config.seed, tuple(models),
+                            config.threshold_rule.text, None, tuple(tunings))
+    if refit:
+        final = yield from _relabel(
+            refit_model(slides, result, class_names=class_names, model_config=model_config, config=config, tune=tune,
+                        clinical=clinical),
+            "refit on all slides", 1000 * len(folds), 1000 * steps,
+        )
+        result = replace(result, refit=final)
+    return result
+
+
+def _relabel(job: Generator[Progress, None, Any], what: str, offset: int, total: int) -> Generator[Progress, None, Any]:
+    try:
+        while True:
+            event = next(job)
+            yield Progress("crossval", offset + int(1000 * event.fraction), total, f"{what}: {event.message}",
+                           rate=event.rate, metrics=event.metrics)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        job.close()
+
+
+def refit_model(
+    slides: Sequence[LabelledSlide],
+    crossval: CrossValResult,
+    *,
+    class_names: Sequence[str],
+    model_config: ModelConfig | None = None,
+    config: TrainConfig = TrainConfig(),
+    tune: TuneGrid | None = None,
+    clinical: ClinicalSpec | None = None,
+) -> Generator[Progress, None, TrainResult]:
+    """The model to deploy: trained on every slide after cross-validation (a job).
+
+    Epochs: the folds' median best epoch (the early-stopping point cross-validation
+    found); no hold-out. Threshold: the rule applied to the pooled out-of-fold
+    predictions (a fixed value stays as is). With ``tune``, the hyper-parameters are
+    chosen by an inner cross-validation over every slide first.
+    """
+    slides = list(slides)
+    if tune is not None:
+        job = tune_hyperparameters(
+            slides, class_names=class_names, model_config=model_config, config=config, grid=tune, clinical=clinical
+        )
+        tuning = yield from _scaled(job, 0, 0, 500)
+        model_config, config = apply_candidate(tuning.best, model_config, config)
+    rule = config.threshold_rule
+    threshold: float = rule.target
+    if rule.tuned:
+        pooled = crossval.pooled()
+        try:
+            threshold = tune_threshold(rule, pooled["probabilities"], pooled["labels"], 1)
+        except ValueError as exc:
+            raise TrainingError(f"refit: {exc}") from None
+    epochs = max(1, int(round(float(np.median([f.best_epoch for f in crossval.folds])))))
+    final_config = replace(config, epochs=epochs, val_fraction=0.0, threshold=threshold)
+    trained = yield from _scaled(
+        train_model(slides, class_names=class_names, model_config=model_config, config=final_config, clinical=clinical),
+        0, 500 if tune is not None else 0, 1000,
+    )
+    training = dict(trained.checkpoint.training)
+    training.update(
+        threshold_rule=rule.text,
+        threshold_tuned_on=f"pooled out-of-fold predictions of {len(crossval.pooled()['slides'])} slides"
+        if rule.tuned else None,
+        refit_epochs=f"median best epoch of {len(crossval.folds)} folds",
+    )
+    return replace(trained, checkpoint=replace(trained.checkpoint, training=training))

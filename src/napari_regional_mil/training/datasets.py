@@ -4,9 +4,10 @@ A slide of the cohort whose cache is missing is never silently dropped: it is em
 first when the caller passes an ``embed`` function, otherwise every missing slide is
 listed in one :class:`~napari_regional_mil.errors.CacheError`.
 
-Bags of features without coordinates (CLAM/TRIDENT ``.h5`` with ``features`` and optional
-``coords``, or ``.npz`` with a ``features`` array) train the patch-level models; the
-regional parts switch off (see :func:`~.train.adapt_model_config`).
+Feature files of other tools (CLAM/TRIDENT and STAMP ``.h5``, CLAM ``.pt``, ``.npz``; see
+:mod:`.feature_files`) are read with their coordinates and patch size where present, so
+the regions are rebuilt; bags without coordinates train the patch-level models (the
+regional parts switch off, see :func:`~.train.adapt_model_config`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..jobs import Progress
 from ..model.checkpoint import provenance
 from ..model.clinical import ClinicalRecord
 from .cohort import Cohort, CohortRow
+from .feature_files import find_feature_file, read_feature_file
 
 __all__ = [
     "LabelledSlide",
@@ -35,7 +37,6 @@ __all__ = [
     "find_feature_bag",
     "load_cohort_embeddings",
     "load_feature_bags",
-    "read_feature_bag",
 ]
 
 EmbedFunction = Callable[[CohortRow], Generator[Progress, None, Any]]
@@ -155,74 +156,22 @@ def load_cohort_embeddings(
     return out
 
 
-def read_feature_bag(path: str | os.PathLike, *, slide_name: str | None = None) -> SlideEmbeddings:
-    """Read a bag of patch features without regions.
-
-    Parameters
-    ----------
-    path
-        A CLAM/TRIDENT ``.h5`` (datasets ``features`` (N, D) or (1, N, D), optional
-        ``coords`` (N, 2)) or an ``.npz`` with a ``features`` array (and optional ``coords``).
-    slide_name
-        Name of the slide (default: the file stem).
-
-    Raises
-    ------
-    CacheError
-        Unreadable file, no ``features``, wrong shape, or an empty bag.
-    """
-    path = Path(path)
-    name = slide_name or path.stem
-    meta: dict[str, Any] = {"source": str(path), "format": path.suffix.lower().lstrip(".")}
-    try:
-        if path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                if "features" not in data:
-                    raise CacheError(f"{path}: no 'features' array (found: {', '.join(data.files) or 'none'})")
-                features = np.asarray(data["features"])
-                coords = np.asarray(data["coords"]) if "coords" in data else None
-        else:
-            import h5py
-
-            with h5py.File(path, "r") as fh:
-                if "features" not in fh:
-                    raise CacheError(f"{path}: no 'features' dataset (found: {', '.join(fh.keys()) or 'none'})")
-                features = np.asarray(fh["features"][()])
-                coords = np.asarray(fh["coords"][()]) if "coords" in fh else None
-                for key, value in {**dict(fh.attrs), **dict(fh["features"].attrs)}.items():
-                    if isinstance(value, (str, int, float, np.integer, np.floating)):
-                        meta[key] = value.item() if hasattr(value, "item") else value
-    except CacheError:
-        raise
-    except (OSError, ValueError, KeyError) as exc:
-        raise CacheError(f"{path}: cannot read the feature bag ({exc})") from None
-    if features.ndim == 3 and features.shape[0] == 1:
-        features = features[0]
-    if features.ndim != 2 or features.shape[0] == 0 or not np.issubdtype(features.dtype, np.number):
-        raise CacheError(f"{path}: 'features' must be a non-empty (N, D) numeric array, got shape {features.shape}")
-    if coords is not None:
-        if coords.ndim == 3 and coords.shape[0] == 1:
-            coords = coords[0]
-        if coords.shape != (features.shape[0], 2):
-            raise CacheError(f"{path}: 'coords' has shape {coords.shape}, expected ({features.shape[0]}, 2)")
-        coords = coords.astype(np.int64)
-    meta.setdefault("embedding_dim", int(features.shape[1]))
-    return SlideEmbeddings(slide_name=name, features=features.astype(np.float32), coords_px=coords, meta=meta)
-
-
 def find_feature_bag(features_dir: str | os.PathLike, row: CohortRow) -> Path | None:
-    """``<features_dir>/<slide>.h5`` or ``.npz`` (also under ``h5_files/``), or ``None``."""
-    root = Path(features_dir)
-    for folder in (root, root / "h5_files", root / "features"):
-        for suffix in (".h5", ".npz"):
-            candidate = folder / f"{row.name}{suffix}"
-            if candidate.is_file():
-                return candidate
+    """The feature file of ``row``'s slide in ``features_dir`` (see :func:`~.feature_files.find_feature_file`)."""
+    for name in dict.fromkeys((row.name, Path(row.slide).stem)):
+        found = find_feature_file(features_dir, name)
+        if found is not None:
+            return found
     return None
 
 
-def load_feature_bags(cohort: Cohort, *, features_dir: str | os.PathLike) -> Generator[Progress, None, list[LabelledSlide]]:
-    """Load the feature bags of every slide of ``cohort`` (a job; regional parts unavailable).
+def load_feature_bags(
+    cohort: Cohort, *, features_dir: str | os.PathLike, region_size: int = 8
+) -> Generator[Progress, None, list[LabelledSlide]]:
+    """Load the feature files of every slide of ``cohort`` (a job).
+
+    See :mod:`.feature_files` for the formats; with coordinates and a patch size the
+    regions (``region_size`` x ``region_size`` patches) are rebuilt.
 
     Raises
     ------
@@ -233,13 +182,14 @@ def load_feature_bags(cohort: Cohort, *, features_dir: str | os.PathLike) -> Gen
     if missing:
         listed = ", ".join(f"{r.name!r} (line {r.line})" for r in missing[:10])
         raise CacheError(
-            f"{cohort.path.name}: no feature file (.h5/.npz) in {features_dir} for {len(missing)} slide(s): {listed}"
+            f"{cohort.path.name}: no feature file (.h5/.npz/.pt) in {features_dir} for {len(missing)} slide(s): {listed}"
         )
     out = []
     for i, (row, label) in enumerate(zip(cohort.rows, cohort.labels)):
         path = find_feature_bag(features_dir, row)
         assert path is not None
-        out.append(LabelledSlide(read_feature_bag(path, slide_name=row.name), int(label), row.patient, row.split, path))
+        bag = read_feature_file(path, slide_name=row.name, region_size=region_size)
+        out.append(LabelledSlide(bag, int(label), row.patient, row.split, path))
         yield Progress("load", i + 1, len(cohort), f"loaded {row.name}")
     return out
 

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..atomic import atomic_path
 from .report import CURVE_GRID, EvaluationReport
 
 __all__ = [
@@ -144,8 +145,6 @@ def figure_bytes(fig: Figure, fmt: str = "png") -> bytes:
 
 def save_figure(fig: Figure, stem: str | os.PathLike[str], *, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     """Write ``<stem>.png`` and ``<stem>.svg`` atomically; return the paths."""
-    from ..atomic import atomic_path
-
     written = []
     for fmt in formats:
         path = Path(f"{os.fspath(stem)}.{fmt}")
