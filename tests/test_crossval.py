@@ -197,5 +197,5 @@ def test_nested_tuning_picks_per_fold_from_the_grid(labelled_synthetic):
         assert tuning.n_slides == 12 - fold.n_test  # the outer test slides are never seen by tuning
         assert len(tuning.scores) == 2 and fold.epochs_run <= 2
         best_auc = max(a for _, a in tuning.scores)
-        assert [a for c, a in tuning.scores if c == tuning.best][0] == best_auc
+        assert next(a for c, a in tuning.scores if c == tuning.best) == best_auc
     assert json.dumps(result.to_json(), allow_nan=False)

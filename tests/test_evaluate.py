@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def _evaluate(world, out, *extra):
 
 
 def test_scores_the_test_split_with_intervals_tables_and_plots(world, tmp_path, capsys):
-    root, slides, classes, splits, model = world
+    _, slides, classes, splits, model = world
     out = tmp_path / "eval"
     assert _evaluate(world, out) == 0
     printed = capsys.readouterr().out
@@ -112,12 +113,12 @@ def test_external_cohort_without_splits_scores_every_slide_and_patients_average(
 def test_bad_inputs_give_one_line_and_write_nothing(world, tmp_path, capsys):
     from openpyxl import Workbook
 
-    root, slides, classes, splits, model = world
+    root, slides, classes, _, model = world
     cases = {}
     other = tmp_path / "other.csv"
     other.write_text("slide,label\n" + "".join(f"{s.name},{['cat', 'dog'][s.label]}\n" for s in slides[:4]))
-    cases["classes"] = (["--labels", other, "--split", "all"], r"model.safetensors: classes .* do not match the labels "
-                        r"of other.csv line 2: label '(cat|dog)' is not one of them")
+    cases["classes"] = (["--labels", other, "--split", "all"],
+                        r"model.safetensors: classes .* do not match the labels of other.csv line 2: label '(cat|dog)'")
     one = tmp_path / "one.csv"
     one.write_text("slide,label,split\n" + "".join(
         f"{s.name},{classes[0]},{'test' if i < 3 else 'train'}\n{slides[i + 12].name},{classes[1]},train\n"
@@ -143,6 +144,6 @@ def test_bad_inputs_give_one_line_and_write_nothing(world, tmp_path, capsys):
         assert main(argv) == 2, key
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.startswith("error:")]
-        assert len(lines) == 1 and __import__("re").search(problem, lines[0]), (key, err)
+        assert len(lines) == 1 and re.search(problem, lines[0]), (key, err)
         assert not out.exists(), key
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

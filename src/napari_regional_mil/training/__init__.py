@@ -14,9 +14,9 @@ cross-validation, metrics, prediction.
 
 from .cohort import Cohort, CohortRow, read_cohort
 from .crossval import CrossValResult, FoldResult, cross_validate
-from .folds import stratified_group_folds
 from .datasets import LabelledSlide, load_cohort_embeddings, load_feature_bags
 from .feature_files import find_feature_file, read_feature_file
+from .folds import stratified_group_folds
 from .predict import attention_path, predict_slide, read_attention, write_attention
 from .prediction import SlidePrediction
 from .train import TrainConfig, TrainResult, split_validation, train_model
@@ -32,9 +32,9 @@ __all__ = [
     "TrainResult",
     "attention_path",
     "cross_validate",
+    "find_feature_file",
     "load_cohort_embeddings",
     "load_feature_bags",
-    "find_feature_file",
     "predict_slide",
     "read_attention",
     "read_cohort",

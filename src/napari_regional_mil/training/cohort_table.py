@@ -24,7 +24,7 @@ from ..errors import CohortError
 from ..slide import formats
 from .cohort import SPLITS, Cohort, CohortRow, read_cohort, slide_key
 
-__all__ = ["SLIDE_SUFFIXES", "EMBEDDED", "TableRow", "CohortTable", "resolve_slide_file"]
+__all__ = ["EMBEDDED", "SLIDE_SUFFIXES", "CohortTable", "TableRow", "resolve_slide_file"]
 
 #: File suffixes the "add folder" action picks up (lower case): the one list, :mod:`..slide.formats`.
 SLIDE_SUFFIXES = formats.SLIDE_SUFFIXES

@@ -420,7 +420,7 @@ def refit_model(
             threshold = tune_threshold(rule, pooled["probabilities"], pooled["labels"], 1)
         except ValueError as exc:
             raise TrainingError(f"refit: {exc}") from None
-    epochs = max(1, int(round(float(np.median([f.best_epoch for f in crossval.folds])))))
+    epochs = max(1, round(float(np.median([f.best_epoch for f in crossval.folds]))))
     final_config = replace(config, epochs=epochs, val_fraction=0.0, threshold=threshold)
     trained = yield from _scaled(
         train_model(slides, class_names=class_names, model_config=model_config, config=final_config, clinical=clinical),

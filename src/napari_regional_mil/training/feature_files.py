@@ -127,7 +127,7 @@ def _stamp_bag(path: Path, name: str, features: np.ndarray, coords_um: np.ndarra
     tile_um = _positive(attrs.get("tile_size_um"))
     tile_px = _positive(attrs.get("tile_size_px"))
     if tile_um is not None and tile_px is not None:
-        meta.update(patch_size=int(round(tile_px)), target_mpp=tile_um / tile_px, patch_size_um=tile_um)
+        meta.update(patch_size=round(tile_px), target_mpp=tile_um / tile_px, patch_size_um=tile_um)
     if coords_um is None:
         return SlideEmbeddings(slide_name=name, features=features, meta=meta)
     coords_um = _check_coords(path, coords_um, features.shape[0]).astype(np.float64)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import uuid
@@ -89,7 +90,7 @@ def csv_text(header: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return "" if value != value else f"{value:.6f}"  # NaN -> empty
+        return "" if math.isnan(value) else f"{value:.6f}"  # NaN -> empty
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)

@@ -176,7 +176,7 @@ class EvaluationReport:
         """A JSON-ready record (``None`` where a value is undefined, never NaN)."""
         record: dict[str, Any] = {
             "level": self.level,
-            "n": int(len(self.labels)),
+            "n": len(self.labels),
             "class_names": list(self.class_names),
             "class_counts": np.bincount(self.labels, minlength=len(self.class_names)).tolist(),
             "positive_class": self.class_names[self.positive_class] if self.binary else None,

@@ -19,6 +19,7 @@ import csv
 import datetime as dt
 import io
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,13 +130,14 @@ def _cell_text(value: object) -> str:
 
 def _read_excel(path: Path) -> Table:
     from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
 
     try:
         # not read_only: merged-cell ranges are only known in the full mode
         book = load_workbook(path, data_only=True)
     except FileNotFoundError:
         raise CohortError(f"{path}: cannot read the table (no such file)") from None
-    except Exception as exc:  # openpyxl/zipfile raise many types for a damaged or foreign file
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, InvalidFileException) as exc:  # damaged or foreign
         raise CohortError(f"{path.name}: not a readable XLSX workbook ({type(exc).__name__}: {exc})") from None
     try:
         sheet = book.worksheets[0]

@@ -108,7 +108,7 @@ def split_validation(
     held: list[Any] = []
     for c in np.unique(labels):
         members = [p for p in unique if patient_label[p] == c]
-        n = int(round(fraction * len(members)))
+        n = round(fraction * len(members))
         n = min(max(n, 1), len(members) - 1) if len(members) >= 2 else 0
         order = rng.permutation(len(members))
         held.extend(members[i] for i in order[:n])
