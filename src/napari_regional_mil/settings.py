@@ -319,7 +319,9 @@ class TrainConfig:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         if isinstance(self.class_weights, str) and self.class_weights not in ("none", "balanced"):
             raise ValueError(f"class_weights must be 'none', 'balanced' or numbers, got {self.class_weights!r}")
-        parse_threshold(self.threshold)  # raises ValueError naming the accepted forms
+        rule = parse_threshold(self.threshold)  # raises ValueError naming the accepted forms
+        # one spelling per rule, whichever front end set it ("0.5" from a text field is 0.5)
+        object.__setattr__(self, "threshold", rule.target if not rule.tuned else rule.text)
 
     @property
     def threshold_rule(self) -> ThresholdRule:

@@ -36,7 +36,7 @@ import h5py
 import numpy as np
 import torch
 
-from ..embedding.cache import pool_regions
+from ..embedding.store import pool_regions
 from ..embedding.h5io import import_h5, regions_from_grid
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError
