@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             switch("done")
             app.quit()
 
-    slide_layer = cohort_w.open_row(0)  # the canvas shows a slide (with its grids) while the jobs run
-    grid_name = f"region grid ({slide_layer.name})"
+    cohort_w.open_row(0)  # the canvas shows a slide (with its grids) while the jobs run
+    grid_name = f"region grid ({cohort.slides[0].stem})"
     state["phase_t0"] = time.perf_counter()
     if os.environ.get("GUI_BENCH_SAMPLE"):
         _start_sampler(state)

@@ -17,8 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from badinputs import (
+    CSV_PROBLEMS,
+    MARKER,
+    TILING_ARGS,
+    Corpus,
+    build_corpus,
+    tree_hashes,
+)
 
-from badinputs import CSV_PROBLEMS, MARKER, TILING_ARGS, Corpus, build_corpus, tree_hashes
 from napari_regional_mil.cli import main
 
 #: A progress line of ``cli._progress.drive`` (tqdm, non-tty): ``<stage>:  30%|###   | 3/10 [...]`` or ``<stage>: 3it [...]``.
@@ -268,18 +275,24 @@ def errors_shown(shown_notes):
 
 
 @pytest.mark.parametrize("key", ["empty", "text_svs", "truncated_50", "unknown_compression", "ome_4d", "no_mpp_ok"])
-def test_slide_widget_open_notifies(make_napari_viewer, corpus, errors_shown, key):
+def test_slide_widget_open_notifies(make_napari_viewer, corpus, errors_shown, key, qtbot):
     from napari_regional_mil._widgets.slide_widget import SlideWidget
 
     viewer = make_napari_viewer()
     widget = SlideWidget(viewer)
+
+    def opened(path) -> bool:  # the Open button reads the slide in a worker
+        job = widget.open_path(path)
+        qtbot.waitUntil(lambda: job.status != "running", timeout=30000)
+        return job.status == "done" and widget.slide is not None
+
     if key == "no_mpp_ok":  # a slide without mpp opens (the mpp is asked for), tiling it is refused
-        assert widget.open_path(corpus.slides["no_mpp"])
+        assert opened(corpus.slides["no_mpp"])
         widget.tile()
         assert len(errors_shown()) == 1 and "no_mpp.tif" in errors_shown()[0] and "mpp" in errors_shown()[0]
         return
     path = corpus.slides[key]
-    assert not widget.open_path(path)
+    assert not opened(path)
     assert len(errors_shown()) == 1
     assert path.name in errors_shown()[0] and "\n" not in errors_shown()[0]
     assert len(viewer.layers) == 0 and widget.slide is None

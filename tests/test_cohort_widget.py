@@ -112,10 +112,16 @@ def test_embed_missing_in_the_background(cohort, tmp_path, qtbot, gui_cohort):
     assert "Embedded 2 slide(s)" in w.embed_box.status.text()
 
 
+def _open_row(w, row, qtbot):
+    """Open a row as a double-click does (reading and tiling run in workers); its slide layer."""
+    assert w.open_row(row) is not None
+    qtbot.waitUntil(lambda: running_job("cohort-open") is None and running_job("tiling") is None, timeout=60000)
+    return viewer_state(w.viewer).slide_layer
+
+
 def test_double_click_opens_the_slide_with_tissue_and_grids(cohort, qtbot, gui_cohort):
     w, viewer = cohort.widget, cohort.viewer
-    first = w.open_row(0)
-    qtbot.waitUntil(lambda: running_job("tiling") is None, timeout=60000)
+    first = _open_row(w, 0, qtbot)
     name = gui_cohort.slides[0].stem
     assert first.name == name and first.metadata["cache_dir"] == str(gui_cohort.cache)
     names = [layer.name for layer in viewer.layers]
@@ -130,8 +136,7 @@ def test_double_click_opens_the_slide_with_tissue_and_grids(cohort, qtbot, gui_c
     assert lo.min() >= -0.5 * mpp - 1e-6
     assert hi[0] <= 3 * 4 * 32 * mpp and hi[1] <= 4 * 4 * 32 * mpp
     # opening another slide hides the first and its layers
-    second = w.open_row(1)
-    qtbot.waitUntil(lambda: running_job("tiling") is None, timeout=60000)
+    second = _open_row(w, 1, qtbot)
     assert second.visible and not first.visible
     assert not viewer.layers[f"region grid ({name})"].visible
 

@@ -74,6 +74,7 @@ def test_params_follow_the_slide_widget(make_napari_viewer, widget_slide, qtbot)
     viewer.window.add_dock_widget(slide_widget)
     viewer.window.add_dock_widget(embed_widget)
     slide_widget.open_path(widget_slide)
+    qtbot.waitUntil(lambda: slide_widget.slide_layer is not None, timeout=30000)
     assert embed_widget.slide_layer is slide_widget.slide_layer
     slide_widget.fields.patch_size.setValue(96)
     slide_widget.fields.region_size.setValue(5)

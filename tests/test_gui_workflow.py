@@ -60,8 +60,9 @@ def test_label_embed_train_predict_export(make_napari_viewer, gui_cohort, tmp_pa
 
     # 4. double-click a slide: it opens with its grids; predict it with its cache
     row = 1
-    slide = cohort.open_row(row)
-    qtbot.waitUntil(_idle("tiling"), timeout=60000)
+    assert cohort.open_row(row) is not None
+    qtbot.waitUntil(lambda: _idle("cohort-open")() and _idle("tiling")(), timeout=60000)
+    slide = cohort.state.slide_layer
     predict.predict_button.click()
     qtbot.waitUntil(lambda: predict.maps is not None and _idle("predict")(), timeout=120000)
     maps = predict.maps

@@ -9,7 +9,13 @@ import pytest
 
 from napari_regional_mil.embedding.types import SlideEmbeddings
 from napari_regional_mil.errors import CacheError
-from napari_regional_mil.heatmap import AttentionMaps, GridPlacement, contrast_limits, grid_image, normalise
+from napari_regional_mil.heatmap import (
+    AttentionMaps,
+    GridPlacement,
+    contrast_limits,
+    grid_image,
+    normalise,
+)
 
 N_ROWS, N_COLS, K, S = 7, 11, 3, 37.5  # the grid of the ``attention_case`` fixture
 
@@ -35,6 +41,25 @@ def test_patch_and_region_images_hold_values_at_their_cells(make_case):
         assert reg[ry, rx] == pytest.approx(pred.region_attention[r])
     ev = maps.evidence_image("positive", "raw")
     assert ev[2, 5] == pytest.approx(pred.class_evidence[i, 1])
+
+
+def test_region_attention_on_the_patch_grid_is_cut_at_the_grid(make_case):
+    """Drawn on the patch grid, a region cut by the slide's edge (the 7 x 11 grid leaves a last
+    row of 1 patch and a last column of 2 in 3 x 3 regions) ends where the grid ends."""
+    emb, pred = make_case()
+    maps = AttentionMaps.from_prediction(emb, pred)
+    img = maps.region_image_on_patch_grid("raw")
+    assert img.shape == (N_ROWS, N_COLS) and img.dtype == np.float32
+    for r, (rx, ry) in enumerate(emb.region_xy):
+        block = img[ry * K : (ry + 1) * K, rx * K : (rx + 1) * K]
+        assert np.all(block == pytest.approx(pred.region_attention[r]))
+    has_region = np.zeros((3, 4), bool)
+    has_region[emb.region_xy[:, 1], emb.region_xy[:, 0]] = True
+    expected = np.repeat(np.repeat(has_region, K, 0), K, 1)[:N_ROWS, :N_COLS]
+    assert np.array_equal(np.isfinite(img), expected)
+    on_tissue = maps.region_image_on_patch_grid("raw", tissue_only=True)
+    assert np.array_equal(np.isfinite(on_tissue), np.isfinite(maps.patch_image("raw")))
+    assert np.nanmax(maps.region_image_on_patch_grid("minmax")) == pytest.approx(1.0)
 
 
 def test_grid_image_is_row_column():

@@ -14,12 +14,19 @@ from napari_regional_mil._widgets._heatmap_layers import camera_of
 from napari_regional_mil._widgets._layers import set_slide_mpp
 from napari_regional_mil._widgets._state import viewer_state
 from napari_regional_mil._widgets.predict_widget import PredictWidget
-from napari_regional_mil.heatmap import AttentionMaps
+from napari_regional_mil.heatmap import AttentionMaps, normalise
 
 pytestmark = pytest.mark.gui
 
 MPP = 0.4  # the attention_case's slide mpp
 
+
+
+def _edges(layer) -> np.ndarray:
+    """World (y, x) min and max *edges* of an image layer (napari extents are pixel centres)."""
+    ext = np.asarray(layer.extent.world, dtype=float)[:, -2:]
+    half = np.asarray(layer.scale, dtype=float)[-2:] / 2
+    return np.stack([ext[0] - half, ext[1] + half])
 
 @pytest.fixture
 def notes(monkeypatch):
@@ -65,16 +72,24 @@ def test_heatmap_layers_align_with_the_slide(hand_case):
     w, s, k = hand_case.widget, hand_case.s, hand_case.k
     patch, region = w.heatmap_layers["patch"], w.heatmap_layers["region"]
     assert patch in hand_case.viewer.layers and region in hand_case.viewer.layers
-    assert patch.data.shape == (7, 11) and region.data.shape == (3, 4)
+    # both lie on the patch grid: a region cut by the slide's edge is cut there too
+    assert patch.data.shape == (7, 11) and region.data.shape == (7, 11)
     slide = hand_case.slide
     for gx, gy in [(0, 0), (10, 6), (5, 2)]:
         # the centre of patch (gx, gy) in the slide layer's own pixel coordinates
         centre_px = (gy * s + (s - 1) / 2, gx * s + (s - 1) / 2)
         expected = np.asarray(slide.data_to_world(centre_px))
         assert np.asarray(patch.data_to_world((gy, gx))) == pytest.approx(expected)
-    rx, ry = 3, 2
-    centre_px = (ry * k * s + (k * s - 1) / 2, rx * k * s + (k * s - 1) / 2)
-    assert np.asarray(region.data_to_world((ry, rx))) == pytest.approx(np.asarray(slide.data_to_world(centre_px)))
+        assert np.asarray(region.data_to_world((gy, gx))) == pytest.approx(expected)
+    rank = normalise(hand_case.pred.region_attention, "rank")
+    for r, (rx, ry) in enumerate(hand_case.emb.region_xy):
+        cells = region.data[ry * k : (ry + 1) * k, rx * k : (rx + 1) * k]  # the region's square, cut by the grid
+        assert np.all(cells == pytest.approx(rank[r]))
+    # the overlays end inside the slide (the 7 x 11 grid of 3 x 3 regions leaves partial regions)
+    for layer in (patch, region):
+        lo, hi = _edges(layer)
+        s_lo, s_hi = _edges(slide)
+        assert np.all(lo >= s_lo - 1e-6) and np.all(hi <= s_hi + 1e-6), layer.name
     gx, gy = hand_case.emb.grid_xy[0]
     assert patch.data[gy, gx] == pytest.approx(hand_case.maps.patch_image("rank")[gy, gx])
     # the user corrects the slide's mpp (anisotropic): the heatmaps and clicks follow
@@ -90,23 +105,41 @@ def test_heatmap_layers_align_with_the_slide(hand_case):
     assert f"patch {target}:" in w.selection_label.text()
 
 
-def test_normalisation_and_evidence_update_layers_in_place(hand_case):
+def _layers_made(qtbot):
+    """Wait for the heatmap layers made again in their worker (normalisation, evidence, ...)."""
+    from napari_regional_mil._widgets._worker import running_job
+
+    qtbot.waitUntil(lambda: running_job("predict-layers") is None, timeout=10000)
+
+
+def test_normalisation_and_evidence_update_layers_in_place(hand_case, qtbot):
     w = hand_case.widget
     patch = w.heatmap_layers["patch"]
     w.normalisation.setCurrentText("raw")
+    _layers_made(qtbot)
     assert w.heatmap_layers["patch"] is patch  # updated in place
     gx, gy = hand_case.emb.grid_xy[3]
     assert patch.data[gy, gx] == pytest.approx(hand_case.pred.patch_attention[3])
     assert patch.contrast_limits[1] == pytest.approx(np.nanmax(patch.data))
     w.normalisation.setCurrentText("minmax")
+    _layers_made(qtbot)
     assert np.nanmax(patch.data) == pytest.approx(1.0) and np.nanmin(patch.data) == 0
     w.evidence_check.setChecked(True)
+    _layers_made(qtbot)
     names = [layer.name for layer in hand_case.viewer.layers]
     assert "case evidence positive" in names and "case evidence negative" in names
     w.evidence_check.setChecked(False)
+    _layers_made(qtbot)
     assert "case evidence positive" not in [layer.name for layer in hand_case.viewer.layers]
     w.opacity.setValue(25)
     assert patch.opacity == pytest.approx(0.25)
+    # region attention on the tissue patches only (NaN on the region squares' background)
+    region = w.heatmap_layers["region"]
+    assert np.isfinite(region.data).sum() > hand_case.emb.n_patches
+    w.region_on_tissue.setChecked(True)
+    _layers_made(qtbot)
+    assert w.heatmap_layers["region"] is region
+    assert np.array_equal(np.isfinite(region.data), np.isfinite(patch.data))
 
 
 def test_click_lists_top_k_patches_with_thumbnails_and_jumps(hand_case, qtbot):
@@ -289,12 +322,17 @@ def test_predict_end_to_end(opened, trained, qtbot, notes, tmp_path):
     # heatmaps lie on the slide: heatmap pixel (gx, gy) -> centre of that patch of the slide layer
     s = float(maps.embeddings.meta["patch_size_level0"])
     patch, region = w.heatmap_layers["patch"], w.heatmap_layers["region"]
-    assert patch.data.shape == (9, 13) and region.data.shape == (3, 4)
+    assert patch.data.shape == (9, 13) and region.data.shape == (9, 13)  # 9 x 13 patches: partial regions
     for i in (0, maps.embeddings.n_patches - 1):
         x, y = maps.embeddings.coords_px[i]
         gx, gy = maps.embeddings.grid_xy[i]
         centre = np.asarray(opened.layer.data_to_world((y + (s - 1) / 2, x + (s - 1) / 2)))
         assert np.asarray(patch.data_to_world((gy, gx))) == pytest.approx(centre)
+        assert np.asarray(region.data_to_world((gy, gx))) == pytest.approx(centre)
+    for layer in (patch, region):  # the overlays end inside the slide
+        lo, hi = _edges(layer)
+        s_lo, s_hi = _edges(opened.layer)
+        assert np.all(lo >= s_lo - 1e-6) and np.all(hi <= s_hi + 1e-6), layer.name
     # click a region: its top-k patches with thumbnails
     w.top_k.setValue(4)
     r = int(np.bincount(maps.embeddings.region_index).argmax())

@@ -33,13 +33,20 @@ def _wait_job(qtbot, widget, timeout=60000):
     qtbot.waitUntil(lambda: widget.job.status != "running", timeout=timeout)
 
 
+def _open(qtbot, widget, path) -> bool:
+    """Open ``path`` as the Open button does (in a worker); whether it became the widget's slide."""
+    widget.picker.set_text(str(path))
+    widget.open_button.click()
+    _wait_job(qtbot, widget)
+    return widget.job.status == "done" and widget.slide_layer is not None
+
+
 @pytest.fixture
-def opened(make_napari_viewer, widget_slide):
+def opened(make_napari_viewer, widget_slide, qtbot):
     viewer = make_napari_viewer()
     widget = SlideWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.picker.set_text(str(widget_slide))
-    widget.open_button.click()
+    assert _open(qtbot, widget, widget_slide)
     return viewer, widget
 
 
@@ -137,15 +144,16 @@ def test_slide_without_mpp_warns_and_requires_it(make_napari_viewer, testslides_
     viewer = make_napari_viewer()
     widget = SlideWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    assert widget.open_path(testslides_dir / "kidney-48-5.tif")
+    assert _open(qtbot, widget, testslides_dir / "kidney-48-5.tif")
     assert widget.current_mpp() is None
     assert widget.mpp.text().startswith("required")
     assert widget.mpp_warning.isVisibleTo(widget)
     assert "border" in widget.mpp.styleSheet()
     assert "unknown" in widget.info.fields["mpp"].text()
+    opening = widget.job
     widget.tile_button.click()
     assert any(sev == "error" and "mpp" in text for sev, text in notes)
-    assert widget.job is None  # refused before any work
+    assert widget.job is opening  # refused before any work: no tiling job
     widget.mpp.setValue(0.25)
     widget.mpp.editingFinished.emit()
     assert not widget.mpp_warning.isVisibleTo(widget)
@@ -155,17 +163,17 @@ def test_slide_without_mpp_warns_and_requires_it(make_napari_viewer, testslides_
 
 
 @pytest.mark.parametrize("content", [b"", b"this is not a slide\n"])
-def test_bad_file_is_a_notification(make_napari_viewer, tmp_path, notes, content):
+def test_bad_file_is_a_notification(make_napari_viewer, tmp_path, notes, content, qtbot):
     viewer = make_napari_viewer()
     widget = SlideWidget(viewer)
     viewer.window.add_dock_widget(widget)
     bad = tmp_path / "broken.svs"
     bad.write_bytes(content)
-    assert widget.open_path(bad) is False
+    assert _open(qtbot, widget, bad) is False
     errors = [text for sev, text in notes if sev == "error"]
     assert len(errors) == 1 and "broken.svs" in errors[0] and "\n" not in errors[0]
     assert len(viewer.layers) == 0 and widget.slide is None
-    assert widget.open_path(tmp_path / "missing.svs") is False
+    assert _open(qtbot, widget, tmp_path / "missing.svs") is False
     assert len([1 for sev, _ in notes if sev == "error"]) == 2
     # still usable afterwards
     assert not widget.tissue_button.isEnabled()
@@ -205,7 +213,7 @@ def test_closing_viewer_during_tiling_is_clean(make_napari_viewer, widget_slide,
     viewer = make_napari_viewer()
     widget = SlideWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.open_path(widget_slide)
+    assert _open(qtbot, widget, widget_slide)
     widget.fields.patch_size.setValue(64)
     widget.fields.region_size.setValue(4)
     widget.tile_button.click()

@@ -31,11 +31,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NORMALISATIONS",
-    "normalise",
+    "AttentionMaps",
+    "GridPlacement",
     "contrast_limits",
     "grid_image",
-    "GridPlacement",
-    "AttentionMaps",
+    "normalise",
 ]
 
 #: Display normalisations of attention values (see :func:`normalise`).
@@ -313,6 +313,25 @@ class AttentionMaps:
             raise ValueError("the model has no region attention (not a regional model)")
         values = normalise(self.prediction.region_attention, normalisation)
         return grid_image(self.embeddings.region_xy, values, self.region_grid_shape)
+
+    def region_image_on_patch_grid(self, normalisation: str = "rank", *, tissue_only: bool = False) -> np.ndarray:
+        """Per-region attention drawn on the patch grid, ``(n_rows, n_cols)`` float32.
+
+        Every cell of a region holds the region's attention, so a region cut by the slide's
+        edge (fewer than k rows or columns of patches) ends where the patch grid, and so the
+        slide, ends. NaN where no region is; with ``tissue_only``, also off the tissue patches.
+        Raises ``ValueError`` when the model has no regional path.
+        """
+        if self.prediction.region_attention is None:
+            raise ValueError("the model has no region attention (not a regional model)")
+        rows, cols = self.grid_shape
+        k = self.region_size
+        lut = self._region_lut[np.arange(rows)[:, None] // k, np.arange(cols)[None, :] // k]
+        values = np.asarray(normalise(self.prediction.region_attention, normalisation), np.float32)
+        img = np.where(lut >= 0, values[np.maximum(lut, 0)], np.float32(np.nan)).astype(np.float32)
+        if tissue_only:
+            img[self._patch_lut < 0] = np.nan
+        return img
 
     def evidence_image(self, class_name: str, normalisation: str = "raw") -> np.ndarray:
         """Per-patch evidence for ``class_name`` on the patch grid (when the model has it)."""

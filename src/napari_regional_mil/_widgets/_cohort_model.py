@@ -17,7 +17,7 @@ from qtpy.QtWidgets import QComboBox, QStyledItemDelegate, QWidget
 from napari_regional_mil.training.cohort import SPLITS
 from napari_regional_mil.training.cohort_table import CohortTable
 
-__all__ = ["CohortTableModel", "ChoiceDelegate", "SLIDE", "LABEL", "SPLIT", "EMBEDDED", "PREDICTION"]
+__all__ = ["EMBEDDED", "LABEL", "PREDICTION", "SLIDE", "SPLIT", "ChoiceDelegate", "CohortTableModel"]
 
 SLIDE, LABEL, SPLIT, EMBEDDED, PREDICTION = range(5)
 _HEADERS = ("Slide", "Label", "Split", "Embedded", "Prediction")

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 from napari_regional_mil._widgets import _layers
 from napari_regional_mil._widgets._encoder_fields import EncoderFields
 from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form
-from napari_regional_mil._widgets._slide_jobs import tiling_job
+from napari_regional_mil._widgets._slide_jobs import open_job, tiling_job
 from napari_regional_mil._widgets._worker import notify_error, start_job
 from napari_regional_mil.embedding.workflow import default_cache_dir, embed_slides
 from napari_regional_mil.training.cohort_table import CohortTable
@@ -208,39 +208,38 @@ def embed_missing_job(rows: list[tuple[str, Path]], **kwargs: Any):
 
 
 def open_with_grids(viewer: Any, path: Path, params: Any, cache_dir: Path | None, *, owner: Any = None) -> Any:
-    """Open a slide (hiding the other slides and their layers), then detect tissue and tile it
-    in the background and show the tissue and the patch and region grids.
+    """Open a slide in a worker (this plugin's reader), show it alone (other slides and their
+    layers are hidden), then detect tissue and tile it in another worker and show the tissue
+    and the patch and region grids.
 
-    Returns the slide layer, or ``None`` (with a notification) when it cannot be opened.
+    Returns the opening job (``None`` when refused); a bad file gives one notification.
     """
-    from napari_regional_mil.slide import open_slide
 
-    try:
-        layer = _layers.add_slide_layer(viewer, open_slide(path))
-    except Exception as exc:  # noqa: BLE001 - any failure becomes a notification
-        notify_error(exc, context="Cannot open slide")
-        return None
-    for other in viewer.layers:
-        meta = other.metadata or {}
-        if other is not layer and (other in _layers.slide_layers(viewer) or "derived_from" in meta):
-            other.visible = meta.get("derived_from") == layer.name
-    layer.visible = True
-    layer.metadata["tiling_params"] = asdict(params)
-    if cache_dir is not None:
-        layer.metadata["cache_dir"] = str(cache_dir)
-    viewer.layers.selection.active = layer
-    viewer.reset_view()
-    mpp = _layers.layer_mpp(layer)
-    if mpp is None:
-        notifications.show_warning(f"{path.name}: the slide has no mpp; set it in the Slide widget to tile it")
-        return layer
-
-    def show(prepared: Any) -> None:  # a _layers.TilingLayers made in the worker
-        if layer not in viewer.layers:
-            return
-        _layers.show_tiling_layers(viewer, layer, prepared)
+    def show(layer_data: Any) -> None:
+        layer = _layers.show_slide_layer(viewer, layer_data)
+        for other in viewer.layers:
+            meta = other.metadata or {}
+            if other is not layer and (other in _layers.slide_layers(viewer) or "derived_from" in meta):
+                other.visible = meta.get("derived_from") == layer.name
+        layer.visible = True
+        layer.metadata["tiling_params"] = asdict(params)
+        if cache_dir is not None:
+            layer.metadata["cache_dir"] = str(cache_dir)
         viewer.layers.selection.active = layer
+        viewer.reset_view()
+        mpp = _layers.layer_mpp(layer)
+        if mpp is None:
+            notifications.show_warning(f"{path.name}: the slide has no mpp; set it in the Slide widget to tile it")
+            return
 
-    start_job(lambda: tiling_job(path, mpp[0], params, None), kind="tiling", description=f"Tissue and grids of {path.stem}",
-              on_result=show, viewer=viewer, owner=owner)
-    return layer
+        def show_grids(prepared: Any) -> None:  # a _layers.TilingLayers made in the worker
+            if layer not in viewer.layers:
+                return
+            _layers.show_tiling_layers(viewer, layer, prepared)
+            viewer.layers.selection.active = layer
+
+        start_job(lambda: tiling_job(path, mpp[0], params, None), kind="tiling",
+                  description=f"Tissue and grids of {path.stem}", on_result=show_grids, viewer=viewer, owner=owner)
+
+    return start_job(lambda: open_job(path), kind="cohort-open", description=f"Opening {path.name}", on_result=show,
+                     viewer=viewer, owner=owner, show_progress=False, on_busy="replace")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["show_demo", "wait_for_jobs", "save_screenshot", "raise_dock"]
+__all__ = ["raise_dock", "save_screenshot", "show_demo", "wait_for_jobs"]
 
 
 def wait_for_jobs(kinds: tuple[str, ...], *, timeout: float = 300.0) -> bool:
@@ -91,10 +91,11 @@ def show_demo(result: Any, *, tiling: Any, settings: Any = None, viewer: Any = N
 
     row = cohort.table.index_of(result.slide_name)
     cohort.view.selectRow(row)
-    slide = cohort.open_row(row)
+    cohort.open_row(row)
     predict.cache_dir.setText(str(result.cache_dir))
     predict.set_model(load_checkpoint(result.model_path))
-    wait_for_jobs(("tiling",))
+    wait_for_jobs(("cohort-open", "tiling"))
+    slide = cohort.state.slide_layer
     for what in ("patch grid", "tissue"):  # keep the picture readable: the region grid stays
         name = f"{what} ({slide.name})"
         if name in viewer.layers:

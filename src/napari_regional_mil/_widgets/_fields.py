@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
 
 from napari_regional_mil.tiling import TilingParams
 
-__all__ = ["TilingFields", "PathPicker", "WARNING_STYLE", "form", "scrollable_column"]
+__all__ = ["WARNING_STYLE", "PathPicker", "TilingFields", "form", "scrollable_column"]
 
 #: Style of a field that needs the user's attention (e.g. a slide without mpp).
 WARNING_STYLE = "border: 2px solid #e0a800; border-radius: 3px;"

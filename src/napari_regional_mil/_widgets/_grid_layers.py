@@ -25,7 +25,7 @@ from napari_regional_mil._widgets._slide_layers import (
 )
 from napari_regional_mil.tiling import Tiling
 
-__all__ = ["GridOutlines", "grid_outlines", "outline_segments", "show_grids", "show_grid_rgba"]
+__all__ = ["GridOutlines", "grid_outlines", "outline_segments", "show_grid_rgba", "show_grids"]
 
 _PATCH_COLOUR = "#7fd6ff"
 _REGION_COLOUR = "#ffd400"

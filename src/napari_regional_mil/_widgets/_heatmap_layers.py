@@ -14,8 +14,16 @@ import numpy as np
 
 from napari_regional_mil.heatmap import AttentionMaps, GridPlacement, contrast_limits
 
-__all__ = ["HeatmapSpec", "heatmap_specs", "sync_heatmap_layers", "read_thumbnail", "rgb_icon", "jump_to", "camera_of",
-           "show_selection"]
+__all__ = [
+    "HeatmapSpec",
+    "camera_of",
+    "heatmap_specs",
+    "jump_to",
+    "read_thumbnail",
+    "rgb_icon",
+    "show_selection",
+    "sync_heatmap_layers",
+]
 
 #: Default colormaps: attention (hot = high), class evidence (diverging).
 ATTENTION_COLORMAP = "inferno"
@@ -52,20 +60,23 @@ def heatmap_specs(
     normalisation: str,
     evidence: bool = False,
     offset: tuple[float, float] = (0.0, 0.0),
+    region_on_tissue: bool = False,
 ) -> list[HeatmapSpec]:
     """The heatmap layers of ``maps`` (region attention first, then patch attention, evidence).
 
-    ``offset`` is the slide layer's ``translate`` (world microns), added to every layer's.
+    Plain numpy: call it in a worker. Every layer lies on the patch grid, so the overlays end
+    where the slide ends (a region cut by the slide's edge is cut there too).
+    ``offset`` is the slide layer's ``translate`` (world microns), added to every layer's;
+    ``region_on_tissue`` draws region attention on the tissue patches only.
     """
     name = maps.embeddings.slide_name
     specs = []
-    if maps.has_region_attention:
-        data = maps.region_image(normalisation)
-        scale, translate = _placed(maps.region, offset)
-        specs.append(HeatmapSpec("region", f"{name} region attention", data, scale, translate,
-                                 REGION_COLORMAP, contrast_limits(data, normalisation), maps.region.step_level0))
-    data = maps.patch_image(normalisation)
     scale, translate = _placed(maps.patch, offset)
+    if maps.has_region_attention:
+        data = maps.region_image_on_patch_grid(normalisation, tissue_only=region_on_tissue)
+        specs.append(HeatmapSpec("region", f"{name} region attention", data, scale, translate,
+                                 REGION_COLORMAP, contrast_limits(data, normalisation), maps.patch.step_level0))
+    data = maps.patch_image(normalisation)
     specs.append(HeatmapSpec("patch", f"{name} patch attention", data, scale, translate,
                              ATTENTION_COLORMAP, contrast_limits(data, normalisation), maps.patch.step_level0))
     if evidence:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -13,8 +12,6 @@ from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 from napari_regional_mil._widgets._fields import form
 
 __all__ = ["SlideInfoPanel", "rgb_pixmap"]
-
-logger = logging.getLogger(__name__)
 
 _THUMB_PX = 80
 _DASH = "–"
@@ -77,7 +74,10 @@ class SlideInfoPanel(QGroupBox):
         self._set_images({})
 
     def show_slide(self, slide: Any, *, mpp: tuple[float, float] | None = None) -> None:
-        """Show ``slide``'s metadata and associated images (``mpp``: the one in use)."""
+        """Show ``slide``'s metadata (``mpp``: the one in use); no pixels are read.
+
+        The associated images are read in a worker and given to :meth:`show_images`.
+        """
         info = slide.info
         w, h = info.dimensions
         mpp = mpp if mpp is not None else info.mpp
@@ -105,12 +105,9 @@ class SlideInfoPanel(QGroupBox):
             self.warnings.show()
         else:
             self.warnings.hide()
-        images: dict[str, np.ndarray] = {}
-        for name in info.associated_images:
-            try:
-                images[name] = slide.associated_image(name)
-            except Exception:  # noqa: BLE001 - a broken label image must not stop opening
-                logger.warning("cannot read associated image %r of %s", name, info.path, exc_info=True)
+
+    def show_images(self, images: dict[str, np.ndarray]) -> None:
+        """Show a slide's associated images (label, macro, ...) as small thumbnails."""
         self._set_images(images)
 
     def _set_images(self, images: dict[str, np.ndarray]) -> None:

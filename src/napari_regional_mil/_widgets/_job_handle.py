@@ -24,7 +24,7 @@ from napari.utils.progress import cancelable_progress
 from napari_regional_mil.errors import JobCancelled, RegionalMilError
 from napari_regional_mil.jobs import Progress
 
-__all__ = ["JobHandle", "notify_error", "CLOSE_WAIT_S", "WORKER_NICE"]
+__all__ = ["CLOSE_WAIT_S", "WORKER_NICE", "JobHandle", "notify_error"]
 
 logger = logging.getLogger("napari_regional_mil._widgets._worker")
 

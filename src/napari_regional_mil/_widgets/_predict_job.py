@@ -11,13 +11,14 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+from napari_regional_mil._widgets._heatmap_layers import HeatmapSpec, heatmap_specs
 from napari_regional_mil.embedding.workflow import checkpoint_tiling, embeddings_for
 from napari_regional_mil.errors import SlideError
 from napari_regional_mil.heatmap import AttentionMaps
 from napari_regional_mil.jobs import Progress
 from napari_regional_mil.tiling import TilingParams
 
-__all__ = ["describe_model", "export", "load_model", "model_tiling", "predict_job"]
+__all__ = ["describe_model", "export", "load_model", "model_tiling", "predict_job", "with_layers"]
 
 def load_model(path: str | os.PathLike) -> Any:
     """Load a checkpoint (``CheckpointError`` for a missing, corrupt or foreign file)."""
@@ -97,6 +98,16 @@ def predict_job(
     prediction = predict_slide(checkpoint, embeddings, clinical=clinical)
     yield Progress("predict", 1, 1, "heatmaps")
     return AttentionMaps.from_prediction(embeddings, prediction, mpp=mpp)
+
+
+def with_layers(
+    job: Generator[Progress, None, AttentionMaps], settings: dict[str, Any]
+) -> Generator[Progress, None, tuple[AttentionMaps, list[HeatmapSpec]]]:
+    """Run a prediction ``job``, then make its heatmap layers' data (``heatmap_specs(**settings)``)
+    in the same worker, so the GUI thread only adds the layers."""
+    maps = yield from job
+    yield Progress("predict", 1, 1, "heatmap layers")
+    return maps, heatmap_specs(maps, **settings)
 
 
 def export(kind: str, path: str | os.PathLike, maps: AttentionMaps, *, normalisation: str = "rank") -> Path:

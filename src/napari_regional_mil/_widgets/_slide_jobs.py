@@ -6,6 +6,7 @@ array the GUI thread needs, so that only adding or updating layers is left to it
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,37 @@ from napari_regional_mil._widgets import _layers
 from napari_regional_mil.jobs import Progress
 from napari_regional_mil.tiling import TilingParams
 
-__all__ = ["tiling_job", "tissue_job"]
+__all__ = ["associated_images_job", "open_job", "tiling_job", "tissue_job"]
+
+logger = logging.getLogger(__name__)
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def open_job(path: Path) -> LayerData:
+    """Job: read a slide with this plugin's reader (the layer data napari would get from it).
+
+    Only the file's structure is read; the slide stays open for the layer
+    (:func:`napari_regional_mil._reader.read_slide`).
+    """
+    from napari_regional_mil._reader import read_slide
+
+    (layer_data,) = read_slide(path)
+    return layer_data
+
+
+def associated_images_job(path: Path) -> dict[str, np.ndarray]:
+    """Job: the slide's associated images (label, macro, thumbnail), read on a fresh handle."""
+    from napari_regional_mil.slide import open_slide
+
+    images: dict[str, np.ndarray] = {}
+    with open_slide(path) as slide:
+        for name in slide.info.associated_images:
+            try:
+                images[name] = np.asarray(slide.associated_image(name))
+            except Exception:  # noqa: BLE001 - a broken label image must not stop the panel
+                logger.warning("cannot read associated image %r of %s", name, path, exc_info=True)
+    return images
 
 
 def tissue_job(path: Path, mpp: float | None) -> Generator[Progress, None, np.ndarray]:

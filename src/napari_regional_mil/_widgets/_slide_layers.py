@@ -25,16 +25,17 @@ from napari_regional_mil.tiling import TilingParams
 
 __all__ = [
     "SLIDE_PATH_KEY",
+    "add_slide_layer",
     "find_slide_layer",
+    "layer_mpp",
+    "open_slide_of",
+    "placement",
+    "set_slide_mpp",
+    "show_slide_layer",
     "slide_layers",
     "slide_path_of",
-    "layer_mpp",
-    "tiling_params_of",
     "tiling_of",
-    "add_slide_layer",
-    "open_slide_of",
-    "set_slide_mpp",
-    "placement",
+    "tiling_params_of",
 ]
 
 SLIDE_PATH_KEY = "slide_path"
@@ -103,6 +104,20 @@ def _info_dict(info: Any) -> dict[str, Any]:
     return to_dict() if callable(to_dict) else dict(getattr(info, "__dict__", {}))
 
 
+def show_slide_layer(viewer: Any, layer_data: tuple[Any, dict[str, Any], str]) -> Any:
+    """Add a slide layer from the reader's layer data, or return the layer already showing it.
+
+    ``layer_data`` is what this plugin's reader gives (:func:`napari_regional_mil._reader.read_slide`),
+    read in a worker: only adding the layer is left to the GUI thread.
+    """
+    data, kwargs, _ = layer_data
+    path = Path(kwargs["metadata"][SLIDE_PATH_KEY])
+    for layer in slide_layers(viewer):
+        if slide_path_of(layer) == path:
+            return layer
+    return viewer.add_image(data, **kwargs)
+
+
 def add_slide_layer(viewer: Any, slide: Any, *, mpp: tuple[float, float] | None = None) -> Any:
     """Add a slide as a lazy multiscale RGB layer, or update the layer already showing it.
 
@@ -134,8 +149,7 @@ def add_slide_layer(viewer: Any, slide: Any, *, mpp: tuple[float, float] | None 
             set_slide_mpp(viewer, layer, mpp if mpp is not None else layer_mpp(layer) or slide.info.mpp)
             return layer
     _keep_open(slide)
-    data, kwargs, _ = layer_data(slide)
-    layer = viewer.add_image(data, **kwargs)
+    layer = show_slide_layer(viewer, layer_data(slide))
     if mpp is not None:
         set_slide_mpp(viewer, layer, mpp)
     return layer

@@ -22,7 +22,7 @@ from napari_regional_mil._widgets._slide_layers import (
     placement,
 )
 
-__all__ = ["show_tissue_mask", "tissue_labels", "read_tissue_mask", "tissue_layer_of", "tissue_mask_of"]
+__all__ = ["read_tissue_mask", "show_tissue_mask", "tissue_labels", "tissue_layer_of", "tissue_mask_of"]
 
 _TISSUE_COLOUR = "#00d7ff"
 

@@ -54,7 +54,7 @@ from napari_regional_mil._widgets._job_handle import (  # noqa: F401 - re-export
 )
 from napari_regional_mil.jobs import Progress
 
-__all__ = ["JobHandle", "start_job", "running_job", "cancel_all", "notify_error"]
+__all__ = ["JobHandle", "cancel_all", "notify_error", "running_job", "start_job"]
 
 logger = logging.getLogger(__name__)
 

@@ -334,10 +334,11 @@ class CohortWidget(QWidget):
         if index.column() not in (LABEL, SPLIT):
             self.open_row(index.row())
 
-    def open_row(self, row: int) -> Any:
-        """Open the slide of ``row`` (other slides are hidden), then find its tissue and grids.
+    def open_row(self, row: int) -> JobHandle | None:
+        """Open the slide of ``row`` in a worker (other slides are hidden), then find its tissue
+        and grids in another; the slide becomes the viewer's open slide.
 
-        Returns the slide layer (``None`` on error, with a notification).
+        Returns the opening job (``None`` on error, with a notification).
         """
         entry = self.table.rows[row]
         if entry.path is None:

@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 from napari_regional_mil._widgets import _predict_job
 from napari_regional_mil._widgets._clinical_fields import ClinicalForm
 from napari_regional_mil._widgets._heatmap_layers import (
+    HeatmapSpec,
     heatmap_specs,
     jump_to,
     read_thumbnail,
@@ -142,6 +143,10 @@ class PredictWidget(QWidget):
         form.addRow("Opacity", self.opacity)
         self.evidence_check = QCheckBox("per-class evidence layers")
         form.addRow(self.evidence_check)
+        self.region_on_tissue = QCheckBox("region attention on tissue patches only")
+        self.region_on_tissue.setToolTip("Draw each region's attention only where it has tissue patches "
+                                         "(otherwise over its whole square, cut at the slide's edge).")
+        form.addRow(self.region_on_tissue)
         self.top_k = QSpinBox(minimum=1, maximum=64, value=8)
         form.addRow("Top-k patches", self.top_k)
         self.selection_label = QLabel("click a patch or region on the canvas")
@@ -174,6 +179,7 @@ class PredictWidget(QWidget):
         self.predict_button.clicked.connect(self.predict)
         self.normalisation.currentTextChanged.connect(lambda _: self._update_layers())
         self.evidence_check.toggled.connect(lambda _: self._update_layers())
+        self.region_on_tissue.toggled.connect(lambda _: self._update_layers())
         self.opacity.valueChanged.connect(self._set_opacity)
         self.patch_list.itemDoubleClicked.connect(self._on_patch_item)
 
@@ -260,26 +266,32 @@ class PredictWidget(QWidget):
                    "clinical": clinical}
         self._slide_layer = layer
         self.predict_button.setEnabled(False)
+        settings = self._layer_settings()
         start_job(
-            lambda: _predict_job.predict_job(model, slide_path, **options),
+            lambda: _predict_job.with_layers(_predict_job.predict_job(model, slide_path, **options), settings),
             kind="predict",
             description=f"Predicting {Path(slide_path).name}",
-            on_result=self.show_maps,
+            on_result=lambda out: self.show_maps(*out),
             on_finish=lambda status: self.predict_button.setEnabled(True),
             viewer=self.viewer,
             owner=self,
         )
 
-    def show_maps(self, maps: AttentionMaps) -> None:
+    def show_maps(self, maps: AttentionMaps, specs: list[HeatmapSpec] | None = None) -> None:
         """Show a prediction: probabilities, decision, heatmap layers.
 
-        The heatmaps of another slide shown before stay in the viewer (new layers are made).
+        ``specs``: the layers, made in the worker (:func:`._predict_job.with_layers`) with
+        the settings of :meth:`_layer_settings`; made here when not given. The heatmaps of
+        another slide shown before stay in the viewer (new layers are made).
         """
         if self.maps is not None and self.maps.embeddings.slide_name != maps.embeddings.slide_name:
             self.heatmap_layers = {}
         self.maps = maps
         self.result.show_prediction(maps.prediction)
-        self._update_layers()
+        self._follow_slide_mpp()
+        if specs is None or self.maps is not maps:  # the slide's mpp changed meanwhile: lay out again
+            specs = heatmap_specs(self.maps, **self._layer_settings())
+        self._sync_layers(specs)
         self.patch_list.clear()
         self.selection_label.setText("click a patch or region on the canvas")
         self._refresh_state()
@@ -306,12 +318,23 @@ class PredictWidget(QWidget):
             self.maps = AttentionMaps.from_prediction(self.maps.embeddings, self.maps.prediction, mpp=mpp,
                                                       grid_shape=self.maps.grid_shape)
 
+    def _layer_settings(self) -> dict[str, Any]:
+        """How the heatmap layers are made (:func:`._heatmap_layers.heatmap_specs` options)."""
+        return {"normalisation": self.normalisation.currentText(), "evidence": self.evidence_check.isChecked(),
+                "offset": self._offset(), "region_on_tissue": self.region_on_tissue.isChecked()}
+
     def _update_layers(self) -> None:
+        """Make the heatmap layers again in a worker (normalisation, evidence, ... changed)."""
         if self.maps is None:
             return
         self._follow_slide_mpp()
-        specs = heatmap_specs(self.maps, normalisation=self.normalisation.currentText(),
-                              evidence=self.evidence_check.isChecked(), offset=self._offset())
+        maps, settings = self.maps, self._layer_settings()
+        start_job(lambda: heatmap_specs(maps, **settings), kind="predict-layers", description="Heatmap layers",
+                  on_result=lambda specs: self.maps is maps and self._sync_layers(specs), viewer=self.viewer,
+                  owner=self, show_progress=False, on_busy="replace")
+
+    def _sync_layers(self, specs: list[HeatmapSpec]) -> None:
+        """Add or update the heatmap layers (GUI thread: layers only, the data are made)."""
         layer = self._slide_layer
         self.heatmap_layers = sync_heatmap_layers(
             self.viewer, self.heatmap_layers, specs, opacity=self.opacity.value() / 100, units=self._units(),

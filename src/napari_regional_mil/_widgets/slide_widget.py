@@ -1,9 +1,12 @@
 """The "Slide" dock widget: open a slide, check its metadata and mpp, find tissue, tile it.
 
-Opening is cheap (only the TIFF structure is read) and runs in the GUI thread; tissue
-detection and tiling run in a worker (:mod:`._worker`) with a progress bar and Cancel.
-The tissue mask is an editable Labels layer: tiling uses it as painted. A slide layer
-made by the reader (drag and drop) is picked up when it becomes the active layer.
+Nothing here reads the slide in the GUI thread: **Open** reads the slide with this
+plugin's reader in a worker (napari is not asked which reader to use), the associated
+images are read in another, and tissue detection and tiling run in a worker
+(:mod:`._worker`) with a progress bar and Cancel; the GUI thread only adds layers. The
+tissue mask is an editable Labels layer: tiling uses it as painted. The widget shows the
+viewer's open slide (:class:`~._state.ViewerState`), whoever opened it (File > Open, drag
+and drop, the Cohort widget).
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ from napari_regional_mil._widgets._fields import (
     scrollable_column,
 )
 from napari_regional_mil._widgets._info_panel import SlideInfoPanel
-from napari_regional_mil._widgets._slide_jobs import tiling_job, tissue_job
+from napari_regional_mil._widgets._slide_jobs import (
+    associated_images_job,
+    open_job,
+    tiling_job,
+    tissue_job,
+)
 from napari_regional_mil._widgets._state import follow, viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import SlideError
@@ -135,25 +143,26 @@ class SlideWidget(QWidget):
         self.cancel_button.setEnabled(busy)
 
     # -- opening -------------------------------------------------------------------------------
-    def open_path(self, path: str | Path | None = None) -> bool:
-        """Open ``path`` (default: the path field) as a slide layer; ``False`` on error."""
-        from napari_regional_mil.slide import open_slide
+    def open_path(self, path: str | Path | None = None) -> JobHandle | None:
+        """Open ``path`` (default: the path field) with this plugin's reader, in a worker.
 
+        The slide layer is added when the slide is read (a bad file gives one error
+        notification). Returns the job, or ``None`` when there is no path or a job runs.
+        """
         text = str(path) if path is not None else self.picker.text()
         if not text:
             notify_error(SlideError("choose a slide file first"))
-            return False
+            return None
         self.picker.set_text(text)
-        try:
-            slide = open_slide(Path(text).expanduser())
-            layer = _layers.add_slide_layer(self.viewer, slide)
-        except Exception as exc:  # noqa: BLE001 - any failure becomes a notification
-            notify_error(exc, context="Cannot open slide")
-            return False
-        self._show(slide, layer)
-        self.viewer.layers.selection.active = layer
+        file = Path(text).expanduser()
+        self._start(lambda: open_job(file), "slide-open", f"Opening {file.name}", self._show_opened,
+                    show_progress=False)
+        return self.job
+
+    def _show_opened(self, layer_data: Any) -> None:
+        layer = _layers.show_slide_layer(self.viewer, layer_data)
+        self.viewer.layers.selection.active = layer  # the viewer's open slide: shown here
         self.viewer.reset_view()
-        return True
 
     def use_layer(self, layer: Any) -> None:
         """Make an existing slide layer (e.g. the reader's) the current slide."""
@@ -182,6 +191,11 @@ class SlideWidget(QWidget):
         self._update_mpp_state()
         self.refresh_tiling()
         self._set_busy(self.job is not None and self.job.running)
+        self.info.show_images({})
+        path = Path(slide.info.path)
+        start_job(lambda: associated_images_job(path), kind="slide-images", description=f"Label of {path.name}",
+                  on_result=lambda images: self.slide_layer is layer and self.info.show_images(images),
+                  viewer=self.viewer, owner=self, show_progress=False, on_busy="replace")
 
     def _follow_metadata(self, layer: Any, on: bool) -> None:
         """(Dis)connect :meth:`refresh_tiling` to a slide layer's ``events.metadata``."""
@@ -256,7 +270,7 @@ class SlideWidget(QWidget):
         self._update_mpp_state()
 
     # -- tissue and tiling -------------------------------------------------------------------
-    def _start(self, job: Any, kind: str, description: str, on_result: Any) -> None:
+    def _start(self, job: Any, kind: str, description: str, on_result: Any, *, show_progress: bool = True) -> None:
         self.job = start_job(
             job,
             kind=kind,
@@ -265,6 +279,7 @@ class SlideWidget(QWidget):
             on_finish=lambda status: self._set_busy(False),
             viewer=self.viewer,
             owner=self,
+            show_progress=show_progress,
         )
         if self.job is not None:
             self._set_busy(True)
