@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 from napari_regional_mil._widgets._fields import PathPicker, form
 from napari_regional_mil.errors import EncoderError
 
-__all__ = ["CONTEXT_SCALES", "KINDS", "ContextEncoderFields", "EncoderFields"]
+__all__ = ["EncoderFields", "ContextEncoderFields", "KINDS", "CONTEXT_SCALES"]
 
 #: The encoder kinds offered, in order.
 KINDS = ("Registered encoder", "TorchScript file", "timm model + weights")
@@ -44,11 +44,7 @@ class EncoderFields(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from napari_regional_mil.encoders import (
-            DEFAULT_ENCODER,
-            KNOWN_ENCODERS,
-            list_encoders,
-        )
+        from napari_regional_mil.encoders import DEFAULT_ENCODER, KNOWN_ENCODERS, list_encoders
 
         self._known = set(KNOWN_ENCODERS)
         self.kind = QComboBox()
