@@ -79,10 +79,9 @@ def test_label_embed_train_predict_export(make_napari_viewer, gui_cohort, tmp_pa
     gx, gy = emb.grid_xy[i]
     centre = np.asarray(slide.data_to_world((y + (s - 1) / 2, x + (s - 1) / 2)))
     assert np.asarray(patch.data_to_world((gy, gx))) == pytest.approx(centre)
-    rx, ry = emb.region_xy[0]
+    assert np.asarray(region.data_to_world((gy, gx))) == pytest.approx(centre)  # drawn on the patch grid
     k = gui_cohort.tiling.region_size
-    centre = np.asarray(slide.data_to_world((ry * k * s + (k * s - 1) / 2, rx * k * s + (k * s - 1) / 2)))
-    assert np.asarray(region.data_to_world((ry, rx))) == pytest.approx(centre)
+    assert region.data[gy, gx] == pytest.approx(maps.region_image("rank")[gy // k, gx // k])
 
     # 6. the cohort table shows the prediction
     shown = cohort.model.data(cohort.model.index(row, PREDICTION))

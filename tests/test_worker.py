@@ -69,6 +69,33 @@ def test_result_progress_and_progress_bar(qtbot, notes):
     assert not [n for n in notes if n[0] == "error"]
 
 
+def test_progress_in_the_widget_bar_instead_of_napari(qtbot, notes, monkeypatch):
+    """With a widget's JobProgressBar no napari progress bar is made (its creation stalls the
+    GUI thread); the bar shows a new stage at once, further steps at most every BAR_INTERVAL_S,
+    and the job's end."""
+    from napari_regional_mil._widgets import _job_handle
+    from napari_regional_mil._widgets._progress_bar import JobProgressBar
+
+    ticks = iter(range(100))  # each event is half an interval after the previous one
+    monkeypatch.setattr(_job_handle, "_clock", lambda: next(ticks) * _job_handle.BAR_INTERVAL_S / 2)
+    bar = JobProgressBar()
+    qtbot.addWidget(bar)
+    shown: list[tuple[int, str]] = []
+    original = bar.show_progress
+    bar.show_progress = lambda done, total, text: (shown.append((done, text)), original(done, total, text))
+    rec = Recorder()
+    before = len(progress._all_instances)
+    handle = start_job(lambda: _counting_job(5), kind="t-bar", description="Counting", progress_bar=bar,
+                       **rec.kwargs())
+    assert handle._pbar is None and len(progress._all_instances) == before
+    assert bar.text.text() == "Counting..."
+    qtbot.waitUntil(lambda: bool(rec.finished), timeout=10000)
+    assert [e.done for e in rec.events] == [0, 1, 2, 3, 4]
+    assert shown == [(0, "Counting: step 0"), (2, "Counting: step 2"), (4, "Counting: step 4")]
+    assert bar.text.text() == "Counting: done" and bar.bar.value() == bar.bar.maximum()
+    assert rec.results == [50]
+
+
 def test_plain_function_job(qtbot):
     rec = Recorder()
     start_job(lambda: {"answer": 42}, kind="t-plain", description="Plain", **rec.kwargs())

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 from napari_regional_mil._widgets import _layers
 from napari_regional_mil._widgets._encoder_fields import EncoderFields
 from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form
+from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._slide_jobs import open_job, tiling_job
 from napari_regional_mil._widgets._worker import notify_error, start_job
 from napari_regional_mil.embedding.workflow import default_cache_dir, embed_slides
@@ -169,6 +170,8 @@ class EmbedBox(QGroupBox):
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(fields)
         layout.addLayout(buttons)
+        self.progress = JobProgressBar()
+        layout.addWidget(self.progress)
         layout.addWidget(self.status)
 
     def cache_path(self) -> Path | None:
@@ -207,7 +210,8 @@ def embed_missing_job(rows: list[tuple[str, Path]], **kwargs: Any):
     return embed_slides([path for _, path in rows], on_error="raise", **kwargs)
 
 
-def open_with_grids(viewer: Any, path: Path, params: Any, cache_dir: Path | None, *, owner: Any = None) -> Any:
+def open_with_grids(viewer: Any, path: Path, params: Any, cache_dir: Path | None, *, owner: Any = None,
+                    progress_bar: Any = None) -> Any:
     """Open a slide in a worker (this plugin's reader), show it alone (other slides and their
     layers are hidden), then detect tissue and tile it in another worker and show the tissue
     and the patch and region grids.
@@ -239,7 +243,8 @@ def open_with_grids(viewer: Any, path: Path, params: Any, cache_dir: Path | None
             viewer.layers.selection.active = layer
 
         start_job(lambda: tiling_job(path, mpp[0], params, None), kind="tiling",
-                  description=f"Tissue and grids of {path.stem}", on_result=show_grids, viewer=viewer, owner=owner)
+                  description=f"Tissue and grids of {path.stem}", on_result=show_grids, viewer=viewer, owner=owner,
+                  progress_bar=progress_bar)
 
     return start_job(lambda: open_job(path), kind="cohort-open", description=f"Opening {path.name}", on_result=show,
                      viewer=viewer, owner=owner, show_progress=False, on_busy="replace")

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,10 @@ from napari_regional_mil.jobs import Progress
 __all__ = ["CLOSE_WAIT_S", "WORKER_NICE", "JobHandle", "notify_error"]
 
 logger = logging.getLogger("napari_regional_mil._widgets._worker")
+
+#: Seconds between two updates of a job's progress bar in its widget (each one repaints).
+BAR_INTERVAL_S = 0.1
+_clock = time.monotonic
 
 #: Seconds a closing viewer waits for a cancelled job to reach its next yield.
 CLOSE_WAIT_S = 60.0
@@ -170,6 +175,8 @@ class JobHandle:
         self._done = threading.Event()
         self._detached = False  # True once the viewer/owner is gone: no more callbacks
         self._pbar: _Progress | None = None
+        self._bar: Any = None  # a JobProgressBar in the owner's widget (instead of napari's bar)
+        self._bar_shown_at = 0.0
         self._last_stage: str | None = None
         self._task_id: Any = None
         self._window: Any = None
@@ -193,6 +200,8 @@ class JobHandle:
             self._cancel.set()
             if self._pbar is not None:
                 self._pbar.set_description(f"{self.description} (cancelling...)")
+            if self._bar is not None:
+                self._bar.show_progress(0, 0, f"{self.description} (cancelling...)")
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job's thread finished; return whether it did within ``timeout`` s."""
@@ -250,6 +259,12 @@ class JobHandle:
     def _on_yield(self, event: Any, on_progress: Callable[[Progress], Any] | None) -> None:
         if self._detached:
             return
+        if isinstance(event, Progress) and self._bar is not None and not self._cancel.is_set():
+            now = _clock()
+            if event.stage != self._last_stage or now - self._bar_shown_at >= BAR_INTERVAL_S:
+                self._bar.show_progress(event.done, event.total, f"{self.description}: {event.message or event.stage}")
+                self._bar_shown_at = now
+                self._last_stage = event.stage
         if isinstance(event, Progress) and self._pbar is not None and not self._cancel.is_set():
             pbar = self._pbar
             if pbar.total != event.total:
@@ -280,6 +295,8 @@ class JobHandle:
         self._update_task({"done": "COMPLETED", "failed": "FAILED"}.get(outcome.status, "CANCELLED"))
         if self._detached:
             return
+        if self._bar is not None:
+            self._bar.finish(self.description, outcome.status)
         try:
             if outcome.status == "done" and on_result is not None:
                 on_result(outcome.result)

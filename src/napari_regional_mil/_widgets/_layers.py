@@ -37,6 +37,7 @@ from napari_regional_mil._widgets._slide_layers import (
     add_slide_layer,
     find_slide_layer,
     layer_mpp,
+    make_slide_layer,
     open_slide_of,
     placement,
     set_slide_mpp,
@@ -53,6 +54,7 @@ from napari_regional_mil._widgets._tissue_layers import (
     tissue_layer_of,
     tissue_mask_of,
 )
+from napari_regional_mil._widgets._warm_up import warm_up
 
 __all__ = [
     "SLIDE_PATH_KEY",
@@ -62,6 +64,7 @@ __all__ = [
     "find_slide_layer",
     "grid_outlines",
     "layer_mpp",
+    "make_slide_layer",
     "open_slide_of",
     "outline_segments",
     "placement",
@@ -104,23 +107,12 @@ class TilingLayers:
     slide_dimensions: tuple[int, int]
 
 
-#: Libraries napari imports lazily when the first Labels layer is made (its features table,
-#: label colours): ~0.4 s the first time, paid in the worker by :func:`prepare_tiling_layers`.
-_NAPARI_LAZY_IMPORTS = ("pandas", "scipy.ndimage", "skimage.color", "skimage.exposure", "skimage.util")
-
-
 def prepare_tiling_layers(tiling: Any, tissue: Any = None, slide_dimensions: tuple[int, int] | None = None) -> TilingLayers:
     """The layers' geometry of a tiling (plain numpy; call it in the worker).
 
-    Also imports what napari would import lazily in the GUI thread when the layers are added.
+    Also pays what napari would pay in the GUI thread for its first layers (:func:`._warm_up.warm_up`).
     """
-    import importlib
-
-    for name in _NAPARI_LAZY_IMPORTS:
-        try:
-            importlib.import_module(name)
-        except ImportError:  # napari does without it, or imports it itself
-            pass
+    warm_up()
     dims = tuple(int(v) for v in (slide_dimensions or tiling.slide_dimensions))
     return TilingLayers(tiling, grid_outlines(tiling), tissue, dims)  # type: ignore[arg-type]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_regional_mil._widgets._heatmap_layers import HeatmapSpec, heatmap_specs
+from napari_regional_mil._widgets._warm_up import warm_up
 from napari_regional_mil.embedding.workflow import checkpoint_tiling, embeddings_for
 from napari_regional_mil.errors import SlideError
 from napari_regional_mil.heatmap import AttentionMaps
@@ -107,6 +108,7 @@ def with_layers(
     in the same worker, so the GUI thread only adds the layers."""
     maps = yield from job
     yield Progress("predict", 1, 1, "heatmap layers")
+    warm_up()
     return maps, heatmap_specs(maps, **settings)
 
 

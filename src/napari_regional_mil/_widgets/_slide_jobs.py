@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from napari_regional_mil._widgets import _layers
+from napari_regional_mil._widgets._warm_up import warm_up
 from napari_regional_mil.jobs import Progress
 from napari_regional_mil.tiling import TilingParams
 
@@ -33,7 +34,8 @@ def open_job(path: Path) -> LayerData:
     from napari_regional_mil._reader import read_slide
 
     (layer_data,) = read_slide(path)
-    return layer_data
+    warm_up()
+    return _layers.make_slide_layer(layer_data)
 
 
 def associated_images_job(path: Path) -> dict[str, np.ndarray]:

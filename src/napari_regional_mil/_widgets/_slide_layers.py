@@ -104,18 +104,25 @@ def _info_dict(info: Any) -> dict[str, Any]:
     return to_dict() if callable(to_dict) else dict(getattr(info, "__dict__", {}))
 
 
-def show_slide_layer(viewer: Any, layer_data: tuple[Any, dict[str, Any], str]) -> Any:
-    """Add a slide layer from the reader's layer data, or return the layer already showing it.
+def make_slide_layer(layer_data: tuple[Any, dict[str, Any], str]) -> Any:
+    """The napari Image layer of the reader's layer data, not yet in a viewer (call it in a worker:
+    making a layer model slices its data; only adding it is left to the GUI thread)."""
+    from napari.layers import Image
 
-    ``layer_data`` is what this plugin's reader gives (:func:`napari_regional_mil._reader.read_slide`),
-    read in a worker: only adding the layer is left to the GUI thread.
-    """
     data, kwargs, _ = layer_data
-    path = Path(kwargs["metadata"][SLIDE_PATH_KEY])
-    for layer in slide_layers(viewer):
-        if slide_path_of(layer) == path:
-            return layer
-    return viewer.add_image(data, **kwargs)
+    return Image(data, **kwargs)
+
+
+def show_slide_layer(viewer: Any, layer: Any) -> Any:
+    """Add a slide layer (from :func:`make_slide_layer`, or the reader's layer data), or return
+    the layer already showing that slide."""
+    if isinstance(layer, tuple):
+        layer = make_slide_layer(layer)
+    path = slide_path_of(layer)
+    for existing in slide_layers(viewer):
+        if slide_path_of(existing) == path:
+            return existing
+    return viewer.add_layer(layer)
 
 
 def add_slide_layer(viewer: Any, slide: Any, *, mpp: tuple[float, float] | None = None) -> Any:

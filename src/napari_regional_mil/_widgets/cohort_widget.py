@@ -344,7 +344,8 @@ class CohortWidget(QWidget):
         if entry.path is None:
             notify_error(SlideError(f"slide {entry.name!r}: no slide file found for {entry.slide!r}"))
             return None
-        return open_with_grids(self.viewer, entry.path, self.embed_box.tiling.params(), self.cache_dir(), owner=self)
+        return open_with_grids(self.viewer, entry.path, self.embed_box.tiling.params(), self.cache_dir(), owner=self,
+                               progress_bar=self.embed_box.progress)
 
     # -- embedding ---------------------------------------------------------------------------
     def embed_missing(self) -> JobHandle | None:
@@ -379,6 +380,7 @@ class CohortWidget(QWidget):
             on_finish=self._on_finish,
             viewer=self.viewer,
             owner=self,
+            progress_bar=self.embed_box.progress,
         )
         if self.job is not None:
             self._set_busy(True)

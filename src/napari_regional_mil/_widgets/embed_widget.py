@@ -37,6 +37,7 @@ from napari_regional_mil._widgets._fields import (
     form,
     scrollable_column,
 )
+from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._state import follow, offer_encoder, viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.embedding.workflow import CACHE_FOLDER, ContextRequest, default_cache_dir
@@ -165,7 +166,8 @@ class EmbedWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
-        scrollable_column(self, slide_box, enc_box, tile_box, ctx_box, run_box, buttons, self.status)
+        self.progress = JobProgressBar()
+        scrollable_column(self, slide_box, enc_box, tile_box, ctx_box, run_box, buttons, self.progress, self.status)
         self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
@@ -270,6 +272,7 @@ class EmbedWidget(QWidget):
             on_finish=self._on_finish,
             viewer=self.viewer,
             owner=self,
+            progress_bar=self.progress,
         )
         if self.job is not None:
             self._set_busy(True)

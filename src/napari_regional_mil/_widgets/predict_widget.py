@@ -52,6 +52,7 @@ from napari_regional_mil._widgets._layers import (
     tissue_mask_of,
 )
 from napari_regional_mil._widgets._prediction_panel import PredictionPanel
+from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._state import follow, viewer_state
 from napari_regional_mil._widgets._worker import notify_error, start_job
 from napari_regional_mil.errors import ClinicalError
@@ -88,6 +89,7 @@ class PredictWidget(QWidget):
         self.heatmap_layers: dict[str, Any] = {}
         self._slide_layer: Any = None
         self.selection_layer: Any = None
+        self.job: Any = None
         self.state = viewer_state(self.viewer)
         self._build()
         callback, callbacks = self._on_mouse_drag, self.viewer.mouse_drag_callbacks
@@ -122,7 +124,16 @@ class PredictWidget(QWidget):
         self.cache_dir = QLineEdit(placeholderText="embedding cache folder (default: as the Embed widget)")
         form.addRow("Cache", self.cache_dir)
         self.predict_button = QPushButton("Predict open slide")
-        form.addRow(self.predict_button)
+        self.predict_button.setToolTip("Predict the viewer's open slide in the background (embedding it first "
+                                       "with the model's encoder and tiling when it has no cache).")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        row = QHBoxLayout()
+        row.addWidget(self.predict_button, 1)
+        row.addWidget(self.cancel_button)
+        form.addRow(row)
+        self.progress = JobProgressBar()
+        form.addRow(self.progress)
         layout.addWidget(box)
 
         self.clinical_form = ClinicalForm()  # shown for a model with clinical variables
@@ -177,6 +188,7 @@ class PredictWidget(QWidget):
         self.load_button.clicked.connect(lambda: self.set_model(self.model_path.text().strip()))
         self.model_path.returnPressed.connect(lambda: self.set_model(self.model_path.text().strip()))
         self.predict_button.clicked.connect(self.predict)
+        self.cancel_button.clicked.connect(self.cancel)
         self.normalisation.currentTextChanged.connect(lambda _: self._update_layers())
         self.evidence_check.toggled.connect(lambda _: self._update_layers())
         self.region_on_tissue.toggled.connect(lambda _: self._update_layers())
@@ -265,17 +277,28 @@ class PredictWidget(QWidget):
                    "tissue_mask": tissue_mask_of(self.viewer, layer, only_if_edited=True),
                    "clinical": clinical}
         self._slide_layer = layer
-        self.predict_button.setEnabled(False)
         settings = self._layer_settings()
-        start_job(
+        self.job = start_job(
             lambda: _predict_job.with_layers(_predict_job.predict_job(model, slide_path, **options), settings),
             kind="predict",
             description=f"Predicting {Path(slide_path).name}",
             on_result=lambda out: self.show_maps(*out),
-            on_finish=lambda status: self.predict_button.setEnabled(True),
+            on_finish=lambda status: self._set_busy(False),
             viewer=self.viewer,
             owner=self,
+            progress_bar=self.progress,
         )
+        if self.job is not None:
+            self._set_busy(True)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.predict_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    def cancel(self) -> None:
+        """Cancel the running prediction (and the embedding it may have started; its cache is kept)."""
+        if self.job is not None:
+            self.job.cancel()
 
     def show_maps(self, maps: AttentionMaps, specs: list[HeatmapSpec] | None = None) -> None:
         """Show a prediction: probabilities, decision, heatmap layers.

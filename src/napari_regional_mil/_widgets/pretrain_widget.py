@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets._fields import PathPicker, form
+from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._state import viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CohortError, EncoderError, TrainingError
@@ -163,6 +164,8 @@ class PretrainWidget(QWidget):
         for box in (data_box, train_box):
             layout.addWidget(box)
         layout.addLayout(buttons)
+        self.progress = JobProgressBar()
+        layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.preview_label)
         layout.addWidget(self.encoder_name)
@@ -258,6 +261,7 @@ class PretrainWidget(QWidget):
             on_finish=self._on_finish,
             viewer=self.viewer,
             owner=self,
+            progress_bar=self.progress,
         )
         if self.job is not None:
             self._set_busy(True)

@@ -33,6 +33,7 @@ from napari_regional_mil._widgets._fields import (
     scrollable_column,
 )
 from napari_regional_mil._widgets._info_panel import SlideInfoPanel
+from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._slide_jobs import (
     associated_images_job,
     open_job,
@@ -130,6 +131,8 @@ class SlideWidget(QWidget):
         tile_layout.setContentsMargins(6, 6, 6, 6)
         tile_layout.addWidget(self.fields)
         tile_layout.addLayout(buttons)
+        self.progress = JobProgressBar()
+        tile_layout.addWidget(self.progress)
         tile_layout.addWidget(self.counts)
 
         scrollable_column(self, file_box, self.info, mpp_box, tile_box)
@@ -279,7 +282,8 @@ class SlideWidget(QWidget):
             on_finish=lambda status: self._set_busy(False),
             viewer=self.viewer,
             owner=self,
-            show_progress=show_progress,
+            progress_bar=self.progress if show_progress else None,
+            show_progress=False,
         )
         if self.job is not None:
             self._set_busy(True)

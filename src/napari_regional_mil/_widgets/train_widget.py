@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets._fields import PathPicker, form, scrollable_column
+from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._state import viewer_state
 from napari_regional_mil._widgets._train_fields import (
     ContextFields,
@@ -161,6 +162,8 @@ class TrainWidget(QWidget):
         run_layout.setContentsMargins(6, 6, 6, 6)
         run_layout.addLayout(out_row)
         run_layout.addLayout(buttons)
+        self.progress = JobProgressBar()
+        run_layout.addWidget(self.progress)
         run_layout.addWidget(self.status)
 
         self.plot = TrainingPlot()
@@ -248,6 +251,7 @@ class TrainWidget(QWidget):
             on_finish=self._on_finish,
             viewer=self.viewer,
             owner=self,
+            progress_bar=self.progress,
         )
         if self.job is not None:
             self._set_busy(True)

@@ -1,0 +1,51 @@
+"""First-use costs napari would pay in the GUI thread when a slide layer appears, paid in a worker.
+
+Adding the first layer of a session makes napari (and the libraries under it) do one-off
+work in the GUI thread: dask's first ``compute`` imports ``distributed`` when it is
+installed (about 0.5 s), napari's unit registry (pint) parses its definitions at the first
+layer with units (0.4 to 0.6 s), and the first Labels layer imports pandas, scipy.ndimage
+and scikit-image parts (about 0.4 s). :func:`warm_up` does all of it once, from the jobs
+that prepare layers (opening a slide, tiling it, predicting it), before their layers are
+added.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+
+import numpy as np
+
+__all__ = ["warm_up"]
+
+#: Libraries napari imports lazily when the first Labels layer is made (its features table,
+#: label colours).
+NAPARI_LAZY_IMPORTS = ("pandas", "scipy.ndimage", "skimage.color", "skimage.exposure", "skimage.util")
+
+_lock = threading.Lock()
+_done = False
+
+
+def warm_up() -> None:
+    """Pay napari's first-layer costs here (call it in a worker thread; only the first call works)."""
+    global _done
+    with _lock:
+        if _done:
+            return
+        _done = True
+        import dask.array as da
+
+        np.asarray(da.zeros((1,), chunks=1))  # as napari reads a dask level: dask picks its scheduler
+        try:
+            from napari.utils.transforms._units import (
+                get_units_from_name,  # private: best effort
+            )
+        except ImportError:
+            pass
+        else:
+            get_units_from_name(("um", "um"))
+        for name in NAPARI_LAZY_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # napari does without it, or imports it itself
+                pass
