@@ -26,7 +26,7 @@ from napari_regional_mil._widgets._encoder_fields import EncoderFields
 from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form
 from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._slide_jobs import open_job, tiling_job
-from napari_regional_mil._widgets._worker import notify_error, start_job
+from napari_regional_mil._widgets._worker import start_job
 from napari_regional_mil.embedding.workflow import default_cache_dir, embed_slides
 from napari_regional_mil.training.cohort_table import CohortTable
 
