@@ -118,7 +118,7 @@ def _widget_modules() -> list:
 
 def _prepare(work: Path, n_slides: int) -> tuple:
     """A synthetic cohort; every slide but the first embedded (the GUI embeds that one)."""
-    from napari_regional_mil.embedding.pipeline import embed_slide
+    from napari_regional_mil.embedding import embed_slide
     from napari_regional_mil.jobs import run_job
     from napari_regional_mil.synth.cohort import write_synthetic_cohort
     from napari_regional_mil.tiling import TilingParams

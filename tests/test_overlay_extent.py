@@ -56,8 +56,7 @@ def testslides_dir_or_none():
 
 
 def test_tissue_grids_and_attention_end_where_the_slide_ends(make_napari_viewer, slide_and_params, tmp_path):
-    from napari_regional_mil.embedding.lookup import load_slide_embeddings
-    from napari_regional_mil.embedding.pipeline import embed_slide
+    from napari_regional_mil.embedding import embed_slide, load_slide_embeddings
 
     path, params = slide_and_params
     viewer = make_napari_viewer()
