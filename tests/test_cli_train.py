@@ -44,7 +44,11 @@ def test_train_then_predict_with_caches(cohort_dir, tmp_path, capsys):
                  "--out", str(model), "--seed", "3", *FAST]) == 0
     out = capsys.readouterr().out
     assert "best epoch" in out and f"saved {model}" in out
-    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.run.json", "model.safetensors"]
+    record = json.loads((tmp_path / "model.run.json").read_text())
+    assert record["command"] == "train" and record["seed"] == 3 and record["options"]["epochs"] == 2
+    assert record["inputs"]["cohort_table"]["sha256"] == hashlib.sha256((root / "labels.csv").read_bytes()).hexdigest()
+    assert sorted(record["inputs"]["caches"]) == sorted(s.name for s in slides)
 
     preds = tmp_path / "preds.csv"
     names = [s.name for s in slides[:3]]
@@ -61,14 +65,35 @@ def test_train_then_predict_with_caches(cohort_dir, tmp_path, capsys):
         assert data["patch_attention"].sum() == pytest.approx(1.0, abs=1e-4) and "region_attention" in data
 
 
-def test_crossval_writes_json(cohort_dir, tmp_path, capsys):
-    root, _, _ = cohort_dir
-    out = tmp_path / "cv.json"
+def test_crossval_writes_pooled_out_of_fold_results_and_refits(cohort_dir, tmp_path, capsys):
+    from sklearn.metrics import roc_auc_score
+
+    from napari_regional_mil.model.checkpoint import load_checkpoint
+    from napari_regional_mil.training.evaluation import tune_threshold
+
+    root, slides, classes = cohort_dir
+    out = tmp_path / "cv"
     assert main(["crossval", "--labels", str(root / "labels.csv"), "--cache", str(root / "cache"), "--folds", "2",
-                 "--model", "mean", "--out", str(out), *FAST]) == 0
-    data = json.loads(out.read_text())
-    assert data["model_type"] == "mean" and data["n_folds"] == 2
-    assert "AUC" in capsys.readouterr().out
+                 "--model", "mean", "--out", str(out), "--refit", "--threshold", "youden", "--bootstrap", "100",
+                 *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "AUC" in printed and "pooled out-of-fold" in printed and "95% CI" in printed
+    names = {p.name for p in out.iterdir()}
+    assert {"crossval.json", "oof_predictions.csv", "metrics.json", "calibration.csv", "roc.png", "roc.svg",
+            "pr.png", "model.safetensors", "run.json"} <= names
+    data = json.loads((out / "crossval.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert data["model_type"] == "mean" and data["n_folds"] == 2 and data["threshold_rule"] == "youden"
+    rows = list(csv.DictReader((out / "oof_predictions.csv").open()))
+    assert sorted(r["slide"] for r in rows) == sorted(s.name for s in slides)  # every slide once, out of fold
+    assert {r["fold"] for r in rows} == {"1", "2"}
+    y = np.array([classes.index(r["label"]) for r in rows])
+    p = np.array([float(r[f"prob_{classes[1]}"]) for r in rows])
+    assert data["pooled"]["auroc"] == pytest.approx(roc_auc_score(y, p), abs=1e-6)
+    model = load_checkpoint(out / "model.safetensors")
+    assert model.training["n_train"] == len(slides)
+    assert model.threshold == pytest.approx(tune_threshold("youden", np.stack([1 - p, p], 1), y), abs=1e-6)
+    record = json.loads((out / "run.json").read_text())
+    assert record["command"] == "crossval" and "model.safetensors" in record["outputs"]
 
 
 def test_train_on_bags_without_coordinates_warns_and_runs_patch_level(cohort_dir, tmp_path, capsys):

@@ -147,3 +147,41 @@ def test_bad_inputs_give_one_line_and_write_nothing(world, tmp_path, capsys):
         assert len(lines) == 1 and re.search(problem, lines[0]), (key, err)
         assert not out.exists(), key
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_run_record_and_config_file_with_flags_overriding(world, tmp_path, capsys):
+    root, slides, _, splits, model = world
+    config = tmp_path / "eval.toml"
+    config.write_text(f'model = "{model}"\nlabels = "{root / "labels.csv"}"\ncache = "{root / "cache"}"\n'
+                      'bootstrap = 50\nseed = 3\n[evaluate]\nout = "results"\n[train]\nepochs = 99\n')
+    assert main(["evaluate", "--config", str(config), "--seed", "4"]) == 0
+    out = tmp_path / "results"  # relative to the config file's folder
+    record = json.loads((out / "run.json").read_text())
+    assert record["command"] == "evaluate" and record["seed"] == 4  # the flag beats the file
+    assert record["options"]["bootstrap"] == 50 and record["config_file"]["path"] == str(config)
+    assert record["inputs"]["cohort_table"]["sha256"] == hashlib.sha256((root / "labels.csv").read_bytes()).hexdigest()
+    test = sorted(s.name for s, sp in zip(slides, splits) if sp == "test")
+    assert sorted(record["inputs"]["caches"]) == test and len(record["inputs"]["caches_sha256"]) == 64
+    assert all(len(key) == 64 for key in record["inputs"]["caches"].values())
+    assert {"metrics.json", "roc.png", "run.json"} <= set(record["outputs"])
+    assert record["versions"]["scikit-learn"] and record["versions"]["torch"]
+    assert json.loads((out / "metrics.json").read_text())["bootstrap"]["resamples"] == 50
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("bootstrapp = 5\n", r"bad.toml: unknown key 'bootstrapp' for evaluate"),
+    ("bootstrap = 'many'\n", r"bad.toml: key 'bootstrap': expected an integer, got 'many'"),
+    ("bootstrap = 2.5\n", r"bad.toml: key 'bootstrap': expected an integer, got 2.5"),
+    ("split = 'holdout'\n", r"bad.toml: key 'split': 'holdout' is not one of auto, test, all"),
+    ("[evalute]\nseed = 1\n", r"bad.toml: unknown table \[evalute\]"),
+    ("seed = \n", r"bad.toml: not valid TOML"),
+])
+def test_bad_config_files_name_the_file_and_key(world, tmp_path, capsys, text, problem):
+    root, *_, model = world
+    (tmp_path / "bad.toml").write_text(text)
+    out = tmp_path / "out"
+    code = main(["evaluate", "--config", str(tmp_path / "bad.toml"), "--model", str(model), "--labels",
+                 str(root / "labels.csv"), "--cache", str(root / "cache"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and re.search(problem, err) and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()

@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointError",
     "ClinicalError",
     "CohortError",
+    "ConfigError",
     "EncoderError",
     "JobCancelled",
     "MissingCacheError",
@@ -57,6 +58,10 @@ class ClinicalError(CohortError):
 
 class CheckpointError(RegionalMilError):
     """A model checkpoint is corrupt, foreign, or does not match the embeddings."""
+
+
+class ConfigError(RegionalMilError):
+    """A ``--config`` file that cannot be used (not TOML, an unknown key, a value of the wrong type)."""
 
 
 class TrainingError(RegionalMilError):

@@ -113,13 +113,10 @@ def with_layers(
 
 
 def export(kind: str, path: str | os.PathLike, maps: AttentionMaps, *, normalisation: str = "rank") -> Path:
-    """Write ``maps`` as ``kind``: ``"geojson"``, ``"tiff"`` or ``"csv"``; return the path."""
-    from napari_regional_mil import export as ex
+    """Write ``maps`` as ``kind``: ``"geojson"``, ``"tiff"`` or ``"csv"``; return the path.
 
-    if kind == "geojson":
-        return ex.export_geojson(path, maps)
-    if kind == "tiff":
-        return ex.export_heatmap_tiff(path, maps, normalisation=normalisation)
-    if kind == "csv":
-        return ex.export_csv(path, maps)
-    raise ValueError(f"unknown export kind {kind!r}")
+    The same function the CLI's ``export`` calls for each slide of a batch.
+    """
+    from napari_regional_mil.batch_export import export_maps
+
+    return export_maps(kind, path, maps, normalisation=normalisation)

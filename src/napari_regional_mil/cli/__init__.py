@@ -15,7 +15,10 @@ import importlib
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+from ._config import CONFIG_COMMANDS, apply_config
 
 __all__ = ["main", "build_parser"]
 
@@ -57,14 +60,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The subcommand ``name``'s own parser."""
+    for action in parser._actions:  # argparse offers no public accessor of its subparsers
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
+
+
+def _config_path(argv: list[str]) -> str | None:
+    """The value of ``--config`` in ``argv`` (``--config F`` or ``--config=F``), or ``None``."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse the command line; with ``--config FILE`` the file's values are the command's defaults."""
+    config = _config_path(argv)
+    if config is None or not argv or argv[0] not in CONFIG_COMMANDS:
+        return parser.parse_args(argv)
+    args = apply_config(_command_parser(parser, argv[0]), argv[0], argv[1:], Path(config))
+    args.command = argv[0]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    from ..errors import JobCancelled, RegionalMilError
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parse(parser, argv)
+    except RegionalMilError as exc:  # a --config file that cannot be used
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    from ..errors import JobCancelled, RegionalMilError
 
     try:
         with _one_line_warnings():

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from ..errors import TrainingError
 from ..options import add_options, make, option_values
 from ..settings import ClinicalOptions, ModelConfig, SelectionConfig, TrainConfig
+from ._cohort_options import add_column_options, columns_from_args
+from ._config import add_config_option
 
 if TYPE_CHECKING:
     from ..model.clinical import ClinicalSpec
@@ -34,15 +36,19 @@ __all__ = [
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
-    """``--labels CSV`` and ``--cache DIR`` or ``--features DIR``."""
-    parser.add_argument("--labels", required=True, type=Path, metavar="CSV", help="cohort CSV: slide,label[,patient][,split]")
+    """``--labels TABLE``, its column names, and ``--cache DIR`` or ``--features DIR``."""
+    parser.add_argument(
+        "--labels", required=True, type=Path, metavar="TABLE",
+        help="cohort table (CSV, TSV or XLSX): slide,label[,patient][,split] plus any other columns",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--cache", type=Path, metavar="DIR", help="embedding cache folder (napari-regional-mil embed)")
     source.add_argument(
         "--features",
         type=Path,
         metavar="DIR",
-        help="bags of features without regions: CLAM/TRIDENT .h5 or .npz per slide (patch-level MIL)",
+        help="feature files of another tool, one per slide: CLAM/TRIDENT or STAMP .h5, CLAM .pt, .npz (regions "
+        "rebuilt from the coordinates and patch size in the file, with --region-size)",
     )
     parser.add_argument("--encoder", metavar="NAME", help="use caches of this encoder (when several exist)")
     parser.add_argument("--classes", metavar="A,B,...", help="class names in the model's order (default: sorted labels)")
@@ -55,7 +61,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--patch-size", type=int, default=256, help="patch side in px for --embed-missing (default: 256)")
     group.add_argument("--target-mpp", type=float, default=0.5, help="um/px for --embed-missing (default: 0.5)")
-    group.add_argument("--region-size", type=int, default=8, help="k for --embed-missing (default: 8)")
+    group.add_argument("--region-size", type=int, default=8, help="k for --embed-missing and --features (default: 8)")
+    add_column_options(parser)
+    add_config_option(parser)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -164,17 +172,20 @@ def load_training_slides(args: argparse.Namespace):
     def slide_file(row) -> bool:
         return Path(row.slide).is_file() or (base / row.slide).is_file()
 
+    columns = columns_from_args(args)
     if args.features is not None:
         cohort = read_cohort(
             args.labels,
             class_names=classes,
+            columns=columns,
             slide_exists=lambda row: find_feature_bag(args.features, row) is not None,
-            unknown_slide_hint=f"no feature file (.h5/.npz) in {args.features}",
+            unknown_slide_hint=f"no feature file (.h5/.npz/.pt) in {args.features}",
         )
-        return cohort, drive(load_feature_bags(cohort, features_dir=args.features))
+        return cohort, drive(load_feature_bags(cohort, features_dir=args.features, region_size=args.region_size))
     cohort = read_cohort(
         args.labels,
         class_names=classes,
+        columns=columns,
         slide_exists=lambda row: slide_file(row) or find_cache(args.cache, row, encoder=args.encoder) is not None,
         unknown_slide_hint=f"no embedding cache in {args.cache} and no slide file",
     )

@@ -1,4 +1,4 @@
-"""``napari-regional-mil crossval``: K-fold cross-validation of the first model."""
+"""``napari-regional-mil crossval``: K-fold cross-validation of the first model, pooled out of fold."""
 
 from __future__ import annotations
 
@@ -12,19 +12,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``crossval`` subcommand."""
     parser = subparsers.add_parser(
         "crossval",
-        help="K-fold cross-validation (stratified, patient-grouped): AUC, balanced accuracy, confusion",
+        help="K-fold cross-validation (stratified, patient-grouped): pooled out-of-fold AUROC with 95%% CI",
         description=(
-            "Stratified K-fold cross-validation (patients never split across folds). Prints per-fold "
-            "AUC (one-vs-rest macro for more than two classes), balanced accuracy and confusion matrix, "
-            "and mean +- sd; --out writes them as JSON."
+            "Stratified K-fold cross-validation (patients never split across folds). Prints per-fold AUC "
+            "(one-vs-rest macro for more than two classes), balanced accuracy and confusion matrix, mean +- sd, "
+            "and the pooled out-of-fold AUROC and AUPRC with bootstrap 95%% confidence intervals. --out DIR "
+            "writes crossval.json, the out-of-fold predictions (oof_predictions.csv), metrics.json, a "
+            "calibration table, ROC/PR/calibration/confusion plots (PNG and SVG) and run.json; --refit adds "
+            "model.safetensors trained on every slide."
         ),
     )
     add_data_options(parser)
     parser.add_argument("--folds", type=int, default=5, help="number of folds K (default: 5)")
-    parser.add_argument("--out", type=Path, metavar="JSON", help="write the results as JSON")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="folder for the results (created)")
+    parser.add_argument(
+        "--refit", action="store_true",
+        help="then train the model to deploy on every slide (epochs: the folds' median best epoch; threshold: the "
+        "--threshold rule on the pooled out-of-fold predictions); written as DIR/model.safetensors",
+    )
+    parser.add_argument(
+        "--tune", action="store_true",
+        help="nested cross-validation: each fold picks learning rate, weight decay, dropout and epochs by an inner "
+        "cross-validation on its training slides (grid: a [tune] table in --config, else 2x2x2x2 values)",
+    )
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="bootstrap resamples of the pooled confidence intervals (default: 1000)")
     add_model_options(parser)
     add_train_options(parser)
     parser.set_defaults(func=run)
+
+
+def _grid(args: argparse.Namespace):
+    """The tuning grid: the config file's [tune] table, else the default one."""
+    from ..errors import ConfigError
+    from ..training.tuning import TuneGrid
+
+    if getattr(args, "config", None) is None:
+        return TuneGrid()
+    from ._config import config_table, read_config
+
+    table = config_table(args.config, read_config(args.config), "tune")
+    try:
+        return TuneGrid(**{k.replace("-", "_"): tuple(v) if isinstance(v, list) else v for k, v in table.items()})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{args.config.name}: [tune]: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,18 +63,22 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from ..cli._progress import drive
-    from ..cli._train_options import (
-        load_training_slides,
-        model_config_from_args,
-        train_config_from_args,
-    )
+    from ..cli._train_options import load_training_slides, model_config_from_args, train_config_from_args
     from ..cli.cmd_train import _print_warning, context_dims_of
     from ..errors import TrainingError
+    from ..model.checkpoint import save_checkpoint
+    from ..runrecord import write_run_record
     from ..training.crossval import cross_validate
+    from ..training.device import resolve_device
+    from ..training.outputs import check_output_folder, staged_folder, write_report
+    from ._run import record_for
 
-    if args.out is not None and not args.out.parent.is_dir():
-        raise TrainingError(f"{args.out}: folder {args.out.parent} does not exist")
+    out = check_output_folder(args.out, TrainingError) if args.out is not None else None
+    if args.bootstrap < 0:
+        raise TrainingError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     train_config = train_config_from_args(args)
+    resolve_device(train_config.device)
+    grid = _grid(args) if args.tune else None
     cohort, slides = load_training_slides(args)
     model_config = model_config_from_args(
         args,
@@ -56,10 +91,23 @@ def run(args: argparse.Namespace) -> int:
         warnings.showwarning = _print_warning
         result = drive(
             cross_validate(
-                slides, class_names=cohort.class_names, n_folds=args.folds, model_config=model_config, config=train_config
+                slides, class_names=cohort.class_names, n_folds=args.folds, model_config=model_config,
+                config=train_config, refit=args.refit, tune=grid,
             )
         )
+    report = result.pooled_report(n_bootstrap=args.bootstrap, patients=cohort.has_patients)
     print(result.summary())
-    if args.out is not None:
-        print(f"wrote {result.write_json(args.out)}")
+    print("pooled out-of-fold: " + report.summary().replace("\n", "\n  "))
+    if out is None:
+        return 0
+    with staged_folder(out) as stage:
+        result.write_json(stage / "crossval.json", report)
+        pooled = result.pooled()
+        write_report(stage, report, predictions_name="oof_predictions.csv", folds=pooled["folds"],
+                     extra={"what": "pooled out-of-fold predictions", "labels": cohort.path.name})
+        if result.refit is not None:
+            save_checkpoint(result.refit.checkpoint, stage / "model.safetensors")
+        written = [p.name for p in stage.iterdir()] + ["run.json"]
+        write_run_record(stage / "run.json", record_for(args, "crossval", slides=slides, outputs=written))
+    print(f"wrote {out}" + (" (with the refitted model.safetensors)" if result.refit is not None else ""))
     return 0

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._config import add_config_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``embed`` subcommand."""
@@ -46,7 +48,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--context-scale", action="append", type=float, default=[], metavar="S",
                         help="um/px of the context patch as a multiple of --target-mpp, one per --context-encoder "
                         "(default: 2)")
+    add_config_option(parser)
     parser.set_defaults(func=run)
+
+
+def _write_run_record(args: argparse.Namespace, summaries: list) -> None:
+    """``<cache>/run.json``: this run's options, versions and the stores it wrote or reused (the latest run)."""
+    from ..runrecord import run_record, write_run_record
+
+    stores = {s.slide: Path(s.cache_path).name for s in summaries if s.ok and s.cache_path}
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "config_values", "command")}
+    record = run_record("embed", options, config_file=getattr(args, "config", None), outputs=[*stores.values()])
+    record["inputs"]["slides"] = {str(s.slide): {"ok": s.ok, "store": stores.get(s.slide)} for s in summaries}
+    if Path(args.out).is_dir():
+        write_run_record(Path(args.out) / "run.json", record)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         mpp=args.mpp, contexts=contexts, scheduler=args.scheduler, workers=args.workers, dtype=args.dtype,
     ), report=report)
     failed = [s for s in summaries if not s.ok]
+    _write_run_record(args, summaries)
     if len(summaries) == 1 and failed:  # one slide: one line, like every other command's error
         print(f"error: {failed[0].message}", file=sys.stderr)
         return 1

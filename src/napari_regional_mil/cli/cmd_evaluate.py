@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ._cohort_options import add_column_options
+from ._config import add_config_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     parser.add_argument("--region-size", type=int, default=8, help="k of the regions rebuilt from --features (default: 8)")
     add_column_options(parser)
+    add_config_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.evaluate import evaluate_cohort, write_evaluation
     from ..training.outputs import check_output_folder
     from ._cohort_options import columns_from_args
+    from ._run import record_for
 
     out = check_output_folder(args.out, TrainingError)
     if args.bootstrap < 0:
@@ -71,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
             region_size=args.region_size,
         )
     )
-    write_evaluation(out, evaluation)
+    write_evaluation(
+        out, evaluation, run=lambda written: record_for(args, "evaluate", slides=evaluation.slides, outputs=written)
+    )
     print(f"{evaluation.model} on {len(evaluation.cohort)} slides of {cohort.path.name} ({evaluation.split})")
     print(evaluation.report.summary())
     print(f"wrote {out}")

@@ -21,10 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, type=Path, metavar="MODEL", help="checkpoint (.safetensors)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--cache", type=Path, metavar="DIR", help="embedding cache folder")
-    source.add_argument("--features", type=Path, metavar="DIR", help="bags of features (.h5/.npz) without regions")
+    source.add_argument("--features", type=Path, metavar="DIR",
+                        help="feature files of another tool (CLAM/TRIDENT/STAMP .h5, CLAM .pt, .npz)")
     parser.add_argument("--out", type=Path, metavar="CSV", help="write the predictions here (default: stdout)")
     parser.add_argument("--threshold", type=float, help="decision threshold (default: the model's)")
     parser.add_argument("--no-attention", action="store_true", help="do not write attention files")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N (mixed precision) or mps")
     parser.set_defaults(func=run)
 
 
@@ -45,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import TrainingError
 
         raise TrainingError(f"{args.out}: folder {args.out.parent} does not exist")
+    from ..training.device import resolve_device
+
+    resolve_device(args.device)
     checkpoint = load_checkpoint(args.model)
     rows = [CohortRow(i + 1, slide, "", slide) for i, slide in enumerate(args.slides)]
     sources = []
@@ -56,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                 f" of {args.model.name}'s encoder {encoder!r}" if encoder else "")
         else:
             found = find_feature_bag(args.features, row)
-            where = f"no feature file (.h5/.npz) in {args.features}"
+            where = f"no feature file (.h5/.npz/.pt) in {args.features}"
         if found is None:
             raise CacheError(f"slide {row.name!r}: {where}; embed it first")
         sources.append(found)
@@ -73,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                 embeddings = load_slide_embeddings(source)
             else:
                 embeddings = read_feature_file(source, slide_name=row.name)
-            prediction = predict_slide(checkpoint, embeddings, threshold=args.threshold)
+            prediction = predict_slide(checkpoint, embeddings, threshold=args.threshold, device=args.device)
             if not args.no_attention:
                 write_attention(prediction, attention_path(source), embeddings=embeddings)
             out.append(prediction)

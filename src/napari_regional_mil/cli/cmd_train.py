@@ -16,8 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the first model (regional MIL, ABMIL or mean pooling) on cached embeddings",
         description=(
             "Train the first model on a cohort's cached embeddings and save it as one safetensors "
-            "checkpoint. Rows with split=val are the validation set (otherwise --val-fraction of the "
-            "patients is held out); rows with split=test are left out."
+            "checkpoint (and <MODEL stem>.run.json beside it: options, versions, input hashes). Rows with "
+            "split=val are the validation set (otherwise --val-fraction of the patients is held out), on which "
+            "a --threshold rule is tuned; rows with split=test are left out (score them with evaluate)."
         ),
     )
     add_data_options(parser)
@@ -50,11 +51,15 @@ def run(args: argparse.Namespace) -> int:
         train_config_from_args,
     )
     from ..errors import CheckpointError
+    from ..runrecord import write_run_record
+    from ..training.device import resolve_device
     from ..training.workflow import train_cohort
+    from ._run import record_for
 
     if not args.out.parent.is_dir():
         raise CheckpointError(f"{args.out}: folder {args.out.parent} does not exist")
     train_config = train_config_from_args(args)
+    resolve_device(train_config.device)
     cohort, slides = load_training_slides(args)
     model_config = model_config_from_args(
         args,
@@ -69,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         trained = drive(train_cohort(slides, class_names=cohort.class_names, options=model_config, config=train_config))
     result, held_out = trained.result, trained.held_out
     path = result.save(args.out)
+    record = args.out.with_name(f"{args.out.stem}.run.json")
+    write_run_record(record, record_for(args, "train", slides=slides, outputs=[path.name, record.name]))
     best = result.history[result.best_epoch - 1]
     print(
         f"trained {result.model.config.model_type} on {result.checkpoint.training['n_train']} slides "
@@ -78,5 +85,9 @@ def run(args: argparse.Namespace) -> int:
         f"best epoch {result.best_epoch}/{len(result.history)}: val_auc {best['val_auc']:.3f} "
         f"val_bacc {best['val_bacc']:.3f} train_loss {best['train_loss']:.3f}"
     )
-    print(f"saved {path}")
+    rule = train_config.threshold_rule
+    if rule.tuned:
+        print(f"threshold {result.checkpoint.threshold:.4g} ({rule.text} on {result.checkpoint.training['n_val']} "
+              "validation slides)")
+    print(f"saved {path} and {record.name}")
     return 0

@@ -13,7 +13,7 @@ model's own threshold (never tuned here: these are test slides) and returns an
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -24,9 +24,10 @@ from ..errors import CheckpointError, CohortError
 from ..jobs import Progress
 from ..model.checkpoint import Checkpoint
 from ..model.first_model import make_bag
+from ..runrecord import write_run_record
 from .cohort import Cohort
 from .datasets import LabelledSlide, load_cohort_embeddings, load_feature_bags
-from .outputs import staged_folder, write_json, write_report
+from .outputs import staged_folder, write_report
 from .predict import predict_bags
 from .report import EvaluationReport, evaluate_predictions
 
@@ -49,12 +50,15 @@ class Evaluation:
         Which rows were scored: ``"test"`` or ``"all"``.
     model
         The checkpoint's file name (or ``"model"``).
+    slides
+        The scored slides (embeddings, labels, where they came from).
     """
 
     report: EvaluationReport
     cohort: Cohort
     split: str
     model: str
+    slides: tuple[LabelledSlide, ...] = ()
 
     def record(self) -> dict[str, Any]:
         """What ``metrics.json`` adds to the report: the model, the table and the rows scored."""
@@ -136,7 +140,8 @@ def evaluate_slides(
     probabilities = np.zeros((len(slides), len(checkpoint.class_names)))
     for i, slide in enumerate(slides):
         yield Progress("evaluate", i, len(slides), f"predicting {slide.name}")
-        probabilities[i] = predict_bags(network, [make_bag(slide.embeddings, network.config)], device=device)[0]
+        bag = make_bag(slide.embeddings, network.config, clinical=slide.clinical)
+        probabilities[i] = predict_bags(network, [bag], device=device)[0]
     network.to("cpu")
     yield Progress("evaluate", len(slides), len(slides), f"scoring {len(slides)} slides ({n_bootstrap} bootstrap resamples)")
     return evaluate_predictions(
@@ -205,14 +210,23 @@ def evaluate_cohort(
         device=device,
     )
     model = checkpoint.path.name if checkpoint.path is not None else "model"
-    return Evaluation(report, chosen, what, model)
+    return Evaluation(report, chosen, what, model, tuple(slides))
 
 
-def write_evaluation(out: str | os.PathLike[str], evaluation: Evaluation, *, run: dict[str, Any] | None = None) -> Path:
-    """Write an evaluation's files into the folder ``out`` (all or none; see :mod:`.outputs`)."""
+def write_evaluation(
+    out: str | os.PathLike[str],
+    evaluation: Evaluation,
+    *,
+    run: Callable[[list[str]], Mapping[str, Any]] | None = None,
+) -> Path:
+    """Write an evaluation's files into the folder ``out`` (all or none; see :mod:`.outputs`).
+
+    ``run`` makes the run record from the names of the files written; it is written as
+    ``run.json``.
+    """
     out = Path(out)
     with staged_folder(out) as stage:
-        write_report(stage, evaluation.report, extra=evaluation.record())
+        written = [p.name for p in write_report(stage, evaluation.report, extra=evaluation.record())]
         if run is not None:
-            write_json(stage / "run.json", run)
+            write_run_record(stage / "run.json", run([*written, "run.json"]))
     return out
