@@ -68,7 +68,9 @@ def test_unwritable_outputs_are_refused_before_work(embed_slide_path, cohort, tm
         (["embed", embed_slide_path, "--out", out, *SMALL_EMBED], "not writable"),
         (["train", "--labels", cohort.csv, "--cache", cohort.cache, "--out", out / "m.safetensors", *SMALL_TRAIN],
          "does not exist"),
-        (["crossval", "--labels", cohort.csv, "--cache", cohort.cache, "--out", out / "cv.json", *SMALL_TRAIN],
+        (["crossval", "--labels", cohort.csv, "--cache", cohort.cache, "--out", out / "cv", *SMALL_TRAIN],
+         "does not exist"),
+        (["evaluate", "--model", cohort.model, "--labels", cohort.csv, "--cache", cohort.cache, "--out", out / "ev"],
          "does not exist"),
         (["predict", "--model", cohort.model, "--cache", cohort.cache, cohort.names[0], "--out", out / "p.csv"],
          "does not exist"),
@@ -128,14 +130,22 @@ def test_full_disk_keeps_the_previous_model_and_leaves_no_temp(cohort, capsys, d
 
 @pytest.mark.parametrize("command", ["predict", "crossval"])
 def test_full_disk_on_csv_and_json_outputs(cohort, tmp_path, capsys, disk_full, command):
-    previous = tmp_path / ("p.csv" if command == "predict" else "cv.json")
-    previous.write_text("previous results\n")
-    argv = (["predict", "--model", cohort.model, "--cache", cohort.cache, cohort.names[0], "--no-attention"]
-            if command == "predict" else ["crossval", "--labels", cohort.csv, "--cache", cohort.cache, "--folds", "2",
-                                          *SMALL_TRAIN])
-    code, out, err = run_cli([*argv, "--out", previous], capsys)
-    assert_one_error_line(code, out, err, names=str(previous), problem="No space left on device")
-    assert previous.read_text() == "previous results\n" and _listing(tmp_path) == [previous.name]
+    if command == "predict":
+        previous = tmp_path / "p.csv"
+        previous.write_text("previous results\n")
+        argv = ["predict", "--model", cohort.model, "--cache", cohort.cache, cohort.names[0], "--no-attention",
+                "--out", previous]
+    else:  # an output folder holding a previous run's results
+        (tmp_path / "cv").mkdir()
+        previous = tmp_path / "cv" / "crossval.json"
+        previous.write_text("previous results\n")
+        argv = ["crossval", "--labels", cohort.csv, "--cache", cohort.cache, "--folds", "2", *SMALL_TRAIN,
+                "--bootstrap", "20", "--out", tmp_path / "cv"]
+    code, out, err = run_cli(argv, capsys)
+    assert_one_error_line(code, out, err, names=str(tmp_path), problem="No space left on device")
+    assert previous.read_text() == "previous results\n"
+    assert _listing(tmp_path) == [previous.name if command == "predict" else "cv"]  # no temp file or folder left
+    assert _listing(previous.parent) == [previous.name]
 
 
 def test_full_disk_while_embedding_leaves_no_complete_cache_then_resumes(embed_slide_path, tmp_path, capsys, monkeypatch):

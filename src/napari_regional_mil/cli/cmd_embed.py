@@ -60,7 +60,7 @@ def _write_run_record(args: argparse.Namespace, summaries: list) -> None:
     options = {k: v for k, v in vars(args).items() if k not in ("func", "config_values", "command")}
     record = run_record("embed", options, config_file=getattr(args, "config", None), outputs=[*stores.values()])
     record["inputs"]["slides"] = {str(s.slide): {"ok": s.ok, "store": stores.get(s.slide)} for s in summaries}
-    if Path(args.out).is_dir():
+    if stores and Path(args.out).is_dir():  # nothing cached, nothing to record (a refusal leaves the folder as it was)
         write_run_record(Path(args.out) / "run.json", record)
 
 
