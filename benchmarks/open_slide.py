@@ -1,15 +1,22 @@
-"""Benchmark: open a slide in napari, time to the first rendered frame and peak memory.
+"""Benchmark: open a slide in napari through this plugin, side by side with the plain reader.
 
 Writes synthetic tiled JPEG pyramidal BigTIFFs of about 10k x 10k and 60k x 60k px with
-the streaming writer (generation time printed; files cached in a temp folder), then for
-each slide starts a *fresh* Python process that creates a shown ``napari.Viewer``, opens
-the slide through this plugin's reader and waits until the canvas shows tissue. It prints,
-per slide, the time from ``viewer.open`` to that first rendered frame and the process
-peak RSS, and last the large/small ratios (target: first frame < 1 s, ratios ~1.0).
+the streaming writer (files cached in a temp folder), then per slide runs fresh Python
+processes, alternating this plugin (``viewer.open(path, plugin="napari-regional-mil")``,
+what a user does) and the plain 15-line tiffslide + dask reader
+(:func:`open_plain`): each creates a shown ``napari.Viewer``, opens the slide, waits for
+the first frame that shows tissue, then zooms to one level-0 pixel per screen pixel at
+the slide centre and waits for the level-0 frame. It prints medians of wall time and
+process CPU time (CPU time is steadier on a busy machine) for the open call, open ->
+first frame and zoom -> level-0 frame, the peak RSS, and the plugin/plain ratios
+(targets: open and first frame within 1.1 x, zoom no slower). ``--warm`` imports dask,
+tiffslide and the plugin before the clock starts, leaving each reader's own work.
+The shared viewer peer benchmark (``../shared/peers/run_all.sh``) gives the same
+comparison with other peers; see ``docs/benchmarks.md``.
 
 Run (needs an X server; under a headless machine ``xvfb-run`` is used automatically)::
 
-    python benchmarks/open_slide.py [--sizes 10240 60160] [--cache DIR] [--repeats 3]
+    python benchmarks/open_slide.py [--sizes 10240 60160] [--cache DIR] [--repeats 5] [--warm]
 """
 
 from __future__ import annotations
@@ -44,14 +51,26 @@ def make_slide(cache: Path, size: int, *, seed: int = 0) -> tuple[Path, float | 
     return path, time.perf_counter() - start
 
 
-def child(path: str) -> None:
-    """In a fresh process: viewer, open, wait for the first frame with tissue; print JSON."""
+def open_plain(viewer, path: str) -> list:
+    """The plain reader this plugin is held to: tiffslide's zarr levels wrapped by dask, 15 lines."""
+    import dask.array as da
+    from tiffslide import TiffSlide
+
+    slide = TiffSlide(path)
+    group = slide.zarr_group
+    levels = [da.from_zarr(group[k]) for k in sorted(group.array_keys(), key=int)]
+    mx, my = slide.properties.get("tiffslide.mpp-x"), slide.properties.get("tiffslide.mpp-y")
+    scale = (float(my), float(mx)) if mx and my else (1.0, 1.0)
+    return [viewer.add_image(levels, multiscale=True, rgb=True, scale=scale, metadata={"tiffslide": slide})]
+
+
+def child(path: str, reader: str, warm: bool) -> None:
+    """In a fresh process: viewer, open, first frame with tissue, zoom to level 0; print JSON."""
     import resource
 
+    import napari
     import numpy as np
     from qtpy.QtWidgets import QApplication
-
-    import napari
 
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1280, 900)
@@ -59,50 +78,67 @@ def child(path: str) -> None:
     for _ in range(20):
         app.processEvents()
     canvas = viewer.window._qt_viewer.canvas
-    # one-off costs of any first layer in a session, independent of the slide: imports
-    # (dask.array, tiffslide, this plugin), pint's unit registry (built by napari) and
-    # dask's scheduler set-up (the first compute imports distributed when installed)
-    warm = time.perf_counter()
-    import dask.array  # noqa: F401
-    import pint
-    import tiffslide  # noqa: F401
+    warm_s = 0.0
+    if warm:
+        # one-off costs of any first layer in a session, independent of the slide: imports
+        # (dask.array, tiffslide, this plugin), pint's unit registry (built by napari) and
+        # dask's scheduler set-up (the first compute imports distributed when installed)
+        start = time.perf_counter()
+        import dask.array
+        import pint
+        import tiffslide  # noqa: F401
 
-    import napari_regional_mil._reader  # noqa: F401
+        import napari_regional_mil._reader  # noqa: F401
 
-    pint.get_application_registry().pixel
-    dask.array.zeros(2).sum().compute()  # dask's first compute imports its scheduler machinery
-    warm = time.perf_counter() - warm
+        _ = pint.get_application_registry().pixel
+        dask.array.zeros(2).sum().compute()  # dask's first compute imports its scheduler machinery
+        warm_s = time.perf_counter() - start
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    start = time.perf_counter()
-    [layer] = viewer.open(path, plugin="napari-regional-mil")
-    t_open = time.perf_counter() - start
-    frame = None
-    while time.perf_counter() - start < 60:
+    def frame_with_tissue() -> np.ndarray | None:
         app.processEvents()
         frame = np.asarray(canvas._scene_canvas.render())[..., :3]  # draws the scene now
-        # tissue is purple/pink: a frame is "rendered" once it shows saturated pixels
-        rgb = frame.astype(np.int16)
-        if ((rgb.max(-1) - rgb.min(-1)) > 40).mean() > 0.01:
-            break
-    t_frame = time.perf_counter() - start
+        rgb = frame.astype(np.int16)  # tissue is purple/pink: saturated pixels
+        return frame if ((rgb.max(-1) - rgb.min(-1)) > 40).mean() > 0.01 else None
+
+    cpu, start = time.process_time(), time.perf_counter()
+    if reader == "plain":
+        [layer] = open_plain(viewer, path)
+    else:
+        [layer] = viewer.open(path, plugin="napari-regional-mil")
+    t_open, cpu_open = time.perf_counter() - start, time.process_time() - cpu
+    frame = None
+    while frame is None and time.perf_counter() - start < 60:
+        frame = frame_with_tissue()
+    t_frame, cpu_frame = time.perf_counter() - start, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for _ in range(10):  # settle at the overview
+        frame_with_tissue()
+    h0, w0 = layer.data[0].shape[:2]
+    cpu, start = time.process_time(), time.perf_counter()
+    viewer.camera.center = tuple(layer.data_to_world((h0 // 2 + 0.25, w0 // 2 + 0.25)))
+    viewer.camera.zoom = 1 / float(layer.scale[-1])  # one level-0 pixel per screen pixel
+    zoomed = None
+    while time.perf_counter() - start < 60 and (zoomed is None or layer.data_level != 0):
+        zoomed = frame_with_tissue()
+    t_zoom, cpu_zoom = time.perf_counter() - start, time.process_time() - cpu
     print(json.dumps({
-        "warmup_s": warm, "open_s": t_open, "first_frame_s": t_frame, "peak_rss_mb": peak,
-        "rss_before_open_mb": rss_before,
-        "levels": len(layer.data), "level0": list(layer.data[0].shape), "data_level": int(layer.data_level),
+        "reader": reader, "warmup_s": warm_s, "open_s": t_open, "first_frame_s": t_frame, "zoom_s": t_zoom,
+        "open_cpu_s": cpu_open, "first_frame_cpu_s": cpu_frame, "zoom_cpu_s": cpu_zoom,
+        "peak_rss_mb": peak, "peak_rss_after_zoom_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_open_mb": rss_before, "levels": len(layer.data), "level0": list(layer.data[0].shape),
         "frame_shape": list(frame.shape) if frame is not None else None,
     }))
     viewer.close()
 
 
-def measure(path: Path) -> dict:
+def measure(path: Path, reader: str, warm: bool) -> dict:
     """Run :func:`child` in a fresh process (under xvfb-run when there is no display)."""
-    cmd = [sys.executable, __file__, "--child", str(path)]
+    cmd = [sys.executable, __file__, "--child", str(path), "--reader", reader] + (["--warm"] if warm else [])
     if not os.environ.get("DISPLAY") and shutil.which("xvfb-run"):
         cmd = ["xvfb-run", "-a", "-s", "-screen 0 1920x1080x24"] + cmd
     env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"benchmark child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -111,43 +147,51 @@ def measure(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs=2, default=[10240, 60160], metavar=("SMALL", "LARGE"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10240, 60160], metavar="SIZE")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "napari-regional-mil-bench")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="fresh processes per slide (median and best reported; best is robust to a busy machine)")
+    parser.add_argument("--repeats", type=int, default=5, help="fresh processes per slide and reader")
+    parser.add_argument("--warm", action="store_true",
+                        help="import dask, tiffslide and this plugin before the clock starts (both readers)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--reader", choices=("plugin", "plain"), default="plugin", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child)
+        child(args.child, args.reader, args.warm)
         return 0
     import statistics
 
+    def med(runs: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
     args.cache.mkdir(parents=True, exist_ok=True)
-    results = {}
+    print("reader: this plugin through viewer.open (what a user does) against the plain tiffslide + dask reader;",
+          "fresh process per run, the two alternating; medians; wall s (CPU s)", "(imports warmed)" if args.warm else
+          "(imports counted)", flush=True)
     for size in args.sizes:
         path, seconds = make_slide(args.cache, size)
         mb = path.stat().st_size / 2**20
         gen = f"generated in {seconds:.1f} s" if seconds is not None else "cached"
         print(f"slide {path.name}: {mb:,.0f} MB on disk, {gen}", flush=True)
-        runs = [measure(path) for _ in range(args.repeats)]
-        frame = statistics.median(r["first_frame_s"] for r in runs)
-        rss = statistics.median(r["peak_rss_mb"] for r in runs)
-        r0 = runs[0]
-        print(
-            f"  {r0['level0'][1]} x {r0['level0'][0]} px, {r0['levels']} levels (shown: level {r0['data_level']}): "
-            f"open {statistics.median(r['open_s'] for r in runs):.3f} s, first frame {frame:.3f} s "
-            f"(runs: {', '.join(format(r['first_frame_s'], '.3f') for r in runs)}), peak RSS {rss:.0f} MB "
-            f"(viewer alone {r0['rss_before_open_mb']:.0f} MB); one-off session warm-up (imports) "
-            f"{statistics.median(r['warmup_s'] for r in runs):.2f} s, not counted",
-            flush=True,
-        )
-        results[size] = (frame, min(r["first_frame_s"] for r in runs), rss)
-    (f_small, b_small, m_small), (f_large, b_large, m_large) = results[args.sizes[0]], results[args.sizes[1]]
-    print(f"first frame: small {f_small:.3f} s (best {b_small:.3f}), large {f_large:.3f} s (best {b_large:.3f}) "
-          "(target < 1 s)")
-    print(f"peak RSS:    small {m_small:.0f} MB, large {m_large:.0f} MB")
-    print(f"ratios large/small: first frame {f_large / f_small:.2f} (best-of {b_large / b_small:.2f}), "
-          f"peak RSS {m_large / m_small:.2f} (target ~1.0)")
+        runs: dict[str, list[dict]] = {"plugin": [], "plain": []}
+        for _ in range(args.repeats):
+            for reader in ("plain", "plugin"):
+                runs[reader].append(measure(path, reader, args.warm))
+        for reader, rs in runs.items():
+            r0 = rs[0]
+            print(
+                f"  {reader:6s} {r0['level0'][1]} x {r0['level0'][0]} px, {r0['levels']} levels: "
+                f"open {med(rs, 'open_s'):.3f} ({med(rs, 'open_cpu_s'):.3f}), "
+                f"first frame {med(rs, 'first_frame_s'):.3f} ({med(rs, 'first_frame_cpu_s'):.3f}), "
+                f"zoom to level 0 {med(rs, 'zoom_s'):.3f} ({med(rs, 'zoom_cpu_s'):.3f}), "
+                f"peak RSS {med(rs, 'peak_rss_after_zoom_mb'):.0f} MB",
+                flush=True,
+            )
+        ours, plain = runs["plugin"], runs["plain"]
+        ratio = {k: med(ours, k) / med(plain, k) for k in ("open_s", "first_frame_s", "zoom_s", "open_cpu_s",
+                                                           "first_frame_cpu_s", "zoom_cpu_s")}
+        print(f"  plugin / plain: open {ratio['open_s']:.2f} (CPU {ratio['open_cpu_s']:.2f}), first frame "
+              f"{ratio['first_frame_s']:.2f} (CPU {ratio['first_frame_cpu_s']:.2f}), zoom {ratio['zoom_s']:.2f} "
+              f"(CPU {ratio['zoom_cpu_s']:.2f})  (targets: open and first frame <= 1.1, zoom <= 1.0)", flush=True)
     return 0
 
 

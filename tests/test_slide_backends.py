@@ -326,3 +326,33 @@ def test_damaged_tile_without_listener_is_a_warning(tmp_path, synthetic_slide, o
     with (open_slide(tmp_path / "damaged.tiff", check_pixels=False) as slide,
           pytest.warns(damage.DamagedTileWarning, match="damaged.tiff: damaged tiles at level 0")):
         slide.display_pyramid()[0][:10, :10].compute()
+
+
+def test_a_read_across_tiles_greys_only_the_damaged_tile(tmp_path, synthetic_slide, odd_patch_types):
+    """A read spanning several tiles (a fused dask slice, a band of strips) is narrowed down to the damaged tile."""
+    from napari_regional_mil.slide import damage
+    from napari_regional_mil.slide.pyramid import GuardedLevel
+
+    good = synthetic_slide(odd_patch_types, patch_px=24)
+    y, x = _damage_tile(good, tmp_path / "damaged.tiff", 7)
+    with open_slide(good) as ref, open_slide(tmp_path / "damaged.tiff", check_pixels=False) as slide:
+        log = damage.DamageLog(slide.path)
+        level = GuardedLevel(slide.backend._arrays[0], 0, log, (64, 64))
+        with pytest.warns(damage.DamagedTileWarning):
+            block = level[30:150, 20:250]
+        expected = ref.display_pyramid()[0][30:150, 20:250].compute()
+        inside = np.zeros(block.shape[:2], bool)
+        inside[max(0, y - 30) : y + 64 - 30, x - 20 : x + 64 - 20] = True
+        assert (block[inside] == damage.GREY).all()
+        np.testing.assert_array_equal(block[~inside], expected[~inside])
+        assert log.counts == {0: 1}
+
+
+def test_display_chunks_are_tiles_grouped_only_on_huge_levels():
+    from napari_regional_mil.slide.pyramid import display_chunks
+
+    assert display_chunks((240, 240), (2967, 2220, 3)) == (240, 240)  # 130 chunks: the tiles
+    assert display_chunks((256, 256), (15000, 15000, 3)) == (256, 256)  # 3,481 chunks: the tiles
+    assert display_chunks((256, 256), (60000, 60000, 3)) == (1024, 1024)  # 55,225 tiles: 4 x 4 per chunk
+    assert display_chunks((256, 256), (200000, 100000, 3)) == (1024, 1024)  # never more than 4 x 4
+    assert display_chunks((16, 1493), (901, 1493, 3)) == (16, 1493)  # strips

@@ -131,6 +131,8 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
     def reader(_path: Any) -> list[LayerData]:
         from napari_regional_mil.slide import open_slide
 
-        return [_layer_of(open_slide(p)) for p in paths]
+        # only the header: the first frame decodes the smallest level anyway, through the guarded
+        # loader (an undecodable tile is flat grey with one notification naming the problem)
+        return [_layer_of(open_slide(p, check_pixels=False)) for p in paths]
 
     return reader

@@ -89,7 +89,9 @@ def library_warnings() -> Iterator[list[str]]:
         yield collected
     for rec in records:
         module = _warning_module(rec.filename)
-        if module is not None:
+        # what a library says about the file (UserWarning, RuntimeWarning); not e.g. a ResourceWarning of an
+        # unrelated handle the garbage collector closed meanwhile, nor deprecations meant for developers
+        if module is not None and issubclass(rec.category, (UserWarning, RuntimeWarning)):
             text = f"{module}: " + " ".join(str(rec.message).split())[:200]
             if text not in collected:
                 collected.append(text)

@@ -63,15 +63,17 @@ class LevelSource:
     array
         Array-like with ``shape`` ``(h, w, c)`` (c = 3 or 4), ``dtype`` uint8 and
         ``__getitem__`` on ``(rows, cols)`` slices returning a numpy array.
-    chunks
-        ``(rows, cols)`` of the display chunks (the native tiles where tiled).
+    tile
+        ``(rows, cols)`` of the native tiles (or strip bands): the unit a damaged read is
+        narrowed down to. The display chunks are whole multiples of it (see
+        :func:`~napari_regional_mil.slide.pyramid.display_chunks`).
     direct
         True when ``array`` is already in memory or memory-mapped (reads cannot fail
         to decode, so no guard is needed).
     """
 
     array: Any
-    chunks: tuple[int, int]
+    tile: tuple[int, int]
     direct: bool = False
 
 

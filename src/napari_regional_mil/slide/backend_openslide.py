@@ -107,7 +107,7 @@ class OpenSlideBackend(SlideBackend):
         return read
 
     def level_sources(self) -> list[LevelSource]:
-        """One :class:`RegionLevel` per level, chunked by OpenSlide's tile size (or 512 px)."""
+        """One :class:`RegionLevel` per level, tiled as OpenSlide says (else 512 px)."""
         out = []
         for level, (w, h) in enumerate(self.header.level_dimensions):
             th, tw = self._tile(level)

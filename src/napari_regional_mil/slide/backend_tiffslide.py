@@ -119,7 +119,7 @@ class TiffslideBackend(SlideBackend):
 
     # --- pixels --------------------------------------------------------------------------------
     def level_sources(self) -> list[LevelSource]:
-        """Zarr arrays (tiled: chunks = tiles); untiled levels memory-mapped or in row bands."""
+        """Zarr arrays (tiled: the native tiles); untiled levels memory-mapped or in row bands."""
         out = []
         for array, page in zip(self._arrays, self._pages):
             height, width = array.shape[:2]

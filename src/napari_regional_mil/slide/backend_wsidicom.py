@@ -139,7 +139,7 @@ class WsiDicomBackend(SlideBackend):
         return out
 
     def level_sources(self) -> list[LevelSource]:
-        """One :class:`RegionLevel` per level, chunked by the DICOM tiles."""
+        """One :class:`RegionLevel` per level, tiled as the DICOM frames."""
         out = []
         for level, (w, h) in enumerate(self.header.level_dimensions):
             tile = self._levels[level].tile_size

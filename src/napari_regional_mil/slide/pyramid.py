@@ -1,9 +1,14 @@
 """Lazy display pyramids (lists of dask arrays) over a slide's levels, whatever the backend.
 
-Every native level is wrapped with its own chunks (the native tiles where tiled) through
-a guarded chunk loader: a tile that fails to decode becomes a flat grey tile and is
-recorded in the slide's :class:`~napari_regional_mil.slide.damage.DamageLog`, so a damaged
-area never raises inside napari's renderer. Slides whose smallest level is still large
+Every native level is wrapped through a guarded chunk loader: a tile that fails to decode
+becomes a flat grey tile and is recorded in the slide's
+:class:`~napari_regional_mil.slide.damage.DamageLog`, so a damaged area never raises inside
+napari's renderer. Chunks are the native tiles (napari turns dask's task fusion off, so a
+chunk is the unit it decodes), grouped 2 x 2 or 4 x 4 only where a level would otherwise
+have more than ``MAX_CHUNKS`` chunks: dask builds the set of every chunk's key on each
+slice, and at 55,000 keys (a 60k x 60k level in 256 px tiles) that churn costs more CPU
+than decoding the tiles in view, and it sets off full garbage collections (0.3-0.5 s on a
+loaded 2-core machine) in the middle of a zoom. Slides whose smallest level is still large
 get extra levels, each the lazy 2 x 2 mean of the one above, down to about ``min_size``
 px. Nothing is read until napari (or ``compute``) asks for a chunk.
 """
@@ -18,13 +23,36 @@ import numpy as np
 from .backend import LevelSource
 from .damage import GREY, DamageLog
 
-__all__ = ["GuardedLevel", "build_pyramid", "halve", "native_level"]
+__all__ = ["MAX_CHUNKS", "MAX_GROUP", "GuardedLevel", "build_pyramid", "display_chunks", "halve", "native_level"]
+
+#: A level with more chunks than this gets its tiles grouped 2 x 2 (4 x 4, ...) per chunk.
+MAX_CHUNKS = 4_096
+#: At most this many tiles per side of a display chunk (bounds the tiles decoded outside the view).
+MAX_GROUP = 4
+
+
+def display_chunks(tile: tuple[int, int], shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(rows, cols)`` of a level's display chunks: its tiles, grouped k x k (k = 1, 2, 4...).
+
+    k is the smallest power of two that keeps the level at or under :data:`MAX_CHUNKS` chunks,
+    at most :data:`MAX_GROUP`.
+    """
+    th, tw = max(1, int(tile[0])), max(1, int(tile[1]))
+    h, w = int(shape[0]), int(shape[1])
+    k = 1
+    while k < MAX_GROUP and -(-h // (th * k)) * -(-w // (tw * k)) > MAX_CHUNKS:
+        k *= 2
+    return (min(th * k, h), min(tw * k, w))
 
 _NAMES = itertools.count()
 
 
 class GuardedLevel:
-    """An array-like over a level source that turns a failed read into a flat grey block.
+    """An array-like over a level source that turns failed tiles into flat grey blocks.
+
+    A read that fails is retried tile by tile (``tile``; a read spanning several tiles,
+    e.g. a fused dask slice or a band of strips), so only the damaged tiles are grey and
+    each is recorded once.
 
     Parameters
     ----------
@@ -34,16 +62,40 @@ class GuardedLevel:
         The display level (named in the damage notice).
     log
         Where failures are recorded.
+    tile
+        ``(rows, cols)`` of the native tiles.
     """
 
-    def __init__(self, array: Any, level: int, log: DamageLog) -> None:
+    def __init__(self, array: Any, level: int, log: DamageLog, tile: tuple[int, int]) -> None:
         self._array = array
         self._level = level
         self._log = log
+        self._tile = (max(1, int(tile[0])), max(1, int(tile[1])))
         self.shape = (int(array.shape[0]), int(array.shape[1]), 3)
         self.dtype = np.dtype(np.uint8)
         self.ndim = 3
-        self._rgba = len(array.shape) == 3 and array.shape[2] == 4
+
+    def _read(self, rows: slice, cols: slice) -> np.ndarray:
+        block = np.asarray(self._array[rows, cols])
+        if block.ndim == 2:
+            return np.repeat(block[..., None], 3, axis=2)
+        return block if block.shape[2] == 3 else block[..., :3]
+
+    def _read_by_tile(self, rows: slice, cols: slice) -> np.ndarray:
+        """The region read tile by tile; tiles that fail are flat grey and recorded."""
+        th, tw = self._tile
+        out = np.full((rows.stop - rows.start, cols.stop - cols.start, 3), GREY, np.uint8)
+        for ty in range(rows.start // th * th, rows.stop, th):
+            y0, y1 = max(ty, rows.start), min(ty + th, rows.stop)
+            for tx in range(cols.start // tw * tw, cols.stop, tw):
+                x0, x1 = max(tx, cols.start), min(tx + tw, cols.stop)
+                try:
+                    block = self._read(slice(y0, y1), slice(x0, x1))
+                except Exception as exc:  # noqa: BLE001 - any decoder's error type: the renderer must not see it
+                    self._log.record(self._level, (ty, tx), exc)
+                    continue
+                out[y0 - rows.start : y1 - rows.start, x0 - cols.start : x1 - cols.start] = block
+        return out
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -51,12 +103,9 @@ class GuardedLevel:
         cols, post_cols = _as_slice(key[1] if len(key) > 1 else slice(None), self.shape[1])
         channels = key[2] if len(key) > 2 else slice(None)
         try:
-            block = np.asarray(self._array[rows, cols])
-            if self._rgba or block.ndim != 3 or block.shape[2] != 3:
-                block = block[..., :3] if block.ndim == 3 else np.repeat(block[..., None], 3, axis=2)
-        except Exception as exc:  # noqa: BLE001 - any decoder's error type: the renderer must not see it
-            self._log.record(self._level, (rows.start, cols.start), exc)
-            block = np.full((rows.stop - rows.start, cols.stop - cols.start, 3), GREY, np.uint8)
+            block = self._read(rows, cols)
+        except Exception:  # noqa: BLE001 - narrowed down to the failing tiles, which are recorded
+            block = self._read_by_tile(rows, cols)
         if post_rows is None and post_cols is None:
             return block[:, :, channels]
         return block[_or_all(post_rows), _or_all(post_cols), channels]
@@ -83,21 +132,22 @@ def _as_slice(key: Any, n: int) -> tuple[slice, Any]:
 
 
 def native_level(source: LevelSource, *, level: int, log: DamageLog, name: str) -> Any:
-    """One native level as an RGB uint8 dask array, chunked as ``source.chunks``.
+    """One native level as an RGB uint8 dask array.
 
-    Memory-mapped sources are wrapped directly; every other source reads through a
-    :class:`GuardedLevel`.
+    Chunks are :func:`display_chunks` of ``source.tile``. Memory-mapped sources are wrapped
+    directly; every other source reads through a :class:`GuardedLevel`.
     """
     import dask.array as da
 
     meta = np.empty((0, 0, 0), np.uint8)
     array = source.array
     if source.direct:
-        level_array = da.from_array(array, chunks=(*source.chunks, array.shape[2]), asarray=True, lock=False,
+        level_array = da.from_array(array, chunks=(*source.tile, array.shape[2]), asarray=True, lock=False,
                                     meta=meta, name=f"{name}-{level}")
         return level_array[..., :3] if array.shape[2] == 4 else level_array
-    guarded = GuardedLevel(array, level, log)
-    return da.from_array(guarded, chunks=(*source.chunks, 3), asarray=False, lock=False, meta=meta,
+    guarded = GuardedLevel(array, level, log, source.tile)
+    chunks = display_chunks(source.tile, guarded.shape)
+    return da.from_array(guarded, chunks=(*chunks, 3), asarray=False, lock=False, meta=meta,
                          name=f"{name}-{level}")
 
 
