@@ -464,3 +464,115 @@ def test_hf_hub_name_of_a_known_repository_builds_the_known_encoder(hub_cache):
     """``hf-hub:paige-ai/Virchow2`` is Virchow2 as TRIDENT builds it, not timm's reading of its config."""
     with pytest.raises(EncoderError, match="encoder virchow2: paige-ai/Virchow2: cannot download"):
         load_encoder("hf-hub:paige-ai/Virchow2")
+
+
+# --- the CLI: embed --encoder NAME --weights FILE / --from-hub, and the encoders list ------------
+
+_TINY = ["--patch-size", "32", "--region-size", "4", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def tiny_slide(synthetic_slide):
+    """20 tissue patches of 32 px (5 x 4 cells): a published encoder embeds them in seconds."""
+    return synthetic_slide(np.zeros((4, 5), np.int16), patch_px=32, mpp=0.5, seed=2)
+
+
+def _stores(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.zarr*")) if folder.exists() else []
+
+
+def test_embed_with_a_published_encoder_from_a_file_and_from_the_hub(hub_cache, tiny_slide, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from napari_regional_mil.cli import main
+    from napari_regional_mil.embedding import find_slide_cache, load_slide_embeddings
+
+    torch.manual_seed(5)
+    state = timm.create_model("resnet50", pretrained=False).state_dict()
+    downloaded = tmp_path / "model.safetensors"
+    save_file(state, str(downloaded))
+    out = tmp_path / "cache"
+    assert (
+        main(
+            [
+                "embed",
+                str(tiny_slide),
+                "--out",
+                str(out),
+                "--encoder",
+                "resnet50",
+                "--weights",
+                str(downloaded),
+                *_TINY,
+            ]
+        )
+        == 0
+    )
+    assert "resnet50 (1024-d)" in capsys.readouterr().out
+    emb = load_slide_embeddings(find_slide_cache(out, tiny_slide, encoder="resnet50"))
+    assert emb.embedding_dim == 1024 and emb.meta["encoder"] == "resnet50"
+    # the same weights from the (offline) hub cache: the same encoder and hash, so the cache is reused
+    hub_cache("timm/resnet50.tv_in1k", {"model.safetensors": lambda p: save_file(state, str(p))})
+    assert (
+        main(["embed", str(tiny_slide), "--out", str(out), "--encoder", "resnet50", "--from-hub", *_TINY])
+        == 0
+    )
+    assert "already cached" in capsys.readouterr().out
+    assert main(["encoders"]) == 0
+    listed = capsys.readouterr().out
+    resnet = next(line for line in listed.splitlines() if line.startswith("resnet50 "))
+    assert "timm/resnet50.tv_in1k (model.safetensors)" in resnet and resnet.rstrip().endswith(
+        "yes"
+    )  # present
+    uni = next(line for line in listed.splitlines() if line.startswith("uni_v1 "))
+    assert "MahmoodLab/UNI" in uni and "CC-BY-NC-ND-4.0" in uni and uni.rstrip().endswith("no")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--encoder", "uni_v1"],
+            r"encoder uni_v1: give its weights file \(pytorch_model\.bin of MahmoodLab/UNI\)",
+        ),
+        (
+            ["--encoder", "uni", "--weights", "{tmp}/missing.bin"],
+            r"encoder uni_v1: .*missing\.bin: weights file not found; give the pytorch_model\.bin",
+        ),
+        (
+            ["--encoder", "virchow2", "--weights", "{tmp}/other.safetensors"],
+            r"encoder virchow2: .*other\.safetensors: weights do not fit .*expected pytorch_model\.bin of",
+        ),
+        (
+            ["--encoder", "virchow2", "--from-hub"],
+            r"encoder virchow2: paige-ai/Virchow2: cannot download pytorch_model\.bin \(no net.*--weights",
+        ),
+        (
+            ["--encoder", "builtin-he", "--from-hub"],
+            r"--from-hub downloads a published encoder's weights; builtin-he",
+        ),
+        (["--encoder", "conch_v1", "--from-hub"], r"encoder conch_v1: needs its authors' CONCH package"),
+        (["--encoder", "{tmp}/model.onnx"], r"model\.onnx: unknown encoder file type '\.onnx'"),
+    ],
+)
+def test_embed_with_a_bad_encoder_choice_is_one_line_and_writes_nothing(
+    hub_cache, tiny_slide, tmp_path, capsys, args, expected
+):
+    import re
+
+    from safetensors.torch import save_file
+
+    from napari_regional_mil.cli import main
+
+    save_file({"proj.weight": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    out = tmp_path / "cache"
+    code = main(
+        ["embed", str(tiny_slide), "--out", str(out), *[a.format(tmp=tmp_path) for a in args], *_TINY]
+    )
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert re.search(expected, lines[0]), lines[0]
+    assert _stores(out) == []  # nothing written to the cache
+    assert not [p for p in hub_cache.cache.rglob("*") if p.is_file()]  # nor to the hub cache

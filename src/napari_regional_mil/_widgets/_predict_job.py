@@ -57,6 +57,8 @@ def predict_job(
     layer_params: TilingParams | None = None,
     tissue_mask: Any = None,
     clinical: Any = None,
+    encoder_weights: str | os.PathLike | None = None,
+    from_hub: bool = False,
 ) -> Generator[Progress, None, AttentionMaps]:
     """Predict one slide with a loaded model and lay the attention out on its grids.
 
@@ -80,6 +82,10 @@ def predict_job(
         The user's edited tissue mask, if any (used when embedding).
     clinical
         The slide's clinical values (a ``ClinicalRecord``), for a model that takes them.
+    encoder_weights, from_hub
+        What the user chose for the model's encoder when the slide must be embedded (its
+        weights file or encoder file; downloading its published weights). The model's
+        stored encoder name alone never downloads or loads a file.
 
     Raises
     ------
@@ -92,7 +98,7 @@ def predict_job(
         raise SlideError("the slide layer does not say which file it shows")
     embeddings = yield from embeddings_for(
         checkpoint, slide_path, cache_dir=cache_dir, tiling_params=model_tiling(checkpoint, layer_params),
-        mpp=slide_mpp, tissue_mask=tissue_mask,
+        mpp=slide_mpp, tissue_mask=tissue_mask, encoder_weights=encoder_weights, from_hub=from_hub,
     )
     checkpoint.check_compatible(embeddings)
     yield Progress("predict", 0, 1, f"predicting {embeddings.slide_name}")

@@ -22,11 +22,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("slides", nargs="+", type=Path, metavar="SLIDE", help="slide files")
     parser.add_argument("--out", type=Path, required=True, metavar="CACHE_DIR", help="cache directory")
-    parser.add_argument("--encoder", default="builtin-he", metavar="NAME_OR_PATH",
-                        help="registered name (builtin-he, resnet50-random, uni, ...), timm:<name>, or a TorchScript / "
-                        ".safetensors file (default: builtin-he)")
-    parser.add_argument("--encoder-weights", type=Path, default=None, metavar="FILE",
-                        help="local weights for timm:/known/resnet50 encoders")
+    parser.add_argument(
+        "--encoder", default="builtin-he", metavar="NAME_OR_PATH",
+        help="builtin-he, a published encoder under TRIDENT's name (uni_v1, virchow2, ...: see the "
+        "'encoders' command), timm:<name>, or an encoder file (.safetensors, or TorchScript .pt/.ts: runs "
+        "its code, only files you trust) (default: builtin-he)",
+    )
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--weights", "--encoder-weights", dest="weights", type=Path, default=None, metavar="FILE",
+        help="the weights file of a published encoder or timm:<name> (e.g. the pytorch_model.bin you "
+        "downloaded); read as data, never unpickled",
+    )
+    weights.add_argument(
+        "--from-hub", action="store_true",
+        help="download the published encoder's weights from the Hugging Face hub (or use the copy in the hub "
+        "cache); gated repositories need their terms accepted and a login (hf auth login, or HF_TOKEN). "
+        "Never done without this flag",
+    )
     parser.add_argument("--mpp", type=float, default=None, help="level-0 um/px when the slide lacks it (or to override)")
     parser.add_argument("--patch-size", type=int, default=256, help="patch side in px at --target-mpp (default: 256)")
     parser.add_argument("--target-mpp", type=float, default=0.5, help="um/px of the patch grid (default: 0.5)")
@@ -74,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.patch_size < 8 or args.region_size < 1 or not args.target_mpp > 0 or args.batch_size < 1:
         raise TilingError("--patch-size must be >= 8, --region-size >= 1, --target-mpp > 0, --batch-size >= 1")
+    options = _encoder_options(args)
     params = TilingParams(
         patch_size=args.patch_size, target_mpp=args.target_mpp, region_size=args.region_size,
         tissue_threshold=args.tissue_threshold,
@@ -88,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     summaries = drive(embed_slides(
         args.slides, cache_dir=args.out, encoder=str(args.encoder),
-        encoder_options={"weights": str(args.encoder_weights)} if args.encoder_weights else None,
+        encoder_options=options,
         tiling_params=params, batch_size=args.batch_size, device=args.device, num_readers=args.readers,
         mpp=args.mpp, contexts=contexts, scheduler=args.scheduler, workers=args.workers, dtype=args.dtype,
     ), report=report)
@@ -103,3 +117,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {summary.slide}: {summary.message}", file=sys.stderr)
         return 1
     return 0
+
+
+def _encoder_options(args: argparse.Namespace) -> dict[str, object] | None:
+    """``--weights`` / ``--from-hub`` as encoder options; ``--from-hub`` only for a published encoder."""
+    from ..encoders import KNOWN_ENCODERS, canonical_name
+    from ..errors import EncoderError
+
+    if args.from_hub:
+        if canonical_name(str(args.encoder)) not in KNOWN_ENCODERS:
+            raise EncoderError(
+                f"--from-hub downloads a published encoder's weights; {args.encoder} is not one "
+                "(see the 'encoders' command)"
+            )
+        return {"from_hub": True}
+    return {"weights": str(args.weights)} if args.weights else None

@@ -63,6 +63,15 @@ def run(args: argparse.Namespace) -> int:
             found = find_feature_bag(args.features, row)
             where = f"no feature file (.h5/.npz/.pt) in {args.features}"
         if found is None:
+            if args.cache is not None and checkpoint.encoder.get("name"):
+                from ..encoders.policy import (
+                    embed_hint,  # says what the encoder needs; never loads it
+                )
+
+                hint = embed_hint(checkpoint.encoder)
+                raise CacheError(
+                    f"slide {row.name!r}: {where}; embed it first: embed SLIDE --out {args.cache} {hint}"
+                )
             raise CacheError(f"slide {row.name!r}: {where}; embed it first")
         sources.append(found)
 

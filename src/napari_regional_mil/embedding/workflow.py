@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import traceback
 from collections.abc import Generator, Mapping, Sequence
@@ -34,7 +35,7 @@ from .store import check_writable, find_slide_cache, load_slide_embeddings
 from .types import SlideEmbeddings
 
 if TYPE_CHECKING:
-    from ..encoders import EncoderLike
+    from ..encoders import EncoderLike, FrozenEncoder
     from ..model.checkpoint import Checkpoint
 
 __all__ = [
@@ -136,6 +137,35 @@ def _summary(result: EmbedResult) -> SlideSummary:
     )
 
 
+_WORKER_ENCODER: dict[tuple[str, ...], FrozenEncoder] = {}  # this worker process's loaded encoder
+_WORKER_LOCK = threading.Lock()
+
+
+def _stamp(path: str) -> str:
+    """A file's size and modification time (so a replaced encoder file is loaded again); ``""`` otherwise."""
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return ""
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def worker_encoder(encoder: str, *, device: str, options: Mapping[str, object] | None) -> FrozenEncoder:
+    """The encoder of a cluster task, loaded once per worker process and reused by its next slides.
+
+    The worker keeps one encoder (the last one asked for); a different name, device, option or a
+    changed encoder or weights file loads it again.
+    """
+    opts = dict(options or {})
+    weights = str(opts.get("weights") or "")
+    key = (encoder, device, repr(sorted(opts.items())), _stamp(encoder), _stamp(weights))
+    with _WORKER_LOCK:
+        if key not in _WORKER_ENCODER:
+            _WORKER_ENCODER.clear()  # one model per worker: bounded memory
+            _WORKER_ENCODER[key] = load_encoder_for(encoder, device=device, options=opts)
+        return _WORKER_ENCODER[key]
+
+
 def embed_one(
     slide_path: PathLike,
     *,
@@ -172,10 +202,10 @@ def embed_one(
         # dask arrays used inside (e.g. tissue detection on the display pyramid) must be
         # computed here, not shipped to the cluster this task runs on
         with dask.config.set(scheduler="threads"):
+            loaded = worker_encoder(encoder, device=device, options=encoder_options)  # once per worker
             result = run_job(embed_slide(
-                slide_path, cache_dir=cache_dir, tiling_params=tiling_params, encoder=encoder,
-                encoder_options=encoder_options, batch_size=batch_size, device=device, num_readers=num_readers, mpp=mpp,
-                dtype=dtype,
+                slide_path, cache_dir=cache_dir, tiling_params=tiling_params, encoder=loaded,
+                batch_size=batch_size, device=device, num_readers=num_readers, mpp=mpp, dtype=dtype,
             ))
     except RegionalMilError as exc:
         return SlideSummary(name, False, str(exc), seconds=time.perf_counter() - t0)
@@ -441,8 +471,15 @@ def embeddings_for(
     mpp: float | None = None,
     tissue_mask: TissueMask | np.ndarray | None = None,
     device: str = "cpu",
+    encoder_weights: PathLike | None = None,
+    from_hub: bool = False,
 ) -> Generator[Progress, None, SlideEmbeddings]:
     """The slide's embeddings for a trained model: its cache, or embed the slide first (a job).
+
+    The model's stored encoder record never starts a download or loads code by itself: the
+    slide is embedded only with what needs nothing from outside (the built-in encoders) or
+    what the user chose (``encoder_weights``, ``from_hub``); see
+    :func:`~napari_regional_mil.encoders.encoder_for_stored`.
 
     Parameters
     ----------
@@ -460,28 +497,42 @@ def embeddings_for(
         The user's tissue mask to embed with, if any.
     device
         Where the encoder runs when the slide must be embedded.
+    encoder_weights
+        A file the user picked for the model's encoder: the weights of a published encoder
+        (``pytorch_model.bin``), or the encoder file itself.
+    from_hub
+        The user allows downloading the model's published encoder's weights.
 
     Raises
     ------
     CacheError
         No matching cache, and the model does not say which encoder and tiling to embed with.
-    SlideError, TilingError, EncoderError
+    EncoderError
+        The slide must be embedded and the model's encoder needs weights or a file the
+        user did not give (one line saying which), or the given ones are not the model's.
+    SlideError, TilingError
         From embedding the slide.
     """
     folder = Path(cache_dir) if cache_dir else default_cache_dir(slide_path)
     params = tiling_params or checkpoint_tiling(checkpoint)
-    encoder = (checkpoint.encoder or {}).get("name")
+    record = checkpoint.encoder or {}
+    encoder = record.get("name")
     name = Path(slide_path).name
     yield Progress("load", 0, 0, f"looking for the embeddings of {name} in {folder}")
-    try:
-        found = find_slide_cache(folder, slide_path, encoder=encoder, tiling_params=params)
+    try:  # the model's own weights (hash), whatever the encoder's name was then
+        key = record.get("weights_hash") or encoder
+        found = find_slide_cache(folder, slide_path, encoder=key, tiling_params=params)
     except CacheError:  # none, or several (weights of the same name): the model's own is found or made
         if not encoder or params is None:
             raise CacheError(
                 f"{name}: no matching embedding cache in {folder}, and the model does not say which "
                 "encoder and tiling to embed with"
             ) from None
-        result = yield from embed_slide(slide_path, cache_dir=folder, tiling_params=params, encoder=str(encoder),
+        from ..encoders import encoder_for_stored  # imports torch: only when a slide is embedded
+
+        model = checkpoint.path.name if getattr(checkpoint, "path", None) else "the model"
+        loaded = encoder_for_stored(record, weights=encoder_weights, from_hub=from_hub, device=device, what=model)
+        result = yield from embed_slide(slide_path, cache_dir=folder, tiling_params=params, encoder=loaded,
                                         mpp=mpp, tissue_mask=tissue_mask, device=device)
         found = result.cache_path
     yield Progress("load", 0, 0, f"loading {Path(found).name}")

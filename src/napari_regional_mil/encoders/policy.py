@@ -23,7 +23,7 @@ from ..encoders.known import KNOWN_ENCODERS, KnownEncoder, canonical_name
 from ..encoders.spec import FrozenEncoder
 from ..errors import EncoderError
 
-__all__ = ["SELF_CONTAINED", "StoredEncoder", "encoder_for_stored", "stored_encoder"]
+__all__ = ["SELF_CONTAINED", "StoredEncoder", "embed_hint", "encoder_for_stored", "stored_encoder"]
 
 #: Encoders that need no file and no download: safe to build for any stored name.
 SELF_CONTAINED = ("builtin-he", "resnet50-random")
@@ -84,6 +84,23 @@ class StoredEncoder:
         if self.kind == "hub":
             return f"{lead}: allow the download from the hub, or pick the encoder file"
         return f"{lead}: it is not known here; pick the encoder file it was made with"
+
+
+def embed_hint(record: Mapping[str, Any] | str | None) -> str:
+    """How to embed slides for a stored encoder record, as ``embed`` options (no file is looked at)."""
+    need = stored_encoder(record)
+    if need.kind == "known" and need.known is not None and need.known.loadable:
+        k = need.known
+        gated = ", gated" if k.gated else ""
+        return (
+            f"--encoder {need.name} --weights FILE ({k.weights_file} of {k.hub_repo}; {k.licence}{gated}) "
+            "or --from-hub"
+        )
+    if need.kind in ("self-contained", "registered"):
+        return f"--encoder {need.name}"
+    if need.kind == "timm":
+        return f"--encoder {need.name} --weights FILE"
+    return f"--encoder FILE (the encoder it was made with: {need.name})"
 
 
 def stored_encoder(record: Mapping[str, Any] | str | None) -> StoredEncoder:

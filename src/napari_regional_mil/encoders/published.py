@@ -151,7 +151,12 @@ def load_known(
         )
     path = Path(weights).expanduser() if weights is not None else fetch_file(known, progress=progress)
     config = _config_for(known, path, from_hub=weights is None, progress=progress)
-    state = load_state_dict_file(path)
+    try:
+        state = load_state_dict_file(path)
+    except EncoderError as exc:  # name the encoder and what it needs
+        raise EncoderError(
+            f"encoder {known.name}: {exc}; give the {known.weights_file} of {known.hub_repo}"
+        ) from None
     with torch.device("meta"):
         module = build_known(known, config=config)
     target = _weights_module(module)
