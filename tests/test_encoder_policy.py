@@ -139,7 +139,7 @@ def test_a_published_encoder_from_the_file_the_user_picked(embed_slide_path, tmp
     save_file(timm.create_model("resnet50", pretrained=False).state_dict(), str(other))
     with pytest.raises(
         EncoderError,
-        match=r"made with resnet50 weights sha256 .*other\.safetensors has .*give the "
+        match=r"made with resnet50 \(encoder weights hash .*other\.safetensors has .*give the "
         r"weights it was trained with",
     ):
         run_job(

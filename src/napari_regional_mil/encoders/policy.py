@@ -196,13 +196,12 @@ def encoder_for_stored(
         if need.kind == "self-contained":
             raise EncoderError(
                 f"{what} was made with another version of {need.name} "
-                f"(weights sha256 {need.weights_hash[:12]}..., "
+                f"(encoder weights hash {need.weights_hash[:12]}..., "
                 f"this one {encoder.spec.weights_hash[:12]}...): embed the slides again and retrain"
             )
         raise EncoderError(
-            f"{what} was made with {need.name} weights sha256 {need.weights_hash[:12]}..., but "
+            f"{what} was made with {need.name} (encoder weights hash {need.weights_hash[:12]}...), but "
             f"{encoder.spec.source or need.name} has {encoder.spec.weights_hash[:12]}...: "
-            "give the weights it was "
-            "trained with"
+            "give the weights it was trained with"
         )
     return encoder
