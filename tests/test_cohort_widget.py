@@ -155,3 +155,45 @@ def test_prediction_column_follows_the_predict_widget_and_its_threshold(cohort, 
     predict.threshold.setValue(0.85)  # the user's threshold, above p(inflamed)
     assert _column(cohort.widget, PREDICTION)[3] == "excluded 0.20"
     assert predict.threshold.value() == 0.85
+
+
+def test_evaluate_the_test_split_colours_rows_and_saves_plots(cohort, gui_cohort, tmp_path, qtbot, shown_notes):
+    from qtpy.QtGui import QBrush
+
+    from napari_regional_mil._widgets._cohort_model import OUTCOME_COLOUR
+    from napari_regional_mil.cli import main
+    from napari_regional_mil.model.checkpoint import load_checkpoint
+
+    w = cohort.widget
+    state = viewer_state(cohort.viewer)
+    assert w.evaluate() is None  # no model yet: a notification, no job
+    assert "no model" in [m for k, m in shown_notes if k == "show_error"][-1]
+    for i in (0, 1, 4, 5):  # two slides of each class held out
+        w.table.set_split(i, "test")
+    labels = tmp_path / "split.csv"
+    w.table.save_csv(labels)
+    model = tmp_path / "m.safetensors"
+    assert main(["train", "--labels", str(labels), "--cache", str(gui_cohort.cache), "--out", str(model), "--epochs",
+                 "2", "--min-epochs", "1", "--hidden-dim", "16", "--attention-dim", "8", "--min-patches", "8",
+                 "--max-patches", "24", "--val-fraction", "0"]) == 0
+    state.model = load_checkpoint(model)
+    state.threshold = 0.5
+    assert w.evaluate() is not None
+    qtbot.waitUntil(lambda: w.evaluate_box.report is not None, timeout=120000)
+    report = w.evaluate_box.report
+    assert sorted(report.slides) == sorted(w.table.rows[i].name for i in (0, 1, 4, 5))
+    for i, row in enumerate(w.table.rows):
+        brush = w.model.data(w.model.index(i, SLIDE), Qt.ItemDataRole.BackgroundRole)
+        if i in (0, 1, 4, 5):
+            correct = bool(report.correct[report.slides.index(row.name)])
+            assert row.outcome == ("correct" if correct else "incorrect")
+            assert isinstance(brush, QBrush) and brush.color() == OUTCOME_COLOUR[row.outcome]
+        else:
+            assert row.outcome == "" and brush is None  # training slides are not scored
+    box = w.evaluate_box
+    assert "4 test slides" in box.caption.text() and box.pixmap("roc") is not None and box.pixmap("confusion")
+    box.save_button.click()
+    qtbot.waitUntil(lambda: box.saved is not None, timeout=60000)
+    assert box.saved == tmp_path / "m.test-evaluation"
+    assert {"roc.png", "roc.svg", "confusion.png", "metrics.json", "predictions.csv"} <= {
+        p.name for p in box.saved.iterdir()}

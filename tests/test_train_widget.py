@@ -61,6 +61,11 @@ def test_gui_and_cli_train_the_same_model(docked, gui_cohort, tmp_path, qtbot, c
     assert len(train.plot.data["val_auc"]) == 3
     assert predict.model is not None and predict.model.path == train.saved_path
     assert "handed to the Predict widget" in train.status.text()
+    # without cross-validation the dock shows the model's ROC and confusion on its validation slides
+    view = train.report_view
+    assert view.report is not None and "validation slides" in view.caption.text()
+    assert sorted(view.report.slides) == sorted(train.result.validation_slides)
+    assert view.pixmap("roc") is not None and view.pixmap("confusion") is not None
 
     cli = tmp_path / "cli.safetensors"
     assert main(["train", "--labels", str(gui_cohort.labels_csv), "--cache", str(gui_cohort.cache), "--out", str(cli),
@@ -133,3 +138,20 @@ def test_k_fold_cross_validation_then_the_final_model(docked, tmp_path, qtbot):
     report = json.loads((tmp_path / "cv.crossval.json").read_text())
     assert report["n_folds"] == 2 and len(report["folds"]) == 2
     assert "cross-validation AUC" in train.status.text()
+    # the ROC curve and the confusion matrix of the pooled out-of-fold predictions, in the dock
+    view = train.report_view
+    assert view.report is not None and len(view.report.labels) == report["pooled"]["n"]
+    assert view.report.auroc == pytest.approx(report["pooled"]["auroc"])
+    assert "pooled out-of-fold" in view.caption.text() and "AUROC" in view.caption.text()
+    for kind in ("roc", "confusion"):
+        pixmap = view.pixmap(kind)
+        assert pixmap is not None and pixmap.width() > 100 and pixmap.height() > 100
+    # one click saves every plot (PNG and SVG), the metrics and the tables next to the model
+    assert view.save_button.isEnabled()
+    view.save_button.click()
+    qtbot.waitUntil(lambda: view.saved is not None, timeout=60000)
+    saved = sorted(p.name for p in view.saved.iterdir())
+    assert view.saved == tmp_path / "cv.evaluation"
+    for stem in ("roc", "pr", "calibration", "confusion"):
+        assert f"{stem}.png" in saved and f"{stem}.svg" in saved
+    assert json.loads((view.saved / "metrics.json").read_text())["auroc"] == pytest.approx(view.report.auroc)

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import QComboBox, QStyledItemDelegate, QWidget
 from napari_regional_mil.training.cohort import SPLITS
 from napari_regional_mil.training.cohort_table import CohortTable
 
-__all__ = ["EMBEDDED", "LABEL", "PREDICTION", "SLIDE", "SPLIT", "ChoiceDelegate", "CohortTableModel"]
+__all__ = ["EMBEDDED", "LABEL", "OUTCOME_COLOUR", "PREDICTION", "SLIDE", "SPLIT", "ChoiceDelegate", "CohortTableModel"]
 
 SLIDE, LABEL, SPLIT, EMBEDDED, PREDICTION = range(5)
 _HEADERS = ("Slide", "Label", "Split", "Embedded", "Prediction")
@@ -29,6 +29,8 @@ _TIPS = (
     "The latest prediction of the Predict widget for this slide.",
 )
 _EMBEDDED_COLOUR = {"yes": "#3fb950", "partial": "#e0a800", "several": "#e0a800", "no": "#f85149"}
+#: Row backgrounds after an evaluation: the decision was correct / incorrect.
+OUTCOME_COLOUR = {"correct": QColor(63, 185, 80, 60), "incorrect": QColor(248, 81, 73, 70)}
 _AUTO = "(auto)"
 
 
@@ -84,6 +86,8 @@ class CohortTableModel(QAbstractTableModel):
                 return QBrush(QColor("#e0a800"))
         if role == Qt.ItemDataRole.BackgroundRole and col == LABEL and not row.label:
             return QBrush(QColor(224, 168, 0, 40))
+        if role == Qt.ItemDataRole.BackgroundRole and row.outcome in OUTCOME_COLOUR:
+            return QBrush(OUTCOME_COLOUR[row.outcome])
         return None
 
     def flags(self, index: QModelIndex) -> Qt.ItemFlag:

@@ -41,6 +41,7 @@ from napari_regional_mil._widgets._cohort_model import (
     ChoiceDelegate,
     CohortTableModel,
 )
+from napari_regional_mil._widgets._evaluate_box import EvaluateBox
 from napari_regional_mil._widgets._cohort_tools import (
     ClassEditor,
     EmbedBox,
@@ -169,6 +170,9 @@ class CohortWidget(QWidget):
         layout.addWidget(slides_box, 1)
         layout.addWidget(self.classes)
         layout.addWidget(self.embed_box)
+        self.evaluate_box = EvaluateBox()
+        self.evaluate_box.button.clicked.connect(self.evaluate)
+        layout.addWidget(self.evaluate_box)
         self._classes_changed()
         self._set_busy(False)
 
@@ -328,6 +332,16 @@ class CohortWidget(QWidget):
     def _redecide(self) -> None:
         for prediction in self.predictions.values():
             self._show_prediction(prediction)
+
+    # -- evaluating the test split -----------------------------------------------------------
+    def evaluate(self) -> JobHandle | None:
+        """Score the viewer's current model on the ``split=test`` rows, in the background; the rows
+        are coloured by whether their decision was correct."""
+        def evaluated(result: tuple[Any, dict[str, bytes]]) -> None:
+            self.model.rows_changed(self.evaluate_box.show_evaluation(*result, table=self.table, viewer=self.viewer))
+
+        return self.evaluate_box.start(self.state, self.table, self.cache_dir(), on_result=evaluated,
+                                       owner=self, progress_bar=self.embed_box.progress)
 
     # -- opening -----------------------------------------------------------------------------
     def _on_double_click(self, index: Any) -> None:

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 
 from napari_regional_mil._widgets._fields import PathPicker, form, scrollable_column
 from napari_regional_mil._widgets._progress_bar import JobProgressBar
+from napari_regional_mil._widgets._report_view import ReportView
 from napari_regional_mil._widgets._state import viewer_state
 from napari_regional_mil._widgets._train_fields import (
     ContextFields,
@@ -53,6 +54,8 @@ __all__ = ["SOURCES", "TrainWidget"]
 
 #: Where the cohort comes from.
 SOURCES = ("Cohort widget", "CSV file")
+#: Bootstrap resamples of the confidence intervals shown after training.
+REPORT_BOOTSTRAP = 500
 
 
 def _warm_up() -> None:
@@ -64,9 +67,12 @@ def _warm_up() -> None:
 
 
 def _train_job(cohort: Any, cache_dir: Path, options: Any, config: Any, n_folds: int):
-    """Job: load the embeddings, cross-validate (``n_folds`` > 0), train the final model."""
+    """Job: load the embeddings, cross-validate (``n_folds`` > 0), train the final model, then
+    score it (pooled out-of-fold, else its validation slides) and draw the ROC and confusion."""
     from napari_regional_mil.training.crossval import cross_validate
     from napari_regional_mil.training.datasets import load_cohort_embeddings
+    from napari_regional_mil.training.evaluate import validation_report
+    from napari_regional_mil.training.plots import report_images
     from napari_regional_mil.training.workflow import train_cohort
 
     slides = yield from load_cohort_embeddings(cohort, cache_dir=cache_dir)
@@ -76,7 +82,17 @@ def _train_job(cohort: Any, cache_dir: Path, options: Any, config: Any, n_folds:
         cv = yield from cross_validate(pool, class_names=cohort.class_names, n_folds=n_folds,
                                        model_config=options.model_config(pool, len(cohort.class_names)), config=config)
     trained = yield from train_cohort(slides, class_names=cohort.class_names, options=options, config=config)
-    return trained, cv
+    yield Progress("evaluate", 0, 1, "scoring and plotting")
+    if cv is not None:
+        report = cv.pooled_report(n_bootstrap=REPORT_BOOTSTRAP, patients=cohort.has_patients)
+        what = f"pooled out-of-fold predictions of {len(cv.folds)}-fold cross-validation"
+    else:
+        names = set(trained.result.validation_slides)
+        report = validation_report(trained.result.checkpoint, [s for s in slides if s.name in names],
+                                   n_bootstrap=REPORT_BOOTSTRAP)
+        what = "the validation slides (the threshold may be tuned on them: optimistic)"
+    images = report_images(report) if report is not None else {}
+    return trained, cv, report, what, images
 
 
 class TrainWidget(QWidget):
@@ -168,8 +184,10 @@ class TrainWidget(QWidget):
 
         self.plot = TrainingPlot()
         self.plot.setToolTip("Loss and AUC per epoch (blue: training, orange: validation).")
+        self.report_view = ReportView("ROC and confusion")
 
-        scrollable_column(self, data_box, self.model_fields, self.context_fields, self.optim_fields, run_box, self.plot)
+        scrollable_column(self, data_box, self.model_fields, self.context_fields, self.optim_fields, run_box, self.plot,
+                          self.report_view)
         self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
@@ -239,6 +257,7 @@ class TrainWidget(QWidget):
             return None
         n_folds = self.optim_fields.n_folds
         self.plot.clear()
+        self.report_view.clear("Shown when training finished.")
         self.result = self.crossval = self.saved_path = None
         what = f"{n_folds}-fold cross-validation, then " if n_folds else ""
         self.status.setText(f"Training ({what}{options.model_type}) on {len(cohort)} slides...")
@@ -277,14 +296,14 @@ class TrainWidget(QWidget):
         elif "fold_auc" in event.metrics:
             self.status.setText(event.message)
 
-    def _finished(self, result: tuple[Any, Any], out: Path) -> None:
+    def _finished(self, result: tuple[Any, ...], out: Path) -> None:
         from napari_regional_mil.model.checkpoint import save_checkpoint
 
-        trained, cv = result
+        trained, cv, report, what, images = result
         self.result, self.crossval = trained.result, cv
         path = save_checkpoint(trained.result.checkpoint, out)
         if cv is not None:
-            cv.write_json(path.with_name(path.stem + ".crossval.json"))
+            cv.write_json(path.with_name(path.stem + ".crossval.json"), report)
         self.saved_path = path
         checkpoint = dataclasses.replace(trained.result.checkpoint, path=path)
         best = trained.result.history[trained.result.best_epoch - 1]
@@ -299,6 +318,13 @@ class TrainWidget(QWidget):
         lines.append("handed to the Predict widget (the current model)")
         self.status.setText("<br>".join(lines))
         self.status.setToolTip(str(path))
+        if report is None:
+            self.report_view.clear("No validation slides of both classes to draw a ROC curve from.")
+        else:
+            self.report_view.show_report(
+                report, images, caption=_caption(report, what), folder=path.with_name(path.stem + ".evaluation"),
+                extra={"what": what, "model": path.name}, viewer=self.viewer,
+            )
         notifications.show_info(f"Trained model saved to {path}")
         self.trained.emit(checkpoint)
 
@@ -314,3 +340,11 @@ class TrainWidget(QWidget):
         """Cancel training (nothing is written)."""
         if self.job is not None:
             self.job.cancel()
+
+
+def _caption(report: Any, what: str) -> str:
+    """One line of the report's headline figures and what they were computed on."""
+    low, high = report.auroc_ci
+    ci = "" if math.isnan(low) else f" (95% CI {low:.2f}-{high:.2f})"
+    line = f"AUROC {report.auroc:.3f}{ci}, balanced accuracy {report.balanced_accuracy:.3f}"
+    return f"{line}<br>on {what}, {len(report.labels)} slides"

@@ -73,6 +73,8 @@ class TableRow:
     extra
         The table's other columns for this slide (clinical variables, notes...), kept
         as read and written back on export.
+    outcome
+        ``"correct"`` or ``"incorrect"`` after an evaluation decided it, else ``""``.
     """
 
     slide: str
@@ -83,6 +85,7 @@ class TableRow:
     embedded: str = "no"
     prediction: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    outcome: str = ""
 
     @property
     def name(self) -> str:
@@ -343,6 +346,13 @@ class CohortTable:
     def missing(self) -> list[int]:
         """Rows without a complete cache (``embedded`` is not ``"yes"``)."""
         return [i for i, row in enumerate(self.rows) if row.embedded != "yes"]
+
+    def set_outcome(self, name: str, correct: bool | None) -> int | None:
+        """Mark slide ``name``'s decision correct, incorrect or (``None``) unknown; return its row."""
+        index = self.index_of(name)
+        if index is not None:
+            self.rows[index].outcome = "" if correct is None else "correct" if correct else "incorrect"
+        return index
 
     def set_prediction(self, name: str, text: str) -> int | None:
         """Show ``text`` as the prediction of slide ``name``; return its row (``None``: not listed)."""

@@ -13,7 +13,7 @@ model's own threshold (never tuned here: these are test slides) and returns an
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import CheckpointError, CohortError
-from ..jobs import Progress
+from ..jobs import Progress, run_job
 from ..model.checkpoint import Checkpoint
 from ..model.first_model import make_bag
 from ..runrecord import write_run_record
@@ -31,7 +31,15 @@ from .outputs import staged_folder, write_report
 from .predict import predict_bags
 from .report import EvaluationReport, evaluate_predictions
 
-__all__ = ["Evaluation", "check_classes", "evaluate_cohort", "evaluate_slides", "select_split", "write_evaluation"]
+__all__ = [
+    "Evaluation",
+    "check_classes",
+    "evaluate_cohort",
+    "evaluate_slides",
+    "select_split",
+    "validation_report",
+    "write_evaluation",
+]
 
 Split = Literal["auto", "test", "all"]
 
@@ -52,6 +60,8 @@ class Evaluation:
         The checkpoint's file name (or ``"model"``).
     slides
         The scored slides (embeddings, labels, where they came from).
+    model_path
+        The checkpoint's file, when it was loaded from one.
     """
 
     report: EvaluationReport
@@ -59,6 +69,7 @@ class Evaluation:
     split: str
     model: str
     slides: tuple[LabelledSlide, ...] = ()
+    model_path: Path | None = None
 
     def record(self) -> dict[str, Any]:
         """What ``metrics.json`` adds to the report: the model, the table and the rows scored."""
@@ -210,7 +221,7 @@ def evaluate_cohort(
         device=device,
     )
     model = checkpoint.path.name if checkpoint.path is not None else "model"
-    return Evaluation(report, chosen, what, model, tuple(slides))
+    return Evaluation(report, chosen, what, model, tuple(slides), checkpoint.path)
 
 
 def write_evaluation(
@@ -230,3 +241,19 @@ def write_evaluation(
         if run is not None:
             write_run_record(stage / "run.json", run([*written, "run.json"]))
     return out
+
+
+def validation_report(
+    checkpoint: Checkpoint, slides: Sequence[LabelledSlide], *, n_bootstrap: int = 1000, seed: int = 0
+) -> EvaluationReport | None:
+    """The trained model scored on its own validation slides (``None`` when there are none or
+    they hold one class): what the Train widget shows after training without cross-validation.
+
+    ``slides`` are the validation slides (``TrainResult.validation_slides`` names them).
+    The model's threshold may have been tuned on these very slides: the figures are
+    optimistic, which is why test slides are scored with :func:`evaluate_cohort`.
+    """
+    slides = list(slides)
+    if len({s.label for s in slides}) < 2:
+        return None
+    return run_job(evaluate_slides(checkpoint, slides, n_bootstrap=n_bootstrap, seed=seed))

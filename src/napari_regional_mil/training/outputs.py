@@ -30,7 +30,15 @@ from .metrics import finite_or_none
 from .plots import PLOTS, save_figure
 from .report import EvaluationReport
 
-__all__ = ["check_output_folder", "csv_text", "predictions_rows", "staged_folder", "write_json", "write_report"]
+__all__ = [
+    "check_output_folder",
+    "csv_text",
+    "predictions_rows",
+    "save_report",
+    "staged_folder",
+    "write_json",
+    "write_report",
+]
 
 #: Written last into an existing output folder (its presence marks a complete run).
 LAST = "run.json"
@@ -149,3 +157,11 @@ def write_report(
     for stem, build in PLOTS.items():
         written += save_figure(build(report), folder / stem)
     return written
+
+
+def save_report(out: str | os.PathLike[str], report: EvaluationReport, *, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write a report's files (see :func:`write_report`) into the folder ``out``: all or none."""
+    out = Path(out)
+    with staged_folder(out) as stage:
+        write_report(stage, report, extra=extra)
+    return out

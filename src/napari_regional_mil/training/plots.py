@@ -26,6 +26,7 @@ __all__ = [
     "confusion_figure",
     "figure_bytes",
     "pr_figure",
+    "report_images",
     "roc_figure",
     "save_figure",
 ]
@@ -133,6 +134,16 @@ def confusion_figure(report: EvaluationReport) -> Figure:
 
 #: The plots every evaluation writes: file stem -> figure builder.
 PLOTS = {"roc": roc_figure, "pr": pr_figure, "calibration": calibration_figure, "confusion": confusion_figure}
+
+
+def report_images(report: EvaluationReport, kinds: tuple[str, ...] = ("roc", "confusion"), *, dpi: int = 90) -> dict[str, bytes]:
+    """PNG bytes of some of :data:`PLOTS` (for the dock widgets: rendered in a worker, shown as images)."""
+    out = {}
+    for kind in kinds:
+        buffer = io.BytesIO()
+        PLOTS[kind](report).savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+        out[kind] = buffer.getvalue()
+    return out
 
 
 def figure_bytes(fig: Figure, fmt: str = "png") -> bytes:
