@@ -69,6 +69,9 @@ class EmbedResult:
         Wall time of this call.
     rate
         Patches embedded per second in this call (0 when nothing was computed).
+    n_damaged
+        Tissue patches that could not be read (damaged tiles) and were left out of the
+        store (``n_patches`` counts the others).
     """
 
     slide_name: str
@@ -81,6 +84,7 @@ class EmbedResult:
     resumed_from: int = 0
     seconds: float = 0.0
     rate: float = 0.0
+    n_damaged: int = 0
 
 
 def load_encoder_for(
@@ -318,7 +322,12 @@ def _embed_locked(
     batches = reader.batches(start=writer.n_done)
     try:
         for first, patches in batches:
-            writer.append(enc.embed(patches).cpu().numpy())
+            features = enc.embed(patches).cpu().numpy()
+            damaged = reader.damaged_in(first, first + len(patches))
+            if damaged.any():  # unreadable patches: NaN rows, dropped by finish (never a zero embedding)
+                features = np.array(features, dtype=np.float32)
+                features[damaged] = np.nan
+            writer.append(features, damaged=(first + np.flatnonzero(damaged)).tolist())
             done = first + len(patches)
             yield Progress("embed", done, n, message=what, rate=(done - resumed) / max(time.perf_counter() - t0, 1e-9))
     finally:
@@ -326,9 +335,11 @@ def _embed_locked(
     seconds = time.perf_counter() - t0
     yield Progress("embed", n, n, message=f"{name}: pooling {tiling.n_regions} regional embeddings")
     path = writer.finish(extra_attrs={"seconds": round(seconds, 3)})
+    info = store_info(path)
     return EmbedResult(
-        name, path, n, tiling.n_regions, spec.embedding_dim, spec.name, computed=True, resumed_from=resumed,
-        seconds=time.perf_counter() - t_start, rate=(n - resumed) / max(seconds, 1e-9),
+        name, path, info.n_patches if info else n, info.n_regions if info else tiling.n_regions, spec.embedding_dim,
+        spec.name, computed=True, resumed_from=resumed, seconds=time.perf_counter() - t_start,
+        rate=(n - resumed) / max(seconds, 1e-9), n_damaged=writer.n_damaged,
     )
 
 

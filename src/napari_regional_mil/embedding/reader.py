@@ -6,6 +6,11 @@ differ. Reads run in ``num_threads`` threads (each with its own slide file handl
 JPEG decoding and resizing release the GIL), one batch per task, with at most
 ``prefetch_batches`` batches in flight: memory stays bounded whatever the slide size,
 and reading overlaps with the encoder that consumes the batches.
+
+A run of patches that cannot be read (a damaged tile) is read again patch by patch; a
+patch that still fails is a flat grey patch in its batch and is *marked*
+(:meth:`PatchReader.damaged_in`): the pipeline leaves it out of the store, so a damaged
+tile never becomes a silent zero (or grey) patch embedding.
 """
 
 from __future__ import annotations
@@ -115,6 +120,23 @@ class PatchReader:
         self.prefetch_batches = max(self.num_threads, int(prefetch_batches))
         self.max_run = max(1, int(max_run))
         self._downsample = float(slide.info.level_downsamples[plan.level])
+        self._damaged: set[int] = set()
+        self._damaged_lock = threading.Lock()
+
+    @property
+    def damaged(self) -> list[int]:
+        """Indices of the patches read so far that could not be read (sorted)."""
+        with self._damaged_lock:
+            return sorted(self._damaged)
+
+    def damaged_in(self, start: int, stop: int) -> np.ndarray:
+        """``(stop - start,)`` bool: which of patches ``start:stop`` could not be read."""
+        mask = np.zeros(max(0, stop - start), bool)
+        with self._damaged_lock:
+            for i in self._damaged:
+                if start <= i < stop:
+                    mask[i - start] = True
+        return mask
 
     def read_patch(self, index: int) -> np.ndarray:
         """One patch ``(out, out, 3)`` uint8."""
@@ -152,6 +174,25 @@ class PatchReader:
             out.append(patch)
         return out
 
+    def _read_guarded(self, first: int, stop: int) -> list[np.ndarray]:
+        """:meth:`_read_run`; when it fails, patch by patch, marking those that still fail (flat grey)."""
+        from ..errors import SlideError
+        from ..slide.damage import GREY
+
+        try:
+            return self._read_run(first, stop)
+        except SlideError:
+            pass
+        out = []
+        for i in range(first, stop):
+            try:
+                out.append(self._read_run(i, i + 1)[0])
+            except SlideError:
+                with self._damaged_lock:
+                    self._damaged.add(i)
+                out.append(np.full((self.plan.out_size, self.plan.out_size, 3), GREY, np.uint8))
+        return out
+
     def _read_batch(self, start: int, stop: int, halt: threading.Event) -> np.ndarray:
         """Patches ``start:stop``; when halted early, only those read (never uninitialised rows)."""
         out = np.zeros((stop - start, self.plan.out_size, self.plan.out_size, 3), np.uint8)
@@ -159,7 +200,7 @@ class PatchReader:
         for first, end in self._runs(start, stop):
             if halt.is_set():
                 break
-            for i, patch in enumerate(self._read_run(first, end)):
+            for i, patch in enumerate(self._read_guarded(first, end)):
                 out[first - start + i] = patch
             filled = end - start
         return out[:filled]

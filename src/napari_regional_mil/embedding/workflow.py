@@ -124,8 +124,10 @@ def summary_line(result: EmbedResult) -> str:
     """One line about an :class:`~napari_regional_mil.embedding.pipeline.EmbedResult`."""
     how = f"{result.rate:.1f} patches/s" + (f", resumed at {result.resumed_from}" if result.resumed_from else "")
     how = how if result.computed else "already cached"
+    skipped = (f" ({result.n_damaged} patches on damaged tiles could not be read and were left out)"
+               if result.n_damaged else "")
     return (
-        f"{result.slide_name}: {result.n_patches} patches, {result.n_regions} regions, "
+        f"{result.slide_name}: {result.n_patches} patches{skipped}, {result.n_regions} regions, "
         f"{result.encoder} ({result.embedding_dim}-d) -> {result.cache_path} [{how}, {result.seconds:.1f} s]"
     )
 

@@ -41,7 +41,7 @@ CONTEXT_PREFIX = "context_"
 META_KEYS = (
     "slide_path", "slide_mpp", "target_mpp", "patch_size", "patch_size_level0", "region_size", "tissue_threshold",
     "encoder", "encoder_hash", "embedding_dim", "format_version", "cache_key", "input_size", "input_mpp", "read_level",
-    "grid_shape", "slide_dimensions", "created", "versions", "source", "dtype",
+    "grid_shape", "slide_dimensions", "created", "versions", "source", "dtype", "n_damaged", "damaged_coords_px",
 )
 
 _SLIDE_SUFFIXES = frozenset(SLIDE_SUFFIXES) | {".h5"}  # the one slide list and TRIDENT/CLAM h5 files

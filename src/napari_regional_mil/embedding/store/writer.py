@@ -8,7 +8,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from filelock import FileLock, Timeout
 from ...atomic import replace
 from ...errors import CacheError
 from ..types import SlideEmbeddings
+from .damaged import drop_patches
 from .keys import (
     FORMAT_VERSION,
     PARTIAL_SUFFIX,
@@ -203,6 +204,11 @@ class CacheWriter:
         self.n_done = n_done  # rows durably written (a multiple of chunk_rows, or N)
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
+        # patches that could not be read (damaged tiles): NaN rows, dropped at finish (.damaged)
+        damaged = group.attrs.get("damaged_rows", [])
+        self._damaged = {int(r) for r in damaged} if isinstance(damaged, list) else set()
+        self._pending_damaged: list[int] = []
+        self.n_damaged = len(self._damaged)
 
     @property
     def n_patches(self) -> int:
@@ -274,10 +280,12 @@ class CacheWriter:
             raise CacheError(f"{partial}: cannot write the cache ({exc.strerror or exc})") from None
         return cls(final, group, n_done=0, chunk_rows=chunk_rows, discarded=discarded)
 
-    def append(self, features: np.ndarray) -> None:
+    def append(self, features: np.ndarray, *, damaged: Sequence[int] = ()) -> None:
         """Add the embeddings of the next patches; whole chunks are written as they fill.
 
         The embeddings are computed in float32 and stored in the store's dtype.
+        ``damaged`` are the store rows among these that could not be read (their rows are
+        NaN); they are recorded with the chunks and dropped by :meth:`finish`.
 
         Raises
         ------
@@ -297,6 +305,7 @@ class CacheWriter:
                 )
             block = stored
         self._buffer.append(block)
+        self._pending_damaged.extend(int(r) for r in damaged)
         self._buffered += len(features)
         end = self.n_done + self._buffered
         if self._buffered >= self._chunk_rows or end >= self.n_patches:
@@ -305,12 +314,17 @@ class CacheWriter:
     def _flush(self, *, final: bool) -> None:
         block = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
         keep = len(block) if final else (len(block) // self._chunk_rows) * self._chunk_rows
+        landed = [r for r in self._pending_damaged if r < self.n_done + keep]
         try:
             self._features[self.n_done : self.n_done + keep] = block[:keep]
+            if landed:  # recorded with their chunks, so a resumed run still drops them
+                self._damaged.update(landed)
+                self._group.attrs["damaged_rows"] = sorted(self._damaged)
             self._group.attrs["n_done"] = self.n_done + keep  # after the chunks landed
         except OSError as exc:
             raise CacheError(f"{self.partial}: cannot write the cache ({exc.strerror or exc})") from None
         self.n_done += keep
+        self._pending_damaged = [r for r in self._pending_damaged if r >= self.n_done]
         rest = block[keep:]
         self._buffer = [rest] if len(rest) else []
         self._buffered = len(rest)
@@ -326,6 +340,14 @@ class CacheWriter:
         if self.n_done < self.n_patches:
             raise CacheError(f"{self.partial}: {self.n_done}/{self.n_patches} patches written; cannot finish")
         group = self._group
+        self.n_damaged = len(self._damaged)
+        if self._damaged:  # patches that could not be read leave the store (never a NaN or zero row in it)
+            try:
+                kept, regions, coords = drop_patches(group, sorted(self._damaged), chunk_rows=self._chunk_rows)
+                group.attrs.update({"n_patches": kept, "n_done": kept, "n_regions": regions,
+                                    "n_damaged": len(self._damaged), "damaged_coords_px": coords})
+            except OSError as exc:
+                raise CacheError(f"{self.partial}: cannot finish the cache ({exc.strerror or exc})") from None
         pooled: tuple[tuple[str, np.ndarray], ...] = ()
         if "region_xy" in group and "region_index" in group:
             region_xy = np.asarray(group["region_xy"][:])
