@@ -190,3 +190,92 @@ def test_train_fields_list_the_tables_other_columns(qtbot):
     assert spec.names == ("grade", "age") and spec.missing == "refuse"
     fields.set_columns(["grade", "age", "bmi"])  # refreshed: the user's checks stay
     assert fields.selected() == ("grade", "age")
+
+
+# -- the Train widget: the table's other columns, trained as the CLI's --clinical --------------
+
+TRAIN_FAST = {"epochs": 2, "hidden_dim": 16, "attention_dim": 8, "min_patches": 8, "max_patches": 24, "seed": 5, "val_fraction": 0.34}
+
+
+@pytest.fixture
+def clinical_csv(gui_cohort, tmp_path):
+    """The GUI cohort's labels with clinical columns grade and age (one age missing)."""
+    import csv
+
+    rows = list(csv.reader(gui_cohort.labels_csv.open()))
+    grades, ages = ["G1", "G3", "G2", "G3", "G1", "G3"], ["51", "", "66", "70", "48", "59"]
+    path = gui_cohort.labels_csv.parent / "labels_clinical.csv"
+    lines = [rows[0] + ["grade", "age"]] + [r + [g, a] for r, g, a in zip(rows[1:], grades, ages)]
+    path.write_text("\n".join(",".join(r) for r in lines) + "\n")
+    yield path
+    path.unlink()
+
+
+@pytest.fixture
+def train_docked(make_napari_viewer, gui_cohort, clinical_csv):
+    from napari_regional_mil._widgets.cohort_widget import CohortWidget
+    from napari_regional_mil._widgets.train_widget import TrainWidget
+
+    viewer = make_napari_viewer()
+    cohort = CohortWidget(viewer)
+    cohort.embed_box.set_cache_dir(gui_cohort.cache)
+    assert cohort.import_csv(clinical_csv)
+    train = TrainWidget(viewer)
+    m, o = train.model_fields, train.optim_fields
+    m.hidden_dim.setValue(TRAIN_FAST["hidden_dim"])
+    m.attention_dim.setValue(TRAIN_FAST["attention_dim"])
+    m.min_patches.setValue(TRAIN_FAST["min_patches"])
+    m.max_patches.setValue(TRAIN_FAST["max_patches"])
+    o.epochs.setValue(TRAIN_FAST["epochs"])
+    o.seed.setValue(TRAIN_FAST["seed"])
+    o.val_fraction.setValue(TRAIN_FAST["val_fraction"])
+    return SimpleNamespace(viewer=viewer, cohort=cohort, train=train)
+
+
+def test_train_widget_lists_the_columns_and_trains_as_the_cli(train_docked, gui_cohort, clinical_csv, tmp_path,
+                                                                qtbot):
+    import json
+
+    from safetensors import safe_open
+
+    from napari_regional_mil._widgets._worker import running_job
+    from napari_regional_mil.cli import main
+
+    train = train_docked.train
+    fields = train.clinical_fields
+    assert [fields.list.item(i).text() for i in range(fields.list.count())] == ["grade", "age"]
+    fields.set_selected(["grade", "age"])
+    train.out_path.setText(str(tmp_path / "gui.safetensors"))
+    assert train.start() is not None
+    qtbot.waitUntil(lambda: running_job("train") is None and train.start_button.isEnabled(), timeout=120000)
+    assert train.saved_path == tmp_path / "gui.safetensors"
+    cli = tmp_path / "cli.safetensors"
+    assert main(["train", "--labels", str(clinical_csv), "--cache", str(gui_cohort.cache), "--out", str(cli),
+                 "--clinical", "grade,age", "--epochs", "2", "--hidden-dim", "16", "--attention-dim", "8",
+                 "--min-patches", "8", "--max-patches", "24", "--seed", "5", "--val-fraction", "0.34"]) == 0
+
+    def tensors(path):
+        with safe_open(str(path), framework="pt") as fh:
+            names = fh.keys()  # safe_open is not a mapping: it is not iterable
+            return {k: fh.get_tensor(k) for k in names}, json.loads(fh.metadata()["napari_regional_mil"])
+
+    gui_w, gui_meta = tensors(train.saved_path)
+    cli_w, cli_meta = tensors(cli)
+    assert "clinical_projection.weight" in gui_w and gui_w.keys() == cli_w.keys()
+    assert all(gui_w[k].equal(cli_w[k]) for k in gui_w)
+    assert gui_meta["model"]["clinical"] == cli_meta["model"]["clinical"]
+    assert [v["name"] for v in gui_meta["model"]["clinical"]["variables"]] == ["grade", "age"]
+
+
+def test_train_widget_refuses_text_in_a_numeric_column_before_starting(train_docked, tmp_path, notes):
+    from napari_regional_mil._widgets._worker import running_job
+
+    train = train_docked.train
+    table = train_docked.cohort.table
+    table.rows[3].extra["age"] = "old"
+    train.clinical_fields.set_selected(["age"])
+    train.out_path.setText(str(tmp_path / "m.safetensors"))
+    assert train.start() is None and running_job("train") is None
+    errors = [m for k, m in notes if k == "error"]
+    assert len(errors) == 1 and "column 'age': 'old' is not a number" in errors[0] and "line 5" in errors[0]
+    assert not (tmp_path / "m.safetensors").exists()

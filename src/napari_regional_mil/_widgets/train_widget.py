@@ -10,6 +10,9 @@ checkpoint is written only when training finished, then becomes the viewer's cur
 Several scales: the context embeddings found in the cohort's caches are listed
 (:func:`~napari_regional_mil.training.workflow.available_contexts`), those every slide has
 checked, as the CLI takes them; the checked ones go to ``ModelOptions.contexts``.
+Patient data ([0279]): the cohort table's other columns are listed with checkboxes
+(:class:`~._clinical_fields.ClinicalFields`); the checked ones are fused with the slide, as
+``--clinical`` does on the command line.
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_regional_mil._widgets._clinical_fields import ClinicalFields
 from napari_regional_mil._widgets._fields import PathPicker, form, scrollable_column
 from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._report_view import ReportView
-from napari_regional_mil._widgets._state import viewer_state
+from napari_regional_mil._widgets._state import follow, viewer_state
 from napari_regional_mil._widgets._train_fields import (
     ContextFields,
     ModelFields,
@@ -66,9 +70,12 @@ def _warm_up() -> None:
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
 
 
-def _train_job(cohort: Any, cache_dir: Path, options: Any, config: Any, n_folds: int):
+def _train_job(cohort: Any, cache_dir: Path, options: Any, config: Any, n_folds: int, clinical: Any = None):
     """Job: load the embeddings, cross-validate (``n_folds`` > 0), train the final model, then
-    score it (pooled out-of-fold, else its validation slides) and draw the ROC and confusion."""
+    score it (pooled out-of-fold, else its validation slides) and draw the ROC and confusion.
+
+    ``clinical``: the clinical variables (a ``ClinicalSpec``) fused with the slide, or None.
+    """
     from napari_regional_mil.training.crossval import cross_validate
     from napari_regional_mil.training.datasets import load_cohort_embeddings
     from napari_regional_mil.training.evaluate import validation_report
@@ -80,8 +87,10 @@ def _train_job(cohort: Any, cache_dir: Path, options: Any, config: Any, n_folds:
     if n_folds:
         pool = [s for s in slides if s.split != "test"]
         cv = yield from cross_validate(pool, class_names=cohort.class_names, n_folds=n_folds,
-                                       model_config=options.model_config(pool, len(cohort.class_names)), config=config)
-    trained = yield from train_cohort(slides, class_names=cohort.class_names, options=options, config=config)
+                                       model_config=options.model_config(pool, len(cohort.class_names)),
+                                       config=config, clinical=clinical)
+    trained = yield from train_cohort(slides, class_names=cohort.class_names, options=options, config=config,
+                                      clinical=clinical)
     yield Progress("evaluate", 0, 1, "scoring and plotting")
     if cv is not None:
         report = cv.pooled_report(n_bootstrap=REPORT_BOOTSTRAP, patients=cohort.has_patients)
@@ -120,6 +129,8 @@ class TrainWidget(QWidget):
         self.saved_path: Path | None = None
         self.state = viewer_state(self.viewer)
         self._build()
+        follow(self, self.state.cohort_changed, self.refresh_clinical)
+        self.refresh_clinical()
         start_job(_warm_up, kind="train-warm-up", description="Preparing training", viewer=self.viewer, owner=self,
                   show_progress=False)
 
@@ -151,6 +162,10 @@ class TrainWidget(QWidget):
         self.cache_dir.picked.connect(lambda *_: self.refresh_contexts())
         self.csv.line.editingFinished.connect(self.refresh_contexts)
         self.cache_dir.line.editingFinished.connect(self.refresh_contexts)
+        self.clinical_fields = ClinicalFields()
+        self.source.currentIndexChanged.connect(lambda *_: self.refresh_clinical())
+        self.csv.picked.connect(lambda *_: self.refresh_clinical())
+        self.csv.line.editingFinished.connect(self.refresh_clinical)
         self.optim_fields = OptimFields()
 
         self.out_path = QLineEdit()
@@ -186,8 +201,8 @@ class TrainWidget(QWidget):
         self.plot.setToolTip("Loss and AUC per epoch (blue: training, orange: validation).")
         self.report_view = ReportView("ROC and confusion")
 
-        scrollable_column(self, data_box, self.model_fields, self.context_fields, self.optim_fields, run_box, self.plot,
-                          self.report_view)
+        scrollable_column(self, data_box, self.model_fields, self.context_fields, self.clinical_fields,
+                          self.optim_fields, run_box, self.plot, self.report_view)
         self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
@@ -238,6 +253,21 @@ class TrainWidget(QWidget):
             return
         self.context_fields.set_available(counts, n_cached)
 
+    def refresh_clinical(self) -> None:
+        """List the cohort table's other columns: the candidate clinical variables ([0279])."""
+        from napari_regional_mil.training.cohort import read_cohort
+
+        columns: tuple[str, ...] = ()
+        try:
+            if self.source.currentIndex() == 1:
+                path = self.csv.path()
+                columns = read_cohort(path).columns if path is not None else ()
+            elif self.state.cohort is not None:
+                columns = tuple(self.state.cohort.extra_columns)
+        except (RegionalMilError, OSError):
+            columns = ()
+        self.clinical_fields.set_columns(columns)
+
     def showEvent(self, event: Any) -> None:
         """Look for context embeddings again when shown (the cohort may have changed)."""
         super().showEvent(event)
@@ -252,6 +282,11 @@ class TrainWidget(QWidget):
             options = dataclasses.replace(self.model_fields.options(), contexts=self.context_fields.selected())
             config = self.optim_fields.train_config()
             out = self._out_path()
+            clinical = self.clinical_fields.spec()
+            if clinical is not None:  # every row's values, before anything runs
+                from napari_regional_mil.training.clinical_values import check_cohort_clinical
+
+                check_cohort_clinical(cohort, clinical)
         except Exception as exc:  # noqa: BLE001 - bad input becomes a notification
             notify_error(exc, context="Train")
             return None
@@ -260,9 +295,11 @@ class TrainWidget(QWidget):
         self.report_view.clear("Shown when training finished.")
         self.result = self.crossval = self.saved_path = None
         what = f"{n_folds}-fold cross-validation, then " if n_folds else ""
+        if clinical is not None:
+            what += f"with {', '.join(clinical.names)}: "
         self.status.setText(f"Training ({what}{options.model_type}) on {len(cohort)} slides...")
         self.job = start_job(
-            lambda: _train_job(cohort, cache, options, config, n_folds),
+            lambda: _train_job(cohort, cache, options, config, n_folds, clinical),
             kind="train",
             description=f"Training a {options.model_type} model",
             on_progress=self._on_progress,

@@ -20,6 +20,7 @@ from ._config import add_config_option
 
 if TYPE_CHECKING:
     from ..model.clinical import ClinicalSpec
+    from ..training.cohort import Cohort
     from ..training.workflow import ModelOptions
 
 __all__ = [
@@ -150,8 +151,11 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise TrainingError(f"invalid option: {exc}") from None
 
 
-def load_training_slides(args: argparse.Namespace):
+def load_training_slides(args: argparse.Namespace, *, clinical: ClinicalSpec | None = None):
     """Read the cohort and load every slide's embeddings (caches or feature bags).
+
+    ``clinical``: the clinical columns asked for, checked on every row of the table
+    before any embedding is loaded (a bad value names its row and column).
 
     Returns
     -------
@@ -181,6 +185,7 @@ def load_training_slides(args: argparse.Namespace):
             slide_exists=lambda row: find_feature_bag(args.features, row) is not None,
             unknown_slide_hint=f"no feature file (.h5/.npz/.pt) in {args.features}",
         )
+        _check_clinical(cohort, clinical)
         return cohort, drive(load_feature_bags(cohort, features_dir=args.features, region_size=args.region_size))
     cohort = read_cohort(
         args.labels,
@@ -189,6 +194,7 @@ def load_training_slides(args: argparse.Namespace):
         slide_exists=lambda row: slide_file(row) or find_cache(args.cache, row, encoder=args.encoder) is not None,
         unknown_slide_hint=f"no embedding cache in {args.cache} and no slide file",
     )
+    _check_clinical(cohort, clinical)
     embed = None
     if args.embed_missing:
         from ..embedding import embed_slide
@@ -206,3 +212,10 @@ def load_training_slides(args: argparse.Namespace):
 
     return cohort, drive(load_cohort_embeddings(cohort, cache_dir=args.cache, encoder=args.encoder, embed=embed))
 
+
+
+def _check_clinical(cohort: Cohort, clinical: ClinicalSpec | None) -> None:
+    if clinical is not None:
+        from ..training.clinical_values import check_cohort_clinical
+
+        check_cohort_clinical(cohort, clinical)

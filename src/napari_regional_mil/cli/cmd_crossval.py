@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._train_options import add_data_options, add_model_options, add_train_options
+from ._train_options import (
+    add_clinical_options,
+    add_data_options,
+    add_model_options,
+    add_train_options,
+)
+
+if TYPE_CHECKING:
+    from ..model.clinical import ClinicalSpec
+    from ..settings import ModelConfig, TrainConfig
+    from ..training.cohort import Cohort
+    from ..training.datasets import LabelledSlide
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,10 +31,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and the pooled out-of-fold AUROC and AUPRC with bootstrap 95%% confidence intervals. --out DIR "
             "writes crossval.json, the out-of-fold predictions (oof_predictions.csv), metrics.json, a "
             "calibration table, ROC/PR/calibration/confusion plots (PNG and SVG) and run.json; --refit adds "
-            "model.safetensors trained on every slide."
+            "model.safetensors trained on every slide. With --clinical the model fuses those "
+            "columns of the cohort table; --ablation cross-validates, on the same folds, the same model with and "
+            "without them and a clinical-only logistic model (ablation.json, ablation_predictions.csv)."
         ),
     )
     add_data_options(parser)
+    add_clinical_options(parser)
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="with --clinical: cross-validate three arms on the same folds (fused, slide only, clinical only); "
+        "--out DIR then gets ablation.json (their AUCs) and ablation_predictions.csv (every slide's out-of-fold "
+        "probabilities)",
+    )
     parser.add_argument("--folds", type=int, default=5, help="number of folds K (default: 5)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="folder for the results (created)")
     parser.add_argument(
@@ -63,9 +85,14 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from ..cli._progress import drive
-    from ..cli._train_options import load_training_slides, model_config_from_args, train_config_from_args
+    from ..cli._train_options import (
+        clinical_spec_from_args,
+        load_training_slides,
+        model_config_from_args,
+        train_config_from_args,
+    )
     from ..cli.cmd_train import _print_warning, context_dims_of
-    from ..errors import TrainingError
+    from ..errors import ClinicalError, TrainingError
     from ..model.checkpoint import save_checkpoint
     from ..runrecord import write_run_record
     from ..training.crossval import cross_validate
@@ -79,20 +106,28 @@ def run(args: argparse.Namespace) -> int:
     train_config = train_config_from_args(args)
     resolve_device(train_config.device)
     grid = _grid(args) if args.tune else None
-    cohort, slides = load_training_slides(args)
+    clinical = clinical_spec_from_args(args)
+    if args.ablation and clinical is None:
+        raise ClinicalError("--ablation compares the model with and without clinical variables: give --clinical COLS")
+    if args.ablation and (args.refit or args.tune):
+        raise TrainingError("--ablation runs its own three cross-validations: leave out --refit and --tune")
+    cohort, slides = load_training_slides(args, clinical=clinical)
     model_config = model_config_from_args(
         args,
         input_dim=slides[0].embeddings.embedding_dim,
         n_classes=len(cohort.class_names),
         context_dims=context_dims_of(slides) if args.model_type == "regional" else None,
     )
+    if args.ablation:
+        assert clinical is not None
+        return _ablation(args, out, cohort, slides, model_config, train_config, clinical)
     with warnings.catch_warnings():
         warnings.simplefilter("once")
         warnings.showwarning = _print_warning
         result = drive(
             cross_validate(
                 slides, class_names=cohort.class_names, n_folds=args.folds, model_config=model_config,
-                config=train_config, refit=args.refit, tune=grid,
+                config=train_config, refit=args.refit, tune=grid, clinical=clinical,
             )
         )
     report = result.pooled_report(n_bootstrap=args.bootstrap, patients=cohort.has_patients)
@@ -110,4 +145,49 @@ def run(args: argparse.Namespace) -> int:
         written = [p.name for p in stage.iterdir()] + ["run.json"]
         write_run_record(stage / "run.json", record_for(args, "crossval", slides=slides, outputs=written))
     print(f"wrote {out}" + (" (with the refitted model.safetensors)" if result.refit is not None else ""))
+    return 0
+
+
+def _ablation(
+    args: argparse.Namespace,
+    out: Path | None,
+    cohort: Cohort,
+    slides: list[LabelledSlide],
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    clinical: ClinicalSpec,
+) -> int:
+    """``--ablation``: fused, slide-only and clinical-only arms on the same folds.
+
+    ``out`` gets ``ablation.json`` (each arm's fold and pooled AUCs), ``ablation_predictions.csv``
+    (every slide's out-of-fold probabilities per arm) and ``run.json``, all or none.
+    """
+    import warnings
+
+    from ..atomic import write_json_atomic
+    from ..cli._progress import drive
+    from ..cli.cmd_train import _print_warning
+    from ..runrecord import write_run_record
+    from ..training.ablation import clinical_ablation
+    from ..training.outputs import staged_folder
+    from ._run import record_for
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("once")
+        warnings.showwarning = _print_warning
+        result = drive(
+            clinical_ablation(
+                slides, class_names=cohort.class_names, clinical=clinical, n_folds=args.folds,
+                model_config=model_config, config=train_config,
+            )
+        )
+    print(result.summary())
+    if out is None:
+        return 0
+    with staged_folder(out) as stage:
+        write_json_atomic(stage / "ablation.json", result.to_json())
+        result.write_predictions(stage / "ablation_predictions.csv")
+        written = [p.name for p in stage.iterdir()] + ["run.json"]
+        write_run_record(stage / "run.json", record_for(args, "crossval", slides=slides, outputs=written))
+    print(f"wrote {out}")
     return 0

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._cohort_options import add_column_options
 from ._config import add_config_option
+
+if TYPE_CHECKING:
+    from ..model.checkpoint import Checkpoint
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     parser.add_argument("--region-size", type=int, default=8, help="k of the regions rebuilt from --features (default: 8)")
+    parser.add_argument(
+        "--clinical",
+        metavar="COLS",
+        help="the clinical variables of a model that takes them (checked against the model; their values are the "
+        "table's columns of these names; default: the model's)",
+    )
     add_column_options(parser)
     add_config_option(parser)
     parser.set_defaults(func=run)
@@ -64,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise TrainingError(f"--threshold must lie in [0, 1], got {args.threshold}")
     resolve_device(args.device)
     checkpoint = load_checkpoint(args.model)
+    _check_clinical(args, checkpoint)
     cohort = read_cohort(args.labels, columns=columns_from_args(args), min_classes=1)
     if args.features is not None and not args.features.is_dir():
         raise CohortError(f"{args.features}: no such folder")
@@ -81,3 +92,23 @@ def run(args: argparse.Namespace) -> int:
     print(evaluation.report.summary())
     print(f"wrote {out}")
     return 0
+
+
+def _check_clinical(args: argparse.Namespace, checkpoint: Checkpoint) -> None:
+    """``--clinical`` must name the model's clinical variables (in any order and case)."""
+    from ..errors import ClinicalError
+    from ..model.clinical import parse_clinical_columns
+
+    if args.clinical is None:
+        return
+    encoding = checkpoint.config.clinical
+    try:
+        asked = {name.lower() for name in parse_clinical_columns(args.clinical).names}
+    except ValueError as exc:
+        raise ClinicalError(f"--clinical {args.clinical}: {exc}") from None
+    has = () if encoding is None else encoding.names
+    if asked != {name.lower() for name in has}:
+        raise ClinicalError(
+            f"{args.model.name}: takes clinical variables {', '.join(has) or 'none'}, "
+            f"but --clinical names {args.clinical}"
+        )

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..model.checkpoint import Checkpoint
+    from ..model.clinical import ClinicalRecord
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="classify slides with a trained model; store patch and region attention for heatmaps",
         description=(
             "Run a trained first model on every patch of each slide. Writes slide,predicted,prob_<class>... "
-            "(CSV, to --out or stdout) and, per slide, <cache>.attention.npz beside its cache."
+            "(CSV, to --out or stdout) and, per slide, <cache>.attention.npz beside its cache. A model with "
+            "clinical variables takes their values from --clinical-table; the CSV then also has each "
+            "variable's and the slide's contribution (change in the explained class's probability when it "
+            "is set to its reference: training mean / most frequent level / an average training slide)."
         ),
     )
     parser.add_argument("slides", nargs="+", metavar="SLIDE", help="slide names or paths")
@@ -27,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", type=float, help="decision threshold (default: the model's)")
     parser.add_argument("--no-attention", action="store_true", help="do not write attention files")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N (mixed precision) or mps")
+    parser.add_argument(
+        "--clinical-table",
+        type=Path,
+        metavar="CSV",
+        help="clinical values for a model that takes them: a table (CSV, TSV, XLSX) with a slide column "
+        "(slide or slide_id) and the model's clinical variables",
+    )
     parser.set_defaults(func=run)
 
 
@@ -52,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_device(args.device)
     checkpoint = load_checkpoint(args.model)
     rows = [CohortRow(i + 1, slide, "", slide) for i, slide in enumerate(args.slides)]
+    clinical = _clinical_values(args, checkpoint, [row.name for row in rows])  # checked before any work
     sources = []
     for row in rows:
         if args.cache is not None:
@@ -87,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
                 embeddings = load_slide_embeddings(source)
             else:
                 embeddings = read_feature_file(source, slide_name=row.name)
-            prediction = predict_slide(checkpoint, embeddings, threshold=args.threshold, device=args.device)
+            prediction = predict_slide(
+                checkpoint, embeddings, threshold=args.threshold, device=args.device, clinical=clinical.get(row.name)
+            )
             if not args.no_attention:
                 write_attention(prediction, attention_path(source), embeddings=embeddings)
             out.append(prediction)
@@ -97,9 +115,17 @@ def run(args: argparse.Namespace) -> int:
     predictions = drive(job())
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["slide", "predicted"] + [f"prob_{c}" for c in checkpoint.class_names])
+    encoding = checkpoint.config.clinical
+    sources = ["slide", *encoding.names] if encoding is not None else []
+    extra = ["explained"] + [f"contribution_{s}" for s in sources] if encoding is not None else []
+    writer.writerow(["slide", "predicted"] + [f"prob_{c}" for c in checkpoint.class_names] + extra)
     for p in predictions:
-        writer.writerow([p.slide_name, p.predicted] + [f"{x:.6f}" for x in p.probabilities])
+        row = [p.slide_name, p.predicted] + [f"{x:.6f}" for x in p.probabilities]
+        if p.contributions is not None:
+            values = p.contributions.as_row()
+            row += [p.class_names[p.contributions.class_index]]
+            row += [f"{values[f'contribution_{s}']:+.6f}" for s in sources]
+        writer.writerow(row)
     if args.out is None:
         sys.stdout.write(buffer.getvalue())
     else:
@@ -108,3 +134,21 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(args.out, buffer.getvalue())
         print(f"wrote {args.out} ({len(predictions)} slides)")
     return 0
+
+
+def _clinical_values(args: argparse.Namespace, checkpoint: Checkpoint, slides: list[str]) -> dict[str, ClinicalRecord]:
+    """Every slide's clinical values for a model that takes them (checked: a bad one raises)."""
+    from ..training.clinical_values import (
+        read_clinical_table,
+        records_for,
+        require_clinical,
+    )
+
+    encoding = checkpoint.config.clinical
+    require_clinical(encoding, args.model.name, args.clinical_table)
+    if encoding is None:
+        if args.clinical_table is not None:
+            print(f"warning: {args.model.name} takes no clinical variables; --clinical-table is not used", file=sys.stderr)
+        return {}
+    table = read_clinical_table(args.clinical_table)
+    return records_for(encoding, table, slides, source=args.clinical_table.name)

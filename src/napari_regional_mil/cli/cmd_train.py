@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._train_options import add_data_options, add_model_options, add_train_options
+from ._train_options import (
+    add_clinical_options,
+    add_data_options,
+    add_model_options,
+    add_train_options,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,17 +23,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Train the first model on a cohort's cached embeddings and save it as one safetensors "
             "checkpoint (and <MODEL stem>.run.json beside it: options, versions, input hashes). Rows with "
             "split=val are the validation set (otherwise --val-fraction of the patients is held out), on which "
-            "a --threshold rule is tuned; rows with split=test are left out (score them with evaluate)."
+            "a --threshold rule is tuned; rows with split=test are left out (score them with evaluate). --clinical fuses other "
+            "columns of the cohort table (patient data: age, sex, grade, ...) with the slide."
         ),
     )
     add_data_options(parser)
+    add_clinical_options(parser)
     parser.add_argument("--out", required=True, type=Path, metavar="MODEL", help="checkpoint to write (.safetensors)")
     add_model_options(parser)
     add_train_options(parser)
     parser.set_defaults(func=run)
 
 
-def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
@@ -46,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..cli._progress import drive
     from ..cli._train_options import (
+        clinical_spec_from_args,
         load_training_slides,
         model_config_from_args,
         train_config_from_args,
@@ -60,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{args.out}: folder {args.out.parent} does not exist")
     train_config = train_config_from_args(args)
     resolve_device(train_config.device)
-    cohort, slides = load_training_slides(args)
+    clinical = clinical_spec_from_args(args)
+    cohort, slides = load_training_slides(args, clinical=clinical)
     model_config = model_config_from_args(
         args,
         input_dim=slides[0].embeddings.embedding_dim,
@@ -71,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = _print_warning
         # the GUI's Train widget and the demo train through the same function (roles from the split column)
-        trained = drive(train_cohort(slides, class_names=cohort.class_names, options=model_config, config=train_config))
+        trained = drive(
+            train_cohort(
+                slides, class_names=cohort.class_names, options=model_config, config=train_config, clinical=clinical
+            )
+        )
     result, held_out = trained.result, trained.held_out
     path = result.save(args.out)
     record = args.out.with_name(f"{args.out.stem}.run.json")
@@ -85,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
         f"best epoch {result.best_epoch}/{len(result.history)}: val_auc {best['val_auc']:.3f} "
         f"val_bacc {best['val_bacc']:.3f} train_loss {best['train_loss']:.3f}"
     )
+    encoding = result.model.config.clinical
+    if encoding is not None:
+        print("clinical variables: " + "; ".join(encoding.describe()))
     rule = train_config.threshold_rule
     if rule.tuned:
         print(f"threshold {result.checkpoint.threshold:.4g} ({rule.text} on {result.checkpoint.training['n_val']} "

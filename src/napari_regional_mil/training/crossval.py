@@ -35,6 +35,7 @@ from ..model.checkpoint import Checkpoint
 from ..model.clinical import ClinicalSpec
 from ..model.config import ModelConfig
 from ..model.first_model import make_bag
+from .clinical_values import check_clinical_values
 from .datasets import LabelledSlide, clinical_records
 from .evaluation import decide, tune_threshold
 from .folds import stratified_group_folds
@@ -338,8 +339,9 @@ def cross_validate(
     slides = list(slides)
     labels = np.array([s.label for s in slides], dtype=np.int64)
     patients = np.array([s.patient for s in slides], dtype=object)
-    if clinical is not None:
+    if clinical is not None:  # every slide's values checked before any fold trains
         clinical = clinical.knowing(clinical_records(slides))
+        check_clinical_values(clinical_records(slides), clinical)
     folds = stratified_group_folds(labels, patients, n_folds=n_folds, class_names=class_names, seed=config.seed)
     steps = len(folds) + (1 if refit else 0)
     results: list[FoldResult] = []

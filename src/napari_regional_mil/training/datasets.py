@@ -26,6 +26,7 @@ from ..errors import CacheError, ClinicalError, MissingCacheError, TrainingError
 from ..jobs import Progress
 from ..model.checkpoint import provenance
 from ..model.clinical import ClinicalRecord
+from .clinical_values import clinical_record_of
 from .cohort import Cohort, CohortRow
 from .feature_files import find_feature_file, read_feature_file
 
@@ -59,7 +60,8 @@ class LabelledSlide:
     source
         The cache or feature file it came from.
     clinical
-        The slide's clinical values (its cohort row's other columns), or ``None``.
+        The slide's clinical values: its cohort row's other columns (the loaders of this
+        module set them), or ``None``.
     """
 
     embeddings: SlideEmbeddings
@@ -151,7 +153,8 @@ def load_cohort_embeddings(
         embeddings = load_slide_embeddings(path)
         if embeddings.n_patches == 0:
             raise TrainingError(f"{cohort.where(row)}: slide {row.name!r} has an empty bag (no tissue patches)")
-        out.append(LabelledSlide(embeddings, int(label), row.patient, row.split, path))
+        clinical = clinical_record_of(cohort, row)
+        out.append(LabelledSlide(embeddings, int(label), row.patient, row.split, path, clinical))
         yield Progress("load", i + 1, len(cohort), f"loaded {row.name}")
     return out
 
@@ -189,7 +192,8 @@ def load_feature_bags(
         path = find_feature_bag(features_dir, row)
         assert path is not None
         bag = read_feature_file(path, slide_name=row.name, region_size=region_size)
-        out.append(LabelledSlide(bag, int(label), row.patient, row.split, path))
+        clinical = clinical_record_of(cohort, row)
+        out.append(LabelledSlide(bag, int(label), row.patient, row.split, path, clinical))
         yield Progress("load", i + 1, len(cohort), f"loaded {row.name}")
     return out
 

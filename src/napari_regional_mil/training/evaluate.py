@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import CheckpointError, CohortError
+from ..errors import CheckpointError, ClinicalError, CohortError
 from ..jobs import Progress, run_job
 from ..model.checkpoint import Checkpoint
 from ..model.first_model import make_bag
@@ -144,10 +144,22 @@ def evaluate_slides(
     ------
     CheckpointError
         A slide from another encoder or tiling than the model's.
+    ClinicalError
+        The model takes clinical variables and a slide lacks them or holds a value it
+        cannot take (naming the row and column), before anything is predicted.
     """
     for slide in slides:
         checkpoint.check_compatible(slide.embeddings)
     network = checkpoint.model
+    encoding = network.config.clinical
+    if encoding is not None:  # every slide's values, before any prediction
+        for slide in slides:
+            if slide.clinical is None:
+                raise ClinicalError(
+                    f"slide {slide.name!r}: the model takes clinical variables ({', '.join(encoding.names)}); "
+                    "none were given for this slide"
+                )
+            encoding.encode(slide.clinical)
     probabilities = np.zeros((len(slides), len(checkpoint.class_names)))
     for i, slide in enumerate(slides):
         yield Progress("evaluate", i, len(slides), f"predicting {slide.name}")

@@ -23,6 +23,7 @@ from ..jobs import Progress
 from ..model.clinical import ClinicalSpec
 from ..model.config import ModelConfig, SelectionConfig
 from ..options import OptionValue, make, option_values, options_of
+from .clinical_values import check_clinical_values
 from .cohort import Cohort
 from .datasets import EmbedFunction, LabelledSlide, clinical_records, load_cohort_embeddings
 from .train import TrainConfig, TrainResult, train_model
@@ -257,8 +258,9 @@ def train_cohort(
         A slide without clinical values, or a value that cannot be encoded.
     """
     train, validation, held_out = split_roles(slides)
-    if clinical is not None:
+    if clinical is not None:  # every slide's values checked before training
         clinical = clinical.knowing(clinical_records(slides))
+        check_clinical_values(clinical_records(slides), clinical)
     if not train:
         raise TrainingError("no training slides (every slide has split val or test)")
     if isinstance(options, ModelConfig):
