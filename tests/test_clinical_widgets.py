@@ -194,7 +194,15 @@ def test_train_fields_list_the_tables_other_columns(qtbot):
 
 # -- the Train widget: the table's other columns, trained as the CLI's --clinical --------------
 
-TRAIN_FAST = {"epochs": 2, "hidden_dim": 16, "attention_dim": 8, "min_patches": 8, "max_patches": 24, "seed": 5, "val_fraction": 0.34}
+TRAIN_FAST = {
+    "epochs": 2,
+    "hidden_dim": 16,
+    "attention_dim": 8,
+    "min_patches": 8,
+    "max_patches": 24,
+    "seed": 5,
+    "val_fraction": 0.34,
+}
 
 
 @pytest.fixture
@@ -232,8 +240,9 @@ def train_docked(make_napari_viewer, gui_cohort, clinical_csv):
     return SimpleNamespace(viewer=viewer, cohort=cohort, train=train)
 
 
-def test_train_widget_lists_the_columns_and_trains_as_the_cli(train_docked, gui_cohort, clinical_csv, tmp_path,
-                                                                qtbot):
+def test_train_widget_lists_the_columns_and_trains_as_the_cli(
+    train_docked, gui_cohort, clinical_csv, tmp_path, qtbot
+):
     import json
 
     from safetensors import safe_open
@@ -250,9 +259,36 @@ def test_train_widget_lists_the_columns_and_trains_as_the_cli(train_docked, gui_
     qtbot.waitUntil(lambda: running_job("train") is None and train.start_button.isEnabled(), timeout=120000)
     assert train.saved_path == tmp_path / "gui.safetensors"
     cli = tmp_path / "cli.safetensors"
-    assert main(["train", "--labels", str(clinical_csv), "--cache", str(gui_cohort.cache), "--out", str(cli),
-                 "--clinical", "grade,age", "--epochs", "2", "--hidden-dim", "16", "--attention-dim", "8",
-                 "--min-patches", "8", "--max-patches", "24", "--seed", "5", "--val-fraction", "0.34"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--labels",
+                str(clinical_csv),
+                "--cache",
+                str(gui_cohort.cache),
+                "--out",
+                str(cli),
+                "--clinical",
+                "grade,age",
+                "--epochs",
+                "2",
+                "--hidden-dim",
+                "16",
+                "--attention-dim",
+                "8",
+                "--min-patches",
+                "8",
+                "--max-patches",
+                "24",
+                "--seed",
+                "5",
+                "--val-fraction",
+                "0.34",
+            ]
+        )
+        == 0
+    )
 
     def tensors(path):
         with safe_open(str(path), framework="pt") as fh:

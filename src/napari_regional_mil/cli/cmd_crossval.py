@@ -31,9 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and the pooled out-of-fold AUROC and AUPRC with bootstrap 95%% confidence intervals. --out DIR "
             "writes crossval.json, the out-of-fold predictions (oof_predictions.csv), metrics.json, a "
             "calibration table, ROC/PR/calibration/confusion plots (PNG and SVG) and run.json; --refit adds "
-            "model.safetensors trained on every slide. With --clinical the model fuses those "
-            "columns of the cohort table; --ablation cross-validates, on the same folds, the same model with and "
-            "without them and a clinical-only logistic model (ablation.json, ablation_predictions.csv)."
+            "model.safetensors trained on every slide. With --clinical the model fuses those columns of the "
+            "cohort table; --ablation cross-validates, on the same folds, the same model with and without "
+            "them and a clinical-only logistic model (ablation.json, ablation_predictions.csv)."
         ),
     )
     add_data_options(parser)
@@ -41,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--ablation",
         action="store_true",
-        help="with --clinical: cross-validate three arms on the same folds (fused, slide only, clinical only); "
-        "--out DIR then gets ablation.json (their AUCs) and ablation_predictions.csv (every slide's out-of-fold "
-        "probabilities)",
+        help="with --clinical: cross-validate three arms on the same folds (fused, slide only, clinical "
+        "only); --out DIR then gets ablation.json (their AUCs) and ablation_predictions.csv (every slide's "
+        "out-of-fold probabilities)",
     )
     parser.add_argument("--folds", type=int, default=5, help="number of folds K (default: 5)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="folder for the results (created)")
@@ -108,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
     grid = _grid(args) if args.tune else None
     clinical = clinical_spec_from_args(args)
     if args.ablation and clinical is None:
-        raise ClinicalError("--ablation compares the model with and without clinical variables: give --clinical COLS")
+        raise ClinicalError(
+            "--ablation compares the model with and without clinical variables: give --clinical COLS"
+        )
     if args.ablation and (args.refit or args.tune):
         raise TrainingError("--ablation runs its own three cross-validations: leave out --refit and --tune")
     cohort, slides = load_training_slides(args, clinical=clinical)

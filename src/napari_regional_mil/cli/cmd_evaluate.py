@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--clinical",
         metavar="COLS",
-        help="the clinical variables of a model that takes them (checked against the model; their values are the "
-        "table's columns of these names; default: the model's)",
+        help="the clinical variables of a model that takes them (checked against the model; their values "
+        "are the table's columns of these names; default: the model's)",
     )
     add_column_options(parser)
     add_config_option(parser)

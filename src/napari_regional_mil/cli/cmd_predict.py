@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 embeddings = read_feature_file(source, slide_name=row.name)
             prediction = predict_slide(
-                checkpoint, embeddings, threshold=args.threshold, device=args.device, clinical=clinical.get(row.name)
+                checkpoint, embeddings, threshold=args.threshold, device=args.device,
+                clinical=clinical.get(row.name),
             )
             if not args.no_attention:
                 write_attention(prediction, attention_path(source), embeddings=embeddings)
@@ -136,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _clinical_values(args: argparse.Namespace, checkpoint: Checkpoint, slides: list[str]) -> dict[str, ClinicalRecord]:
+def _clinical_values(
+    args: argparse.Namespace, checkpoint: Checkpoint, slides: list[str]
+) -> dict[str, ClinicalRecord]:
     """Every slide's clinical values for a model that takes them (checked: a bad one raises)."""
     from ..training.clinical_values import (
         read_clinical_table,
@@ -148,7 +151,10 @@ def _clinical_values(args: argparse.Namespace, checkpoint: Checkpoint, slides: l
     require_clinical(encoding, args.model.name, args.clinical_table)
     if encoding is None:
         if args.clinical_table is not None:
-            print(f"warning: {args.model.name} takes no clinical variables; --clinical-table is not used", file=sys.stderr)
+            print(
+                f"warning: {args.model.name} takes no clinical variables; --clinical-table is not used",
+                file=sys.stderr,
+            )
         return {}
     table = read_clinical_table(args.clinical_table)
     return records_for(encoding, table, slides, source=args.clinical_table.name)

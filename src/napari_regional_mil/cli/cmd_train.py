@@ -23,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Train the first model on a cohort's cached embeddings and save it as one safetensors "
             "checkpoint (and <MODEL stem>.run.json beside it: options, versions, input hashes). Rows with "
             "split=val are the validation set (otherwise --val-fraction of the patients is held out), on which "
-            "a --threshold rule is tuned; rows with split=test are left out (score them with evaluate). --clinical fuses other "
-            "columns of the cohort table (patient data: age, sex, grade, ...) with the slide."
+            "a --threshold rule is tuned; rows with split=test are left out (score them with evaluate). "
+            "--clinical fuses other columns of the cohort table (patient data: age, sex, grade, ...) with "
+            "the slide."
         ),
     )
     add_data_options(parser)
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         # the GUI's Train widget and the demo train through the same function (roles from the split column)
         trained = drive(
             train_cohort(
-                slides, class_names=cohort.class_names, options=model_config, config=train_config, clinical=clinical
+                slides, class_names=cohort.class_names, options=model_config, config=train_config,
+                clinical=clinical,
             )
         )
     result, held_out = trained.result, trained.held_out

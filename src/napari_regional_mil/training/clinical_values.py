@@ -71,7 +71,8 @@ def read_clinical_table(
     if index is None:
         wanted = " or ".join(repr(n) for n in names)
         raise ClinicalError(
-            f"{table.path.name} header: no slide column {wanted} (columns: {', '.join(table.header) or 'none'})"
+            f"{table.path.name} header: no slide column {wanted} "
+            f"(columns: {', '.join(table.header) or 'none'})"
         )
     out: dict[str, ClinicalRecord] = {}
     first: dict[str, int] = {}
@@ -81,7 +82,9 @@ def read_clinical_table(
             raise ClinicalError(f"{table.where(number)}: no slide")
         name = slide_key(slide)
         if name in first:
-            raise ClinicalError(f"{table.where(number)}: slide {name!r} is already listed on {table.unit} {first[name]}")
+            raise ClinicalError(
+                f"{table.where(number)}: slide {name!r} is already listed on {table.unit} {first[name]}"
+            )
         first[name] = number
         extra = {h: v for j, (h, v) in enumerate(zip(table.header, values)) if j != index and h}
         out[name] = ClinicalRecord(extra, table.where(number), table.path.name)
@@ -120,7 +123,8 @@ def records_for(
         record = table.get(name)
         if record is None:
             raise ClinicalError(
-                f"{source}: no row for slide {name!r} (the model takes clinical variables {', '.join(encoding.names)})"
+                f"{source}: no row for slide {name!r} "
+                f"(the model takes clinical variables {', '.join(encoding.names)})"
             )
         encoding.encode(record)
         out[name] = record

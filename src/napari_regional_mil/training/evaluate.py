@@ -155,9 +155,9 @@ def evaluate_slides(
     if encoding is not None:  # every slide's values, before any prediction
         for slide in slides:
             if slide.clinical is None:
+                names = ", ".join(encoding.names)
                 raise ClinicalError(
-                    f"slide {slide.name!r}: the model takes clinical variables ({', '.join(encoding.names)}); "
-                    "none were given for this slide"
+                    f"slide {slide.name!r}: the model takes clinical variables ({names}); none were given"
                 )
             encoding.encode(slide.clinical)
     probabilities = np.zeros((len(slides), len(checkpoint.class_names)))
