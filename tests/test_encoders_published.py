@@ -13,13 +13,12 @@ from ``trident/patch_encoder_models/load.py``).
 from __future__ import annotations
 
 import gc
-import http.server
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hubfake import FakeHub, point_hub_at, publish
 
 from napari_regional_mil.encoders import (
     KNOWN_ENCODERS,
@@ -27,12 +26,12 @@ from napari_regional_mil.encoders import (
     hash_file,
     load_encoder,
 )
-from napari_regional_mil.encoders.hub import cached_file
+from napari_regional_mil.encoders.hub import cached_file, fetch_weights_job
 from napari_regional_mil.errors import EncoderError
+from napari_regional_mil.jobs import run_job
 
 timm = pytest.importorskip("timm")  # part of the default install; only a broken environment lacks it
 
-_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _IMAGENET = (
     torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
     torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
@@ -42,28 +41,15 @@ _IMAGENET = (
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch):
     """An empty, offline hub cache in tmp; ``publish(repo, {file: writer})`` fills one snapshot."""
-    from huggingface_hub import constants
-
     cache = tmp_path / "hub"
     cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    point_hub_at(monkeypatch, cache, offline=True)
 
-    def publish(repo: str, files: dict, *, repo_type: str = "model") -> Path:
-        folder = cache / f"{repo_type}s--{repo.replace('/', '--')}"
-        snapshot = folder / "snapshots" / _COMMIT
-        (folder / "refs").mkdir(parents=True, exist_ok=True)
-        (folder / "refs" / "main").write_text(_COMMIT)
-        for name, write in files.items():
-            target = snapshot / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write(target)
-        return snapshot
+    def publish_here(repo: str, files: dict, *, repo_type: str = "model") -> Path:
+        return publish(cache, repo, files, repo_type=repo_type)
 
-    publish.cache = cache
-    return publish
+    publish_here.cache = cache
+    return publish_here
 
 
 def _patches(n: int = 2, size: int = 224, seed: int = 0) -> np.ndarray:
@@ -395,40 +381,12 @@ def test_not_in_the_offline_cache_names_repository_and_what_to_do(hub_cache):
     assert not any(hub_cache.cache.iterdir())  # nothing written to the hub cache
 
 
-class _GatedHub(http.server.BaseHTTPRequestHandler):
-    """Answers like the hub does for a gated repository without access."""
-
-    def _gated(self) -> None:
-        self.send_response(401)
-        self.send_header("X-Error-Code", "GatedRepo")
-        self.send_header("X-Error-Message", "Access to model MahmoodLab/UNI is restricted.")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    do_HEAD = do_GET = _gated
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-
 @pytest.fixture
 def gated_hub(hub_cache, monkeypatch):
-    from huggingface_hub import constants
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GatedHub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setattr(
-        constants,
-        "HUGGINGFACE_CO_URL_TEMPLATE",
-        f"http://127.0.0.1:{server.server_port}/{{repo_id}}/resolve/{{revision}}/{{filename}}",
-    )
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+    hub = FakeHub({}, gated=("MahmoodLab/UNI",))
+    point_hub_at(monkeypatch, hub_cache.cache, offline=False, endpoint=hub.url)
     yield hub_cache
-    server.shutdown()
+    hub.close()
 
 
 def test_gated_repository_without_a_token(gated_hub):
@@ -440,6 +398,32 @@ def test_gated_repository_without_a_token(gated_hub):
         load_encoder("uni_v1", from_hub=True)
     weights = [p for p in gated_hub.cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
     assert weights == []  # no weights (or partial weights) written
+
+
+def test_download_from_the_hub_with_progress_then_offline(hub_cache, monkeypatch, tmp_path):
+    """A real ``hf_hub_download`` from a local stand-in of the hub: progress, the hub cache, then offline reuse."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(6)
+    save_file(timm.create_model("resnet50", pretrained=False).state_dict(), str(tmp_path / "w.safetensors"))
+    payload = (tmp_path / "w.safetensors").read_bytes()
+    hub = FakeHub({"timm/resnet50.tv_in1k": {"model.safetensors": payload}})
+    try:
+        point_hub_at(monkeypatch, hub_cache.cache, offline=False, endpoint=hub.url)
+        known = KNOWN_ENCODERS["resnet50"]
+        assert cached_file(known) is None
+        events = []
+        [path] = run_job(fetch_weights_job(known), events.append)
+        assert path.read_bytes() == payload and cached_file(known) == path
+        assert events[-1].stage == "download" and events[-1].done == events[-1].total == len(payload)
+        assert run_job(fetch_weights_job(known)) == [path]  # cached: no second download
+        assert [r for r in hub.requests if r[0] == "GET" and "resolve" in r[1]] == [
+            ("GET", "/timm/resnet50.tv_in1k/resolve/main/model.safetensors")]
+    finally:
+        hub.close()
+    point_hub_at(monkeypatch, hub_cache.cache, offline=True)
+    enc = load_encoder("resnet50", from_hub=True)
+    assert enc.spec.weights_hash == hash_file(tmp_path / "w.safetensors")
 
 
 def test_no_network(hub_cache, monkeypatch):

@@ -1,4 +1,10 @@
-"""The encoder choice of the Embed widget: a registered name, a TorchScript file, or timm."""
+"""The encoder choice of the Embed widget: a built-in or published encoder, a TorchScript file, or timm.
+
+A published encoder (UNI, Virchow2, ... under TRIDENT's names) needs its weights: a file the
+user picked, or the "download from the Hugging Face hub" box (never implicit), with the
+repository's licence and gating shown next to it (:class:`~._encoder_weights.WeightsSource`,
+also used by the Predict widget's :class:`~._encoder_weights.ModelEncoderFields`).
+"""
 
 from __future__ import annotations
 
@@ -20,18 +26,30 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_regional_mil._widgets._encoder_weights import (
+    WEIGHTS_FILTER,
+    ModelEncoderFields,
+    WeightsSource,
+)
 from napari_regional_mil._widgets._fields import PathPicker, form
 from napari_regional_mil.errors import EncoderError
 
-__all__ = ["EncoderFields", "ContextEncoderFields", "KINDS", "CONTEXT_SCALES"]
+__all__ = [
+    "CONTEXT_SCALES",
+    "KINDS",
+    "ContextEncoderFields",
+    "EncoderFields",
+    "ModelEncoderFields",
+    "WeightsSource",
+]
 
 #: The encoder kinds offered, in order.
-KINDS = ("Registered encoder", "TorchScript file", "timm model + weights")
+KINDS = ("Built-in or published encoder", "TorchScript file", "timm model + weights")
 
 #: Scales offered for context patches (multiples of the tiling's um/px).
 CONTEXT_SCALES = (2.0, 4.0)
 
-_WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.bin);;All files (*)"
+_TORCHSCRIPT_FILTER = "TorchScript (*.pt *.ts *.torchscript *.jit)"
 
 
 class EncoderFields(QWidget):
@@ -44,30 +62,53 @@ class EncoderFields(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from napari_regional_mil.encoders import DEFAULT_ENCODER, KNOWN_ENCODERS, list_encoders
+        from napari_regional_mil.encoders import (
+            DEFAULT_ENCODER,
+            KNOWN_ENCODERS,
+            list_encoders,
+        )
 
-        self._known = set(KNOWN_ENCODERS)
         self.kind = QComboBox()
         self.kind.addItems(KINDS)
         self.kind.setToolTip("Where the encoder comes from.")
 
-        # registered
+        # built-in, published (TRIDENT's names) and registered (e.g. pretrained) encoders
         self.name = QComboBox()
         self.name.addItems(list_encoders())
+        for i in range(self.name.count()):
+            known = KNOWN_ENCODERS.get(self.name.itemText(i))
+            if known is not None:
+                self.name.setItemData(i, known.title, Qt.ItemDataRole.ToolTipRole)
+                if not known.loadable:  # listed, but its code is not on the registry
+                    self.name.model().item(i).setEnabled(False)
         self.name.setCurrentText(DEFAULT_ENCODER)
         self.name.setToolTip(
-            "builtin-he needs no download (colour/stain statistics and texture responses). "
-            "Published pathology encoders (UNI, Virchow, ...) need their weights file."
+            "builtin-he needs no download (colour, stain and texture statistics). Published pathology "
+            "encoders (UNI, Virchow2, H-optimus, ... under TRIDENT's names) need their weights: a file, "
+            "or the download."
         )
-        self.name_weights = PathPicker(caption="Weights of the encoder", filter=_WEIGHTS_FILTER, placeholder="weights file (if needed)")
+        self.source = WeightsSource()
+        self.name_weights = self.source.weights  # the weights picker of a published encoder
+        self.from_hub = self.source.from_hub
         registered = QWidget()
         f1 = form(registered)
         f1.setContentsMargins(0, 0, 0, 0)
         f1.addRow("Name", self.name)
-        f1.addRow("Weights", self.name_weights)
+        f1.addRow(self.source)
+        self.name.currentTextChanged.connect(self.source.set_encoder)
+        self.source.set_encoder(self.name.currentText())
 
         # TorchScript
-        self.script = PathPicker(caption="TorchScript encoder", filter="TorchScript (*.pt *.pth *.ts *.torchscript);;All files (*)", placeholder="file made by torch.jit.save")
+        self.script = PathPicker(
+            caption="TorchScript encoder",
+            filter=f"{_TORCHSCRIPT_FILTER};;All files (*)",
+            placeholder="file made by torch.jit.save",
+        )
+        self.script.setToolTip(
+            "A TorchScript file runs the code it contains: choose only files you trust. "
+            "Suffix .pt, .ts, .torchscript or .jit."
+        )
+        script_note = QLabel("<i>Runs the code in the file: only files you trust.</i>")
         self.script_size = QSpinBox()
         self.script_size.setRange(0, 4096)
         self.script_size.setSpecialValueText("from file / 224")
@@ -83,14 +124,17 @@ class EncoderFields(QWidget):
         f2 = form(script)
         f2.setContentsMargins(0, 0, 0, 0)
         f2.addRow("File", self.script)
+        f2.addRow(script_note)
         f2.addRow("Input size", self.script_size)
         f2.addRow("Model mpp", self.script_mpp)
 
         # timm
         self.timm_name = QLineEdit()
         self.timm_name.setPlaceholderText("e.g. vit_large_patch16_224")
-        self.timm_name.setToolTip("A timm architecture name (needs the optional timm package).")
-        self.timm_weights = PathPicker(caption="Weights of the timm model", filter=_WEIGHTS_FILTER, placeholder="local weights file")
+        self.timm_name.setToolTip("A timm architecture name.")
+        self.timm_weights = PathPicker(
+            caption="Weights of the timm model", filter=WEIGHTS_FILTER, placeholder="local weights file"
+        )
         timm = QWidget()
         f3 = form(timm)
         f3.setContentsMargins(0, 0, 0, 0)
@@ -124,15 +168,11 @@ class EncoderFields(QWidget):
         Raises
         ------
         EncoderError
-            When a required field is empty (a file, a weights file, a model name).
+            When a required field is empty (a file, a weights file or the download, a model name).
         """
         index = self.kind.currentIndex()
         if index == 0:
-            name = self.name.currentText()
-            weights = self.name_weights.text()
-            if name in self._known and not weights:
-                raise EncoderError(f"encoder {name}: choose its weights file")
-            return name, ({"weights": weights} if weights else {})
+            return self.name.currentText(), self.source.check()
         if index == 1:
             path = self.script.text()
             if not path:
@@ -170,14 +210,18 @@ class ContextEncoderFields(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._entries: dict[int, tuple[str, dict[str, Any], float]] = {}  # by the item's key (Qt may copy Python data)
+        self._entries: dict[
+            int, tuple[str, dict[str, Any], float]
+        ] = {}  # by the item's key (Qt may copy Python data)
         self._next_key = 0
         self.encoder = EncoderFields()
         self.scale = QComboBox()
         for value in CONTEXT_SCALES:
             self.scale.addItem(f"{value:g} x the patch µm/px", value)
-        self.scale.setToolTip("The context patch has the patch's pixel size at this multiple of its µm/px "
-                              "(2 x: 4 times the area), centred on each region.")
+        self.scale.setToolTip(
+            "The context patch has the patch's pixel size at this multiple of its µm/px "
+            "(2 x: 4 times the area), centred on each region."
+        )
         self.add_button = QPushButton("Add")
         self.add_button.setToolTip("Add this encoder at this scale to the context encoders.")
         self.remove_button = QPushButton("Remove")
@@ -186,8 +230,10 @@ class ContextEncoderFields(QWidget):
         self.remove_button.clicked.connect(self.remove_selected)
         self.list = QListWidget()
         self.list.setMaximumHeight(70)
-        self.list.setToolTip("Context encoders run after the patch embedding; their embeddings are cached with "
-                             "the slide's and picked up by the Train widget.")
+        self.list.setToolTip(
+            "Context encoders run after the patch embedding; their embeddings are cached with "
+            "the slide's and picked up by the Train widget."
+        )
         self.empty = QLabel("<i>none: patches only</i>")
         row = QHBoxLayout()
         row.addWidget(QLabel("Scale"))
@@ -222,7 +268,9 @@ class ContextEncoderFields(QWidget):
         encoder, options = self.encoder.choice()
         self.add(encoder, float(self.scale.currentData()), options=options, label=self.encoder.describe())
 
-    def add(self, encoder: str, scale: float, *, options: dict[str, Any] | None = None, label: str | None = None) -> None:
+    def add(
+        self, encoder: str, scale: float, *, options: dict[str, Any] | None = None, label: str | None = None
+    ) -> None:
         """Add a context encoder (a registered name or a file) at ``scale``."""
         entry = (encoder, dict(options or {}), float(scale))
         if entry in self.requests():
@@ -253,7 +301,10 @@ class ContextEncoderFields(QWidget):
 
     def requests(self) -> list[tuple[str, dict[str, Any], float]]:
         """``(encoder, options, scale)`` of every context encoder, in order."""
-        return [self._entries[int(self.list.item(i).data(Qt.ItemDataRole.UserRole))] for i in range(self.list.count())]
+        return [
+            self._entries[int(self.list.item(i).data(Qt.ItemDataRole.UserRole))]
+            for i in range(self.list.count())
+        ]
 
     def _update(self) -> None:
         self.empty.setVisible(self.list.count() == 0)

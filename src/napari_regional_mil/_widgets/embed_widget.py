@@ -64,7 +64,9 @@ def _embed_job(slide_path: Path, grid_shape_of: Any, contexts: list | tuple = ()
     from napari_regional_mil.embedding.pca import patch_rgba_grid, pca_rgb
     from napari_regional_mil.embedding.store import load_slide_embeddings
     from napari_regional_mil.embedding.workflow import embed_with_contexts
+    from napari_regional_mil.encoders.hub import prefetch_job
 
+    yield from prefetch_job(kwargs.get("encoder"), kwargs.get("encoder_options"))  # "download from the hub"
     requests = [ContextRequest(c[0], c[2], c[1] or None) for c in contexts]
     result, context_results = yield from embed_with_contexts(slide_path, contexts=requests, **kwargs)
     yield Progress("pca", 0, 1, message="PCA of the patch embeddings")
@@ -278,7 +280,10 @@ class EmbedWidget(QWidget):
             self._set_busy(True)
 
     def _on_progress(self, event: Any) -> None:
-        if isinstance(event, Progress) and event.stage == "embed" and event.total:
+        if isinstance(event, Progress) and event.stage == "download":
+            size = f": {event.done / 1e6:,.0f} / {event.total / 1e6:,.0f} MB" if event.total else ""
+            self.status.setText(f"{event.message}{size}")
+        elif isinstance(event, Progress) and event.stage == "embed" and event.total:
             rate = f", {event.rate:.1f} patches/s" if event.rate else ""
             self.status.setText(f"Embedding: {event.done:,} / {event.total:,} patches{rate}")
         elif isinstance(event, Progress) and event.stage == "context" and event.total:

@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 
 from napari_regional_mil._widgets import _predict_job
 from napari_regional_mil._widgets._clinical_fields import ClinicalForm
+from napari_regional_mil._widgets._encoder_fields import ModelEncoderFields
 from napari_regional_mil._widgets._heatmap_layers import (
     HeatmapSpec,
     heatmap_specs,
@@ -121,6 +122,8 @@ class PredictWidget(QWidget):
         self.model_label = QLabel("no model loaded")
         self.model_label.setWordWrap(True)
         form.addRow(self.model_label)
+        self.model_encoder = ModelEncoderFields()  # weights or file of the model's encoder, when it needs them
+        form.addRow(self.model_encoder)
         self.cache_dir = QLineEdit(placeholderText="embedding cache folder (default: as the Embed widget)")
         form.addRow("Cache", self.cache_dir)
         self.predict_button = QPushButton("Predict open slide")
@@ -227,6 +230,7 @@ class PredictWidget(QWidget):
 
     def _show_model(self, model: Any) -> None:
         self.model = model
+        self.model_encoder.set_record(None if model is None else model.encoder)
         self.clinical_form.set_encoding(None if model is None else getattr(model.config, "clinical", None))
         self._fill_clinical()
         if model is None:
@@ -275,7 +279,7 @@ class PredictWidget(QWidget):
         options = {"cache_dir": cache_dir, "mpp": mpp, "layer_params": tiling_params_of(layer),
                    "slide_mpp": (recorded[0] + recorded[1]) / 2 if recorded else None,
                    "tissue_mask": tissue_mask_of(self.viewer, layer, only_if_edited=True),
-                   "clinical": clinical}
+                   "clinical": clinical, **self.model_encoder.options()}
         self._slide_layer = layer
         settings = self._layer_settings()
         self.job = start_job(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from ..encoders.known import KnownEncoder
 from ..errors import EncoderError, JobCancelled
 from ..jobs import Progress
 
-__all__ = ["ProgressFn", "cached_file", "fetch_file", "fetch_weights_job", "hub_cache_dir"]
+__all__ = ["ProgressFn", "cached_file", "fetch_file", "fetch_weights_job", "hub_cache_dir", "prefetch_job"]
 
 #: Called with (bytes done, bytes total or 0 when unknown) while a file downloads.
 ProgressFn = Callable[[int, int], None]
@@ -201,3 +201,18 @@ def fetch_weights_job(
         finally:
             stop.set()
     return out
+
+
+def prefetch_job(encoder: object, options: Mapping[str, object] | None) -> Generator[Progress, None, None]:
+    """Download a published encoder's files first when the user asked for the hub (a job; else nothing).
+
+    The GUI runs this before loading the encoder so the download shows its progress;
+    loading then finds the files in the hub cache.
+    """
+    if not (options or {}).get("from_hub") or not isinstance(encoder, str):
+        return
+    from ..encoders.known import KNOWN_ENCODERS, canonical_name
+
+    known = KNOWN_ENCODERS.get(canonical_name(encoder))
+    if known is not None and known.loadable:
+        yield from fetch_weights_job(known)
