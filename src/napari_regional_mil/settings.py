@@ -272,6 +272,12 @@ class TrainConfig:
         torch CPU threads while training (``None``: leave torch's setting). The model's
         operations are small, so 1 thread is often fastest and never oversubscribes a
         busy machine; the previous setting is restored when the job ends.
+    stream
+        Where the patch embeddings of cached slides live while training: ``"auto"``
+        holds them in memory when they need at most 40 % of the available memory and
+        otherwise reads each step's patches from the caches (see
+        :mod:`~napari_regional_mil.training.memory`); ``"always"`` streams, ``"never"``
+        holds. The model is the same either way.
     """
 
     epochs: int = field(default=40, metadata=option(
@@ -309,8 +315,15 @@ class TrainConfig:
     ))
     device: str = field(default="cpu", metadata=option(
         "where the first model trains and predicts: cpu, cuda, cuda:N (mixed precision) or mps"))
+    stream: Literal["auto", "always", "never"] = field(default="auto", metadata=option(
+        "where the cached patch embeddings live while training: auto (in memory when they need at most 2/5 of "
+        "the available memory, else each step's patches are read from the caches), always (stream from the "
+        "caches), never (hold in memory); the model is the same either way",
+    ))
 
     def __post_init__(self) -> None:
+        if self.stream not in ("auto", "always", "never"):
+            raise ValueError(f"unknown stream mode {self.stream!r}; choose auto, always or never")
         if self.epochs < 1 or self.slides_per_step < 1 or self.learning_rate <= 0:
             raise ValueError("need epochs >= 1, slides_per_step >= 1 and learning_rate > 0")
         if self.schedule not in ("cosine", "onecycle", "constant"):

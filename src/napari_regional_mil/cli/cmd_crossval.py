@@ -59,6 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap resamples of the pooled confidence intervals (default: 1000)")
+    parser.add_argument("--scheduler", default=None, metavar="local|ADDRESS",
+                        help="train the folds as tasks on dask.distributed: 'local' (a local cluster of --workers "
+                        "processes) or a running scheduler's tcp://host:port; every worker reads the caches under "
+                        "the same path. Same results as without it for the same seed")
+    parser.add_argument("--workers", type=int, default=2, help="workers of the local cluster (default: 2)")
     add_model_options(parser)
     add_train_options(parser)
     parser.set_defaults(func=run)
@@ -91,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         model_config_from_args,
         train_config_from_args,
     )
-    from ..cli.cmd_train import _print_warning, context_dims_of
+    from ..cli.cmd_train import _print_warning, context_dims_of, plan_line
     from ..errors import ClinicalError, TrainingError
     from ..model.checkpoint import save_checkpoint
     from ..runrecord import write_run_record
@@ -123,14 +128,24 @@ def run(args: argparse.Namespace) -> int:
     if args.ablation:
         assert clinical is not None
         return _ablation(args, out, cohort, slides, model_config, train_config, clinical)
+    if args.workers < 1:
+        raise TrainingError(f"--workers must be at least 1, got {args.workers}")
+
+    def lines(event):  # the memory plan, and each fold's result as it comes (the bar shows the rest)
+        if "fold_auc" in event.metrics:
+            return event.message
+        return plan_line(event)
+
     with warnings.catch_warnings():
         warnings.simplefilter("once")
         warnings.showwarning = _print_warning
         result = drive(
             cross_validate(
                 slides, class_names=cohort.class_names, n_folds=args.folds, model_config=model_config,
-                config=train_config, refit=args.refit, tune=grid, clinical=clinical,
-            )
+                config=train_config, refit=args.refit, tune=grid, clinical=clinical, scheduler=args.scheduler,
+                workers=args.workers,
+            ),
+            report=lines,
         )
     report = result.pooled_report(n_bootstrap=args.bootstrap, patients=cohort.has_patients)
     print(result.summary())

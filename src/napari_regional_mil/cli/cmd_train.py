@@ -40,6 +40,11 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
     print(f"warning: {message}", file=sys.stderr)
 
 
+def plan_line(event) -> str | None:
+    """The line saying whether the slides are held in memory or streamed from the caches (printed once)."""
+    return f"memory: {event.message}" if "memory" in event.metrics else None
+
+
 def context_dims_of(slides) -> dict[str, int]:
     """Context embeddings (several scales) that every slide has: the core's
     :func:`~napari_regional_mil.training.workflow.context_dims_of`, shared with the Train widget."""
@@ -85,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
             train_cohort(
                 slides, class_names=cohort.class_names, options=model_config, config=train_config,
                 clinical=clinical,
-            )
+            ),
+            report=plan_line,
         )
     result, held_out = trained.result, trained.held_out
     path = result.save(args.out)

@@ -51,7 +51,7 @@ from .layers import (
 )
 from .selection import grid_neighbours
 
-__all__ = ["CLINICAL_DIM", "Bag", "FirstModel", "ModelOutput", "make_bag"]
+__all__ = ["CLINICAL_DIM", "Bag", "FirstModel", "ModelOutput", "clinical_tensor", "make_bag"]
 
 #: Width of the projected clinical vector (at most the model's ``hidden_dim``).
 CLINICAL_DIM = 16
@@ -107,7 +107,14 @@ def _pooled_regions(features: np.ndarray, region_index: np.ndarray, n_regions: i
     return out / counts[:, None]
 
 
-def _clinical_tensor(name: str, config: ModelConfig, clinical: ClinicalRecord | None) -> Tensor | None:
+def clinical_tensor(name: str, config: ModelConfig, clinical: ClinicalRecord | None) -> Tensor | None:
+    """The encoded clinical variables of slide ``name`` for ``config`` (``None`` when it takes none).
+
+    Raises
+    ------
+    ClinicalError
+        The model takes clinical variables and ``clinical`` is missing or cannot be encoded.
+    """
     if config.clinical is None:
         return None
     if clinical is None:
@@ -150,7 +157,7 @@ def make_bag(
             f"slide {name!r}: embedding dimension {embeddings.embedding_dim} differs from the model's {config.input_dim}"
         )
     features = torch.from_numpy(np.ascontiguousarray(embeddings.features, dtype=np.float32))
-    encoded = _clinical_tensor(name, config, clinical)
+    encoded = clinical_tensor(name, config, clinical)
     if not config.uses_regions:
         return Bag(name=name, features=features, clinical=encoded)
     if not embeddings.has_regions:

@@ -31,6 +31,9 @@ Strategies (:data:`~.config.SELECTION_STRATEGIES`):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..embedding.types import SlideEmbeddings
@@ -40,6 +43,7 @@ __all__ = [
     "LLOYD_ITERATIONS",
     "WEIGHT_FLOOR",
     "PatchSelector",
+    "SelectionInputs",
     "farthest_point_order",
     "grid_neighbours",
     "select_patches",
@@ -227,6 +231,28 @@ def _weighted_sample(weights: np.ndarray | None, n: int, count: int, rng: np.ran
     return np.argpartition(-keys, count - 1)[:count]
 
 
+@dataclass(frozen=True, eq=False)
+class SelectionInputs:
+    """What a selection strategy reads of one slide (see :meth:`PatchSelector.inputs_needed`).
+
+    Parameters
+    ----------
+    n_patches
+        Bag size N.
+    region_index
+        ``(N,)`` region of each patch, or ``None``.
+    grid_xy
+        ``(N, 2)`` patch-grid cells, or ``None``.
+    tissue_fraction
+        ``(N,)`` tissue fraction of each patch, or ``None``.
+    """
+
+    n_patches: int
+    region_index: np.ndarray | None = None
+    grid_xy: np.ndarray | None = None
+    tissue_fraction: np.ndarray | None = None
+
+
 class PatchSelector:
     """The selection of a training run: every training bag's inputs, and the attention weights.
 
@@ -235,65 +261,121 @@ class PatchSelector:
     config
         The selection strategy and counts.
     embeddings
-        The training slides' embeddings (grid and tissue fraction are read from them).
+        The training slides' embeddings (grid and tissue fraction are read from them and
+        kept), or ``None`` when each step passes the slide's :class:`SelectionInputs`
+        (streaming from the caches; ``sizes`` then gives the bag sizes).
     regions
         Whether the model uses regions (without them the region strategies fall back
         to ``"random"``, as for bags without coordinates).
+    sizes
+        The bag sizes, when ``embeddings`` is ``None``.
 
     Notes
     -----
     With ``strategy="weighted"`` and ``weight_source="attention"``, :meth:`observe` stores
     the attention each selected patch received in its step, scaled so the step's mean is
     1; the next selection from that slide (in the next epoch) is weighted by it. Patches
-    never selected yet weigh 1 (the mean), so the first epoch is uniform random.
+    never selected yet weigh 1 (the mean), so the first epoch is uniform random. Given
+    the same inputs, kept or passed per step, the selections are the same.
     """
 
-    def __init__(self, config: SelectionConfig, embeddings: list[SlideEmbeddings], *, regions: bool) -> None:
+    def __init__(
+        self,
+        config: SelectionConfig,
+        embeddings: Sequence[SlideEmbeddings] | None,
+        *,
+        regions: bool,
+        sizes: Sequence[int] | None = None,
+    ) -> None:
         self.config = config
-        self._regions = [
-            np.asarray(e.region_index, dtype=np.int64) if regions and e.has_regions else None
-            for e in embeddings
-        ]
-        self._grids = [None if e.grid_xy is None else np.asarray(e.grid_xy) for e in embeddings]
-        self._sizes = [e.n_patches for e in embeddings]
-        self._weights: list[np.ndarray | None] = [None] * len(embeddings)
-        if config.strategy == "weighted":
-            if config.weight_source == "tissue":
-                self._weights = [
-                    None if e.tissue_fraction is None else np.asarray(e.tissue_fraction, np.float64)
-                    for e in embeddings
-                ]
-            else:
-                self._weights = [np.ones(e.n_patches) for e in embeddings]
+        self.regions = regions
+        if embeddings is None:
+            if sizes is None:
+                raise ValueError("give the training slides' embeddings or their sizes")
+            self._sizes = [int(n) for n in sizes]
+            self._inputs: list[SelectionInputs] | None = None
+        else:
+            self._sizes = [e.n_patches for e in embeddings]
+            self._inputs = [self._inputs_of(e) for e in embeddings]
+        self._weights: list[np.ndarray | None] = [None] * len(self._sizes)
+        if self._attention_weighted:
+            self._weights = [np.ones(n) for n in self._sizes] if embeddings is not None else self._weights
 
-    def select(self, i: int, rng: np.random.Generator) -> np.ndarray:
-        """Sorted int64 indices of the patches bag ``i`` shows in this step."""
+    @property
+    def _attention_weighted(self) -> bool:
+        return self.config.strategy == "weighted" and self.config.weight_source == "attention"
+
+    def inputs_needed(self) -> frozenset[str]:
+        """The arrays of a slide this selection reads: ``region_index``, ``grid_xy``, ``tissue_fraction``."""
+        needed = set()
+        if self.regions and self.config.strategy in ("max_coverage", "equal_per_region"):
+            needed.add("region_index")
+        if self.config.strategy == "uniform":
+            needed.add("grid_xy")
+        if self.config.strategy == "weighted" and self.config.weight_source == "tissue":
+            needed.add("tissue_fraction")
+        return frozenset(needed)
+
+    def _inputs_of(self, e: SlideEmbeddings) -> SelectionInputs:
+        needed = self.inputs_needed()
+        region_index = None
+        if "region_index" in needed and e.has_regions:
+            region_index = np.asarray(e.region_index, dtype=np.int64)
+        grid = e.grid_xy if "grid_xy" in needed else None
+        tissue = e.tissue_fraction if "tissue_fraction" in needed else None
+        return SelectionInputs(
+            e.n_patches, region_index, None if grid is None else np.asarray(grid),
+            None if tissue is None else np.asarray(tissue, np.float64),
+        )
+
+    def inputs(self, e: SlideEmbeddings) -> SelectionInputs:
+        """The :class:`SelectionInputs` of one slide (what :meth:`select` reads of it)."""
+        return self._inputs_of(e)
+
+    def select(self, i: int, rng: np.random.Generator, inputs: SelectionInputs | None = None) -> np.ndarray:
+        """Sorted int64 indices of the patches bag ``i`` shows in this step.
+
+        ``inputs`` is bag ``i``'s :class:`SelectionInputs` when the selector keeps none.
+        """
+        if inputs is None:
+            if self._inputs is None:
+                raise ValueError("this selector keeps no inputs: pass the slide's SelectionInputs")
+            inputs = self._inputs[i]
+        weights = self._weights[i]
+        if self._attention_weighted and weights is None:
+            weights = self._weights[i] = np.ones(self._sizes[i])
+        elif self.config.strategy == "weighted" and self.config.weight_source == "tissue":
+            weights = inputs.tissue_fraction
         return select_patches(
             self.config,
             self._sizes[i],
-            region_index=self._regions[i],
+            region_index=inputs.region_index,
             rng=rng,
-            grid_xy=self._grids[i],
-            weights=self._weights[i],
+            grid_xy=inputs.grid_xy,
+            weights=weights,
         )
 
     def observe(self, i: int, selected: np.ndarray, attention: np.ndarray) -> None:
         """Record the attention of bag ``i``'s selected patches (``weight_source="attention"``)."""
-        if self.config.strategy != "weighted" or self.config.weight_source != "attention":
+        if not self._attention_weighted:
             return
         weights = self._weights[i]
-        assert weights is not None
+        if weights is None:
+            weights = self._weights[i] = np.ones(self._sizes[i])
         attention = np.asarray(attention, dtype=np.float64)
         weights[np.asarray(selected)] = attention * attention.size / max(float(attention.sum()), 1e-12)
 
     def weights(self, i: int) -> np.ndarray | None:
         """The current weights of bag ``i`` (``None``: equal)."""
-        weights = self._weights[i]
+        if self.config.strategy == "weighted" and self.config.weight_source == "tissue" and self._inputs is not None:
+            weights = self._inputs[i].tissue_fraction
+        else:
+            weights = self._weights[i]
         return None if weights is None else weights.copy()
 
 
-def grid_neighbours(grid_xy: np.ndarray, n: int) -> np.ndarray:
-    """The ``n`` nearest other patches on the grid of every patch.
+def grid_neighbours(grid_xy: np.ndarray, n: int, *, rows: np.ndarray | None = None) -> np.ndarray:
+    """The ``n`` nearest other patches on the grid of every patch (or of the patches ``rows``).
 
     Parameters
     ----------
@@ -301,18 +383,22 @@ def grid_neighbours(grid_xy: np.ndarray, n: int) -> np.ndarray:
         ``(N, 2)`` grid cells ``(x, y)`` of the patches.
     n
         Neighbours per patch.
+    rows
+        Only these patches' neighbours (int indices; a training step's selected patches);
+        row ``j`` of the result is then patch ``rows[j]``'s, equal to the full result's row.
 
     Returns
     -------
     numpy.ndarray
-        ``(N, n)`` int64 patch indices, nearest first (ties broken by row, then column
-        offset); ``-1`` where fewer than ``n`` patches lie within ``ceil(sqrt(n)) + 1``
-        cells.
+        ``(N, n)`` (or ``(len(rows), n)``) int64 patch indices, nearest first (ties broken
+        by row, then column offset); ``-1`` where fewer than ``n`` patches lie within
+        ``ceil(sqrt(n)) + 1`` cells.
     """
     grid_xy = np.asarray(grid_xy, dtype=np.int64)
     n_patches = grid_xy.shape[0]
-    out = np.full((n_patches, n), -1, dtype=np.int64)
-    if n == 0 or n_patches == 0:
+    centres = np.arange(n_patches) if rows is None else np.asarray(rows, dtype=np.int64)
+    out = np.full((centres.size, n), -1, dtype=np.int64)
+    if n == 0 or n_patches == 0 or centres.size == 0:
         return out
     origin = grid_xy.min(axis=0)
     local = grid_xy - origin
@@ -325,9 +411,9 @@ def grid_neighbours(grid_xy: np.ndarray, n: int) -> np.ndarray:
     offsets = offsets[(offsets != 0).any(axis=1)]
     dist = (offsets**2).sum(axis=1)
     offsets = offsets[np.lexsort((offsets[:, 0], offsets[:, 1], dist))]
-    candidates = np.full((n_patches, offsets.shape[0]), -1, dtype=np.int64)
+    candidates = np.full((centres.size, offsets.shape[0]), -1, dtype=np.int64)
     for j, (ox, oy) in enumerate(offsets):
-        x, y = local[:, 0] + ox, local[:, 1] + oy
+        x, y = local[centres, 0] + ox, local[centres, 1] + oy
         inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
         candidates[inside, j] = lookup[y[inside], x[inside]]
     first_valid = np.argsort(candidates < 0, axis=1, kind="stable")[:, :n]

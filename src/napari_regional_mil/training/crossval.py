@@ -34,14 +34,15 @@ from ..jobs import Progress
 from ..model.checkpoint import Checkpoint
 from ..model.clinical import ClinicalSpec
 from ..model.config import ModelConfig
-from ..model.first_model import make_bag
 from .clinical_values import check_clinical_values
 from .datasets import LabelledSlide, clinical_records
 from .evaluation import decide, tune_threshold
 from .folds import stratified_group_folds
+from .memory import prepare_slides
 from .metrics import balanced_accuracy, confusion_matrix, finite_or_none, roc_auc
 from .predict import predict_bags
 from .report import EvaluationReport, evaluate_predictions
+from .streaming import BagSequence
 from .train import TrainConfig, TrainResult, train_model
 from .tuning import TuneGrid, TuneResult, apply_candidate, tune_hyperparameters
 
@@ -252,8 +253,7 @@ def run_fold(
     seconds = time.perf_counter() - started
     checkpoint = trained.checkpoint
     labels = np.array([s.label for s in test], dtype=np.int64)
-    bags = [make_bag(s.embeddings, trained.model.config, clinical=s.clinical) for s in test]
-    probs = predict_bags(trained.model, bags)
+    probs = predict_bags(trained.model, BagSequence(test, trained.model.config))  # one slide at a time if streamed
     predicted = np.asarray(decide(probs, checkpoint.threshold, checkpoint.positive_class))
     result = FoldResult(
         fold=fold,
@@ -306,6 +306,8 @@ def cross_validate(
     refit: bool = False,
     tune: TuneGrid | None = None,
     clinical: ClinicalSpec | None = None,
+    scheduler: str | None = None,
+    workers: int = 2,
 ) -> Generator[Progress, None, CrossValResult]:
     """K-fold cross-validation (a job). ``config.seed`` seeds the folds and every fold's training.
 
@@ -328,6 +330,12 @@ def cross_validate(
         Fuse these clinical variables with the slide; each fold fits their encoding on
         its own training slides (the levels of categorical variables are those of every
         slide, see :meth:`~..model.clinical.ClinicalSpec.knowing`).
+    scheduler
+        ``"local"`` or a dask scheduler's address: the folds run as tasks on a cluster
+        (:mod:`.fold_cluster`), each reading its slides from the shared cache, with the
+        same results as here for the same seed; ``None`` runs them one after the other.
+    workers
+        Workers of the ``"local"`` cluster.
 
     Yields
     ------
@@ -348,19 +356,34 @@ def cross_validate(
     models: list[Checkpoint] = []
     tunings: list[TuneResult] = []
     model_type = model_config.model_type if model_config is not None else "regional"
-    for k, test_idx in enumerate(folds):
-        train_idx = np.setdiff1d(np.arange(len(slides)), test_idx)
-        job = run_fold(
-            [slides[i] for i in train_idx], [slides[i] for i in test_idx], fold=k + 1, class_names=class_names,
-            model_config=model_config, config=config, tune=tune, clinical=clinical,
+    if scheduler:
+        from .fold_cluster import run_folds_on_cluster  # dask.distributed: the [cluster] extra
+
+        runs = yield from run_folds_on_cluster(
+            slides, folds, class_names=class_names, model_config=model_config, config=config, tune=tune,
+            clinical=clinical, scheduler=scheduler, workers=workers, total=1000 * steps,
         )
-        run = yield from _relabel(job, f"fold {k + 1}/{len(folds)}", 1000 * k, 1000 * steps)
+    else:
+        slides = yield from prepare_slides(slides, mode=config.stream)  # in memory or streamed, once for every fold
+        runs = None
+    for k, test_idx in enumerate(folds):
+        if runs is not None:
+            run = runs[k]
+        else:
+            train_idx = np.setdiff1d(np.arange(len(slides)), test_idx)
+            job = run_fold(
+                [slides[i] for i in train_idx], [slides[i] for i in test_idx], fold=k + 1, class_names=class_names,
+                model_config=model_config, config=config, tune=tune, clinical=clinical,
+            )
+            run = yield from _relabel(job, f"fold {k + 1}/{len(folds)}", 1000 * k, 1000 * steps)
         results.append(run.result)
         model_type = run.checkpoint.config.model_type
         if keep_models:
             models.append(run.checkpoint)
         if run.tuning is not None:
             tunings.append(run.tuning)
+        if runs is not None:
+            continue  # reported as each task finished
         auc = run.result.auc
         yield Progress(
             "crossval", 1000 * (k + 1), 1000 * steps, f"fold {k + 1}/{len(folds)}: AUC {auc:.3f}",

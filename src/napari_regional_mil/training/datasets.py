@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..embedding.store import find_slide_cache, load_slide_embeddings
+from ..embedding.store import StoredEmbeddings, find_slide_cache
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError, ClinicalError, MissingCacheError, TrainingError
 from ..jobs import Progress
@@ -50,7 +50,9 @@ class LabelledSlide:
     Parameters
     ----------
     embeddings
-        Patch (and regional) embeddings.
+        Patch (and regional) embeddings: in memory, or a view of the slide's cache whose
+        arrays are read when needed (:class:`~napari_regional_mil.embedding.store.StoredEmbeddings`;
+        training holds or streams them, see :mod:`.memory`).
     label
         Class index into the cohort's class names.
     patient
@@ -64,7 +66,7 @@ class LabelledSlide:
         module set them), or ``None``.
     """
 
-    embeddings: SlideEmbeddings
+    embeddings: SlideEmbeddings | StoredEmbeddings
     label: int
     patient: str
     split: str | None = None
@@ -113,7 +115,12 @@ def load_cohort_embeddings(
     encoder: str | None = None,
     embed: EmbedFunction | None = None,
 ) -> Generator[Progress, None, list[LabelledSlide]]:
-    """Load the cached embeddings of every slide of ``cohort`` (a job).
+    """Open the embedding cache of every slide of ``cohort`` (a job).
+
+    Only the caches' attributes are read: each slide's embeddings are a
+    :class:`~napari_regional_mil.embedding.store.StoredEmbeddings` view of its cache, so a
+    cohort of any size opens at once; training holds them in memory or streams them
+    (:func:`~.memory.prepare_slides`); ``.embeddings.load()`` reads one slide.
 
     Parameters
     ----------
@@ -150,12 +157,12 @@ def load_cohort_embeddings(
     for i, (row, label) in enumerate(zip(cohort.rows, labels)):
         path = find_cache(cache_dir, row, encoder=encoder)
         assert path is not None
-        embeddings = load_slide_embeddings(path)
+        embeddings = StoredEmbeddings(path)
         if embeddings.n_patches == 0:
             raise TrainingError(f"{cohort.where(row)}: slide {row.name!r} has an empty bag (no tissue patches)")
         clinical = clinical_record_of(cohort, row)
         out.append(LabelledSlide(embeddings, int(label), row.patient, row.split, path, clinical))
-        yield Progress("load", i + 1, len(cohort), f"loaded {row.name}")
+        yield Progress("load", i + 1, len(cohort), f"opened {row.name}")
     return out
 
 

@@ -30,14 +30,15 @@ from ..jobs import Progress
 from ..model.checkpoint import Checkpoint, save_checkpoint
 from ..model.clinical import ClinicalSpec, fit_clinical_encoding
 from ..model.config import ModelConfig
-from ..model.first_model import Bag, FirstModel, make_bag
-from ..model.selection import PatchSelector
+from ..model.first_model import FirstModel
 from ..settings import TrainConfig
 from .datasets import LabelledSlide, clinical_records, common_provenance
 from .device import autocast, bag_to, grad_scaler, resolve_device
 from .evaluation import ThresholdRule, decide, parse_threshold, tune_threshold
+from .memory import feature_statistics, prepare_slides
 from .metrics import balanced_accuracy, cross_entropy, roc_auc
 from .predict import predict_bags, set_slide_reference
+from .streaming import BagSequence, StepLoader, make_selector, training_moments
 
 __all__ = ["TrainConfig", "TrainResult", "adapt_model_config", "split_validation", "train_model"]
 
@@ -210,6 +211,9 @@ def _train(
     slides = list(slides)
     if not slides:
         raise TrainingError("no training slides")
+    # in memory when the cohort fits, else streamed from the caches (stated in the log)
+    held = yield from prepare_slides(slides + list(validation or []), mode=config.stream)
+    slides, validation = held[: len(slides)], (None if validation is None else held[len(slides) :])
     n_classes = len(class_names)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -237,15 +241,14 @@ def _train(
         clinical = clinical.knowing(clinical_records(slides + validation))
         encoding = fit_clinical_encoding(clinical_records(slides), clinical)
         model_config = replace(model_config, clinical=encoding)
-    cpu_bags = [make_bag(s.embeddings, model_config, clinical=s.clinical) for s in slides]
-    bags = [bag_to(b, device) for b in cpu_bags]
-    val_bags = [bag_to(make_bag(s.embeddings, model_config, clinical=s.clinical), device) for s in validation]
+    selector = make_selector(slides, model_config)
+    bags = StepLoader(slides, model_config, selector)  # in-memory bags, or compact ones read per step
+    val_bags = BagSequence(validation, model_config, device=device)  # one slide at a time when streamed
     val_labels = np.array([s.label for s in validation], dtype=np.int64)
-    selector = PatchSelector(model_config.selection, [s.embeddings for s in slides], regions=model_config.uses_regions)
 
     model = FirstModel(model_config)
-    model.set_feature_normalisation(*_feature_statistics(cpu_bags))
-    del cpu_bags
+    model.set_feature_normalisation(*feature_statistics(training_moments(bags)))  # on the CPU
+    bags.to(device)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(bags) / config.slides_per_step)
@@ -264,10 +267,11 @@ def _train(
         order = rng.permutation(len(bags))
         losses, train_probs = [], np.zeros((len(bags), n_classes))
         optimizer.zero_grad(set_to_none=True)
-        for step, i in enumerate(order):
-            selected = selector.select(i, rng)
+        steps = bags.epoch(order, rng)  # read ahead in the background when streamed; closed on any exit
+        for step, batch in enumerate(steps):
+            i, selected = batch.index, batch.selected
             with autocast(device):
-                out = model(bags[i], torch.from_numpy(selected).to(device))
+                out = model(bag_to(batch.bag, device), batch.local.to(device))
                 logits = out.logits.float()
                 loss = F.cross_entropy(logits.unsqueeze(0), targets[i : i + 1], weight=weights)
             selector.observe(i, selected, out.patch_attention.detach().float().cpu().numpy())
@@ -320,7 +324,7 @@ def _train(
         model.load_state_dict(best_state)
     model.eval()
     if model_config.clinical is not None:
-        set_slide_reference(model, bags)
+        set_slide_reference(model, bags.whole_bags())
     threshold = rule.target
     if rule.tuned:
         val_probs = predict_bags(model, val_bags, device=device)
@@ -383,16 +387,6 @@ def _improved(auc: float, loss: float, best: tuple[float, float]) -> bool:
     if auc > best_auc + MIN_DELTA or (best_auc == -math.inf and auc > best_auc):
         return True
     return auc >= best_auc - 1e-12 and loss < best_loss - MIN_DELTA
-
-
-def _feature_statistics(bags: Sequence[Bag]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and standard deviation over every training patch (float64 sums)."""
-    total = sum(b.n_patches for b in bags)
-    s1 = sum(b.features.double().sum(0) for b in bags)
-    s2 = sum((b.features.double() ** 2).sum(0) for b in bags)
-    mean = s1 / total
-    std = (s2 / total - mean**2).clamp_min(0).sqrt()
-    return mean.float(), std.float()
 
 
 def _summary(metrics: dict[str, float], epochs: int) -> str:

@@ -59,6 +59,7 @@ from .reader import (
     store_state,
 )
 from .rows import (
+    StoredArray,
     StoredEmbeddings,
     StoredFeatures,
     StoreReader,
@@ -88,6 +89,7 @@ __all__ = [
     "StoreLocation",
     "StoreLock",
     "StoreReader",
+    "StoredArray",
     "StoredEmbeddings",
     "StoredFeatures",
     "cache_key",

@@ -18,8 +18,9 @@ naming the slide and the store.
 :class:`StoredEmbeddings` is a :class:`~napari_regional_mil.embedding.types.SlideEmbeddings`
 look-alike over a store: its sizes and provenance come from the attributes, its arrays
 are read when asked for (``features`` is a :class:`StoredFeatures`: ``features[rows]``
-reads those rows, ``numpy.asarray(features)`` the whole slide), and :meth:`~StoredEmbeddings.load`
-returns the slide in memory.
+reads those rows, ``numpy.asarray(features)`` the whole slide; the regional and context
+embeddings are :class:`StoredArray` objects whose ``shape`` costs nothing), and
+:meth:`~StoredEmbeddings.load` returns the slide in memory.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from .keys import FORMAT_VERSION, PARTIAL_SUFFIX, PathLike
 from .reader import CONTEXT_PREFIX, META_KEYS, read_attrs
 
 __all__ = [
-    "ArrayLayout", "StoreReader", "StoredEmbeddings", "StoredFeatures", "check_store", "load_slide_embeddings", "open_store",
+    "ArrayLayout", "StoreReader", "StoredArray", "StoredEmbeddings", "StoredFeatures", "check_store",
+    "load_slide_embeddings", "open_store",
 ]
 
 _REGIONAL = ("mean", "max")
@@ -437,6 +439,40 @@ class StoredFeatures:
         return values if dtype is None else values.astype(dtype, copy=False)
 
 
+class StoredArray:
+    """One array of a store, read when converted (``numpy.asarray``) or indexed; ``shape`` costs nothing."""
+
+    def __init__(self, reader: StoreReader, name: str, dtype: np.dtype | type | None = None) -> None:
+        self._reader = reader
+        self._name = name
+        self._dtype = dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._reader.shape(self._name)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._dtype) if self._dtype is not None else np.dtype(self._read().dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read(self) -> np.ndarray:
+        return self._reader.array(self._name, self._dtype)
+
+    def __getitem__(self, index: object) -> np.ndarray:
+        return np.asarray(self._read()[index])  # type: ignore[index]
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        values = self._read()
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+
 class StoredEmbeddings:
     """A :class:`~napari_regional_mil.embedding.types.SlideEmbeddings` look-alike over a store.
 
@@ -515,12 +551,14 @@ class StoredEmbeddings:
         return self.reader.optional("tissue_fraction")
 
     @property
-    def regional_embeddings(self) -> dict[str, np.ndarray]:
-        return {p: self.reader.array(f"region_{p}") for p in _REGIONAL if self.reader.has(f"region_{p}")}
+    def regional_embeddings(self) -> dict[str, StoredArray]:
+        """The pooled regional embeddings by pooling name, each read when converted."""
+        return {p: StoredArray(self.reader, f"region_{p}") for p in _REGIONAL if self.reader.has(f"region_{p}")}
 
     @property
-    def context_embeddings(self) -> dict[str, np.ndarray]:
-        return {k: self.reader.array(CONTEXT_PREFIX + k, np.float32) for k in self.reader.context_names}
+    def context_embeddings(self) -> dict[str, StoredArray]:
+        """The context embeddings by name, each read (as float32) when converted."""
+        return {k: StoredArray(self.reader, CONTEXT_PREFIX + k, np.float32) for k in self.reader.context_names}
 
     def load(self) -> SlideEmbeddings:
         """The whole slide in memory."""
