@@ -71,18 +71,21 @@ def _warm_up() -> None:
 
 
 def _train_job(cohort: Any, cache_dir: Path, options: Any, config: Any, n_folds: int, clinical: Any = None):
-    """Job: load the embeddings, cross-validate (``n_folds`` > 0), train the final model, then
-    score it (pooled out-of-fold, else its validation slides) and draw the ROC and confusion.
+    """Job: open the caches (the embeddings held in memory or streamed, by size, as the CLI),
+    cross-validate (``n_folds`` > 0), train the final model, then score it (pooled
+    out-of-fold, else its validation slides) and draw the ROC and confusion.
 
     ``clinical``: the clinical variables (a ``ClinicalSpec``) fused with the slide, or None.
     """
     from napari_regional_mil.training.crossval import cross_validate
     from napari_regional_mil.training.datasets import load_cohort_embeddings
     from napari_regional_mil.training.evaluate import validation_report
+    from napari_regional_mil.training.memory import prepare_slides
     from napari_regional_mil.training.plots import report_images
     from napari_regional_mil.training.workflow import train_cohort
 
     slides = yield from load_cohort_embeddings(cohort, cache_dir=cache_dir)
+    slides = yield from prepare_slides(slides, mode=config.stream)  # once for cross-validation and training
     cv = None
     if n_folds:
         pool = [s for s in slides if s.split != "test"]

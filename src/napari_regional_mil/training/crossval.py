@@ -357,14 +357,17 @@ def cross_validate(
     tunings: list[TuneResult] = []
     model_type = model_config.model_type if model_config is not None else "regional"
     if scheduler:
-        from .fold_cluster import run_folds_on_cluster  # dask.distributed: the [cluster] extra
+        from .fold_cluster import (
+            run_folds_on_cluster,  # dask.distributed: the [cluster] extra
+        )
 
         runs = yield from run_folds_on_cluster(
             slides, folds, class_names=class_names, model_config=model_config, config=config, tune=tune,
             clinical=clinical, scheduler=scheduler, workers=workers, total=1000 * steps,
         )
     else:
-        slides = yield from prepare_slides(slides, mode=config.stream)  # in memory or streamed, once for every fold
+        # in memory or streamed, once for every fold
+        slides = yield from _relabel(prepare_slides(slides, mode=config.stream), "all folds", 0, 1000 * steps)
         runs = None
     for k, test_idx in enumerate(folds):
         if runs is not None:

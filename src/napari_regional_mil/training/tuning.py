@@ -27,11 +27,11 @@ from ..errors import TrainingError
 from ..jobs import Progress
 from ..model.clinical import ClinicalSpec
 from ..model.config import ModelConfig
-from ..model.first_model import make_bag
 from .datasets import LabelledSlide
 from .folds import stratified_group_folds
 from .metrics import roc_auc
 from .predict import predict_bags
+from .streaming import BagSequence
 from .train import TrainConfig, train_model
 
 __all__ = ["TuneGrid", "TuneResult", "apply_candidate", "tune_hyperparameters"]
@@ -174,8 +174,7 @@ def tune_hyperparameters(
             finally:
                 job.close()
             test = [slides[i] for i in test_idx]
-            bags = [make_bag(s.embeddings, trained.model.config, clinical=s.clinical) for s in test]
-            probs[test_idx] = predict_bags(trained.model, bags)
+            probs[test_idx] = predict_bags(trained.model, BagSequence(test, trained.model.config))
             done += 1
         auc = roc_auc(probs, labels)
         scores.append((candidate, auc))
