@@ -172,7 +172,7 @@ def test_the_dtype_is_part_of_the_key_and_float32_keys_did_not_change(tmp_path):
         cache_key(slide, **kw, dtype="bfloat16")
 
 
-def test_a_partial_store_of_the_other_dtype_is_not_resumed(tmp_path, caplog):
+def test_a_partial_store_of_the_other_dtype_is_not_resumed(tmp_path):
     path = store_path(tmp_path, "slide_a", "k" * 64)
     arrays = {"coords_px": np.zeros((N, 2), np.int64)}
     attrs = {"slide_name": "slide_a", "n_patches": N, "embedding_dim": D, "format_version": 1}
