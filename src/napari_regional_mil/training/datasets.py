@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ..embedding.store import StoredEmbeddings, find_slide_cache
 from ..embedding.types import SlideEmbeddings

@@ -34,7 +34,7 @@ from ..model.first_model import FirstModel
 from ..settings import TrainConfig
 from .datasets import LabelledSlide, clinical_records, common_provenance
 from .device import autocast, bag_to, grad_scaler, resolve_device
-from .evaluation import ThresholdRule, decide, parse_threshold, tune_threshold
+from .evaluation import ThresholdRule, decide, tune_threshold
 from .memory import feature_statistics, prepare_slides
 from .metrics import balanced_accuracy, cross_entropy, roc_auc
 from .predict import predict_bags, set_slide_reference
