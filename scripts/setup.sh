@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh Debian machine of this kind: system libraries for Qt/OpenGL
-# under Xvfb, a virtual environment in .venv with the pinned CPU torch, and the package
-# with its GUI and test extras. Idempotent: a second run takes a second or two.
+# under Xvfb, a virtual environment in .venv with the matched torch + torchvision + timm of
+# constraints.txt, and the package with its GUI and test extras. Idempotent: a second run
+# takes a second or two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +37,8 @@ want="$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -c
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing Python packages into .venv (about a minute on a fresh machine)" >&2
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  # The pinned CPU build first: a bare 'torch' requirement could pull a multi-GB CUDA build.
+  # The matched stack first (the registry's torch 2.14.1 is a CUDA 13.0 build that also runs on the
+  # CPU); the constraints keep every later requirement from swapping it.
   .venv/bin/python -m pip install -q -c constraints.txt torch torchvision timm 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q -c constraints.txt -e ".[all,test]" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import torch, torchvision, timm, napari, tiffslide, zarr, PyQt6, sklearn, openslide, wsidicom" 

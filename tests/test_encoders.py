@@ -393,3 +393,12 @@ def test_weights_files_are_never_unpickled(tmp_path):
     torch.save({"weight": torch.zeros(1), "obj": _Payload()}, path)
     with pytest.raises(EncoderError, match=r"evil\.bin: cannot read weights \(UnpicklingError"):
         load_encoder("resnet50", weights=str(path))
+
+
+def test_device_auto_is_the_gpu_when_torch_sees_one(monkeypatch):
+    from napari_regional_mil.encoders.spec import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_device("cpu") == "cpu"

@@ -143,7 +143,8 @@ class EmbedWidget(QWidget):
         self.batch_size.setToolTip("Patches per encoder forward pass.")
         self.device = QComboBox()
         self.device.addItems(_devices())
-        self.device.setToolTip("Where the encoder runs (cuda only when a GPU is visible).")
+        self.device.setCurrentIndex(min(1, self.device.count() - 1))  # the first GPU when there is one
+        self.device.setToolTip("Where the encoder runs (cuda only when a GPU is visible; chosen by default then).")
         self.cache_dir = PathPicker(caption="Embedding cache folder", directory=True, placeholder="cache folder")
         self.cache_dir.line.setToolTip(
             f"Where embeddings are cached (default: a '{CACHE_FOLDER}' folder next to the slide when writable, "

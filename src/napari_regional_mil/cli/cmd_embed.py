@@ -46,7 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--region-size", type=int, default=8, help="k: regions of k x k patches (default: 8)")
     parser.add_argument("--tissue-threshold", type=float, default=0.5, help="min tissue fraction of a patch (default: 0.5)")
     parser.add_argument("--batch-size", type=int, default=64, help="patches per forward pass (default: 64)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument(
+        "--device", default="auto",
+        help="auto (the first NVIDIA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N (default: auto)",
+    )
     parser.add_argument("--readers", type=int, default=2, help="reader threads per slide (default: 2)")
     parser.add_argument("--dtype", choices=("auto", "float16", "float32"), default="auto",
                         help="how the patch embeddings are stored: float16 halves the cache (computed in float32, "
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``embed``; 0 when every slide is cached, 1 when some failed."""
     from ..cli._progress import drive
     from ..embedding.workflow import ContextRequest, embed_slides
+    from ..encoders.spec import resolve_device
     from ..errors import TilingError
     from ..jobs import Progress
     from ..tiling import TilingParams
@@ -103,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     summaries = drive(embed_slides(
         args.slides, cache_dir=args.out, encoder=str(args.encoder),
         encoder_options=options,
-        tiling_params=params, batch_size=args.batch_size, device=args.device, num_readers=args.readers,
+        tiling_params=params, batch_size=args.batch_size, device=resolve_device(args.device),
+        num_readers=args.readers,
         mpp=args.mpp, contexts=contexts, scheduler=args.scheduler, workers=args.workers, dtype=args.dtype,
     ), report=report)
     failed = [s for s in summaries if not s.ok]

@@ -24,7 +24,15 @@ from torch import nn
 
 from ..errors import EncoderError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "EncoderSpec", "FrozenEncoder", "hash_file", "hash_state_dict"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "EncoderSpec",
+    "FrozenEncoder",
+    "hash_file",
+    "hash_state_dict",
+    "resolve_device",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -99,6 +107,13 @@ class EncoderSpec:
     def with_(self, **changes: Any) -> EncoderSpec:
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"``: ``"cuda"`` when torch sees an NVIDIA GPU, else ``"cpu"``; any other value as it is."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def hash_state_dict(module_or_state: nn.Module | dict[str, torch.Tensor]) -> str:
