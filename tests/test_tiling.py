@@ -17,7 +17,7 @@ from napari_regional_mil.tissue import detect_tissue
 def odd_tiling(synthetic_slide, odd_patch_types):
     path = synthetic_slide(odd_patch_types, patch_px=32)
     with open_slide(path) as slide:
-        tissue = detect_tissue(slide, min_area_um2=0, fill_holes=False)
+        tissue = detect_tissue(slide, min_area_um2=0, fill_holes=False, closing_um=2)  # keeps the 16 um hole
         params = TilingParams(patch_size=32, target_mpp=0.5, region_size=4)
         return tile_slide(slide, tissue, params), tissue
 

@@ -17,6 +17,7 @@ from napari_regional_mil._widgets import _layers
 from napari_regional_mil._widgets._warm_up import warm_up
 from napari_regional_mil.jobs import Progress
 from napari_regional_mil.tiling import TilingParams
+from napari_regional_mil.tissue import TissueMask, TissueOptions
 
 __all__ = ["associated_images_job", "open_job", "tiling_job", "tissue_job"]
 
@@ -52,22 +53,24 @@ def associated_images_job(path: Path) -> dict[str, np.ndarray]:
     return images
 
 
-def tissue_job(path: Path, mpp: float | None) -> Generator[Progress, None, np.ndarray]:
-    """Job: detect tissue on a fresh handle of the slide; returns the low-resolution mask."""
+def tissue_job(
+    path: Path, mpp: float | None, options: TissueOptions | None = None
+) -> Generator[Progress, None, TissueMask]:
+    """Job: detect tissue (with ``options``) on a fresh handle of the slide; returns the low-resolution mask."""
     from napari_regional_mil.slide import open_slide
     from napari_regional_mil.tissue import detect_tissue
 
     yield Progress("tissue", 0, 1, message="detecting tissue")
     with open_slide(path, mpp=mpp) as slide:
-        mask = detect_tissue(slide)
+        mask = detect_tissue(slide, options)
     yield Progress("tissue", 1, 1, message="done")
     return mask
 
 
 def tiling_job(
-    path: Path, mpp: float, params: TilingParams, tissue: Any
+    path: Path, mpp: float, params: TilingParams, tissue: Any, options: TissueOptions | None = None
 ) -> Generator[Progress, None, _layers.TilingLayers]:
-    """Job: (detect tissue when ``tissue`` is None, then) tile the slide.
+    """Job: (detect tissue with ``options`` when ``tissue`` is None, then) tile the slide.
 
     Returns a :class:`._layers.TilingLayers`: the tiling with its grid outlines computed
     here, in the worker, and the detected tissue mask (``None`` when ``tissue`` was given),
@@ -81,7 +84,7 @@ def tiling_job(
         detected = tissue is None
         if detected:
             yield Progress("tissue", 0, 2, message="detecting tissue")
-            tissue = detect_tissue(slide)
+            tissue = detect_tissue(slide, options)
         yield Progress("tile", 1, 2, message="tiling")
         tiling = tile_slide(slide, tissue, params)
         if hasattr(tiling, "send"):  # a job generator

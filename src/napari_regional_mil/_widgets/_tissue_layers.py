@@ -115,7 +115,8 @@ def tissue_mask_of(viewer: Any, slide_layer: Any, *, only_if_edited: bool = Fals
     edited = read_tissue_mask(layer)
     template = layer.metadata.get("tissue_mask")
     if template is not None and template.mask.shape == edited.shape:
-        if only_if_edited and np.array_equal(template.mask, edited):
+        default = layer.metadata.get("tissue_default", True)  # detected with the default options
+        if only_if_edited and default and np.array_equal(template.mask, edited):
             return None
         return template.with_mask(edited)
     width, height = layer.metadata.get("slide_dimensions", (edited.shape[1], edited.shape[0]))

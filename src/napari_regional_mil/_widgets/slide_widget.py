@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
+    QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -41,6 +42,14 @@ from napari_regional_mil._widgets._slide_jobs import (
     tissue_job,
 )
 from napari_regional_mil._widgets._state import follow, viewer_state
+from napari_regional_mil._widgets._tissue_box import (
+    ANNOTATION_FILTER,
+    MASK_FILTER,
+    TissueBox,
+    annotate_job,
+    load_mask_job,
+    save_mask_job,
+)
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import SlideError
 from napari_regional_mil.slide.formats import dialog_filter
@@ -110,6 +119,11 @@ class SlideWidget(QWidget):
         mpp_form.addRow("Slide mpp", self.mpp)
         mpp_form.addRow(self.mpp_warning)
 
+        self.tissue_box = TissueBox()
+        self.tissue_box.save_button.clicked.connect(lambda: self.save_mask())
+        self.tissue_box.load_button.clicked.connect(lambda: self.load_mask())
+        self.tissue_box.annotations_button.clicked.connect(lambda: self.import_annotations())
+
         self.fields = TilingFields()
         self.tissue_button = QPushButton("Detect tissue")
         self.tissue_button.setToolTip("Find tissue on a low-resolution level; paint on the layer to correct it.")
@@ -135,13 +149,15 @@ class SlideWidget(QWidget):
         tile_layout.addWidget(self.progress)
         tile_layout.addWidget(self.counts)
 
-        scrollable_column(self, file_box, self.info, mpp_box, tile_box)
+        scrollable_column(self, file_box, self.info, mpp_box, self.tissue_box, tile_box)
         self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
         has_slide = self.slide is not None
         self.tissue_button.setEnabled(has_slide and not busy)
         self.tile_button.setEnabled(has_slide and not busy)
+        for button in (self.tissue_box.save_button, self.tissue_box.load_button, self.tissue_box.annotations_button):
+            button.setEnabled(has_slide and not busy)
         self.open_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
 
@@ -293,14 +309,68 @@ class SlideWidget(QWidget):
         if self.slide is None:
             notify_error(SlideError("open a slide first"))
             return
-        path, mpp = Path(self.slide.info.path), self.current_mpp()
-        self._start(lambda: tissue_job(path, mpp), "tissue", f"Tissue of {path.name}", self._show_tissue)
+        path, mpp, options = Path(self.slide.info.path), self.current_mpp(), self.tissue_box.options()
+        self._start(lambda: tissue_job(path, mpp, options), "tissue", f"Tissue of {path.name}",
+                    lambda mask: self._show_tissue(mask, default=options.is_default))
 
-    def _show_tissue(self, mask: Any) -> None:
+    def _show_tissue(self, mask: Any, *, default: bool = False) -> None:
         if self.slide_layer is None:
             return
-        _layers.show_tissue_mask(self.viewer, self.slide_layer, mask, self.slide.info.dimensions)
+        layer = _layers.show_tissue_mask(self.viewer, self.slide_layer, mask, self.slide.info.dimensions)
+        # a mask made another way than default detection is what embedding must use, painted or not
+        layer.metadata["tissue_default"] = default
         self.viewer.layers.selection.active = self.slide_layer
+
+    def _ask_path(self, save: bool, caption: str, filter: str) -> Path | None:
+        ask = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
+        chosen, _ = ask(self, caption, "", filter)
+        return Path(chosen) if chosen else None
+
+    def save_mask(self, path: str | Path | None = None) -> None:
+        """Save the tissue layer, as painted, as a PNG mask of the whole slide (in a worker)."""
+        layer = _layers.tissue_layer_of(self.viewer, self.slide_layer) if self.slide_layer is not None else None
+        if layer is None:
+            notify_error(SlideError("detect tissue (or load a mask) first: there is no tissue layer to save"))
+            return
+        target = Path(path) if path is not None else self._ask_path(True, "Save the tissue mask", MASK_FILTER)
+        if target is None:
+            return
+        target = target if target.suffix.lower() == ".png" else target.with_name(target.name + ".png")
+        mask, info = _layers.read_tissue_mask(layer), self.slide.info
+        name = Path(info.path).stem
+        self._start(lambda: save_mask_job(target, mask, info.dimensions, name), "tissue-file",
+                    f"Saving {target.name}", lambda saved: None, show_progress=False)
+
+    def load_mask(self, path: str | Path | None = None) -> None:
+        """Load a mask file (checked against this slide) as the tissue layer (in a worker)."""
+        if self.slide is None:
+            notify_error(SlideError("open a slide first"))
+            return
+        source = Path(path) if path is not None else self._ask_path(False, "Load a tissue mask", MASK_FILTER)
+        if source is None:
+            return
+        dims = self.slide.info.dimensions
+        self._start(lambda: load_mask_job(source, dims), "tissue-file", f"Loading {source.name}",
+                    self._show_tissue, show_progress=False)
+
+    def import_annotations(self, path: str | Path | None = None, mode: str | None = None) -> None:
+        """Apply QuPath annotations to the tissue layer as painted (detecting tissue first if absent)."""
+        if self.slide is None:
+            notify_error(SlideError("open a slide first"))
+            return
+        source = Path(path) if path is not None else self._ask_path(False, "QuPath annotations", ANNOTATION_FILTER)
+        if source is None:
+            return
+        how = mode or self.tissue_box.mode()
+        tissue = _layers.tissue_mask_of(self.viewer, self.slide_layer)
+        slide_path, mpp, options, dims = Path(self.slide.info.path), self.current_mpp(), self.tissue_box.options(), (
+            self.slide.info.dimensions)
+
+        def job() -> Any:
+            base = tissue if tissue is not None else (yield from tissue_job(slide_path, mpp, options))
+            return annotate_job(source, base, dims, how)
+
+        self._start(job, "tissue", f"Annotations of {slide_path.name}", self._show_tissue)
 
     def tile(self) -> None:
         """Tile the slide in a worker with the tissue layer as painted (detecting it if absent)."""
@@ -319,7 +389,9 @@ class SlideWidget(QWidget):
             notify_error(exc, context="Tiling parameters")
             return
         tissue = _layers.tissue_mask_of(self.viewer, self.slide_layer)
-        self._start(lambda: tiling_job(path, mpp, params, tissue), "tiling", f"Tiling {path.name}", self._show_tiling)
+        options = self.tissue_box.options()
+        self._start(lambda: tiling_job(path, mpp, params, tissue, options), "tiling", f"Tiling {path.name}",
+                    self._show_tiling)
 
     def _show_tiling(self, prepared: Any) -> None:
         """Show a :class:`._layers.TilingLayers` made in the worker (adds or updates layers only)."""

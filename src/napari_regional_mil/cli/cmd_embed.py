@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ._config import add_config_option
+from ._tissue_options import add_tissue_arguments, tissue_source
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "cache is reused; an interrupted one is resumed. Exit status 1 when any slide failed."
         ),
     )
-    parser.add_argument("slides", nargs="+", type=Path, metavar="SLIDE", help="slide files")
+    parser.add_argument("slides", nargs="+", type=Path, metavar="SLIDE",
+                        help="slide files (.svs, .tif, .ndpi, .mrxs, .bif, ...) or DICOM WSI folders")
     parser.add_argument("--out", type=Path, required=True, metavar="CACHE_DIR", help="cache directory")
     parser.add_argument(
         "--encoder", default="builtin-he", metavar="NAME_OR_PATH",
@@ -64,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--context-scale", action="append", type=float, default=[], metavar="S",
                         help="um/px of the context patch as a multiple of --target-mpp, one per --context-encoder "
                         "(default: 2)")
+    add_tissue_arguments(parser)
     add_config_option(parser)
     parser.set_defaults(func=run)
 
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.patch_size < 8 or args.region_size < 1 or not args.target_mpp > 0 or args.batch_size < 1:
         raise TilingError("--patch-size must be >= 8, --region-size >= 1, --target-mpp > 0, --batch-size >= 1")
     options = _encoder_options(args)
+    tissue = tissue_source(args)
     params = TilingParams(
         patch_size=args.patch_size, target_mpp=args.target_mpp, region_size=args.region_size,
         tissue_threshold=args.tissue_threshold,
@@ -110,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         tiling_params=params, batch_size=args.batch_size, device=resolve_device(args.device),
         num_readers=args.readers,
         mpp=args.mpp, contexts=contexts, scheduler=args.scheduler, workers=args.workers, dtype=args.dtype,
+        tissue=None if tissue.is_default else tissue,
     ), report=report)
     failed = [s for s in summaries if not s.ok]
     _write_run_record(args, summaries)

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ._tissue_options import add_tissue_arguments, tissue_source
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``info`` subcommand."""
@@ -31,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--region-size", type=int, default=8, help="k: regions of k x k patches (default: 8)")
     group.add_argument("--tissue-threshold", type=float, default=0.5,
                        help="keep a patch when its tissue fraction is at least this (default: 0.5)")
+    add_tissue_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -38,7 +41,6 @@ def _tiling_summary(slide: Any, args: argparse.Namespace) -> dict[str, Any]:
     from ..errors import RegionalMilError
     from ..geometry import patch_size_level0
     from ..tiling import TilingParams, tile_slide
-    from ..tissue import detect_tissue
 
     params = TilingParams(
         patch_size=args.patch_size, target_mpp=args.target_mpp, region_size=args.region_size,
@@ -50,9 +52,13 @@ def _tiling_summary(slide: Any, args: argparse.Namespace) -> dict[str, Any]:
         width, height = slide.info.dimensions
         out["patch_size_level0"] = step
         out["grid_shape"] = [int(height // step), int(width // step)]
+    source = tissue_source(args)
+    # a bad mask or annotation file is the user's error (exit 2); detection finding nothing is a finding
+    tissue = source.resolve(slide) if source.mask is not None or source.annotations is not None else None
     try:
-        tissue = detect_tissue(slide)
+        tissue = tissue if tissue is not None else source.resolve(slide)
         out["tissue_fraction"] = round(tissue.tissue_fraction, 4)
+        out["tissue_method"] = tissue.method
         tiling = tile_slide(slide, tissue, params)
     except RegionalMilError as exc:
         out["error"] = str(exc)
@@ -91,7 +97,7 @@ def _print_text(info: dict[str, Any], tiling: dict[str, Any]) -> None:
         f"{p['region_size']} x {p['region_size']} patches, tissue threshold {p['tissue_threshold']:g}"
     )
     if "tissue_fraction" in tiling:
-        lines.append(f"  tissue:          {100 * tiling['tissue_fraction']:.1f} % of the slide")
+        lines.append(f"  tissue:          {100 * tiling['tissue_fraction']:.1f} % of the slide ({tiling['tissue_method']})")
     if "patch_size_level0" in tiling:
         lines.append(f"  patch size:      {tiling['patch_size_level0']:.2f} level-0 px")
     if "error" in tiling:

@@ -25,6 +25,7 @@ from ..jobs import Progress
 from ..slide import Slide, open_slide
 from ..tiling import Tiling, TilingParams, tile_slide
 from ..tissue import TissueMask, detect_tissue
+from ..tissue_source import TissueSource
 from .reader import PatchReader, plan_reads
 from .store import (
     CHUNK_ROWS,
@@ -166,6 +167,7 @@ def embed_slide(
     encoder_options: Mapping[str, object] | None = None,
     chunk_rows: int = CHUNK_ROWS,
     dtype: str = "auto",
+    tissue: TissueSource | None = None,
 ) -> Generator[Progress, None, EmbedResult]:
     """Embed one slide into the cache (a job generator; see :mod:`napari_regional_mil.jobs`).
 
@@ -204,6 +206,11 @@ def embed_slide(
         :func:`~napari_regional_mil.embedding.store.resolve_dtype`). They are computed in
         float32 either way, and the regional embeddings are pooled and stored in float32.
         The dtype is part of the cache key.
+    tissue
+        How to make the tissue mask when ``tissue_mask`` is not given: detection options,
+        a mask file, QuPath annotations (:class:`~napari_regional_mil.tissue_source.TissueSource`).
+        A non-default source is resolved before the cache is looked up: the mask it gives
+        and how it was made are part of the cache key.
 
     Yields
     ------
@@ -228,9 +235,14 @@ def embed_slide(
     slide_path = Path(slide_path)
     name = slide_path.stem
     with open_slide(slide_path, mpp=mpp) as slide:
+        recipe = None
+        if tissue_mask is None and tissue is not None and not tissue.is_default:
+            yield Progress("embed", 0, 0, message=f"{name}: making the tissue mask")
+            tissue_mask, recipe = tissue.resolve(slide), tissue
         location = locate_store(
             cache_dir, slide_path, tiling_params=params, slide_mpp=slide.mpp, encoder_name=enc.spec.name,
             encoder_hash=enc.spec.weights_hash, tissue_mask=tissue_mask, dtype=stored,
+            tissue=recipe.key_record() if recipe is not None else None,
         )
         found = _complete_result(location, name, enc.spec.name, t_start)
         if found is not None:
@@ -247,7 +259,7 @@ def embed_slide(
             if found is not None:
                 return found
             return (yield from _embed_locked(
-                slide, enc, location, params, tiling, tissue_mask=tissue_mask, batch_size=batch_size,
+                slide, enc, location, params, tiling, tissue_mask=tissue_mask, tissue=recipe, batch_size=batch_size,
                 num_readers=num_readers, prefetch_batches=prefetch_batches, chunk_rows=chunk_rows, t_start=t_start,
                 dtype=stored,
             ))
@@ -274,6 +286,7 @@ def _embed_locked(
     tiling: Tiling,
     *,
     tissue_mask: TissueMask | np.ndarray | None,
+    tissue: TissueSource | None,
     batch_size: int,
     num_readers: int,
     prefetch_batches: int,
@@ -299,6 +312,7 @@ def _embed_locked(
         "n_regions": tiling.n_regions, "encoder": spec.name, "encoder_hash": spec.weights_hash,
         "encoder_spec": spec.to_json(), "embedding_dim": spec.embedding_dim, "input_size": plan.out_size,
         "input_mpp": plan.input_mpp, "read_level": plan.level, "user_tissue_mask": tissue_mask is not None,
+        "tissue_source": tissue.describe() if tissue is not None else None,
         "format_version": FORMAT_VERSION, "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     patch_arrays = {

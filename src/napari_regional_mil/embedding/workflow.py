@@ -28,6 +28,7 @@ from ..errors import CacheError, RegionalMilError
 from ..jobs import Progress, run_job
 from ..tiling import TilingParams
 from ..tissue import TissueMask
+from ..tissue_source import TissueSource
 from .cluster import run_on_cluster
 from .context import ContextResult, context_requests, describe_context, embed_contexts
 from .pipeline import EmbedResult, embed_slide, load_encoder_for
@@ -181,6 +182,7 @@ def embed_one(
     mpp: float | None = None,
     torch_threads: int | None = None,
     dtype: str = "auto",
+    tissue: TissueSource | None = None,
 ) -> SlideSummary:
     """Embed one slide to completion on a cluster worker; every error becomes a failed summary.
 
@@ -188,7 +190,7 @@ def embed_one(
     ----------
     slide_path
         The slide.
-    cache_dir, tiling_params, encoder, encoder_options, batch_size, device, num_readers, mpp, dtype
+    cache_dir, tiling_params, encoder, encoder_options, batch_size, device, num_readers, mpp, dtype, tissue
         As for :func:`~napari_regional_mil.embedding.pipeline.embed_slide`.
     torch_threads
         ``torch.set_num_threads`` on the worker.
@@ -207,7 +209,7 @@ def embed_one(
             loaded = worker_encoder(encoder, device=device, options=encoder_options)  # once per worker
             result = run_job(embed_slide(
                 slide_path, cache_dir=cache_dir, tiling_params=tiling_params, encoder=loaded,
-                batch_size=batch_size, device=device, num_readers=num_readers, mpp=mpp, dtype=dtype,
+                batch_size=batch_size, device=device, num_readers=num_readers, mpp=mpp, dtype=dtype, tissue=tissue,
             ))
     except RegionalMilError as exc:
         return SlideSummary(name, False, str(exc), seconds=time.perf_counter() - t0)
@@ -234,6 +236,7 @@ def embed_on_cluster(
     mpp: float | None = None,
     torch_threads: int | None = 1,
     dtype: str = "auto",
+    tissue: TissueSource | None = None,
 ) -> Generator[Progress, None, list[SlideSummary]]:
     """Embed slides on a dask cluster, one slide per task (a job generator).
 
@@ -247,7 +250,7 @@ def embed_on_cluster(
         As for :func:`~napari_regional_mil.embedding.cluster.run_on_cluster`.
     tiling_params, encoder, encoder_options
         Tiling, encoder name or path (loaded on each worker) and its options.
-    batch_size, device, num_readers, mpp, dtype
+    batch_size, device, num_readers, mpp, dtype, tissue
         As for :func:`~napari_regional_mil.embedding.pipeline.embed_slide`.
     torch_threads
         ``torch.set_num_threads`` on the workers.
@@ -263,7 +266,7 @@ def embed_on_cluster(
         embed_one, paths, scheduler=scheduler, workers=workers, processes=processes, describe=SlideSummary.describe,
         cache_dir=str(Path(cache_dir).resolve()), tiling_params=tiling_params, encoder=encoder,
         encoder_options=dict(encoder_options) if encoder_options else None, batch_size=batch_size, device=device,
-        num_readers=num_readers, mpp=mpp, torch_threads=torch_threads, dtype=dtype,
+        num_readers=num_readers, mpp=mpp, torch_threads=torch_threads, dtype=dtype, tissue=tissue,
     ))
 
 
@@ -298,6 +301,7 @@ def embed_slides(
     workers: int = 2,
     on_error: Literal["continue", "raise"] = "continue",
     dtype: str = "auto",
+    tissue: TissueSource | None = None,
 ) -> Generator[Progress, None, list[SlideSummary]]:
     """Embed slides into the cache, then their context embeddings (a job generator).
 
@@ -309,9 +313,10 @@ def embed_slides(
         The cache directory (created if needed).
     encoder, encoder_options
         The encoder (a name, a file, or a loaded one; loaded once for every slide).
-    tiling_params, batch_size, device, num_readers, mpp, dtype
+    tiling_params, batch_size, device, num_readers, mpp, dtype, tissue
         As for :func:`~napari_regional_mil.embedding.pipeline.embed_slide` (``dtype``: how the
-        patch embeddings are stored, ``"auto"``, ``"float16"`` or ``"float32"``).
+        patch embeddings are stored, ``"auto"``, ``"float16"`` or ``"float32"``; ``tissue``: detection
+        options, mask files, annotations).
     contexts
         Context encoders to run on every cached slide afterwards (each loaded once).
     scheduler
@@ -350,7 +355,7 @@ def embed_slides(
         summaries = yield from embed_on_cluster(
             paths, cache_dir=cache_dir, scheduler=scheduler, workers=workers, tiling_params=tiling_params,
             encoder=os.fspath(encoder), encoder_options=encoder_options, batch_size=batch_size, device=device,
-            num_readers=num_readers, mpp=mpp, dtype=dtype,
+            num_readers=num_readers, mpp=mpp, dtype=dtype, tissue=tissue,
         )
         for i, summary in enumerate(summaries):
             yield _embedded_event(summary, i, len(summaries))
@@ -364,7 +369,8 @@ def embed_slides(
         prefix = f"slide {i + 1}/{len(paths)} ({path.stem})"
         try:
             job = embed_slide(path, cache_dir=cache_dir, encoder=loaded, tiling_params=tiling_params,
-                              batch_size=batch_size, device=device, num_readers=num_readers, mpp=mpp, dtype=dtype)
+                              batch_size=batch_size, device=device, num_readers=num_readers, mpp=mpp, dtype=dtype,
+                              tissue=tissue)
             result = yield from _prefixed(job, prefix)
             summary = _summary(result)
         except RegionalMilError as exc:
@@ -402,6 +408,7 @@ def embed_with_contexts(
     mpp: float | None = None,
     tissue_mask: TissueMask | np.ndarray | None = None,
     dtype: str = "auto",
+    tissue: TissueSource | None = None,
 ) -> Generator[Progress, None, tuple[EmbedResult, list[ContextResult]]]:
     """Embed one slide (or find its cache), then its context embeddings (a job); the Embed widget's job.
 
@@ -411,6 +418,7 @@ def embed_with_contexts(
     result = yield from embed_slide(
         slide_path, cache_dir=cache_dir, encoder=encoder, encoder_options=encoder_options, tiling_params=tiling_params,
         batch_size=batch_size, device=device, num_readers=num_readers, mpp=mpp, tissue_mask=tissue_mask, dtype=dtype,
+        tissue=tissue,
     )
     pairs = [(c.encoder, c.scale) for c in _loaded(contexts, device)]
     context_results = yield from embed_contexts(result.cache_path, pairs, batch_size=batch_size, device=device,

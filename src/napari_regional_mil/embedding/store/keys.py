@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -117,6 +118,7 @@ def cache_key(
     encoder_hash: str,
     mask_hash: str | None = None,
     dtype: str = "float32",
+    tissue: Mapping[str, object] | None = None,
 ) -> str:
     """The cache key (sha256 hex) of a (slide, tiling, tissue mask, encoder, dtype) combination.
 
@@ -125,6 +127,9 @@ def cache_key(
     weights hash, the dtype of the stored patch embeddings (:data:`DTYPES`) and
     :data:`FORMAT_VERSION`. A float32 store keeps the key it had before the dtype was a
     choice (the dtype enters the key only when it is not float32), so existing caches stay valid.
+    ``tissue`` describes how a non-default tissue mask was made (detection options, the use
+    of annotations: :meth:`~napari_regional_mil.tissue_source.TissueSource.key_record`);
+    with the mask's own hash it records the mask used. It enters the key only when given.
     """
     record: dict[str, object] = {
         "slide": slide_identity(slide_path),
@@ -136,6 +141,8 @@ def cache_key(
     }
     if check_dtype(dtype) != "float32":
         record["dtype"] = dtype
+    if tissue is not None:
+        record["tissue"] = dict(tissue)
     return _sha256_json(record)
 
 
@@ -188,10 +195,11 @@ def locate_store(
     encoder_hash: str,
     tissue_mask: TissueMask | np.ndarray | None = None,
     dtype: str = "float32",
+    tissue: Mapping[str, object] | None = None,
 ) -> StoreLocation:
-    """The key and paths of the store of this slide, tiling, tissue mask, encoder and dtype."""
+    """The key and paths of the store of this slide, tiling, tissue mask (and how it was made), encoder and dtype."""
     key = cache_key(
         slide_path, tiling_params=tiling_params, slide_mpp=slide_mpp, encoder_name=encoder_name,
-        encoder_hash=encoder_hash, mask_hash=mask_hash(tissue_mask), dtype=dtype,
+        encoder_hash=encoder_hash, mask_hash=mask_hash(tissue_mask), dtype=dtype, tissue=tissue,
     )
     return StoreLocation(key, store_path(cache_dir, Path(slide_path).stem, key))
