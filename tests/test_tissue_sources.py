@@ -9,7 +9,11 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from napari_regional_mil.annotations import apply_annotations, read_annotations, regions_mask
+from napari_regional_mil.annotations import (
+    apply_annotations,
+    read_annotations,
+    regions_mask,
+)
 from napari_regional_mil.cli import main
 from napari_regional_mil.errors import TilingError
 from napari_regional_mil.masks import load_mask, save_mask

@@ -25,6 +25,7 @@ __all__ = ["main", "build_parser"]
 #: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = (
     "info",
+    "tile",
     "encoders",
     "embed",
     "export_h5",
