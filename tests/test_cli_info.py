@@ -65,3 +65,29 @@ def test_info_bad_input_one_line_exit_2(tmp_path, content):
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: {path}: ") and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_info_names_the_backend_and_turns_library_warnings_into_lines(tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    path = tmp_path / "scan.tif"  # NDPI's marker tags: tiffslide parses it as Hamamatsu and warns
+    tifffile.imwrite(path, np.full((96, 128, 3), 200, np.uint8), tile=(32, 32), photometric="rgb",
+                     compression="jpeg", metadata=None, extratags=[(65420, 4, 1, 1, True), (271, "s", 0, "Hamamatsu", True)])
+    assert main(["info", str(path), "--mpp", "0.5", "--json"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["slide"]["backend"] == "tiffslide" and data["slide"]["vendor"] == "hamamatsu"
+    assert "scan.tif: tiffslide: hamamatsu-format metadata parsing only partially implemented!" in data["slide"]["warnings"]
+    assert "UserWarning" not in captured.err and "hamamatsu" not in captured.err
+    assert main(["info", str(path), "--mpp", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "backend:           tiffslide" in out
+    assert "warning: scan.tif: tiffslide: hamamatsu-format metadata parsing only partially implemented!" in out
+
+
+def test_info_with_the_openslide_backend(testslides_dir, capsys):
+    assert main(["info", str(testslides_dir / "CMU-1-Small-Region.svs"), "--backend", "openslide", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["slide"]["backend"] == "openslide" and data["slide"]["dimensions"] == [2220, 2967]
+    assert data["tiling"]["n_patches"] > 0
