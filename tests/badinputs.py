@@ -9,8 +9,8 @@ Contents
 --------
 Slides: a 0-byte file, a text file named ``.svs``, a tiled JPEG pyramid truncated at 10 %,
 50 % and 90 % of its bytes, one with a damaged JPEG tile, a TIFF with an unknown compression, a 4-D OME-TIFF (a
-z-stack), a slide smaller than one patch (``../shared/testslides/small.svs`` read in
-place, and a synthetic one), a slide with no tissue (all white), a slide without mpp, a
+z-stack), a slide smaller than one patch (the test slides' ``small.svs``, real and read in
+place or its stand-in, and a synthetic one), a slide with no tissue (all white), a slide without mpp, a
 slide whose levels have non-integer downsamples (valid: must work).
 Labels CSVs: an unknown slide, a missing label, duplicate rows, one class only, a
 non-UTF-8 byte.
@@ -31,8 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SMALL_SVS = REPO_ROOT.parent / "shared" / "testslides" / "small.svs"
+
 
 #: Tiling used by the corpus's good slide and caches: 32 px patches at 0.5 um/px, regions of 4 x 4.
 TILING_ARGS = ["--patch-size", "32", "--target-mpp", "0.5", "--region-size", "4"]
@@ -327,8 +326,8 @@ class Corpus:
     good_csv: Path | None = None
 
 
-def build_slides(folder: Path) -> dict[str, Path]:
-    """Every bad (or odd but valid) slide, by a short name."""
+def build_slides(folder: Path, *, small_svs: Path | None = None) -> dict[str, Path]:
+    """Every bad (or odd but valid) slide, by a short name (``small_svs``: a 16 x 16 px Aperio slide)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     base = make_valid_tiff(folder, "truncation_base.tiff")
@@ -344,21 +343,24 @@ def build_slides(folder: Path) -> dict[str, Path]:
         "no_mpp": make_no_mpp(folder),
         "odd_levels": make_non_integer_downsamples(folder),
     }
-    if SMALL_SVS.is_file():
-        slides["small_svs"] = SMALL_SVS  # read in place, never copied
+    if small_svs is not None:
+        slides["small_svs"] = small_svs  # read in place, never copied
     base.unlink()
     return slides
 
 
-def build_corpus(root: Path, good_slide: Path) -> Corpus:
-    """Write the whole corpus under ``root``; ``good_slide`` is embedded into ``root/cache``."""
+def build_corpus(root: Path, good_slide: Path, *, small_svs: Path | None = None) -> Corpus:
+    """Write the whole corpus under ``root``; ``good_slide`` is embedded into ``root/cache``.
+
+    ``small_svs``: the test slides' ``small.svs`` (real or stand-in, see ``testslides_dir``).
+    """
     from napari_regional_mil.embedding.pipeline import embed_slide
     from napari_regional_mil.jobs import run_job
     from napari_regional_mil.tiling import TilingParams
 
     root = Path(root)
     corpus = Corpus(root=root, good_slide=Path(good_slide))
-    corpus.slides = build_slides(root / "slides")
+    corpus.slides = build_slides(root / "slides", small_svs=small_svs)
     result = run_job(embed_slide(good_slide, cache_dir=root / "cache", tiling_params=TilingParams(patch_size=32, region_size=4),
                                  batch_size=128))
     corpus.cache = root / "cache"

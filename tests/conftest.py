@@ -15,11 +15,20 @@ TESTSLIDES = REPO_ROOT.parent / "shared" / "testslides"
 
 
 @pytest.fixture(scope="session")
-def testslides_dir() -> Path:
-    """The shared real test slides (CMU-1-Small-Region.svs, small.svs, boxes.tiff, kidney-48-5.tif)."""
-    if not TESTSLIDES.is_dir():
-        pytest.skip(f"shared test slides not found at {TESTSLIDES}")
-    return TESTSLIDES
+def testslides_dir(tmp_path_factory) -> Path:
+    """The test slides CMU-1-Small-Region.svs, small.svs, boxes.tiff and kidney-48-5.tif.
+
+    The shared real files (``../shared/testslides``, read in place) when present;
+    otherwise synthetic stand-ins with the same names and the properties the tests check
+    (``tests/vendor_standins.py``: an Aperio SVS with MPP, AppMag, thumbnail, label and
+    macro; a tiny Aperio SVS; a 72-dpi tiled pyramid; an uncompressed strip TIFF without
+    mpp), so a clean clone runs these tests too.
+    """
+    if TESTSLIDES.is_dir():
+        return TESTSLIDES
+    from vendor_standins import write_standins
+
+    return write_standins(tmp_path_factory.mktemp("testslides-standins"))
 
 
 # --- slide I/O, tissue, tiling, synthetic slides (foundation) -----------------------------

@@ -1,6 +1,6 @@
 """Property-based fuzzing (issue 7) of slide opening and of cohort-CSV parsing, bounded for CI.
 
-Slides: bytes of a small valid tiled JPEG pyramid and of ``small.svs`` (a real Aperio file)
+Slides: bytes of a small valid tiled JPEG pyramid and of ``small.svs`` (an Aperio file: real, or its stand-in)
 are mutated (byte flips, overwritten runs, truncation), biased towards the TIFF header and
 the IFDs where a flip changes structure rather than pixels. Each mutated file is opened,
 two regions and a thumbnail are read, in a separate worker process (a hang or a crash
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from badinputs import SMALL_SVS, make_valid_tiff
+from badinputs import make_valid_tiff
 from slide_fuzzer import SlideFuzzer
 
 FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None, print_blob=True,
@@ -47,14 +47,13 @@ def _structure_offsets(path) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def bases(tmp_path_factory):
+def bases(tmp_path_factory, testslides_dir):
     """``{suffix: (bytes, structure offsets)}`` of the valid files that are mutated."""
     root = tmp_path_factory.mktemp("fuzz_bases")
     valid = make_valid_tiff(root)
-    out = {".tiff": (valid.read_bytes(), _structure_offsets(valid))}
-    if SMALL_SVS.is_file():
-        out[".svs"] = (SMALL_SVS.read_bytes(), _structure_offsets(SMALL_SVS))
-    return out
+    small_svs = testslides_dir / "small.svs"
+    return {".tiff": (valid.read_bytes(), _structure_offsets(valid)),
+            ".svs": (small_svs.read_bytes(), _structure_offsets(small_svs))}
 
 
 @pytest.fixture(scope="module")
