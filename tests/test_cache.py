@@ -123,7 +123,7 @@ def test_unwritable_cache_dir_is_refused_before_work(tmp_path):
         check_writable(tmp_path, min_free_bytes=1 << 62)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="POSIX permissions, and root ignores them")
 def test_read_only_cache_dir(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()

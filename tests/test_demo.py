@@ -83,6 +83,7 @@ def test_command_without_display_or_xvfb_still_writes_predictions(monkeypatch, d
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.delenv(cmd_demo.UNDER_XVFB, raising=False)
+    monkeypatch.setattr(cmd_demo.sys, "platform", "linux")
     monkeypatch.setattr(cmd_demo.shutil, "which", lambda name: None)
     monkeypatch.setattr("napari_regional_mil.demo.run_demo", fake_run_demo)
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
@@ -103,6 +104,7 @@ def test_command_reruns_itself_under_xvfb(monkeypatch, tmp_path):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.delenv(cmd_demo.UNDER_XVFB, raising=False)
+    monkeypatch.setattr(cmd_demo.sys, "platform", "linux")
     monkeypatch.setattr(cmd_demo.shutil, "which", lambda name: "/usr/bin/xvfb-run" if name == "xvfb-run" else None)
     monkeypatch.setattr(cmd_demo.subprocess, "call", fake_call)
     assert main(["demo", "--slides", "8", "--out", str(tmp_path), "--screenshot", str(tmp_path / "s.png")]) == 0
@@ -111,6 +113,18 @@ def test_command_reruns_itself_under_xvfb(monkeypatch, tmp_path):
     assert argv[argv.index("demo") + 1:] == ["--out", str(tmp_path), "--slides", "8", "--seed", "0",
                                              "--screenshot", str(tmp_path / "s.png")]
     assert seen["env"][cmd_demo.UNDER_XVFB] == "1"
+
+
+@pytest.mark.parametrize("platform", ["darwin", "win32"])
+def test_xvfb_is_never_used_on_macos_or_windows(monkeypatch, platform):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(cmd_demo.sys, "platform", platform)
+    assert not cmd_demo._headless_linux()
+    monkeypatch.setattr(cmd_demo.sys, "platform", "linux")
+    assert cmd_demo._headless_linux()
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    assert not cmd_demo._headless_linux()
 
 
 def test_too_few_slides_is_a_one_line_error(capsys, tmp_path):

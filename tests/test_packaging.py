@@ -18,6 +18,24 @@ def _manifest() -> dict:
     return yaml.safe_load((REPO / "napari.yaml").read_text())
 
 
+def test_no_symlinks_in_the_repository():
+    """A Windows checkout without symlink support gets every file (the manifest included)."""
+    proc = subprocess.run(["git", "ls-files", "-s"], cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("not a git checkout")
+    links = [line.split("\t", 1)[1] for line in proc.stdout.splitlines() if line.startswith("120000 ")]
+    assert links == []
+
+
+def test_the_package_manifest_is_the_top_level_manifest():
+    """npe2 loads ``napari_regional_mil/napari.yaml`` (the entry point); it must equal the top-level file."""
+    package = REPO / "src" / "napari_regional_mil" / "napari.yaml"
+    assert package.read_bytes() == (REPO / "napari.yaml").read_bytes(), (
+        "napari.yaml and src/napari_regional_mil/napari.yaml differ: edit the top-level file, then copy it "
+        "(cp napari.yaml src/napari_regional_mil/napari.yaml)"
+    )
+
+
 def test_manifest_python_names_resolve():
     """Every command of the manifest points at an importable callable."""
     commands = _manifest()["contributions"]["commands"]

@@ -47,8 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform in ("darwin", "win32")
+def _headless_linux() -> bool:
+    """Linux without an X or Wayland display: the one case for ``xvfb-run`` (macOS and Windows have a desktop)."""
+    return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _rerun_under_xvfb(args: argparse.Namespace, xvfb: str) -> int:
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import TrainingError
 
     gui = not args.no_gui
-    if gui and not _has_display() and not os.environ.get(UNDER_XVFB):
+    if gui and _headless_linux() and not os.environ.get(UNDER_XVFB):
         xvfb = shutil.which("xvfb-run")
         if xvfb:
             return _rerun_under_xvfb(args, xvfb)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from ..atomic import atomic_path
@@ -54,8 +55,6 @@ def export_h5(emb: SlideEmbeddings, path: str | Path, *, include_regions: bool =
     include_regions
         Also write our grid/region datasets (ignored by CLAM and TRIDENT).
     """
-    import h5py
-
     path = Path(path)
     meta = emb.meta
     try:
@@ -149,8 +148,6 @@ def import_h5(
     CacheError
         Not an h5 file, no ``features``, or ``coords`` that do not match it.
     """
-    import h5py
-
     path = Path(path)
     try:
         fh = h5py.File(path, "r")

@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 __all__ = ["ReadPlan", "plan_reads", "PatchReader"]
 
@@ -168,9 +169,8 @@ class PatchReader:
         for off in offsets:
             patch = strip[:, off : off + p.read_size]
             if p.read_size != p.out_size:
-                from PIL import Image
-
-                patch = np.asarray(Image.fromarray(np.ascontiguousarray(patch)).resize((p.out_size, p.out_size), Image.BILINEAR, reducing_gap=None))
+                image = Image.fromarray(np.ascontiguousarray(patch))
+                patch = np.asarray(image.resize((p.out_size, p.out_size), Image.BILINEAR, reducing_gap=None))
             out.append(patch)
         return out
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import write_text_atomic
+from ..embedding.store import list_caches
 from ..errors import CohortError
 from ..slide import formats
 from .cohort import SPLITS, Cohort, CohortRow, read_cohort, slide_key
@@ -366,8 +367,6 @@ def embedded_states(cache_dir: str | os.PathLike | None) -> dict[str, str]:
     """``{slide name: state}`` for every slide with a store in ``cache_dir`` (see :data:`EMBEDDED`)."""
     if cache_dir is None or not Path(cache_dir).is_dir():
         return {}
-    from ..embedding.store import list_caches
-
     kinds: dict[str, set] = {}
     partial: set[str] = set()
     for info in list_caches(cache_dir):

@@ -14,10 +14,10 @@ left out of training.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Sequence
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..embedding.store import cached_contexts
 from ..errors import TrainingError
 from ..jobs import Progress
 from ..model.clinical import ClinicalSpec
@@ -25,7 +25,7 @@ from ..model.config import ModelConfig, SelectionConfig
 from ..options import OptionValue, make, option_values, options_of
 from .clinical_values import check_clinical_values
 from .cohort import Cohort
-from .datasets import EmbedFunction, LabelledSlide, clinical_records, load_cohort_embeddings
+from .datasets import EmbedFunction, LabelledSlide, clinical_records, find_cache, load_cohort_embeddings
 from .train import TrainConfig, TrainResult, train_model
 
 __all__ = [
@@ -210,9 +210,6 @@ def available_contexts(
         ``counts[name]``: how many of the ``n_cached`` slides with a cache have it. The
         names every cached slide has are those :func:`context_dims_of` takes by default.
     """
-    from ..embedding.store import cached_contexts
-    from .datasets import find_cache
-
     counts: dict[str, int] = {}
     n_cached = 0
     for row in cohort.rows:
