@@ -158,8 +158,8 @@ def farthest_point_order(grid_xy: np.ndarray, count: int, *, rng: np.random.Gene
     jitter = rng.random(n) * 0.5
     first = int(rng.integers(n))
     nearest = (x - x[first]) ** 2 + (y - y[first]) ** 2 + jitter
-    dx, dy = np.empty(n), np.empty(n)
-    chosen = np.empty(count, dtype=np.int64)
+    dx, dy = np.zeros(n), np.zeros(n)
+    chosen = np.zeros(count, dtype=np.int64)
     chosen[0] = first
     for j in range(1, count):
         nxt = int(np.argmax(nearest))

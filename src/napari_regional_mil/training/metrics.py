@@ -173,7 +173,7 @@ def bootstrap_ci(
     if n == 0:
         return np.full(shape, np.nan), np.full(shape, np.nan)
     rng = np.random.default_rng(seed)
-    values = np.empty((n_resamples, *shape), dtype=np.float64)
+    values = np.zeros((n_resamples, *shape), dtype=np.float64)
     # the inputs are checked once above; skipping scikit-learn's per-call checks halves the time
     with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
         for b in range(n_resamples):
