@@ -139,7 +139,7 @@ def native_level(source: LevelSource, *, level: int, log: DamageLog, name: str) 
     """
     import dask.array as da
 
-    meta = np.empty((0, 0, 0), np.uint8)
+    meta = np.zeros((0, 0, 0), np.uint8)
     array = source.array
     if source.direct:
         level_array = da.from_array(array, chunks=(*source.tile, array.shape[2]), asarray=True, lock=False,
@@ -164,7 +164,7 @@ def halve(level: Any) -> Any:
     ch, cw = level.chunksize[:2]
     src = src.rechunk((2 * ch, 2 * cw, level.shape[2]))
     chunks = (tuple(c // 2 for c in src.chunks[0]), tuple(c // 2 for c in src.chunks[1]), src.chunks[2])
-    return src.map_blocks(_mean2x2, chunks=chunks, dtype=np.uint8, meta=np.empty((0, 0, 0), np.uint8))
+    return src.map_blocks(_mean2x2, chunks=chunks, dtype=np.uint8, meta=np.zeros((0, 0, 0), np.uint8))
 
 
 def build_pyramid(levels: list[Any], *, min_size: int = 1024) -> list[Any]:

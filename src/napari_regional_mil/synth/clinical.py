@@ -56,7 +56,7 @@ def clinical_values(context_labels: Sequence[str], *, seed: int = 0) -> list[dic
     """
     rng = np.random.default_rng([seed, 279])
     labels = np.asarray(list(context_labels), dtype=object)
-    grades = np.empty(labels.size, dtype=object)
+    grades = np.full(labels.size, None, dtype=object)
     for name in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == name))
         half = members.size // 2

@@ -69,7 +69,7 @@ def colour_matched_patches(
     # the shared distribution: npx pixels drawn from all patches, sorted per channel
     pick = rng.choice(n * npx, npx, replace=False)
     reference = np.sort(flat.reshape(-1, 3)[pick], axis=0)  # (npx, 3)
-    out = np.empty_like(flat)
+    out = np.zeros_like(flat)
     # ties are broken by a fixed random order of the pixel positions (a stable radix sort of the
     # uint8 values, visited in that order), the same in every patch
     perm = rng.permutation(npx)

@@ -246,7 +246,7 @@ class StoreReader:
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 raise self.error(f"has an unreadable array {name!r} ({type(exc).__name__}: {exc})") from None
             return values if dtype is None else values.astype(dtype, copy=False)
-        out = np.empty(layout.shape, dtype=layout.dtype.newbyteorder("=") if dtype is None else dtype)
+        out = np.zeros(layout.shape, dtype=layout.dtype.newbyteorder("=") if dtype is None else dtype)
         counts = [-(-s // c) if s else 0 for s, c in zip(layout.shape, layout.chunk_shape)]
         for index in np.ndindex(*counts):
             where = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, layout.chunk_shape, layout.shape))
@@ -267,7 +267,7 @@ class StoreReader:
         rows = np.asarray(rows, dtype=np.int64).ravel()
         if rows.size and (rows.min() < 0 or rows.max() >= self.n_patches):
             raise self.error(f"has no patch {int(rows.max() if rows.max() >= self.n_patches else rows.min())}")
-        out = np.empty((rows.size, self.embedding_dim), dtype=np.float32)
+        out = np.zeros((rows.size, self.embedding_dim), dtype=np.float32)
         if rows.size == 0:
             return out
         layout = self.layout("features")
@@ -302,7 +302,7 @@ class StoreReader:
         row_bytes = self.embedding_dim * layout.dtype.itemsize
         order = np.argsort(rows, kind="stable")
         unique, first = np.unique(rows[order], return_index=True)
-        values = np.empty((unique.size, self.embedding_dim), dtype=layout.dtype)
+        values = np.zeros((unique.size, self.embedding_dim), dtype=layout.dtype)
         chunk_of = unique // step
         bounds = np.flatnonzero(np.diff(chunk_of)) + 1
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, unique.size]):
@@ -340,7 +340,7 @@ class StoreReader:
         """
         stop = self.n_patches if stop is None else min(int(stop), self.n_patches)
         start = max(0, int(start))
-        out = np.empty((max(0, stop - start), self.embedding_dim), dtype=np.float32)
+        out = np.zeros((max(0, stop - start), self.embedding_dim), dtype=np.float32)
         if out.shape[0] == 0:
             return out
         layout = self.layout("features")
