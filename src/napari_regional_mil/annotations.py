@@ -51,7 +51,7 @@ class Annotation:
 
 
 def _ring(path: Path, index: int, ring: object) -> np.ndarray:
-    arr = np.asarray(ring, dtype=np.float64) if isinstance(ring, list) else np.empty((0,))
+    arr = np.asarray(ring, dtype=np.float64) if isinstance(ring, list) else np.zeros((0,))
     if arr.ndim != 2 or arr.shape[0] < 3 or arr.shape[1] < 2 or not np.isfinite(arr[:, :2]).all():
         raise TilingError(f"{path}: feature {index} has a polygon ring that is not a list of >= 3 (x, y) points")
     return arr[:, :2]

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
+
 __all__ = ["halved_pyramid", "write_dicom_wsi"]
 
 _WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
@@ -190,8 +192,6 @@ def write_dicom_wsi(
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
             raise ValueError(f"level {index} must be (h, w, 3) uint8, got {arr.shape} {arr.dtype}")
         ds = _level_dataset(arr, index, tile=tile, mpp=mpp, uids=uids, quality=jpeg_quality, size0=(w0, h0))
-        target = out / f"level_{index}.dcm"
-        tmp = out / f".level_{index}.dcm.tmp"
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, target)
+        with atomic_path(out / f"level_{index}.dcm", durable=False) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
     return out
