@@ -63,6 +63,7 @@ def child(slide: str, cache: str, record: str) -> None:
                       batch_size=BATCH, chunk_rows=CHUNK_ROWS)
     for event in job:
         print(event.done, flush=True)
+        time.sleep(0.02)  # a slow consumer: the parent's kill lands part way on any machine
 
 
 def _spawn(slide: Path, cache: Path, record: Path) -> subprocess.Popen[str]:
