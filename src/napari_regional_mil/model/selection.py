@@ -10,7 +10,12 @@ Strategies (:data:`~.config.SELECTION_STRATEGIES`):
 ``"max_coverage"``
     one patch from as many regions as possible, then a second round, ... ([0175]).
 ``"equal_per_region"``
-    ``patches_per_region`` patches from each of several regions ([0181], preferred).
+    ``patches_per_region`` patches from each of several regions ([0181], preferred). A bag
+    with fewer regions than ``count // patches_per_region`` (tissue-microarray cores, small
+    biopsies) takes ``ceil(count / regions)`` patches from each, so a step sees about
+    ``count`` patches and a bag of at most ``count`` patches is seen whole
+    (``benchmarks/small_bags.py``: without this, the regional model's AUROC on
+    6-30-patch cores fell from 1.00 to 0.85).
 ``"uniform"``
     covers the tissue as uniformly as possible ([0175]): farthest-point sampling on the
     patch grid from a random first patch (each next patch is the one farthest from every
@@ -123,9 +128,11 @@ def select_patches(
         key = rank * n_regions + region_order
         chosen = order[np.argsort(key, kind="stable")[:count]]
     else:  # equal_per_region
-        per_region = config.patches_per_region
         present = np.unique(region_index)
-        m = max(1, min(present.size, count // per_region))
+        m = max(1, min(present.size, count // config.patches_per_region))
+        # a bag of few regions (a TMA core, a small biopsy) gives each chosen region a larger
+        # share, so the step still sees about ``count`` patches (all of a bag that small)
+        per_region = max(config.patches_per_region, -(-count // m))
         regions = rng.choice(present, size=m, replace=False)
         keep = np.isin(region_index[order], regions) & (rank < per_region)
         chosen = order[keep]
