@@ -64,7 +64,8 @@ def test_label_embed_train_predict_export(make_napari_viewer, gui_cohort, tmp_pa
     qtbot.waitUntil(lambda: _idle("cohort-open")() and _idle("tiling")(), timeout=60000)
     slide = cohort.state.slide_layer
     predict.predict_button.click()
-    qtbot.waitUntil(lambda: predict.maps is not None and _idle("predict")(), timeout=120000)
+    qtbot.waitUntil(lambda: predict.maps is not None and _idle("predict")() and not predict.layers_pending,
+                    timeout=120000)
     maps = predict.maps
     name = cohort.table.rows[row].name
     assert maps.prediction.slide_name == name

@@ -105,31 +105,32 @@ def test_heatmap_layers_align_with_the_slide(hand_case):
     assert f"patch {target}:" in w.selection_label.text()
 
 
-def _layers_made(qtbot):
-    """Wait for the heatmap layers made again in their worker (normalisation, evidence, ...)."""
+def _layers_made(qtbot, widget):
+    """Wait for the heatmap layers made again in their worker (normalisation, evidence, ...) and
+    added one per turn of the event loop."""
     from napari_regional_mil._widgets._worker import running_job
 
-    qtbot.waitUntil(lambda: running_job("predict-layers") is None, timeout=10000)
+    qtbot.waitUntil(lambda: running_job("predict-layers") is None and not widget.layers_pending, timeout=10000)
 
 
 def test_normalisation_and_evidence_update_layers_in_place(hand_case, qtbot):
     w = hand_case.widget
     patch = w.heatmap_layers["patch"]
     w.normalisation.setCurrentText("raw")
-    _layers_made(qtbot)
+    _layers_made(qtbot, w)
     assert w.heatmap_layers["patch"] is patch  # updated in place
     gx, gy = hand_case.emb.grid_xy[3]
     assert patch.data[gy, gx] == pytest.approx(hand_case.pred.patch_attention[3])
     assert patch.contrast_limits[1] == pytest.approx(np.nanmax(patch.data))
     w.normalisation.setCurrentText("minmax")
-    _layers_made(qtbot)
+    _layers_made(qtbot, w)
     assert np.nanmax(patch.data) == pytest.approx(1.0) and np.nanmin(patch.data) == 0
     w.evidence_check.setChecked(True)
-    _layers_made(qtbot)
+    _layers_made(qtbot, w)
     names = [layer.name for layer in hand_case.viewer.layers]
     assert "case evidence positive" in names and "case evidence negative" in names
     w.evidence_check.setChecked(False)
-    _layers_made(qtbot)
+    _layers_made(qtbot, w)
     assert "case evidence positive" not in [layer.name for layer in hand_case.viewer.layers]
     w.opacity.setValue(25)
     assert patch.opacity == pytest.approx(0.25)
@@ -137,7 +138,7 @@ def test_normalisation_and_evidence_update_layers_in_place(hand_case, qtbot):
     region = w.heatmap_layers["region"]
     assert np.isfinite(region.data).sum() > hand_case.emb.n_patches
     w.region_on_tissue.setChecked(True)
-    _layers_made(qtbot)
+    _layers_made(qtbot, w)
     assert w.heatmap_layers["region"] is region
     assert np.array_equal(np.isfinite(region.data), np.isfinite(patch.data))
 
@@ -163,16 +164,20 @@ def test_click_lists_top_k_patches_with_thumbnails_and_jumps(hand_case, qtbot):
     qtbot.waitUntil(lambda: all(not w.patch_list.item(r).icon().isNull() for r in range(3)), timeout=5000)
     # the region and its listed patches are outlined, on the slide's scale
     outline = w.selection_layer
-    assert outline in hand_case.viewer.layers and len(outline.data) == 4
+    assert outline in hand_case.viewer.layers and len(outline.data) == 4 * 4  # 4 rectangles of 4 edges
+
+    def corners(i):  # the two ends of the 4 edges of rectangle i, in world um
+        starts, steps = outline.data[4 * i : 4 * i + 4, 0], outline.data[4 * i : 4 * i + 4, 1]
+        return np.array([outline.data_to_world(v) for v in np.concatenate([starts, starts + steps])])
+
     s, k = hand_case.s, hand_case.k
     x, y = hand_case.emb.coords_px[expected[0]]
     # in world um: the patch's top-left pixel border is at (corner - 0.5) * mpp
     slide = hand_case.slide
-    corners = np.array([outline.data_to_world(v) for v in outline.data[1]])
-    assert corners.min(axis=0) == pytest.approx(np.asarray(slide.data_to_world((y - 0.5, x - 0.5))))
-    assert corners.max(axis=0) == pytest.approx(np.asarray(slide.data_to_world((y + s - 0.5, x + s - 0.5))))
+    assert corners(1).min(axis=0) == pytest.approx(np.asarray(slide.data_to_world((y - 0.5, x - 0.5))))
+    assert corners(1).max(axis=0) == pytest.approx(np.asarray(slide.data_to_world((y + s - 0.5, x + s - 0.5))))
     rx, ry = hand_case.emb.region_xy[region]
-    corners = np.array([outline.data_to_world(v) for v in outline.data[0]])
+    corners = corners(0)
     assert corners.min(axis=0) == pytest.approx(np.asarray(slide.data_to_world((ry * k * s - 0.5, rx * k * s - 0.5))))
     assert np.asarray(camera_of(hand_case.viewer).center[-2:]) == pytest.approx(maps.region_centre_world(region))
     # a drag (pan) selects nothing
@@ -248,8 +253,8 @@ def trained(tmp_path_factory):
     """
     import dataclasses
 
-    from napari_regional_mil.embedding.store import load_slide_embeddings
     from napari_regional_mil.embedding.pipeline import embed_slide
+    from napari_regional_mil.embedding.store import load_slide_embeddings
     from napari_regional_mil.jobs import run_job
     from napari_regional_mil.model.config import ModelConfig, SelectionConfig
     from napari_regional_mil.synth.slides import write_synthetic_slide
@@ -306,7 +311,8 @@ def test_predict_end_to_end(opened, trained, qtbot, notes, tmp_path):
     assert "regional model" in w.model_label.text() and "builtin-he" in w.model_label.text()
     assert not opened.cache.exists()
     w.predict_button.click()  # no cache yet: embeds first, then predicts
-    qtbot.waitUntil(lambda: w.maps is not None and running_job("predict") is None, timeout=60000)
+    qtbot.waitUntil(lambda: w.maps is not None and running_job("predict") is None and not w.layers_pending,
+                    timeout=60000)
     assert len(list(opened.cache.glob("slide_a-*.zarr"))) == 1
     maps = w.maps
     # the widget's numbers are the core's on the same embeddings
@@ -378,7 +384,8 @@ def test_threshold_is_the_users_and_starts_at_the_models(opened, trained, qtbot,
     assert state.threshold == pytest.approx(0.9)
     assert "yours" in w.result.threshold_note.text() and "0.37" in w.result.threshold_note.text()
     w.predict_button.click()
-    qtbot.waitUntil(lambda: w.maps is not None and running_job("predict") is None, timeout=60000)
+    qtbot.waitUntil(lambda: w.maps is not None and running_job("predict") is None and not w.layers_pending,
+                    timeout=60000)
     assert w.threshold.value() == pytest.approx(0.9) and state.threshold == pytest.approx(0.9)
     p_pos = float(w.maps.prediction.probabilities[1])
     expected = "positive" if p_pos >= 0.9 else "negative"

@@ -36,6 +36,20 @@ def wait_for_jobs(kinds: tuple[str, ...], *, timeout: float = 300.0) -> bool:
     return True
 
 
+def _wait_until(condition: Any, *, timeout: float = 60.0) -> bool:
+    """Process Qt events until ``condition()`` holds; return whether it did in time."""
+    from qtpy.QtWidgets import QApplication
+
+    deadline = time.monotonic() + timeout
+    app = QApplication.instance()
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        app.processEvents()
+        time.sleep(0.01)
+    return True
+
+
 def _dock(viewer: Any, widget: Any, name: str) -> Any:
     return viewer.window.add_dock_widget(widget, name=name, area="right")
 
@@ -102,6 +116,7 @@ def show_demo(result: Any, *, tiling: Any, settings: Any = None, viewer: Any = N
             viewer.layers[name].visible = False
     predict.predict()
     wait_for_jobs(("predict",))
+    _wait_until(lambda: not predict.layers_pending)
     if predict.maps is not None:
         maps = predict.maps
         best = int(np.argmax(maps.prediction.region_attention)) if maps.has_region_attention else 0

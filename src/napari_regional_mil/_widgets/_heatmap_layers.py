@@ -20,7 +20,9 @@ __all__ = [
     "heatmap_specs",
     "jump_to",
     "read_thumbnail",
+    "remove_unwanted",
     "rgb_icon",
+    "show_heatmap_layer",
     "show_selection",
     "sync_heatmap_layers",
 ]
@@ -115,44 +117,59 @@ def sync_heatmap_layers(viewer: Any, layers: dict[str, Any], specs: list[Heatmap
         The layers now shown, by spec key.
     """
     active = viewer.layers.selection.active
-    wanted = {spec.key for spec in specs}
-    for key, layer in list(layers.items()):
-        if key not in wanted and layer in viewer.layers:
-            viewer.layers.remove(layer)
-    out = {}
-    for spec in specs:
-        meta = {"napari_regional_mil": {"heatmap": spec.key}}
-        if derived_from is not None:
-            meta.update(derived_from=derived_from, level0_step=(spec.step_level0,) * 2, corner=False,
-                        what=spec.key)
-        layer = layers.get(spec.key)
-        if layer is not None and layer in viewer.layers and layer.data.shape == spec.data.shape:
-            layer.data = spec.data
-            layer.contrast_limits = spec.contrast_limits
-            layer.scale = spec.scale
-            layer.translate = spec.translate
-            layer.name = spec.name
-            layer.metadata.update(meta)
-        else:
-            if layer is not None and layer in viewer.layers:
-                viewer.layers.remove(layer)
-            layer = viewer.add_image(
-                spec.data,
-                name=spec.name,
-                scale=spec.scale,
-                translate=spec.translate,
-                colormap=spec.colormap,
-                contrast_limits=spec.contrast_limits,
-                opacity=opacity,
-                blending="translucent",
-                interpolation2d="nearest",
-                metadata=meta,
-                **({} if units is None else {"units": units}),
-            )
-        out[spec.key] = layer
+    remove_unwanted(viewer, layers, {spec.key for spec in specs})
+    out = {spec.key: show_heatmap_layer(viewer, layers.get(spec.key), spec, opacity=opacity, units=units,
+                                        derived_from=derived_from) for spec in specs}
     if active is not None and active in viewer.layers:  # adding layers selects them: undo that
         viewer.layers.selection.active = active
     return out
+
+
+def remove_unwanted(viewer: Any, layers: dict[str, Any], keys: set[str]) -> None:
+    """Remove the heatmap layers whose key is not in ``keys`` (e.g. evidence switched off)."""
+    for key, layer in list(layers.items()):
+        if key not in keys and layer in viewer.layers:
+            viewer.layers.remove(layer)
+
+
+def show_heatmap_layer(viewer: Any, layer: Any, spec: HeatmapSpec, *, opacity: float, units: Any = None,
+                       derived_from: str | None = None) -> Any:
+    """Update ``layer`` in place to ``spec`` (only what changed: each change redraws), or add a new
+    Image layer when there is none of that shape; returns the layer. The active layer stays active."""
+    meta: dict[str, Any] = {"napari_regional_mil": {"heatmap": spec.key}}
+    if derived_from is not None:
+        meta.update(derived_from=derived_from, level0_step=(spec.step_level0,) * 2, corner=False, what=spec.key)
+    if layer is not None and layer in viewer.layers and layer.data.shape == spec.data.shape:
+        layer.data = spec.data
+        if tuple(layer.contrast_limits) != tuple(spec.contrast_limits):
+            layer.contrast_limits = spec.contrast_limits
+        if not np.allclose(layer.scale[-2:], spec.scale):
+            layer.scale = spec.scale
+        if not np.allclose(layer.translate[-2:], spec.translate):
+            layer.translate = spec.translate
+        if layer.name != spec.name:
+            layer.name = spec.name
+        layer.metadata.update(meta)
+        return layer
+    active = viewer.layers.selection.active
+    if layer is not None and layer in viewer.layers:
+        viewer.layers.remove(layer)
+    layer = viewer.add_image(
+        spec.data,
+        name=spec.name,
+        scale=spec.scale,
+        translate=spec.translate,
+        colormap=spec.colormap,
+        contrast_limits=spec.contrast_limits,
+        opacity=opacity,
+        blending="translucent",
+        interpolation2d="nearest",
+        metadata=meta,
+        **({} if units is None else {"units": units}),
+    )
+    if active is not None and active in viewer.layers:  # adding a layer selects it: undo that
+        viewer.layers.selection.active = active
+    return layer
 
 
 def read_thumbnail(level_arrays: list[Any], box: tuple[int, int, int], *, size: int = 96) -> np.ndarray:
@@ -199,11 +216,12 @@ def read_thumbnail(level_arrays: list[Any], box: tuple[int, int, int], *, size: 
 
 def show_selection(viewer: Any, layer: Any, maps: AttentionMaps, region: int, patches: Any, *,
                    units: Any = None, offset: tuple[float, float] = (0.0, 0.0)) -> Any:
-    """Outline ``region`` and its listed ``patches`` in a Shapes layer (re-used when it exists).
+    """Outline ``region`` (cyan) and its listed ``patches`` (white) in a Vectors layer (re-used
+    when it exists; outlines are cheap to redraw, unlike Shapes).
 
-    Rectangles are in level-0 pixel-*corner* coordinates with ``scale = mpp`` and
-    ``translate = -mpp / 2`` (as :mod:`._layers` draws grids), so the edges run along the
-    pixel borders.
+    Each rectangle is four edges, in level-0 pixel-*corner* coordinates with ``scale = mpp``
+    and ``translate = -mpp / 2`` (as :mod:`._layers` draws grids), so they run along the
+    pixel borders: rectangle ``i`` is ``layer.data[4 * i : 4 * i + 4]``, region first.
     """
     s = maps.patch.step_level0
     k = maps.region_size
@@ -213,23 +231,30 @@ def show_selection(viewer: Any, layer: Any, maps: AttentionMaps, region: int, pa
     for i in patches:
         x, y, side = maps.patch_box_level0(int(i))
         rects.append(((y, x), (y + s, x + s)))
-    data = [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float) for (y0, x0), (y1, x1) in rects]
-    colours = ["cyan"] + ["white"] * (len(data) - 1)
-    widths = [max(2.0, s / 16)] + [max(1.0, s / 32)] * (len(data) - 1)
-    if layer is None or layer not in viewer.layers:
-        active = viewer.layers.selection.active
-        mpp_y, mpp_x = maps.patch.mpp
-        layer = viewer.add_shapes(
-            name="selected region", scale=(mpp_y, mpp_x), translate=(offset[0] - mpp_y / 2, offset[1] - mpp_x / 2),
-            face_color="transparent",
-            metadata={"napari_regional_mil": {"heatmap": "selection"}},
-            **({} if units is None else {"units": units}),
-        )
-        if active is not None:  # keep the user's layer selected
-            viewer.layers.selection.active = active
-    layer.data = []
-    layer.add_rectangles(data, edge_color=colours, edge_width=widths, face_color="transparent")
-    layer.selected_data = set()
+    edges = []
+    for (y0, x0), (y1, x1) in rects:
+        corners = [(y0, x0), (y0, x1), (y1, x1), (y1, x0)]
+        for (ay, ax), (by, bx) in zip(corners, corners[1:] + corners[:1]):
+            edges.append([[ay, ax], [by - ay, bx - ax]])
+    vectors = np.asarray(edges, dtype=float).reshape(-1, 2, 2)
+    colours = np.array([[0.0, 1.0, 1.0, 1.0]] * 4 + [[1.0, 1.0, 1.0, 1.0]] * (len(vectors) - 4))
+    width = max(1.0, s / 24)
+    if layer is not None and layer in viewer.layers:
+        layer.data = vectors
+        layer.edge_color = colours
+        if layer.edge_width != width:
+            layer.edge_width = width
+        return layer
+    active = viewer.layers.selection.active
+    mpp_y, mpp_x = maps.patch.mpp
+    layer = viewer.add_vectors(
+        vectors, name="selected region", edge_color=colours, edge_width=width, vector_style="line",
+        scale=(mpp_y, mpp_x), translate=(offset[0] - mpp_y / 2, offset[1] - mpp_x / 2),
+        metadata={"napari_regional_mil": {"heatmap": "selection"}},
+        **({} if units is None else {"units": units}),
+    )
+    if active is not None:  # keep the user's layer selected
+        viewer.layers.selection.active = active
     return layer
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.utils import notifications
-from qtpy.QtCore import QSize, Qt, Signal
+from qtpy.QtCore import QSize, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -42,7 +42,9 @@ from napari_regional_mil._widgets._heatmap_layers import (
     heatmap_specs,
     jump_to,
     read_thumbnail,
+    remove_unwanted,
     rgb_icon,
+    show_heatmap_layer,
     show_selection,
     sync_heatmap_layers,
 )
@@ -91,6 +93,11 @@ class PredictWidget(QWidget):
         self._slide_layer: Any = None
         self.selection_layer: Any = None
         self.job: Any = None
+        self._layer_queue: list[tuple[HeatmapSpec, dict[str, Any]]] = []
+        self._layer_timer = QTimer(self)
+        self._layer_timer.setSingleShot(True)
+        self._layer_timer.setInterval(0)
+        self._layer_timer.timeout.connect(self._show_next_layer)
         self.state = viewer_state(self.viewer)
         self._build()
         callback, callbacks = self._on_mouse_drag, self.viewer.mouse_drag_callbacks
@@ -317,8 +324,9 @@ class PredictWidget(QWidget):
         self.result.show_prediction(maps.prediction)
         self._follow_slide_mpp()
         if specs is None or self.maps is not maps:  # the slide's mpp changed meanwhile: lay out again
-            specs = heatmap_specs(self.maps, **self._layer_settings())
-        self._sync_layers(specs)
+            self._sync_layers(heatmap_specs(self.maps, **self._layer_settings()))
+        else:
+            self._sync_layers(specs, incremental=True)
         self.patch_list.clear()
         self.selection_label.setText("click a patch or region on the canvas")
         self._refresh_state()
@@ -357,16 +365,43 @@ class PredictWidget(QWidget):
         self._follow_slide_mpp()
         maps, settings = self.maps, self._layer_settings()
         start_job(lambda: heatmap_specs(maps, **settings), kind="predict-layers", description="Heatmap layers",
-                  on_result=lambda specs: self.maps is maps and self._sync_layers(specs), viewer=self.viewer,
+                  on_result=lambda specs: self.maps is maps and self._sync_layers(specs, incremental=True),
+                  viewer=self.viewer,
                   owner=self, show_progress=False, on_busy="replace")
 
-    def _sync_layers(self, specs: list[HeatmapSpec]) -> None:
-        """Add or update the heatmap layers (GUI thread: layers only, the data are made)."""
+    def _sync_layers(self, specs: list[HeatmapSpec], *, incremental: bool = False) -> None:
+        """Add or update the heatmap layers (GUI thread: layers only, their data are made).
+
+        ``incremental``: one layer per turn of the event loop (each napari layer added costs
+        the GUI thread tens of ms; one after the other, the viewer keeps responding between
+        them). Layers not in ``specs`` are removed at once.
+        """
         layer = self._slide_layer
-        self.heatmap_layers = sync_heatmap_layers(
-            self.viewer, self.heatmap_layers, specs, opacity=self.opacity.value() / 100, units=self._units(),
-            derived_from=layer.name if layer is not None and layer in self.viewer.layers else None,
-        )
+        options = {"opacity": self.opacity.value() / 100, "units": self._units(),
+                   "derived_from": layer.name if layer is not None and layer in self.viewer.layers else None}
+        self._layer_queue = []
+        if not incremental:
+            self.heatmap_layers = sync_heatmap_layers(self.viewer, self.heatmap_layers, specs, **options)
+            return
+        keys = {spec.key for spec in specs}
+        remove_unwanted(self.viewer, self.heatmap_layers, keys)
+        self.heatmap_layers = {key: value for key, value in self.heatmap_layers.items() if key in keys}
+        self._layer_queue = [(spec, options) for spec in specs]
+        self._show_next_layer()
+
+    @property
+    def layers_pending(self) -> bool:
+        """Whether heatmap layers of the last prediction or change are still to be added."""
+        return bool(self._layer_queue)
+
+    def _show_next_layer(self) -> None:
+        if not self._layer_queue:
+            return
+        spec, options = self._layer_queue.pop(0)
+        self.heatmap_layers[spec.key] = show_heatmap_layer(self.viewer, self.heatmap_layers.get(spec.key), spec,
+                                                           **options)
+        if self._layer_queue:
+            self._layer_timer.start()  # the next one on the next turn of the event loop
 
     def _set_opacity(self, value: int) -> None:
         for layer in self.heatmap_layers.values():
@@ -440,7 +475,8 @@ class PredictWidget(QWidget):
         data = list(layer.data) if layer.multiscale else layer.data
         start_job(lambda: [read_thumbnail(data, box, size=THUMB_PX) for box in boxes],
                   kind="predict-thumbnails", description="Reading patch thumbnails",
-                  on_result=self._set_thumbnails, viewer=self.viewer, owner=self, show_progress=False)
+                  on_result=self._set_thumbnails, viewer=self.viewer, owner=self, show_progress=False,
+                  on_busy="replace")  # a new click supersedes the thumbnails of the previous one
 
     def _set_thumbnails(self, tiles: list[Any]) -> None:
         for row, tile in enumerate(tiles):
