@@ -64,7 +64,9 @@ def _start_sampler(state: dict) -> None:
                 lines = [f"--- {state['phase']} late {late:.0f} ms"]
                 for tid, frame in sys._current_frames().items():
                     stack = traceback.extract_stack(frame)[-4:]
-                    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in reversed(stack))
+                    where = " <- ".join(
+                        f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in reversed(stack)
+                    )
                     lines.append(f"  {'MAIN' if tid == main_id else tid}: {where}")
                 print("\n".join(lines), file=sys.stderr, flush=True)
 
@@ -113,7 +115,10 @@ def _widget_modules() -> list:
 
     import napari_regional_mil._widgets as package
 
-    return [importlib.import_module(f"{package.__name__}.{m.name}") for m in pkgutil.iter_modules(package.__path__)]
+    return [
+        importlib.import_module(f"{package.__name__}.{m.name}")
+        for m in pkgutil.iter_modules(package.__path__)
+    ]
 
 
 def _prepare(work: Path, n_slides: int) -> tuple:
@@ -124,13 +129,24 @@ def _prepare(work: Path, n_slides: int) -> tuple:
     from napari_regional_mil.tiling import TilingParams
 
     t0 = time.perf_counter()
-    cohort = run_job(write_synthetic_cohort(work / "slides", n_slides=max(4, n_slides), seed=0, task="context",
-                                            patch_px=64, region_size=6, region_grid=(4, 5)))
+    cohort = run_job(
+        write_synthetic_cohort(
+            work / "slides",
+            n_slides=max(4, n_slides),
+            seed=0,
+            task="context",
+            patch_px=64,
+            region_size=6,
+            region_grid=(4, 5),
+        )
+    )
     params = TilingParams(patch_size=64, target_mpp=0.5, region_size=6)
     for path in cohort.slides[1:]:
         run_job(embed_slide(path, cache_dir=work / "cache", tiling_params=params, batch_size=128))
-    print(f"cohort: {len(cohort.slides)} slides of 4x5 regions of 6x6 patches of 64 px; all but one embedded "
-          f"beforehand ({time.perf_counter() - t0:.0f} s)")
+    print(
+        f"cohort: {len(cohort.slides)} slides of 4x5 regions of 6x6 patches of 64 px; all but one embedded "
+        f"beforehand ({time.perf_counter() - t0:.0f} s)"
+    )
     return cohort, params
 
 
@@ -138,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slides", type=int, default=6, help="slides in the cohort trained on (default: 6)")
     parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
-    parser.add_argument("--load", type=int, default=1, help="other processes keeping a core busy (default: 1)")
+    parser.add_argument(
+        "--load", type=int, default=1, help="other processes keeping a core busy (default: 1)"
+    )
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     args = parser.parse_args(argv)
     if not os.environ.get("DISPLAY") and not os.environ.get("_GUI_BENCH_XVFB"):
@@ -151,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = None if args.work else tempfile.TemporaryDirectory(prefix="gui-bench-")
     work = args.work or Path(tmp.name)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), load: {args.load} busy process(es)")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), load: {args.load} busy process(es)"
+    )
     cohort, params = _prepare(work, args.slides)
     load = [subprocess.Popen([sys.executable, "-c", _BUSY]) for _ in range(args.load)]
 
@@ -177,8 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     to_open = [cohort.slides[2], cohort.slides[1], cohort.slides[0]]  # the last one is embedded
     ticks: dict[str, list[float]] = {"idle": [], "open": [], "embed": [], "train": []}
     cpu: dict[str, list[float]] = {phase: [] for phase in ticks}  # GUI-thread CPU ms per tick interval
-    state = {"phase": "setup", "last": time.perf_counter(), "phase_t0": time.perf_counter(), "opened": 0,
-             "cpu": time.thread_time()}
+    state = {
+        "phase": "setup",
+        "last": time.perf_counter(),
+        "phase_t0": time.perf_counter(),
+        "opened": 0,
+        "cpu": time.thread_time(),
+    }
     durations: dict[str, float] = {}
     long_stalls: list[tuple[str, float, float, float]] = []
 
@@ -210,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             switch("open")
             open_next()
         elif phase == "open" and slide_w.open_button.isEnabled() and since > 0.5 * state["opened"]:
-            opened = slide_w.slide_layer is not None and slide_w.slide_layer.name == to_open[state["opened"] - 1].stem
+            opened = (
+                slide_w.slide_layer is not None
+                and slide_w.slide_layer.name == to_open[state["opened"] - 1].stem
+            )
             if opened and state["opened"] < len(to_open):
                 open_next()
             elif opened and since > 0.5 * state["opened"] + 1.0:  # the last slide drawn for a second
@@ -242,28 +270,40 @@ def main(argv: list[str] | None = None) -> int:
             process.kill()
             process.wait()
 
-    print("\n| phase | seconds | ticks | max stall (ms) | p99 stall (ms) | mean stall (ms) | max GUI CPU (ms) |")
+    print(
+        "\n| phase | seconds | ticks | max stall (ms) | p99 stall (ms) | mean stall (ms) | max GUI CPU (ms) |"
+    )
     print("|---|---|---|---|---|---|---|")
     everything: list[float] = []
     for phase, values in ticks.items():
         arr = np.array(values)
         everything.extend(values)
         if arr.size:
-            print(f"| {phase} | {durations.get(phase, 0):.1f} | {arr.size} | {arr.max():.1f} | "
-                  f"{np.percentile(arr, 99):.1f} | {arr.mean():.2f} | {max(cpu[phase]):.1f} |")
+            print(
+                f"| {phase} | {durations.get(phase, 0):.1f} | {arr.size} | {arr.max():.1f} | "
+                f"{np.percentile(arr, 99):.1f} | {arr.mean():.2f} | {max(cpu[phase]):.1f} |"
+            )
     arr = np.array(everything)
-    print(f"| all | {sum(durations.get(p, 0) for p in ticks):.1f} | {arr.size} | {arr.max():.1f} | "
-          f"{np.percentile(arr, 99):.1f} | {arr.mean():.2f} | {max(max(v) for v in cpu.values() if v):.1f} |")
-    print("(max GUI CPU: the GUI thread's own CPU time between two ticks; a stall much longer than it is "
-          "time the GUI thread waited for a CPU core, i.e. the machine was busy)")
+    print(
+        f"| all | {sum(durations.get(p, 0) for p in ticks):.1f} | {arr.size} | {arr.max():.1f} | "
+        f"{np.percentile(arr, 99):.1f} | {arr.mean():.2f} | {max(max(v) for v in cpu.values() if v):.1f} |"
+    )
+    print(
+        "(max GUI CPU: the GUI thread's own CPU time between two ticks; a stall much longer than it is "
+        "time the GUI thread waited for a CPU core, i.e. the machine was busy)"
+    )
     if long_stalls:
         worst = sorted(long_stalls, key=lambda s: -s[2])[:15]
-        print("\nstalls over 20 ms (phase, seconds into it, stall ms / GUI CPU ms): "
-              + ", ".join(f"{p} {t:.2f}s {ms:.0f}/{c:.0f}" for p, t, ms, c in worst))
+        print(
+            "\nstalls over 20 ms (phase, seconds into it, stall ms / GUI CPU ms): "
+            + ", ".join(f"{p} {t:.2f}s {ms:.0f}/{c:.0f}" for p, t, ms, c in worst)
+        )
     status = "saved" if (work / "model.safetensors").exists() else "NOT saved"
     print(f"\nopened {state['opened']} slides; Embed: {state.get('embed_status', '')[:90]!r}; model {status}")
-    print("GUI-thread time in the widgets' callbacks (max ms per call, calls): "
-          + ", ".join(f"{name} {max(v):.0f} ({len(v)})" for name, v in busy.items() if v))
+    print(
+        "GUI-thread time in the widgets' callbacks (max ms per call, calls): "
+        + ", ".join(f"{name} {max(v):.0f} ({len(v)})" for name, v in busy.items() if v)
+    )
     if tmp is not None:
         tmp.cleanup()
     print(f"p99_stall_ms={np.percentile(arr, 99):.1f}")

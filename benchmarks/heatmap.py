@@ -74,8 +74,11 @@ def _prepare(work: Path, side: int):
     types = np.full((18, 26), -1, np.int16)
     types[1:17, 1:25] = rng.integers(0, 6, size=(16, 24))
     write_synthetic_slide(small, types, patch_px=PATCH_PX, mpp=0.5, seed=1)
-    real = load_slide_embeddings(run_job(embed_slide(small, cache_dir=work / "small-cache", tiling_params=params,
-                                                     batch_size=128)).cache_path)
+    real = load_slide_embeddings(
+        run_job(
+            embed_slide(small, cache_dir=work / "small-cache", tiling_params=params, batch_size=128)
+        ).cache_path
+    )
     # the big slide: a side x side grid, 92 % of the cells tissue (a ragged border), features
     # drawn around the real ones so they look like this encoder's
     gy, gx = np.mgrid[0:side, 0:side]
@@ -91,19 +94,37 @@ def _prepare(work: Path, side: int):
     big = work / "big_slide.tif"
     big.write_bytes(b"")  # the name the cache and the layer refer to (never read)
     meta = {**real.meta, "slide_path": str(big), "grid_shape": [side, side]}
-    emb = SlideEmbeddings(slide_name="big_slide", features=features, coords_px=grid_xy * PATCH_PX, grid_xy=grid_xy,
-                          region_index=region_index.astype(np.int64), region_xy=region_xy, meta=meta)
+    emb = SlideEmbeddings(
+        slide_name="big_slide",
+        features=features,
+        coords_px=grid_xy * PATCH_PX,
+        grid_xy=grid_xy,
+        region_index=region_index.astype(np.int64),
+        region_xy=region_xy,
+        meta=meta,
+    )
     key = f"bench{side}"
     write_slide_embeddings(work / "cache", emb, key=key)
     other = dataclasses.replace(real, slide_name="other", features=real.features[::-1].copy())
-    config = ModelConfig(input_dim=real.embedding_dim, hidden_dim=64, attention_dim=32,
-                         selection=SelectionConfig(min_patches=16, max_patches=64, patches_per_region=4))
-    trained = run_job(train_model([LabelledSlide(real, 0, "p0"), LabelledSlide(other, 1, "p1")],
-                                  class_names=("negative", "positive"), model_config=config,
-                                  config=TrainConfig(epochs=1, val_fraction=0.0, min_epochs=1)))
+    config = ModelConfig(
+        input_dim=real.embedding_dim,
+        hidden_dim=64,
+        attention_dim=32,
+        selection=SelectionConfig(min_patches=16, max_patches=64, patches_per_region=4),
+    )
+    trained = run_job(
+        train_model(
+            [LabelledSlide(real, 0, "p0"), LabelledSlide(other, 1, "p1")],
+            class_names=("negative", "positive"),
+            model_config=config,
+            config=TrainConfig(epochs=1, val_fraction=0.0, min_epochs=1),
+        )
+    )
     path = trained.save(work / "model.safetensors")
-    print(f"setup: {n:,} patches in {len(region_xy):,} regions ({side} x {side} grid of {PATCH_PX} px patches, "
-          f"{real.embedding_dim}-d {real.meta.get('encoder')}), written in {time.perf_counter() - t0:.0f} s")
+    print(
+        f"setup: {n:,} patches in {len(region_xy):,} regions ({side} x {side} grid of {PATCH_PX} px patches, "
+        f"{real.embedding_dim}-d {real.meta.get('encoder')}), written in {time.perf_counter() - t0:.0f} s"
+    )
     return big, path, n, real.meta
 
 
@@ -118,14 +139,23 @@ def _virtual_slide_layer(viewer, big: Path, side: int, mpp: float):
         if s <= 2048:
             break
         s //= 4
-    return viewer.add_image(levels, multiscale=True, rgb=True, contrast_limits=(0, 255), name=big.stem,
-                            scale=(mpp, mpp), units=("um", "um"),
-                            metadata={"slide_path": str(big), "mpp": (mpp, mpp)})
+    return viewer.add_image(
+        levels,
+        multiscale=True,
+        rgb=True,
+        contrast_limits=(0, 255),
+        name=big.stem,
+        scale=(mpp, mpp),
+        units=("um", "um"),
+        metadata={"slide_path": str(big), "mpp": (mpp, mpp)},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--side", type=int, default=330, help="patch grid side (330: ~100,000 tissue patches)")
+    parser.add_argument(
+        "--side", type=int, default=330, help="patch grid side (330: ~100,000 tissue patches)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="predictions timed (the first one included)")
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -189,15 +219,24 @@ def main(argv: list[str] | None = None) -> int:
         state["on"] = True
         t0 = time.perf_counter()
         predict.predict_button.click()
-        until(lambda: predict.maps is not None and {"patch", "region"} <= set(predict.heatmap_layers)
-              and all(layer in viewer.layers for layer in predict.heatmap_layers.values()))
+        until(
+            lambda: (
+                predict.maps is not None
+                and {"patch", "region"} <= set(predict.heatmap_layers)
+                and all(layer in viewer.layers for layer in predict.heatmap_layers.values())
+            )
+        )
         shown = time.perf_counter() - t0
         until(lambda: running_job("predict") is None)
         settle(0.5)
         state["on"] = False
-        rows.append((shown, max(stalls) if stalls else 0.0, float(np.percentile(stalls, 99)) if stalls else 0.0))
-        print(f"prediction {i + 1}: prediction + layers {shown * 1000:.0f} ms; max stall {rows[-1][1]:.0f} ms "
-              f"(p99 {rows[-1][2]:.0f} ms, {len(stalls)} ticks)")
+        rows.append(
+            (shown, max(stalls) if stalls else 0.0, float(np.percentile(stalls, 99)) if stalls else 0.0)
+        )
+        print(
+            f"prediction {i + 1}: prediction + layers {shown * 1000:.0f} ms; max stall {rows[-1][1]:.0f} ms "
+            f"(p99 {rows[-1][2]:.0f} ms, {len(stalls)} ticks)"
+        )
 
     maps = predict.maps
     region = int(np.argmax(maps.prediction.region_attention))
@@ -222,7 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     state["on"] = True
     t0 = time.perf_counter()
     predict.normalisation.setCurrentText("minmax")
-    until(lambda: running_job("predict-layers") is None and float(np.nanmax(predict.heatmap_layers["patch"].data)) == 1.0)
+    until(
+        lambda: (
+            running_job("predict-layers") is None
+            and float(np.nanmax(predict.heatmap_layers["patch"].data)) == 1.0
+        )
+    )
     relayout = time.perf_counter() - t0
     settle(0.5)
     state["on"] = False
@@ -233,13 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     viewer.close()
 
     best = min(rows, key=lambda r: r[0])
-    print(f"\n{n_patches:,} patches, {maps.embeddings.n_regions:,} regions; layers {layers}; slide layer {slide.name}")
+    print(f"\n{n_patches:,} patches, {maps.embeddings.n_regions:,} regions; layers {layers}; "
+          f"slide layer {slide.name}")
     print("| step | time (ms) | max stall (ms) |")
     print("|---|---|---|")
     print(f"| prediction + layers (first) | {rows[0][0] * 1000:.0f} | {rows[0][1]:.0f} |")
     print(f"| prediction + layers (best of {len(rows)}) | {best[0] * 1000:.0f} | {best[1]:.0f} |")
-    print(f"| click -> top {top_k} patches (median of {len(clicks)}) | "
-          f"{np.median(clicks) * 1000:.0f} | |")
+    print(f"| click -> top {top_k} patches (median of {len(clicks)}) | {np.median(clicks) * 1000:.0f} | |")
     print(f"| normalisation changed -> layers made again | {relayout * 1000:.0f} | {relayout_stall:.0f} |")
     if tmp is not None:
         tmp.cleanup()

@@ -72,11 +72,19 @@ def test_tissue_grids_and_attention_end_where_the_slide_ends(make_napari_viewer,
     rng = np.random.default_rng(0)
     patch_att = rng.random(emb.n_patches)
     region_att = rng.random(emb.n_regions)
-    prediction = SlidePrediction(emb.slide_name, ("a", "b"), np.array([0.4, 0.6]), 0.5,
-                                 patch_att / patch_att.sum(), region_att / region_att.sum(), emb.region_index)
+    prediction = SlidePrediction(
+        emb.slide_name,
+        ("a", "b"),
+        np.array([0.4, 0.6]),
+        0.5,
+        patch_att / patch_att.sum(),
+        region_att / region_att.sum(),
+        emb.region_index,
+    )
     maps = AttentionMaps.from_prediction(emb, prediction, mpp=tuple(float(v) for v in slide.scale[-2:]))
-    layers = sync_heatmap_layers(viewer, {}, heatmap_specs(maps, normalisation="rank"), opacity=0.5,
-                                 derived_from=slide.name)
+    layers = sync_heatmap_layers(
+        viewer, {}, heatmap_specs(maps, normalisation="rank"), opacity=0.5, derived_from=slide.name
+    )
     # a region of the last (partial) row: its attention covers exactly the grid cells that exist
     k = params.region_size
     region = layers["region"].data
@@ -91,9 +99,13 @@ def test_tissue_grids_and_attention_end_where_the_slide_ends(make_napari_viewer,
 
     s_lo, s_hi = _edges(slide)
     overlays = [layer for layer in viewer.layers if layer is not slide]
-    assert {layer.name for layer in overlays} >= {f"tissue ({slide.name})", f"patch grid ({slide.name})",
-                                                  f"region grid ({slide.name})", f"{emb.slide_name} region attention",
-                                                  f"{emb.slide_name} patch attention"}
+    assert {layer.name for layer in overlays} >= {
+        f"tissue ({slide.name})",
+        f"patch grid ({slide.name})",
+        f"region grid ({slide.name})",
+        f"{emb.slide_name} region attention",
+        f"{emb.slide_name} patch attention",
+    }
     for layer in overlays:
         lo, hi = _edges(layer)
         assert np.all(lo >= s_lo - 1e-6) and np.all(hi <= s_hi + 1e-6), (layer.name, lo, hi, s_lo, s_hi)

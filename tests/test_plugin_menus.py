@@ -149,7 +149,8 @@ def test_an_optimiser_after_the_canvas_does_not_crash_napari():
 
     if importlib.util.find_spec("triton") is None:
         pytest.skip("Triton is not installed (CPU-only torch): nothing can clash")
-    proc = subprocess.run([sys.executable, "-c", _TRAIN_AFTER_GL], check=False, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRAIN_AFTER_GL], check=False, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert proc.stdout.strip().endswith("alive")

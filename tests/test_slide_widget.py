@@ -365,3 +365,34 @@ def test_split_modules_keep_the_old_import_paths():
     for module in (_layers, _worker, _grid_layers, _job_handle, _slide_layers, _tissue_layers):
         with open(module.__file__, encoding="utf-8") as f:
             assert sum(1 for _ in f) <= 400, module.__name__
+
+
+def test_default_reader_check_box_sets_and_follows_napari_preference(make_napari_viewer, tmp_path, monkeypatch,
+                                                                       widget_slide):
+    """The check box sets napari's extension2reader for every pattern of this plugin's reader
+    (then napari opens a slide with it without asking), follows the preference when it is set
+    elsewhere, and unticking removes only this plugin's entries."""
+    from napari.settings import get_settings
+
+    from napari_regional_mil._widgets._reader_preference import PLUGIN, reader_patterns
+
+    settings = get_settings()
+    monkeypatch.setattr(settings, "config_path", tmp_path / "napari-settings.yaml")  # never the user's file
+    viewer = make_napari_viewer()
+    widget = SlideWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    patterns = reader_patterns()
+    assert {"*.svs", "*.tif", "*.ndpi"} <= set(patterns)
+    assert not widget.default_reader.isChecked()
+    with pytest.raises(Exception, match="Multiple plugins"):  # napari would ask (its reader dialog)
+        viewer.open(str(widget_slide), plugin=None)
+    widget.default_reader.setChecked(True)
+    assert all(settings.plugins.extension2reader[p] == PLUGIN for p in patterns)
+    (layer,) = viewer.open(str(widget_slide), plugin=None)
+    assert layer.metadata["slide_path"] == str(widget_slide)
+    # set elsewhere (napari's dialog, Preferences): the check box follows
+    settings.plugins.extension2reader = {**settings.plugins.extension2reader, "*.tif": "napari", "*.png": "other"}
+    assert not widget.default_reader.isChecked()
+    widget.default_reader.setChecked(True)
+    widget.default_reader.setChecked(False)
+    assert settings.plugins.extension2reader == {"*.png": "other"}

@@ -14,7 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from napari.settings import get_settings
 from qtpy.QtWidgets import (
+    QCheckBox,
     QDoubleSpinBox,
     QFileDialog,
     QGroupBox,
@@ -35,6 +37,11 @@ from napari_regional_mil._widgets._fields import (
 )
 from napari_regional_mil._widgets._info_panel import SlideInfoPanel
 from napari_regional_mil._widgets._progress_bar import JobProgressBar
+from napari_regional_mil._widgets._reader_preference import (
+    is_default_reader,
+    reader_patterns,
+    set_default_reader,
+)
 from napari_regional_mil._widgets._slide_jobs import (
     associated_images_job,
     open_job,
@@ -82,6 +89,7 @@ class SlideWidget(QWidget):
         self.state = viewer_state(viewer)
         self._build()
         follow(self, self.state.slide_changed, self._on_slide_changed)
+        follow(self, get_settings().plugins.events.extension2reader, self._show_reader_preference)
         follow(self, self.viewer.layers.selection.events.active, self._on_active_layer)
         if self.state.slide_layer is not None:
             self.use_layer(self.state.slide_layer)
@@ -94,11 +102,22 @@ class SlideWidget(QWidget):
         self.open_button.setToolTip("Open the slide as a multiscale layer (only its structure is read).")
         self.picker.picked.connect(lambda _: self.open_path())
         self.open_button.clicked.connect(lambda: self.open_path())
+        self.default_reader = QCheckBox("Open slide files with Regional MIL (napari's default reader)")
+        self.default_reader.setToolTip(
+            "Sets napari's preference (Preferences > Plugins > File extension readers) for "
+            + ", ".join(reader_patterns()) + ": File > Open and drag and drop then use this plugin "
+            "without asking. Open here always uses it."
+        )
+        self.default_reader.setChecked(is_default_reader())
+        self.default_reader.toggled.connect(set_default_reader)
         file_box = QGroupBox("File")
-        row = QHBoxLayout(file_box)
-        row.setContentsMargins(6, 6, 6, 6)
+        file_layout = QVBoxLayout(file_box)
+        file_layout.setContentsMargins(6, 6, 6, 6)
+        row = QHBoxLayout()
         row.addWidget(self.picker, 1)
         row.addWidget(self.open_button)
+        file_layout.addLayout(row)
+        file_layout.addWidget(self.default_reader)
 
         self.info = SlideInfoPanel()
 
@@ -151,6 +170,12 @@ class SlideWidget(QWidget):
 
         scrollable_column(self, file_box, self.info, mpp_box, self.tissue_box, tile_box)
         self._set_busy(False)
+
+    def _show_reader_preference(self, event: Any = None) -> None:
+        """Follow napari's preference when it changes elsewhere (its reader dialog, Preferences)."""
+        self.default_reader.blockSignals(True)
+        self.default_reader.setChecked(is_default_reader())
+        self.default_reader.blockSignals(False)
 
     def _set_busy(self, busy: bool) -> None:
         has_slide = self.slide is not None
