@@ -319,8 +319,10 @@ def test_damaged_tile_is_flat_grey_counted_and_announced_once(tmp_path, syntheti
     assert notices[0].message.startswith(f"{tmp_path / 'damaged.tiff'}: damaged tiles at level 0 are shown as flat grey")
 
 
-def test_damaged_tile_without_listener_is_a_warning(tmp_path, synthetic_slide, odd_patch_types):
+def test_damaged_tile_without_listener_is_a_warning(tmp_path, synthetic_slide, odd_patch_types, monkeypatch):
     from napari_regional_mil.slide import damage
+
+    monkeypatch.setattr(damage, "_LISTENERS", [])  # the reader's listener, added by earlier tests, is not here
 
     _damage_tile(synthetic_slide(odd_patch_types, patch_px=24), tmp_path / "damaged.tiff", 0)
     with (open_slide(tmp_path / "damaged.tiff", check_pixels=False) as slide,
@@ -328,9 +330,11 @@ def test_damaged_tile_without_listener_is_a_warning(tmp_path, synthetic_slide, o
         slide.display_pyramid()[0][:10, :10].compute()
 
 
-def test_a_read_across_tiles_greys_only_the_damaged_tile(tmp_path, synthetic_slide, odd_patch_types):
+def test_a_read_across_tiles_greys_only_the_damaged_tile(tmp_path, synthetic_slide, odd_patch_types, monkeypatch):
     """A read spanning several tiles (a fused dask slice, a band of strips) is narrowed down to the damaged tile."""
     from napari_regional_mil.slide import damage
+
+    monkeypatch.setattr(damage, "_LISTENERS", [])  # without listeners a damaged tile is a warning
     from napari_regional_mil.slide.pyramid import GuardedLevel
 
     good = synthetic_slide(odd_patch_types, patch_px=24)
