@@ -540,7 +540,7 @@ def embeddings_for(
             ) from None
         from ..encoders import encoder_for_stored  # imports torch: only when a slide is embedded
 
-        model = checkpoint.path.name if getattr(checkpoint, "path", None) else "the model"
+        model = checkpoint.path.name if checkpoint.path is not None else "the model"
         loaded = encoder_for_stored(record, weights=encoder_weights, from_hub=from_hub, device=device, what=model)
         result = yield from embed_slide(slide_path, cache_dir=folder, tiling_params=params, encoder=loaded,
                                         mpp=mpp, tissue_mask=tissue_mask, device=device)

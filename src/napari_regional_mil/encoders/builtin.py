@@ -164,6 +164,14 @@ class BuiltinHE(nn.Module):
 
     #: :class:`~napari_regional_mil.encoders.spec.FrozenEncoder` hands ``uint8`` patches over as they are.
     takes_uint8_nhwc = True
+    # buffers (fixed constants; part of the weights hash)
+    to_stains: Tensor
+    bank: Tensor
+    quantiles: Tensor
+    levels: Tensor
+    version: Tensor
+    feat_mean: Tensor
+    feat_std: Tensor
 
     def __init__(self, *, standardise: bool = True) -> None:
         super().__init__()

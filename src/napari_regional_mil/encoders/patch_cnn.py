@@ -107,7 +107,8 @@ class PatchCNN(nn.Module):
             raise EncoderError(
                 f"this pretrained encoder was trained on {self.input_size} x {self.input_size} px patches "
                 "and got "
-                f"{x.shape[-1]} x {x.shape[-2]} px; do not override its input size (it is in the encoder file)"
+                f"{x.shape[-1]} x {x.shape[-2]} px; do not override its input size "
+                "(it is in the encoder file)"
             )
         return self.stages(x)
 

@@ -12,6 +12,7 @@ weights are needed and how to give them. ``predict`` and the Predict widget call
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,7 @@ def stored_encoder(record: Mapping[str, Any] | str | None) -> StoredEncoder:
 def encoder_for_stored(
     record: Mapping[str, Any] | str | None,
     *,
-    weights: str | Path | None = None,
+    weights: str | os.PathLike[str] | None = None,
     from_hub: bool = False,
     device: str = "cpu",
     progress: ProgressFn | None = None,
@@ -185,11 +186,11 @@ def encoder_for_stored(
             progress=progress,
         )
     elif need.kind == "timm" and weights:
-        encoder = load_encoder(need.name, device=device, weights=str(weights))
+        encoder = load_encoder(need.name, device=device, weights=os.fspath(weights))
     elif need.kind == "hub" and from_hub and weights is None:
         encoder = load_encoder(need.name, device=device)
     elif need.kind in ("file", "hub", "unknown") and weights:
-        encoder = load_encoder(str(weights), device=device)  # the file the user picked, never the stored path
+        encoder = load_encoder(os.fspath(weights), device=device)  # the user's file, never the stored path
     else:
         raise EncoderError(need.needs(what))
     if need.weights_hash and encoder.spec.weights_hash != need.weights_hash:
