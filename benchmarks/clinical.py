@@ -19,7 +19,6 @@ Run: ``python benchmarks/clinical.py [--slides 80] [--work DIR --reuse] [--fast]
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from napari_regional_mil.embedding import embed_slide, load_slide_embeddings
+from napari_regional_mil.embedding import embed_slide
 from napari_regional_mil.jobs import run_job
 from napari_regional_mil.model.clinical import ClinicalRecord, parse_clinical_columns
 from napari_regional_mil.model.config import ModelConfig, SelectionConfig
@@ -45,7 +44,8 @@ from napari_regional_mil.synth.cohort import (
 )
 from napari_regional_mil.tiling import TilingParams
 from napari_regional_mil.training.ablation import ARMS, clinical_ablation
-from napari_regional_mil.training.datasets import LabelledSlide
+from napari_regional_mil.training.cohort import read_cohort
+from napari_regional_mil.training.datasets import LabelledSlide, load_cohort_embeddings
 from napari_regional_mil.training.train import TrainConfig
 
 COLUMNS = "grade,age,sex"
@@ -87,24 +87,19 @@ def build_slides(work: Path, args: argparse.Namespace) -> list[LabelledSlide]:
             )
         )
     params = TilingParams(patch_size=args.patch_px, target_mpp=0.5, region_size=args.region_size)
-    with labels_csv.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    slides = []
-    for line, row in enumerate(rows, start=2):
-        done = run_job(
+    cohort = read_cohort(labels_csv)  # the product's reader: the clinical columns are kept per row
+    assert cohort.class_names == CLASS_NAMES and cohort.columns == ("grade", "age", "sex")
+    for row in cohort.rows:
+        run_job(
             embed_slide(
-                out / f"{row['slide']}.tif",
+                out / f"{row.slide}.tif",
                 cache_dir=work / "cache",
                 tiling_params=params,
                 encoder="builtin-he",
                 batch_size=256,
             )
         )
-        values = {k: v for k, v in row.items() if k not in ("slide", "label")}
-        record = ClinicalRecord(values, f"labels.csv line {line}", "labels.csv")
-        emb = load_slide_embeddings(done.cache_path)
-        slides.append(LabelledSlide(emb, CLASS_NAMES.index(row["label"]), row["slide"], clinical=record))
-    return slides
+    return run_job(load_cohort_embeddings(cohort, cache_dir=work / "cache"))  # each row's values attached
 
 
 def main(argv: list[str] | None = None) -> int:
