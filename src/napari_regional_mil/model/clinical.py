@@ -63,6 +63,28 @@ def is_missing(text: str | None) -> bool:
     return text is None or text.strip().lower() in MISSING_VALUES
 
 
+Kind = Literal["numeric", "categorical"]
+Policy = Literal["indicator", "refuse"]
+
+
+def _kind(text: str) -> Kind:
+    """``text`` as a kind (``ValueError`` if it is none)."""
+    if text == "numeric":
+        return "numeric"
+    if text == "categorical":
+        return "categorical"
+    raise ValueError(f"unknown kind {text!r} (choose numeric or categorical)")
+
+
+def _policy(text: str) -> Policy:
+    """``text`` as a missing-value policy (``ValueError`` if it is none)."""
+    if text == "indicator":
+        return "indicator"
+    if text == "refuse":
+        return "refuse"
+    raise ValueError(f"unknown missing-value policy {text!r}; choose from {MISSING_POLICIES}")
+
+
 def _lookup(values: Mapping[str, str], name: str) -> str | None:
     """``values[name]``, else the one key equal to ``name`` without regard to case, else None."""
     if name in values:
@@ -172,8 +194,8 @@ def parse_clinical_columns(text: str, *, missing: str = "indicator") -> Clinical
             raise ValueError(f"empty clinical column name in {text!r}")
         if kind and kind not in KINDS:
             raise ValueError(f"column {name!r}: unknown kind {kind!r} (choose numeric or categorical)")
-        columns.append(ClinicalColumn(name, kind or None))  # type: ignore[arg-type]  # checked above
-    return ClinicalSpec(tuple(columns), missing)  # type: ignore[arg-type]  # ClinicalSpec checks it
+        columns.append(ClinicalColumn(name, _kind(kind) if kind else None))
+    return ClinicalSpec(tuple(columns), _policy(missing))
 
 
 @dataclass(frozen=True)
@@ -306,7 +328,7 @@ class ClinicalVariable:
             )
         return cls(
             name=str(data["name"]),
-            kind=kind,  # type: ignore[arg-type]  # checked above
+            kind=_kind(kind),
             mean=float(data.get("mean", 0.0)),
             scale=float(data.get("scale", 1.0)),
             levels=levels,
@@ -423,7 +445,7 @@ class ClinicalEncoding:
             variables = tuple(ClinicalVariable.from_dict(v) for v in data["variables"])
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed clinical encoding ({exc})") from None
-        return cls(variables, missing)  # type: ignore[arg-type]  # checked above
+        return cls(variables, _policy(missing))
 
 
 def _column_texts(records: Sequence[ClinicalRecord], column: ClinicalColumn) -> tuple[str, list[str]]:
