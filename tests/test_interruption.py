@@ -161,7 +161,8 @@ def test_killed_training_leaves_the_previous_model_untouched(tmp_path):
     # a fresh output path: killed mid-epoch, nothing appears under its name
     child = Child(["train", "--labels", labels_csv, "--cache", cache, "--out", models / "new.safetensors",
                    "--epochs", "2000", "--min-epochs", "2000", "--patience", "2000", *small])
-    _wait_for(lambda: any(line.lstrip().startswith("train ") for line in child.lines), child, what="training steps")
+    _wait_for(lambda: any(line.lstrip().startswith(("train ", "train:")) for line in child.lines), child,
+              what="training steps")
     time.sleep(0.5)
     child.kill()
     assert sorted(p.name for p in models.iterdir()) == ["model.safetensors"]
@@ -169,7 +170,8 @@ def test_killed_training_leaves_the_previous_model_untouched(tmp_path):
     # over an existing model: killed mid-epoch, the old file is byte-identical and still loads
     child = Child(["train", "--labels", labels_csv, "--cache", cache, "--out", model,
                    "--epochs", "2000", "--min-epochs", "2000", "--patience", "2000", *small])
-    _wait_for(lambda: any(line.lstrip().startswith("train ") for line in child.lines), child, what="training steps")
+    _wait_for(lambda: any(line.lstrip().startswith(("train ", "train:")) for line in child.lines), child,
+              what="training steps")
     time.sleep(0.5)
     child.kill()
     assert _sha(model) == before
@@ -181,7 +183,7 @@ def test_killed_training_leaves_the_previous_model_untouched(tmp_path):
                            "--epochs", "2", "--min-epochs", "1", *small], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert _sha(model) != before and load_checkpoint(model).class_names == tuple(sorted(set(labels)))
-    assert sorted(p.name for p in models.iterdir()) == ["model.safetensors"]
+    assert sorted(p.name for p in models.iterdir()) == ["model.run.json", "model.safetensors"]  # its run record
 
 
 def test_a_half_written_temp_checkpoint_is_never_taken_for_the_model(tmp_path, capsys):
