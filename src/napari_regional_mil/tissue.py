@@ -10,7 +10,7 @@ objects below a minimum area. The options are a :class:`TissueOptions` (the CLI'
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -213,10 +213,15 @@ def detect_tissue(
     from skimage.filters import gaussian, threshold_otsu
     from skimage.morphology import closing, disk, opening, remove_small_objects
 
-    opts = options or TissueOptions()
-    overrides = {"method": method, "threshold": threshold, "min_area_um2": min_area_um2, "fill_holes": fill_holes,
-                 "closing_um": closing_um}
-    opts = TissueOptions(**{**opts.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
+    base = options or TissueOptions()
+    opts = replace(
+        base,
+        method=method if method is not None else base.method,
+        threshold=threshold if threshold is not None else base.threshold,
+        min_area_um2=min_area_um2 if min_area_um2 is not None else base.min_area_um2,
+        fill_holes=fill_holes if fill_holes is not None else base.fill_holes,
+        closing_um=closing_um if closing_um is not None else base.closing_um,
+    )
     feature_name, clamp = METHODS[opts.method]
     rgb = _overview(slide, int(target_size))
     h, w = rgb.shape[:2]

@@ -70,7 +70,8 @@ def quiet_libraries() -> Iterator[list[str]]:
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
     outer = getattr(_QUIET, "seen", None)
-    _QUIET.seen = seen = []
+    seen: list[str] = []
+    _QUIET.seen = seen
     try:
         yield seen
     finally:

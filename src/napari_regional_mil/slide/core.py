@@ -13,7 +13,7 @@ from ..errors import SlideError
 from . import _checks, detect
 from .backend import SlideBackend
 from .damage import DamageLog
-from .info import SlideInfo, checked_slide_mpp, pick_properties
+from .info import MppSource, SlideInfo, checked_slide_mpp, pick_properties
 from .pyramid import build_pyramid, native_level, unique_name
 
 __all__ = ["DISPLAY_MIN_SIZE", "Slide", "open_slide"]
@@ -175,6 +175,7 @@ class Slide:
     def _read_info(self, handle: SlideBackend, user_mpp: float | None) -> SlideInfo:
         head = handle.header
         slide_mpp, warnings = checked_slide_mpp(head.mpp, self.path)
+        source: MppSource
         if user_mpp is not None:
             mpp, source, warnings = (user_mpp, user_mpp), "user", []
         elif slide_mpp is not None:

@@ -118,11 +118,12 @@ def checked_slide_mpp(
     path
         The slide (named in warnings).
     """
-    mx, my = (_number(stored[0]), _number(stored[1])) if stored is not None else (None, None)
-    if mx is None and my is None:
+    x, y = (_number(stored[0]), _number(stored[1])) if stored is not None else (None, None)
+    known = [v for v in (x, y) if v is not None]
+    if not known:
         return None, [f"{path.name}: the slide stores no microns per pixel (mpp); pass mpp= / --mpp"]
-    mx = mx if mx is not None else my
-    my = my if my is not None else mx
+    mx = x if x is not None else known[0]  # one axis stored: the other is taken as equal
+    my = y if y is not None else known[0]
     lo, hi = MPP_RANGE
     if not (lo <= mx <= hi and lo <= my <= hi):
         return None, [

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..atomic import atomic_path
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 __all__ = ["halved_pyramid", "write_dicom_wsi"]
 
@@ -55,13 +59,18 @@ def _frames(level: np.ndarray, tile: int, quality: int) -> list[bytes]:
 
 
 def _level_dataset(
-    level: np.ndarray, index: int, *, tile: int, mpp: float, uids: dict[str, str], quality: int,
+    level: np.ndarray, index: int, *, tile: int, mpp: float, uids: Mapping[str, str], quality: int,
     size0: tuple[int, int],
-):  # -> pydicom.Dataset (pydicom imported lazily)
+) -> Dataset:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
     from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, JPEGBaseline8Bit, generate_uid
+    from pydicom.uid import (
+        PYDICOM_IMPLEMENTATION_UID,
+        UID,
+        JPEGBaseline8Bit,
+        generate_uid,
+    )
 
     h, w = level.shape[:2]
     frames = _frames(level, tile, quality)
@@ -69,7 +78,7 @@ def _level_dataset(
     instance_uid = generate_uid()
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = _WSI_SOP_CLASS
+    meta.MediaStorageSOPClassUID = UID(_WSI_SOP_CLASS)
     meta.MediaStorageSOPInstanceUID = instance_uid
     meta.TransferSyntaxUID = JPEGBaseline8Bit
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
