@@ -13,6 +13,9 @@ line is ``context_auc_regional=<x> context_auc_abmil=<y>`` (pooled AUROCs).
 
 Targets: context regional >= 0.95 and abmil <= 0.65; presence all >= 0.95; localisation
 AUC >= 0.9. Run: ``python benchmarks/regional_vs_abmil.py [--slides 60] [--work DIR]``.
+``--dtypes float32,float16`` embeds every slide into a float32 and a float16 cache and
+cross-validates every model on both (same slides, same folds), printing the AUC
+differences (issue 14: half-size caches should change nothing beyond noise).
 """
 
 from __future__ import annotations
@@ -47,8 +50,10 @@ MODELS = ("regional", "abmil", "mean")
 TASKS = ("context", "presence")
 
 
-def build_cohort(work: Path, task: str, args: argparse.Namespace) -> tuple[list[LabelledSlide], dict, float, float]:
-    """Synthesise and embed one cohort; return slides, truths, synth and embed seconds."""
+def build_cohort(
+    work: Path, task: str, args: argparse.Namespace, dtype: str = "float32"
+) -> tuple[list[LabelledSlide], dict, float, float]:
+    """Synthesise and embed one cohort (features stored in ``dtype``); return slides, truths, synth and embed seconds."""
     out = work / task
     t0 = time.perf_counter()
     layouts = make_cohort_layouts(
@@ -73,11 +78,13 @@ def build_cohort(work: Path, task: str, args: argparse.Namespace) -> tuple[list[
         )
     t1 = time.perf_counter()
     params = TilingParams(patch_size=args.patch_px, target_mpp=0.5, region_size=args.region_size)
-    cache = work / f"{task}-cache"
+    cache = work / (f"{task}-cache" if dtype == "float32" else f"{task}-cache-{dtype}")
     slides, truths = [], {}
     class_names = CLASS_NAMES[task]
     for path, layout in zip(paths, layouts):
-        done = run_job(embed_slide(path, cache_dir=cache, tiling_params=params, encoder="builtin-he", batch_size=256))
+        done = run_job(
+            embed_slide(path, cache_dir=cache, tiling_params=params, encoder="builtin-he", batch_size=256, dtype=dtype)
+        )
         emb = load_slide_embeddings(done.cache_path)
         slides.append(LabelledSlide(emb, class_names.index(layout.label), layout.name))
         truths[layout.name] = json.loads(path.with_suffix(".truth.json").read_text())
@@ -127,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the CIs (default: 1000)")
     parser.add_argument("--plot", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "images" /
                         "regional_vs_abmil_roc.png", help="where to draw the context task's pooled ROC curves")
+    parser.add_argument("--dtypes", default="float32",
+                        help="comma-separated cache dtypes to compare (e.g. float32,float16: every model is "
+                        "cross-validated on each, the same slides and folds; default: float32)")
     args = parser.parse_args(argv)
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
 
     started = time.perf_counter()
     tmp = None if args.work else tempfile.TemporaryDirectory(prefix="regional-vs-abmil-")
@@ -145,59 +156,69 @@ def main(argv: list[str] | None = None) -> int:
     train_config = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads, device=args.device)
     rows, loc, speed, pooled = {}, {}, {}, {}
     for task in TASKS:
-        slides, truths, t_synth, t_embed = build_cohort(work, task, args)
-        n_patches = sum(s.embeddings.n_patches for s in slides)
-        print(
-            f"[{task}] synthesised {len(slides)} slides in {t_synth:.0f} s, embedded (or reused) {n_patches} patches in "
-            f"{t_embed:.0f} s ({n_patches / t_embed:.0f} patches/s)",
-            flush=True,
-        )
-        for model_type in MODELS:
-            config = ModelConfig(
-                input_dim=slides[0].embeddings.embedding_dim,
-                model_type=model_type,
-                hidden_dim=64,
-                attention_dim=32,
-                selection=SelectionConfig(min_patches=64, max_patches=256, patches_per_region=4),
-            )
-            t0 = time.perf_counter()
-            result = run_job(
-                cross_validate(
-                    slides, class_names=("0", "1"), n_folds=args.folds, model_config=config, config=train_config,
-                    keep_models=True,
-                )
-            )
-            rows[task, model_type] = result.auc
-            pooled[task, model_type] = result.pooled_report(n_bootstrap=args.bootstrap, seed=args.seed)
-            loc[task, model_type] = localisation_auc(result.models, result.folds, slides, truths)
-            speed[task, model_type] = result.bags_per_second
-            report = pooled[task, model_type]
+        for dtype in dtypes:
+            slides, truths, t_synth, t_embed = build_cohort(work, task, args, dtype)
+            n_patches = sum(s.embeddings.n_patches for s in slides)
             print(
-                f"[{task}] {model_type:8s} pooled AUROC {report.auroc:.3f} "
-                f"(95% CI {report.auroc_ci[0]:.3f}-{report.auroc_ci[1]:.3f}), folds {result.auc[0]:.3f} +- "
-                f"{result.auc[1]:.3f}  localisation {loc[task, model_type]:.3f}  "
-                f"{result.bags_per_second:.0f} bags/s  ({time.perf_counter() - t0:.0f} s)",
+                f"[{task}, {dtype}] synthesised {len(slides)} slides in {t_synth:.0f} s, embedded (or reused) "
+                f"{n_patches} patches in {t_embed:.0f} s ({n_patches / t_embed:.0f} patches/s)",
                 flush=True,
             )
+            for model_type in MODELS:
+                config = ModelConfig(
+                    input_dim=slides[0].embeddings.embedding_dim,
+                    model_type=model_type,
+                    hidden_dim=64,
+                    attention_dim=32,
+                    selection=SelectionConfig(min_patches=64, max_patches=256, patches_per_region=4),
+                )
+                t0 = time.perf_counter()
+                result = run_job(
+                    cross_validate(
+                        slides, class_names=("0", "1"), n_folds=args.folds, model_config=config, config=train_config,
+                        keep_models=True,
+                    )
+                )
+                key = (task, model_type, dtype)
+                rows[key] = result.auc
+                pooled[key] = report = result.pooled_report(n_bootstrap=args.bootstrap, seed=args.seed)
+                loc[key] = localisation_auc(result.models, result.folds, slides, truths)
+                speed[key] = result.bags_per_second
+                print(
+                    f"[{task}, {dtype}] {model_type:8s} pooled AUROC {report.auroc:.3f} "
+                    f"(95% CI {report.auroc_ci[0]:.3f}-{report.auroc_ci[1]:.3f}), folds {result.auc[0]:.3f} +- "
+                    f"{result.auc[1]:.3f}  localisation {loc[key]:.3f}  "
+                    f"{result.bags_per_second:.0f} bags/s  ({time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
     print()
-    print("| task | model | pooled out-of-fold AUROC (95% CI) | fold AUC (mean +- sd) | localisation AUC | "
-          "training bags/s |")
-    print("|---|---|---|---|---|---|")
+    print("| task | model | cache dtype | pooled out-of-fold AUROC (95% CI) | fold AUC (mean +- sd) | "
+          "localisation AUC | training bags/s |")
+    print("|---|---|---|---|---|---|---|")
     for task in TASKS:
         for model_type in MODELS:
-            m, s = rows[task, model_type]
-            report = pooled[task, model_type]
-            print(
-                f"| {task} | {model_type} | {report.auroc:.3f} ({report.auroc_ci[0]:.3f}-{report.auroc_ci[1]:.3f}) | "
-                f"{m:.3f} +- {s:.3f} | {loc[task, model_type]:.3f} | {speed[task, model_type]:.0f} |"
-            )
+            for dtype in dtypes:
+                key = (task, model_type, dtype)
+                m, s = rows[key]
+                report = pooled[key]
+                print(
+                    f"| {task} | {model_type} | {dtype} | {report.auroc:.3f} "
+                    f"({report.auroc_ci[0]:.3f}-{report.auroc_ci[1]:.3f}) | {m:.3f} +- {s:.3f} | {loc[key]:.3f} | "
+                    f"{speed[key]:.0f} |"
+                )
+    if "float32" in dtypes and "float16" in dtypes:
+        diffs = {(t, m): pooled[t, m, "float16"].auroc - pooled[t, m, "float32"].auroc for t in TASKS for m in MODELS}
+        listed = ", ".join(f"{t}/{m} {d:+.3f}" for (t, m), d in diffs.items())
+        print(f"\npooled AUROC, float16 - float32 caches: {listed}; "
+              f"largest |difference| {max(abs(d) for d in diffs.values()):.3f}")
+    first = dtypes[0]
     if args.plot is not None:
-        print(f"\nROC plot: {draw_roc(args.plot, {m: pooled['context', m] for m in MODELS})}")
+        print(f"\nROC plot: {draw_roc(args.plot, {m: pooled['context', m, first] for m in MODELS})}")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if tmp is not None:
         tmp.cleanup()
-    print(f"context_auc_regional={pooled['context', 'regional'].auroc:.3f} "
-          f"context_auc_abmil={pooled['context', 'abmil'].auroc:.3f}")
+    print(f"context_auc_regional={pooled['context', 'regional', first].auroc:.3f} "
+          f"context_auc_abmil={pooled['context', 'abmil', first].auroc:.3f}")
     return 0
 
 

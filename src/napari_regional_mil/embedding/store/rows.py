@@ -297,38 +297,44 @@ class StoreReader:
                 out[members, lo:hi] = block[rows[members] - c * step, : hi - lo]
 
     def _rows_direct(self, layout: ArrayLayout, rows: np.ndarray, out: np.ndarray) -> None:
-        """Read each run of consecutive rows with one seek and one read per chunk file."""
+        """Read each run of consecutive rows (within one chunk file) with one seek and one read."""
         step = layout.chunk_shape[0]
         row_bytes = self.embedding_dim * layout.dtype.itemsize
-        order = np.argsort(rows, kind="stable")
-        unique, first = np.unique(rows[order], return_index=True)
+        unique, inverse = np.unique(rows, return_inverse=True)
         values = np.zeros((unique.size, self.embedding_dim), dtype=layout.dtype)
         chunk_of = unique // step
-        bounds = np.flatnonzero(np.diff(chunk_of)) + 1
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, unique.size]):
-            chunk = int(chunk_of[lo])
-            path = layout.chunk_file((chunk, 0))
-            local = unique[lo:hi] - chunk * step
-            try:
-                with open(path, "rb") as fh:
-                    runs = np.flatnonzero(np.diff(local) != 1) + 1
-                    for a, b in zip(np.r_[0, runs], np.r_[runs, local.size]):
-                        fh.seek(int(local[a]) * row_bytes)
-                        view = memoryview(values[lo + a : lo + b]).cast("B")
-                        got = fh.readinto(view)
-                        if got != len(view):
-                            raise self.error(
-                                f"has a truncated chunk {path.relative_to(self.path)} of 'features' "
-                                f"(rows {chunk * step + int(local[a])}..{chunk * step + int(local[b - 1])} missing)"
-                            )
-            except FileNotFoundError:
-                if not self.path.is_dir():
-                    raise self.error("is gone (deleted or moved while in use)") from None
-                raise self.error(f"lacks chunk {path.relative_to(self.path)} of 'features'") from None
-            except OSError as exc:
-                raise self.error(f"cannot be read ({path.name}: {exc.strerror or exc})") from None
-        counts = np.diff(np.r_[first, rows.size])
-        out[order] = np.repeat(values, counts, axis=0)
+        breaks = np.flatnonzero((np.diff(unique) != 1) | (np.diff(chunk_of) != 0)) + 1
+        starts = np.concatenate(([0], breaks)).tolist()
+        stops = np.concatenate((breaks, [unique.size])).tolist()
+        offsets = ((unique - chunk_of * step) * row_bytes).tolist()
+        chunks = chunk_of.tolist()
+        buffer = memoryview(values.reshape(-1).view(np.uint8))
+        handle, current = None, -1
+        try:
+            for a, b in zip(starts, stops):
+                chunk = chunks[a]
+                if chunk != current:
+                    if handle is not None:
+                        handle.close()
+                    path = layout.chunk_file((chunk, 0))
+                    handle, current = open(path, "rb"), chunk  # noqa: SIM115 - kept open across this chunk's runs
+                handle.seek(offsets[a])
+                view = buffer[a * row_bytes : b * row_bytes]
+                if handle.readinto(view) != len(view):
+                    raise self.error(
+                        f"has a truncated chunk {path.relative_to(self.path)} of 'features' "
+                        f"(rows {int(unique[a])}..{int(unique[b - 1])} missing)"
+                    )
+        except FileNotFoundError:
+            if not self.path.is_dir():
+                raise self.error("is gone (deleted or moved while in use)") from None
+            raise self.error(f"lacks chunk {path.relative_to(self.path)} of 'features'") from None
+        except OSError as exc:
+            raise self.error(f"cannot be read ({path.name}: {exc.strerror or exc})") from None
+        finally:
+            if handle is not None:
+                handle.close()
+        out[:] = values[inverse]
 
     def features(self, *, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Patch embeddings ``start:stop`` as float32, read chunk by chunk into one array.

@@ -355,9 +355,11 @@ class CacheWriter:
             mean, peak = pool_regions(self._features, region_index, int(region_xy.shape[0]))
             pooled = (("region_mean", mean), ("region_max", peak))
         try:
-            for name, values in pooled:
-                chunks = (self._chunk_rows, values.shape[1])
-                arr = group.create_array(name, shape=values.shape, chunks=chunks, dtype=np.float32, overwrite=True)
+            for name, values in pooled:  # one uncompressed chunk: training reads it whole at every step
+                chunks = (max(1, values.shape[0]), values.shape[1])
+                arr = group.create_array(
+                    name, shape=values.shape, chunks=chunks, dtype=np.float32, overwrite=True, compressors=None
+                )
                 arr[...] = values
             done = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             group.attrs.update({**(extra_attrs or {}), "complete": True, "completed": done})
