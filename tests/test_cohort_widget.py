@@ -28,12 +28,13 @@ def _column(widget, column):
 
 
 @pytest.fixture
-def cohort(make_napari_viewer, gui_cohort):
+def cohort(make_napari_viewer, gui_cohort, qtbot):
     viewer = make_napari_viewer()
     widget = CohortWidget(viewer)
     widget.embed_box.set_cache_dir(gui_cohort.cache)
     widget.embed_box.tiling.set_params(gui_cohort.tiling)
     assert widget.import_csv(gui_cohort.labels_csv)
+    qtbot.waitUntil(lambda: running_job("cohort-status") is None, timeout=30000)  # files and caches looked up
     return SimpleNamespace(viewer=viewer, widget=widget)
 
 

@@ -25,7 +25,7 @@ _TIPS = (
     "The slide (double-click to open it with its tissue and grids).",
     "Its class: double-click to choose one of the classes.",
     "train / val / test fixes the slide's role; empty: training chooses (validation fraction).",
-    "Whether the cache folder holds its embeddings (yes, partial, several, no).",
+    "Whether the cache folder holds its embeddings (yes, partial, several, no; checking: being looked up).",
     "The latest prediction of the Predict widget for this slide.",
 )
 _EMBEDDED_COLOUR = {"yes": "#3fb950", "partial": "#e0a800", "several": "#e0a800", "no": "#f85149"}
@@ -122,11 +122,19 @@ class CohortTableModel(QAbstractTableModel):
         self.endResetModel()
 
     def rows_changed(self, rows: list[int], column: int | None = None) -> None:
-        """Rows whose cells changed (``column``: only that column)."""
+        """Rows whose cells changed (``column``: only that column).
+
+        One ``dataChanged`` per run of consecutive rows (not one per row: a table of
+        1,000 slides relabelled or re-checked at once repaints and re-counts once).
+        """
         first_col = 0 if column is None else column
         last_col = len(_HEADERS) - 1 if column is None else column
-        for r in rows:
-            self.dataChanged.emit(self.index(r, first_col), self.index(r, last_col))
+        ordered = sorted(set(rows))
+        start = 0
+        for i in range(1, len(ordered) + 1):
+            if i == len(ordered) or ordered[i] != ordered[i - 1] + 1:
+                self.dataChanged.emit(self.index(ordered[start], first_col), self.index(ordered[i - 1], last_col))
+                start = i
 
 
 class ChoiceDelegate(QStyledItemDelegate):

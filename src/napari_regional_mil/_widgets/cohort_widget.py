@@ -34,7 +34,6 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets._cohort_model import (
-    EMBEDDED,
     LABEL,
     PREDICTION,
     SPLIT,
@@ -53,7 +52,7 @@ from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_
 from napari_regional_mil.errors import CohortError, SlideError
 from napari_regional_mil.jobs import Progress
 from napari_regional_mil.slide.formats import dialog_filter
-from napari_regional_mil.training.cohort_table import CohortTable
+from napari_regional_mil.training.cohort_table import CohortTable, RowStatus, check_status
 from napari_regional_mil.training.evaluation import decide
 
 if TYPE_CHECKING:
@@ -112,6 +111,7 @@ class CohortWidget(QWidget):
         self.view.setMinimumHeight(180)
         header = self.view.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setResizeContentsPrecision(64)  # column widths from the first rows, not all 1,000
         header.setStretchLastSection(True)
         self.view.verticalHeader().setDefaultSectionSize(22)
         self.view.doubleClicked.connect(self._on_double_click)
@@ -162,8 +162,8 @@ class CohortWidget(QWidget):
         self.embed_box = EmbedBox()
         self.embed_box.embed_button.clicked.connect(self.embed_missing)
         self.embed_box.cancel_button.clicked.connect(self.cancel)
-        self.embed_box.cache_dir.line.editingFinished.connect(self.refresh_embedded)
-        self.embed_box.cache_dir.picked.connect(lambda *_: self.refresh_embedded())
+        self.embed_box.cache_dir.line.editingFinished.connect(self.check_status_later)
+        self.embed_box.cache_dir.picked.connect(lambda *_: self.check_status_later())
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -232,8 +232,8 @@ class CohortWidget(QWidget):
         first = self.table.rows[added[0]].path
         if first is not None:
             self.embed_box.suggest_cache_dir(first.parent)
-        self.table.refresh_embedded(self.embed_box.cache_path())
         self._reset()
+        self.check_status_later()
 
     def remove_selected(self) -> None:
         """Remove the selected rows from the cohort."""
@@ -261,13 +261,13 @@ class CohortWidget(QWidget):
     def import_csv(self, path: str | Path) -> bool:
         """Load a cohort CSV (replacing the table); a bad file gives a notification naming its row."""
         try:
-            self.table.load_csv(path)
+            self.table.load_csv(path, resolve=False)  # listed at once; files and caches looked up in a worker
         except CohortError as exc:
             notify_error(exc, context="Import")
             return False
         self.embed_box.suggest_cache_dir(Path(path).resolve().parent)
-        self.table.refresh_embedded(self.embed_box.cache_path())
         self._reset()
+        self.check_status_later()
         return True
 
     def export_csv(self, path: str | Path) -> Path | None:
@@ -307,9 +307,20 @@ class CohortWidget(QWidget):
         return self.embed_box.cache_path()
 
     def refresh_embedded(self) -> None:
-        """Re-read which slides have a complete cache in the cache folder."""
-        changed = self.table.refresh_embedded(self.cache_dir())
-        self.model.rows_changed(changed, EMBEDDED)
+        """Find the slides' files and re-read which have a complete cache, now (before embedding)."""
+        self._apply_status(check_status(self.table.unresolved(), base=self.table.base, cache_dir=self.cache_dir()))
+
+    def check_status_later(self) -> JobHandle | None:
+        """The same in a worker: the Embedded column fills in when done (a newer check replaces a running one)."""
+        entries, base, cache = self.table.unresolved(), self.table.base, self.cache_dir()
+        return start_job(
+            lambda: check_status(entries, base=base, cache_dir=cache), kind="cohort-status",
+            description="Looking for the slides' files and caches", on_result=self._apply_status, viewer=self.viewer,
+            owner=self, show_progress=False, on_busy="replace",
+        )
+
+    def _apply_status(self, status: RowStatus) -> None:
+        self.model.rows_changed(self.table.apply_status(status))
         self._changed()
 
     def set_prediction(self, name: str, text: str) -> None:
@@ -355,7 +366,7 @@ class CohortWidget(QWidget):
         Returns the opening job (``None`` on error, with a notification).
         """
         entry = self.table.rows[row]
-        if entry.path is None:
+        if self.table.resolve(row) is None:
             notify_error(SlideError(f"slide {entry.name!r}: no slide file found for {entry.slide!r}"))
             return None
         return open_with_grids(self.viewer, entry.path, self.embed_box.tiling.params(), self.cache_dir(), owner=self,
@@ -404,7 +415,7 @@ class CohortWidget(QWidget):
         if not isinstance(event, Progress):
             return
         if event.stage == "embedded":
-            self.refresh_embedded()
+            self.check_status_later()
         elif event.stage == "embed" and event.total:
             self.embed_box.status.setText(f"{event.message.split(':')[0]}: {event.done:,}/{event.total:,} patches")
 

@@ -22,6 +22,7 @@ lists them and :meth:`Cohort.column` gives one per slide. Every problem raises a
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ COLUMNS = ("slide", "label", "patient", "split")
 SPLITS = ("train", "val", "test")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # called per row and per table redraw: a cohort of 1,000 slides
 def slide_key(slide: str) -> str:
     """The slide's name as caches and predictions use it: the file stem of a path."""
     name = Path(slide.strip()).name

@@ -25,7 +25,10 @@ from ..errors import CohortError
 from ..slide import formats
 from .cohort import SPLITS, Cohort, CohortRow, read_cohort, slide_key
 
-__all__ = ["EMBEDDED", "SLIDE_SUFFIXES", "CohortTable", "TableRow", "resolve_slide_file"]
+__all__ = [
+    "CHECKING", "EMBEDDED", "SLIDE_SUFFIXES", "CohortTable", "RowStatus", "TableRow", "check_status",
+    "resolve_slide_file",
+]
 
 #: File suffixes the "add folder" action picks up (lower case): the one list, :mod:`..slide.formats`.
 SLIDE_SUFFIXES = formats.SLIDE_SUFFIXES
@@ -33,6 +36,9 @@ SLIDE_SUFFIXES = formats.SLIDE_SUFFIXES
 #: Values of the ``embedded`` column: a complete cache, an interrupted one, several
 #: complete caches with different encoders/tilings (ambiguous), none.
 EMBEDDED = ("yes", "partial", "several", "no")
+#: The ``embedded`` column of a row whose file and cache are still being looked for
+#: (:func:`check_status`, in the background: a table of 1,000 slides lists at once).
+CHECKING = "checking"
 
 
 def resolve_slide_file(slide: str, base: Path | None) -> Path | None:
@@ -87,6 +93,7 @@ class TableRow:
     prediction: str = ""
     extra: dict[str, str] = field(default_factory=dict)
     outcome: str = ""
+    resolved: bool = True
 
     @property
     def name(self) -> str:
@@ -130,12 +137,14 @@ class CohortTable:
     def add_slides(self, paths: Iterable[str | os.PathLike]) -> list[int]:
         """Add slide files (already listed names are skipped); return the new row indices."""
         added = []
+        listed = {row.name for row in self.rows}
         for path in paths:
             path = Path(path).expanduser()
-            if self.index_of(path.name) is not None:
+            if slide_key(path.name) in listed:
                 continue
             resolved = path.resolve() if path.exists() else None
             self.rows.append(TableRow(slide=str(resolved or path), path=resolved))
+            listed.add(self.rows[-1].name)
             added.append(len(self.rows) - 1)
         return added
 
@@ -226,12 +235,14 @@ class CohortTable:
         return counts
 
     # -- CSV ------------------------------------------------------------------------------
-    def load_csv(self, path: str | os.PathLike) -> None:
+    def load_csv(self, path: str | os.PathLike, *, resolve: bool = True) -> None:
         """Replace the table by a cohort table (CSV, TSV or XLSX), validated by :func:`read_cohort`.
 
         Slide entries are resolved to files next to the CSV when possible (a bare name
         ``x`` matches ``x.tif``, ``x.svs``, ...). The classes offered are the CSV's labels
-        plus the classes already offered.
+        plus the classes already offered. With ``resolve=False`` nothing is looked up on
+        disk: rows are ``resolved=False`` and ``embedded`` is :data:`CHECKING` until
+        :func:`check_status` (run in the background) is applied with :meth:`apply_status`.
 
         Raises
         ------
@@ -247,8 +258,10 @@ class CohortTable:
                 label=row.label,
                 patient="" if row.patient == row.name else row.patient,
                 split=row.split or "",
-                path=resolve_slide_file(row.slide, base),
+                path=resolve_slide_file(row.slide, base) if resolve else None,
                 extra=dict(row.extra),
+                embedded="no" if resolve else CHECKING,
+                resolved=resolve,
             )
             for row in cohort.rows
         ]
@@ -344,6 +357,39 @@ class CohortTable:
                 changed.append(i)
         return changed
 
+    @property
+    def base(self) -> Path | None:
+        """The folder slide entries are relative to (the imported CSV's)."""
+        return None if self.csv_path is None else self.csv_path.resolve().parent
+
+    def resolve(self, index: int) -> Path | None:
+        """The slide file of row ``index``, looked for now when it was not yet."""
+        row = self.rows[index]
+        if not row.resolved:
+            row.path, row.resolved = resolve_slide_file(row.slide, self.base), True
+        return row.path
+
+    def unresolved(self) -> list[str]:
+        """The slide entries whose file was not looked for yet (for :func:`check_status`)."""
+        return [row.slide for row in self.rows if not row.resolved]
+
+    def apply_status(self, status: RowStatus) -> list[int]:
+        """Take the files and cache states :func:`check_status` found; return the rows that changed.
+
+        Rows added, removed or edited since the check started are matched by slide entry
+        and name; a row the check did not cover keeps what it had.
+        """
+        changed = []
+        for i, row in enumerate(self.rows):
+            before = (row.path, row.embedded, row.resolved)
+            if not row.resolved and row.slide in status.paths:
+                row.path, row.resolved = status.paths[row.slide], True
+            if status.cache_checked:
+                row.embedded = status.states.get(row.name, "no")
+            if (row.path, row.embedded, row.resolved) != before:
+                changed.append(i)
+        return changed
+
     def missing(self) -> list[int]:
         """Rows without a complete cache (``embedded`` is not ``"yes"``)."""
         return [i for i, row in enumerate(self.rows) if row.embedded != "yes"]
@@ -361,6 +407,45 @@ class CohortTable:
         if index is not None:
             self.rows[index].prediction = text
         return index
+
+
+@dataclass(frozen=True)
+class RowStatus:
+    """What :func:`check_status` found.
+
+    Parameters
+    ----------
+    paths
+        The file of each slide entry looked for (``None``: none found).
+    states
+        The cache state of each slide with a store (see :data:`EMBEDDED`; absent: ``"no"``).
+    cache_checked
+        Whether the cache folder was read (False: states unknown, keep the rows' states).
+    """
+
+    paths: dict[str, Path | None]
+    states: dict[str, str]
+    cache_checked: bool = True
+
+
+def check_status(
+    entries: Iterable[str], *, base: Path | None, cache_dir: str | os.PathLike | None, cache: bool = True
+) -> RowStatus:
+    """Find the slide files of ``entries`` and every slide's cache state (file system only; run it in a worker).
+
+    Parameters
+    ----------
+    entries
+        Slide entries to resolve (:meth:`CohortTable.unresolved`).
+    base
+        The folder they are relative to.
+    cache_dir
+        The cache folder (one listing of its stores' attributes).
+    cache
+        Whether to read the cache folder at all.
+    """
+    paths = {entry: resolve_slide_file(entry, base) for entry in entries}
+    return RowStatus(paths, embedded_states(cache_dir) if cache else {}, cache)
 
 
 def embedded_states(cache_dir: str | os.PathLike | None) -> dict[str, str]:
