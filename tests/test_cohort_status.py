@@ -10,7 +10,11 @@ import pytest
 from napari_regional_mil.embedding.store import write_slide_embeddings
 from napari_regional_mil.embedding.types import SlideEmbeddings
 from napari_regional_mil.training import cohort_table
-from napari_regional_mil.training.cohort_table import CHECKING, CohortTable, check_status
+from napari_regional_mil.training.cohort_table import (
+    CHECKING,
+    CohortTable,
+    check_status,
+)
 
 N_SLIDES = 1000
 
