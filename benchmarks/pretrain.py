@@ -35,7 +35,12 @@ import torch
 from napari_regional_mil.embedding import embed_slide, load_slide_embeddings
 from napari_regional_mil.jobs import run_job
 from napari_regional_mil.model.config import ModelConfig, SelectionConfig
-from napari_regional_mil.pretrain import AutoencoderConfig, MilPretrainConfig, train_autoencoder, train_mil_encoder
+from napari_regional_mil.pretrain import (
+    AutoencoderConfig,
+    MilPretrainConfig,
+    train_autoencoder,
+    train_mil_encoder,
+)
 from napari_regional_mil.synth.cohort import CLASS_NAMES, write_synthetic_cohort
 from napari_regional_mil.synth.slides import write_synthetic_slide
 from napari_regional_mil.tiling import TilingParams
@@ -175,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     print()
-    print(f"| encoder | dim | tissue-type linear probe (6 types) | context AUC regional | context AUC abmil "
-          f"| encoder training | embedding |")
+    print("| encoder | dim | tissue-type linear probe (6 types) | context AUC regional | context AUC abmil "
+          "| encoder training | embedding |")
     print("|---|---|---|---|---|---|---|")
     for label, dim, acc, aucs, train_s, rate in rows:
         (rm, rs), (am, as_) = aucs["regional"], aucs["abmil"]

@@ -38,7 +38,11 @@ from sklearn.metrics import roc_auc_score
 from napari_regional_mil.embedding import embed_slide, load_slide_embeddings
 from napari_regional_mil.jobs import run_job
 from napari_regional_mil.model.config import ModelConfig, SelectionConfig
-from napari_regional_mil.synth.cohort import CLASS_NAMES, make_cohort_layouts, write_synthetic_cohort
+from napari_regional_mil.synth.cohort import (
+    CLASS_NAMES,
+    make_cohort_layouts,
+    write_synthetic_cohort,
+)
 from napari_regional_mil.tiling import TilingParams
 from napari_regional_mil.training.crossval import cross_validate
 from napari_regional_mil.training.datasets import LabelledSlide

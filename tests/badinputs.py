@@ -31,8 +31,6 @@ from pathlib import Path
 
 import numpy as np
 
-
-
 #: Tiling used by the corpus's good slide and caches: 32 px patches at 0.5 um/px, regions of 4 x 4.
 TILING_ARGS = ["--patch-size", "32", "--target-mpp", "0.5", "--region-size", "4"]
 
@@ -268,7 +266,11 @@ def save_model_for(cache_store: Path, path: Path, *, encoder_changes: dict | Non
     import torch
 
     from napari_regional_mil.embedding.store import load_slide_embeddings
-    from napari_regional_mil.model.checkpoint import Checkpoint, provenance, save_checkpoint
+    from napari_regional_mil.model.checkpoint import (
+        Checkpoint,
+        provenance,
+        save_checkpoint,
+    )
     from napari_regional_mil.model.config import ModelConfig
     from napari_regional_mil.model.first_model import FirstModel
 

@@ -230,7 +230,11 @@ def attention_case():
 
 
 def _labelled_synthetic(n_slides, *, task="context", seed=0, region_grid=(3, 4), region_size=5, dim=12, noise=0.4):
-    from napari_regional_mil.synth.cohort import CLASS_NAMES, layout_embeddings, make_cohort_layouts
+    from napari_regional_mil.synth.cohort import (
+        CLASS_NAMES,
+        layout_embeddings,
+        make_cohort_layouts,
+    )
     from napari_regional_mil.training.datasets import LabelledSlide
 
     classes = CLASS_NAMES[task]
@@ -341,7 +345,11 @@ def shown_notes(monkeypatch):
 
 def _clinical_synthetic(n_slides, *, seed=0, region_grid=(3, 4), region_size=5, dim=12, noise=0.4, offset=0):
     from napari_regional_mil.model.clinical import ClinicalRecord
-    from napari_regional_mil.synth.clinical import CLASS_NAMES, clinical_label, clinical_values
+    from napari_regional_mil.synth.clinical import (
+        CLASS_NAMES,
+        clinical_label,
+        clinical_values,
+    )
     from napari_regional_mil.synth.cohort import layout_embeddings, make_cohort_layouts
     from napari_regional_mil.training.datasets import LabelledSlide
 

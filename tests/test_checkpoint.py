@@ -13,7 +13,11 @@ import pytest
 import torch
 
 from napari_regional_mil.errors import CheckpointError
-from napari_regional_mil.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from napari_regional_mil.model.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from napari_regional_mil.model.config import ModelConfig, SelectionConfig
 from napari_regional_mil.model.first_model import FirstModel
 from napari_regional_mil.training.predict import predict_slide

@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from napari_regional_mil.embedding import find_slide_cache, load_slide_embeddings  # noqa: E402
-from napari_regional_mil.embedding.workflow import embed_on_cluster  # noqa: E402
-from napari_regional_mil.jobs import run_job  # noqa: E402
+from napari_regional_mil.embedding import find_slide_cache, load_slide_embeddings
+from napari_regional_mil.embedding.workflow import embed_on_cluster
+from napari_regional_mil.jobs import run_job
 
 
 def test_three_slides_on_a_two_worker_local_cluster(synthetic_slide, embed_layout, embed_slide_path, empty_slide_path,

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_regional_mil.training.evaluation import ThresholdRule, decide, parse_threshold, tune_threshold
+from napari_regional_mil.training.evaluation import (
+    ThresholdRule,
+    decide,
+    parse_threshold,
+    tune_threshold,
+)
 from napari_regional_mil.training.prediction import SlidePrediction
 
 

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_regional_mil.export import ExportError, export_csv, export_geojson, export_heatmap_tiff
+from napari_regional_mil.export import (
+    ExportError,
+    export_csv,
+    export_geojson,
+    export_heatmap_tiff,
+)
 from napari_regional_mil.heatmap import AttentionMaps
 
 N_ROWS, N_COLS, K, S = 7, 11, 3, 37.5  # the grid of the ``attention_case`` fixture

@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from napari_regional_mil.errors import CacheError
-from napari_regional_mil.training.feature_files import find_feature_file, read_feature_file
+from napari_regional_mil.training.feature_files import (
+    find_feature_file,
+    read_feature_file,
+)
 
 RNG = np.random.default_rng(0)
 # 7 patches on a 3-column grid, listed out of order: (x, y) cells

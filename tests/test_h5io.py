@@ -6,7 +6,11 @@ import h5py
 import numpy as np
 import pytest
 
-from napari_regional_mil.embedding import SlideEmbeddings, load_slide_embeddings, write_slide_embeddings
+from napari_regional_mil.embedding import (
+    SlideEmbeddings,
+    load_slide_embeddings,
+    write_slide_embeddings,
+)
 from napari_regional_mil.embedding.h5io import export_h5, import_h5, regions_from_grid
 from napari_regional_mil.errors import CacheError
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from badinputs import save_model_for, write_cohort_caches
 from resume_check import RECORDING_CHILD, assert_same_store, recorded_pixels
+
 from napari_regional_mil.embedding.store import CHUNK_ROWS, PARTIAL_SUFFIX
 from napari_regional_mil.errors import CacheError
 
@@ -99,7 +99,11 @@ def resumable_slide(tmp_path_factory):
 
 
 def test_killed_embedding_resumes_from_its_last_chunk_and_equals_an_uninterrupted_run(resumable_slide, tmp_path):
-    from napari_regional_mil.embedding import find_slide_cache, list_caches, load_slide_embeddings
+    from napari_regional_mil.embedding import (
+        find_slide_cache,
+        list_caches,
+        load_slide_embeddings,
+    )
 
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     child = Child(["embed", resumable_slide, "--out", killed, *EMBED_ARGS], cli=recorded_cli(tmp_path / "pixels-killed"))

@@ -9,9 +9,18 @@ from typing import Literal
 import pytest
 
 from napari_regional_mil.cli import build_parser
-from napari_regional_mil.cli._train_options import model_config_from_args, train_config_from_args
+from napari_regional_mil.cli._train_options import (
+    model_config_from_args,
+    train_config_from_args,
+)
 from napari_regional_mil.errors import TrainingError
-from napari_regional_mil.options import add_options, make, option, option_values, options_of
+from napari_regional_mil.options import (
+    add_options,
+    make,
+    option,
+    option_values,
+    options_of,
+)
 from napari_regional_mil.settings import ModelConfig, SelectionConfig, TrainConfig
 from napari_regional_mil.training.workflow import ModelOptions
 

@@ -7,10 +7,19 @@ import pytest
 import torch
 
 from napari_regional_mil.errors import CacheError
-from napari_regional_mil.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from napari_regional_mil.model.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from napari_regional_mil.model.config import ModelConfig
 from napari_regional_mil.model.first_model import FirstModel
-from napari_regional_mil.training.predict import attention_path, predict_slide, read_attention, write_attention
+from napari_regional_mil.training.predict import (
+    attention_path,
+    predict_slide,
+    read_attention,
+    write_attention,
+)
 
 
 @pytest.fixture

@@ -11,7 +11,11 @@ import torch
 
 from napari_regional_mil.cli import main
 from napari_regional_mil.embedding import find_slide_cache, load_slide_embeddings
-from napari_regional_mil.embedding.context import context_corners, context_name, embed_context
+from napari_regional_mil.embedding.context import (
+    context_corners,
+    context_name,
+    embed_context,
+)
 from napari_regional_mil.errors import CacheError, TrainingError
 from napari_regional_mil.jobs import run_job
 from napari_regional_mil.model.config import ModelConfig

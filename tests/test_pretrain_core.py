@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_regional_mil.encoders import hash_file, hash_state_dict, list_encoders, load_encoder, read_encoder_metadata
+from napari_regional_mil.encoders import (
+    hash_file,
+    hash_state_dict,
+    list_encoders,
+    load_encoder,
+    read_encoder_metadata,
+)
 from napari_regional_mil.errors import EncoderError, TrainingError
 from napari_regional_mil.jobs import run_job
 from napari_regional_mil.pretrain import (

@@ -18,7 +18,6 @@ import threading
 import time
 
 import pytest
-
 from badinputs import save_model_for, tree_hashes, write_cohort_caches
 from test_bad_input_corpus import assert_one_error_line, run_cli
 
@@ -59,8 +58,8 @@ def _listing(folder) -> list[str]:
 def test_unwritable_outputs_are_refused_before_work(embed_slide_path, cohort, tmp_path, capsys, monkeypatch):
     out = _blocked(tmp_path)
     started = []
-    import napari_regional_mil.embedding.pipeline as pipeline
-    import napari_regional_mil.training.train as train
+    from napari_regional_mil.embedding import pipeline
+    from napari_regional_mil.training import train
 
     monkeypatch.setattr(pipeline, "PatchReader", lambda *a, **k: started.append("embed") or pytest.fail("work began"))
     monkeypatch.setattr(train, "_train", lambda *a, **k: started.append("train") or pytest.fail("work began"))
@@ -149,7 +148,11 @@ def test_full_disk_on_csv_and_json_outputs(cohort, tmp_path, capsys, disk_full, 
 
 
 def test_full_disk_while_embedding_leaves_no_complete_cache_then_resumes(embed_slide_path, tmp_path, capsys, monkeypatch):
-    from napari_regional_mil.embedding import find_slide_cache, list_caches, load_slide_embeddings
+    from napari_regional_mil.embedding import (
+        find_slide_cache,
+        list_caches,
+        load_slide_embeddings,
+    )
     from napari_regional_mil.errors import CacheError
 
     cache = tmp_path / "cache"

@@ -307,8 +307,8 @@ def test_model_config_round_trip_and_validation():
 def test_new_strategies_train_the_regional_model_on_the_context_task(labelled_synthetic, selection):
     from napari_regional_mil.jobs import run_job
     from napari_regional_mil.model.first_model import make_bag
-    from napari_regional_mil.training.predict import predict_bags
     from napari_regional_mil.training.metrics import roc_auc
+    from napari_regional_mil.training.predict import predict_bags
     from napari_regional_mil.training.train import TrainConfig, train_model
 
     train, classes = labelled_synthetic(24, seed=10)

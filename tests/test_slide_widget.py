@@ -77,7 +77,7 @@ def test_detect_tissue_labels_align_with_slide(opened, qtbot):
     assert tissue is not None and tissue.data.dtype == np.uint8
     np.testing.assert_allclose(_edges(tissue), _edges(widget.slide_layer), atol=1e-9)
     # world -> label: the centre of a tissue cell is tissue, the background corner is not
-    cells_centre = lambda gx, gy: ((gy * 64 + 31.5) * MPP, (gx * 64 + 31.5) * MPP)  # noqa: E731
+    cells_centre = lambda gx, gy: ((gy * 64 + 31.5) * MPP, (gx * 64 + 31.5) * MPP)
     assert tissue.get_value(cells_centre(4, 2), world=True) == 1
     assert tissue.get_value(cells_centre(10, 5), world=True) == 1
     assert tissue.get_value(cells_centre(0, 0), world=True) == 0

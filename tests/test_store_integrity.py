@@ -12,7 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from napari_regional_mil.embedding import embed_slide, load_slide_embeddings, slide_store
+from napari_regional_mil.embedding import (
+    embed_slide,
+    load_slide_embeddings,
+    slide_store,
+)
 from napari_regional_mil.embedding.reader import PatchReader, plan_reads
 from napari_regional_mil.embedding.store import PARTIAL_SUFFIX, StoreLock, list_caches
 from napari_regional_mil.jobs import run_job

@@ -224,3 +224,56 @@ def test_model_file_is_untouched_when_training_fails(labelled_synthetic, tmp_pat
                  "--stream", "always", "--hidden-dim", "16"])
     assert code == 2
     assert model.read_bytes() == b"the previous model"
+
+
+def _feature_files(slides, folder: Path, layout: str) -> list:
+    """The slides written as other tools' ``.h5`` files, rows shuffled (a file's order is not the grid's)."""
+    import h5py
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    paths = []
+    for s in slides:
+        emb = s.embeddings
+        order = rng.permutation(emb.n_patches)
+        path = folder / f"{s.name}.h5"
+        with h5py.File(path, "w") as fh:
+            if layout == "clam":
+                fh["features"] = emb.features[order]
+                fh["coords"] = emb.grid_xy[order].astype(np.int64) * 64
+                fh["coords"].attrs["patch_size"] = 64
+            else:  # STAMP: float16 'feats', coordinates in micrometres
+                fh["feats"] = emb.features[order].astype(np.float16)
+                fh["coords"] = (emb.grid_xy[order] * 112.0).astype(np.float32)
+                fh.attrs.update(unit="um", tile_size_um=112.0, tile_size_px=224, extractor="x", feat_type="tile")
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("layout", ["clam", "stamp"])
+def test_h5_feature_bags_stream_by_rows_like_they_load(labelled_synthetic, tmp_path, layout):
+    """``--features`` cohorts: each step reads the selected rows of the .h5 file, and the run is the in-memory run."""
+    from napari_regional_mil.training.feature_files import read_feature_file
+    from napari_regional_mil.training.feature_rows import FeatureFileEmbeddings
+
+    slides, classes = labelled_synthetic(10, seed=6)
+    paths = _feature_files(slides, tmp_path / "features", layout)
+    lazy = [dataclasses.replace(s, embeddings=FeatureFileEmbeddings(p, slide_name=s.name, region_size=5), source=p)
+            for s, p in zip(slides, paths)]
+    held = [dataclasses.replace(s, embeddings=read_feature_file(p, slide_name=s.name, region_size=5), source=p)
+            for s, p in zip(slides, paths)]
+    assert lazy[0].embeddings.n_patches == slides[0].embeddings.n_patches and lazy[0].embeddings.has_regions
+    picked = np.array([5, 0, 5, held[0].embeddings.n_patches - 1])
+    assert np.array_equal(lazy[0].embeddings.features[picked], held[0].embeddings.features[picked])
+    cfg = _config(held, selection=SelectionConfig(min_patches=8, max_patches=30, n_neighbours=2))
+    streamed, events = _train(lazy, classes, cfg, "always")
+    in_memory, _ = _train(held, classes, cfg, "never")
+    _assert_same(streamed, in_memory)
+    assert next(e for e in events if "memory" in e.metrics).metrics["memory"] == "streamed"
+    p_streamed = predict_bags(streamed.model, BagSequence(lazy, streamed.model.config))
+    p_held = predict_bags(in_memory.model, BagSequence(held, in_memory.model.config))
+    assert np.array_equal(p_streamed, p_held)
+    # a file deleted while training fails the step naming the slide and the file
+    paths[3].unlink()
+    with pytest.raises(CacheError, match=rf"slide '{slides[3].name}': feature file .*{paths[3].name} is gone"):
+        _train(lazy, classes, cfg, "always")

@@ -7,8 +7,16 @@ import pytest
 import tifffile
 import tiffslide
 
-from napari_regional_mil.synth.slides import pyramid_shapes, render_patch_types, write_synthetic_slide
-from napari_regional_mil.synth.textures import TISSUE_TYPES, make_tissue_layout, texture_bank
+from napari_regional_mil.synth.slides import (
+    pyramid_shapes,
+    render_patch_types,
+    write_synthetic_slide,
+)
+from napari_regional_mil.synth.textures import (
+    TISSUE_TYPES,
+    make_tissue_layout,
+    texture_bank,
+)
 
 
 def _read_level(path, level):

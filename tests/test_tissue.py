@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from napari_regional_mil.slide import open_slide
-from napari_regional_mil.tissue import TissueMask, TissueOptions, detect_tissue
+from napari_regional_mil.tissue import TissueMask, detect_tissue
 
 
 @pytest.mark.parametrize("method", ["otsu-saturation", "otsu-od", "threshold-saturation", "threshold-od"])

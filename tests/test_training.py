@@ -16,7 +16,11 @@ from napari_regional_mil.model.first_model import make_bag
 from napari_regional_mil.training.datasets import LabelledSlide
 from napari_regional_mil.training.metrics import roc_auc
 from napari_regional_mil.training.predict import predict_bags
-from napari_regional_mil.training.train import TrainConfig, split_validation, train_model
+from napari_regional_mil.training.train import (
+    TrainConfig,
+    split_validation,
+    train_model,
+)
 
 FAST = TrainConfig(epochs=3, min_epochs=1, val_fraction=0.25, threads=1)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["make_sample_slide", "sample_slide_path", "SAMPLE_VERSION"]
+__all__ = ["SAMPLE_VERSION", "make_sample_slide", "sample_slide_path"]
 
 #: Bumped whenever the generator's output changes, so stale caches are not reused.
 SAMPLE_VERSION = 2

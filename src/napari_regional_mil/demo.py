@@ -32,7 +32,7 @@ from typing import Any
 from .atomic import write_text_atomic
 from .jobs import Progress
 
-__all__ = ["DemoSettings", "DemoResult", "run_demo", "FAST"]
+__all__ = ["FAST", "DemoResult", "DemoSettings", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,8 @@ def run_demo(out_dir: str | os.PathLike, *, settings: DemoSettings = DemoSetting
     """
     from .embedding.store import find_slide_cache, load_slide_embeddings
     from .embedding.workflow import embed_slides
-    from .model.config import SelectionConfig
     from .model.checkpoint import save_checkpoint
+    from .model.config import SelectionConfig
     from .synth.cohort import CLASS_NAMES, write_synthetic_cohort
     from .tiling import TilingParams
     from .training.cohort import read_cohort

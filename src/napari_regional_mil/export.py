@@ -43,12 +43,12 @@ from .heatmap import AttentionMaps, normalise
 
 __all__ = [
     "ExportError",
-    "geojson_features",
-    "export_geojson",
-    "heatmap_stack",
-    "export_heatmap_tiff",
     "csv_columns",
     "export_csv",
+    "export_geojson",
+    "export_heatmap_tiff",
+    "geojson_features",
+    "heatmap_stack",
 ]
 
 #: Colours (RGB) of the two QuPath classifications.

@@ -20,16 +20,16 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
-    "patch_size_level0",
+    "cell_rectangles",
+    "grid_layer_transform",
+    "grid_lines",
     "grid_to_level0",
     "level0_to_grid",
     "level0_to_microns",
-    "microns_to_level0",
     "level0_to_world",
+    "microns_to_level0",
+    "patch_size_level0",
     "world_to_level0",
-    "grid_layer_transform",
-    "cell_rectangles",
-    "grid_lines",
 ]
 
 

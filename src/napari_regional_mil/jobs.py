@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["Progress", "Job", "run_job"]
+__all__ = ["Job", "Progress", "run_job"]
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar, Union, get_args, get_origin
 
-__all__ = ["OptionValue", "OptionSpec", "Option", "option", "options_of", "add_options", "option_values", "make"]
+__all__ = ["Option", "OptionSpec", "OptionValue", "add_options", "make", "option", "option_values", "options_of"]
 
 #: The value of one option.
 OptionValue = int | float | str | bool

@@ -35,14 +35,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MODEL_TYPES",
+    "PATCH_UNITS",
+    "REGIONAL_SOURCES",
     "SELECTION_STRATEGIES",
     "WEIGHT_SOURCES",
-    "REGIONAL_SOURCES",
-    "PATCH_UNITS",
-    "SelectionConfig",
-    "ModelConfig",
-    "TrainConfig",
     "ClinicalOptions",
+    "ModelConfig",
+    "SelectionConfig",
+    "TrainConfig",
 ]
 
 MODEL_TYPES = ("regional", "abmil", "mean")
@@ -226,7 +226,9 @@ class ModelConfig:
         data["context_dims"] = {str(k): int(v) for k, v in dict(data.get("context_dims", {})).items()}
         clinical = data.pop("clinical", None)
         if clinical is not None:
-            from .model.clinical import ClinicalEncoding  # the model package imports torch: not at start-up
+            from .model.clinical import (
+                ClinicalEncoding,  # the model package imports torch: not at start-up
+            )
 
             data["clinical"] = ClinicalEncoding.from_dict(clinical)
         return cls(selection=selection, **data)

@@ -14,7 +14,7 @@ import numpy as np
 from .errors import TilingError
 from .geometry import grid_to_level0, patch_size_level0
 
-__all__ = ["TilingParams", "Tiling", "tile_slide", "validate_params", "tissue_fraction_grid"]
+__all__ = ["Tiling", "TilingParams", "tile_slide", "tissue_fraction_grid", "validate_params"]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NewType
 
-__all__ = ["Microns", "MicronsPerPixel", "Level0Px", "GridIndex"]
+__all__ = ["GridIndex", "Level0Px", "Microns", "MicronsPerPixel"]
 
 Microns = NewType("Microns", float)
 MicronsPerPixel = NewType("MicronsPerPixel", float)

@@ -51,13 +51,13 @@ class CohortTableModel(QAbstractTableModel):
         self._on_error = on_error
 
     # -- read --------------------------------------------------------------------------------
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802, B008 - Qt API
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt API
         return 0 if parent.isValid() else len(self.table.rows)
 
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802, B008 - Qt API
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt API
         return 0 if parent.isValid() else len(_HEADERS)
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if orientation == Qt.Orientation.Horizontal:
             if role == Qt.ItemDataRole.DisplayRole:
                 return _HEADERS[section]
@@ -97,7 +97,7 @@ class CohortTableModel(QAbstractTableModel):
         return base
 
     # -- write -------------------------------------------------------------------------------
-    def setData(self, index: QModelIndex, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:  # noqa: N802
+    def setData(self, index: QModelIndex, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:
         if role != Qt.ItemDataRole.EditRole or not index.isValid():
             return False
         value = "" if value in (None, _AUTO) else str(value)
@@ -150,18 +150,18 @@ class ChoiceDelegate(QStyledItemDelegate):
             return ["", *self.table.class_names]
         return [_AUTO, *SPLITS]
 
-    def createEditor(self, parent: QWidget, option: Any, index: QModelIndex) -> QWidget:  # noqa: N802
+    def createEditor(self, parent: QWidget, option: Any, index: QModelIndex) -> QWidget:
         editor = QComboBox(parent)
         editor.addItems(self.choices(index.column()))
         editor.setToolTip(_TIPS[index.column()])
         editor.activated.connect(lambda *_: self.commitData.emit(editor))
         return editor
 
-    def setEditorData(self, editor: QWidget, index: QModelIndex) -> None:  # noqa: N802
+    def setEditorData(self, editor: QWidget, index: QModelIndex) -> None:
         value = index.data(Qt.ItemDataRole.EditRole) or ""
         if index.column() == SPLIT and not value:
             value = _AUTO
         editor.setCurrentText(value)
 
-    def setModelData(self, editor: QWidget, model: Any, index: QModelIndex) -> None:  # noqa: N802
+    def setModelData(self, editor: QWidget, model: Any, index: QModelIndex) -> None:
         model.setData(index, editor.currentText(), Qt.ItemDataRole.EditRole)

@@ -145,7 +145,7 @@ class PathPicker(QWidget):
         self,
         *,
         caption: str,
-        filter: str = "",  # noqa: A002 - Qt's word
+        filter: str = "",
         directory: bool = False,
         placeholder: str = "",
         parent: QWidget | None = None,

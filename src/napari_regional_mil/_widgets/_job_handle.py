@@ -114,7 +114,7 @@ def _drive(factory: Callable[[], Any], cancel: threading.Event, done: threading.
             if isinstance(job, Generator):
                 try:
                     job.close()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     logger.exception("closing a job failed")
     finally:
         done.set()
@@ -133,7 +133,7 @@ class _JobWorker(GeneratorWorker):
         super().__init__(_drive, factory, cancel, done)
         self._job_cancel = cancel
 
-    def quit(self) -> None:  # noqa: D102 - see class docstring
+    def quit(self) -> None:
         self._job_cancel.set()
 
 
@@ -213,7 +213,7 @@ class JobHandle:
             pbar, self._pbar = self._pbar, None
             try:
                 pbar.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 logger.debug("closing a progress bar failed", exc_info=True)
 
     def _update_task(self, status_name: str) -> None:
@@ -223,7 +223,7 @@ class JobHandle:
             from napari.utils.task_status import Status
 
             self._window._update_task_status(self._task_id, Status[status_name], self.description)
-        except Exception:  # noqa: BLE001 - private napari API, best effort
+        except Exception:
             logger.debug("task status update failed", exc_info=True)
 
     def _shutdown(self) -> bool:
@@ -251,7 +251,7 @@ class JobHandle:
             while self._pending:
                 try:
                     self._pending.pop(0)()
-                except Exception:  # noqa: BLE001 - a failing callback must not stall the queue
+                except Exception:
                     logger.exception("a job callback failed")
         finally:
             self._dispatching = False
@@ -278,7 +278,7 @@ class JobHandle:
         if on_progress is not None:
             try:
                 on_progress(event)
-            except Exception:  # noqa: BLE001 - a broken live plot must not stop the job
+            except Exception:
                 logger.exception("progress callback of %r failed", self.description)
 
     def _on_returned(

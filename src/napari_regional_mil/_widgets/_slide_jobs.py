@@ -48,7 +48,7 @@ def associated_images_job(path: Path) -> dict[str, np.ndarray]:
         for name in slide.info.associated_images:
             try:
                 images[name] = np.asarray(slide.associated_image(name))
-            except Exception:  # noqa: BLE001 - a broken label image must not stop the panel
+            except Exception:
                 logger.warning("cannot read associated image %r of %s", name, path, exc_info=True)
     return images
 

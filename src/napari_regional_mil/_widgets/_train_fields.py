@@ -32,7 +32,7 @@ from napari_regional_mil.options import Option, OptionValue, options_of
 from napari_regional_mil.settings import ModelConfig, SelectionConfig, TrainConfig
 from napari_regional_mil.training.workflow import ModelOptions, train_config_from
 
-__all__ = ["ModelFields", "ContextFields", "OptimFields", "OptionForm", "VALIDATION_MODES", "option_widget"]
+__all__ = ["VALIDATION_MODES", "ContextFields", "ModelFields", "OptimFields", "OptionForm", "option_widget"]
 
 #: How slides are held out: a validation fraction (early stopping) or k-fold cross-validation.
 VALIDATION_MODES = ("validation fraction", "k-fold cross-validation")

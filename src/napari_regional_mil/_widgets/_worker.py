@@ -196,7 +196,7 @@ def _bind_viewer(handle: JobHandle, viewer: Any) -> None:
             handle._task_id = register("napari-regional-mil", Status.BUSY, handle.description, handle._shutdown)
             handle._window = window
             return
-        except Exception:  # noqa: BLE001 - private API: fall back to an event filter
+        except Exception:
             logger.debug("task status registration failed", exc_info=True)
     qt_window = getattr(window, "_qt_window", None)
     if qt_window is not None and not hasattr(qt_window, "_regional_mil_close_filter"):
@@ -207,7 +207,7 @@ def _bind_viewer(handle: JobHandle, viewer: Any) -> None:
 class _CloseFilter(QObject):
     """Fallback when napari lacks task registration: a window Close shuts down all jobs."""
 
-    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt name
+    def eventFilter(self, obj: Any, event: Any) -> bool:
         if event.type() == QEvent.Type.Close:
             for handle in list(_RUNNING.values()):
                 handle._shutdown()

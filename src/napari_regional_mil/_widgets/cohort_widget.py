@@ -40,19 +40,23 @@ from napari_regional_mil._widgets._cohort_model import (
     ChoiceDelegate,
     CohortTableModel,
 )
-from napari_regional_mil._widgets._evaluate_box import EvaluateBox
 from napari_regional_mil._widgets._cohort_tools import (
     ClassEditor,
     EmbedBox,
     embed_missing_job,
     open_with_grids,
 )
+from napari_regional_mil._widgets._evaluate_box import EvaluateBox
 from napari_regional_mil._widgets._state import follow, offer_encoder, viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CohortError, SlideError
 from napari_regional_mil.jobs import Progress
 from napari_regional_mil.slide.formats import dialog_filter
-from napari_regional_mil.training.cohort_table import CohortTable, RowStatus, check_status
+from napari_regional_mil.training.cohort_table import (
+    CohortTable,
+    RowStatus,
+    check_status,
+)
 from napari_regional_mil.training.evaluation import decide
 
 if TYPE_CHECKING:

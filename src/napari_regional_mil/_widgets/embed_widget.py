@@ -40,7 +40,11 @@ from napari_regional_mil._widgets._fields import (
 from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._state import follow, offer_encoder, viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
-from napari_regional_mil.embedding.workflow import CACHE_FOLDER, ContextRequest, default_cache_dir
+from napari_regional_mil.embedding.workflow import (
+    CACHE_FOLDER,
+    ContextRequest,
+    default_cache_dir,
+)
 from napari_regional_mil.errors import CacheError, SlideError
 from napari_regional_mil.jobs import Progress
 
@@ -221,7 +225,7 @@ class EmbedWidget(QWidget):
         else:
             events.disconnect(self._on_slide_changed)
 
-    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+    def showEvent(self, event: Any) -> None:
         """Take over the Slide widget's latest settings when shown."""
         super().showEvent(event)
         self.refresh_slide()

@@ -287,7 +287,9 @@ class TrainWidget(QWidget):
             out = self._out_path()
             clinical = self.clinical_fields.spec()
             if clinical is not None:  # every row's values, before anything runs
-                from napari_regional_mil.training.clinical_values import check_cohort_clinical
+                from napari_regional_mil.training.clinical_values import (
+                    check_cohort_clinical,
+                )
 
                 check_cohort_clinical(cohort, clinical)
         except Exception as exc:  # noqa: BLE001 - bad input becomes a notification

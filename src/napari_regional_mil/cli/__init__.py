@@ -20,7 +20,7 @@ from typing import Any
 
 from ._config import CONFIG_COMMANDS, apply_config
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = (

@@ -111,7 +111,9 @@ def model_options_from_args(args: argparse.Namespace) -> ModelOptions:
     TrainingError
         A value the settings refuse (e.g. min patches > max patches).
     """
-    from ..training.workflow import ModelOptions  # imports torch: only when a command runs
+    from ..training.workflow import (
+        ModelOptions,  # imports torch: only when a command runs
+    )
 
     try:
         return ModelOptions.from_values(vars(args))

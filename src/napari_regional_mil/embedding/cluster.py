@@ -64,7 +64,11 @@ def run_on_cluster(
     list
         The results, in the order of ``items``.
     """
-    from distributed import Client, LocalCluster, as_completed  # optional: the [cluster] extra
+    from distributed import (  # optional: the [cluster] extra
+        Client,
+        LocalCluster,
+        as_completed,
+    )
 
     cluster = None
     if scheduler == "local":

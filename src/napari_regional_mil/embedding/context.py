@@ -35,8 +35,8 @@ from .reader import PatchReader, plan_reads
 from .store import (
     CONTEXT_PREFIX,
     PARTIAL_SUFFIX,
-    StoreLock,
     StoreLocation,
+    StoreLock,
     cached_contexts,
     read_attrs,
 )
@@ -46,13 +46,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ContextResult",
+    "cached_contexts",
+    "context_corners",
     "context_name",
     "context_requests",
     "describe_context",
     "embed_context",
     "embed_contexts",
-    "cached_contexts",
-    "context_corners",
 ]
 
 #: Scale of a context encoder given without one (``--context-scale`` / the Embed widget's default).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["pca_project", "pca_rgb", "patch_rgba_grid"]
+__all__ = ["patch_rgba_grid", "pca_project", "pca_rgb"]
 
 
 def pca_project(features: np.ndarray, n_components: int = 3) -> np.ndarray:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-__all__ = ["ReadPlan", "plan_reads", "PatchReader"]
+__all__ = ["PatchReader", "ReadPlan", "plan_reads"]
 
 
 @dataclass(frozen=True)

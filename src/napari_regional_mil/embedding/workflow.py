@@ -41,17 +41,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHE_FOLDER",
-    "SlideSummary",
     "ContextRequest",
+    "SlideSummary",
+    "checkpoint_tiling",
     "default_cache_dir",
-    "user_cache_dir",
-    "summary_line",
+    "embed_on_cluster",
     "embed_one",
     "embed_slides",
     "embed_with_contexts",
-    "embed_on_cluster",
-    "checkpoint_tiling",
     "embeddings_for",
+    "summary_line",
+    "user_cache_dir",
 ]
 
 #: Name of the cache folder made next to the slides.
@@ -538,7 +538,9 @@ def embeddings_for(
                 f"{name}: no matching embedding cache in {folder}, and the model does not say which "
                 "encoder and tiling to embed with"
             ) from None
-        from ..encoders import encoder_for_stored  # imports torch: only when a slide is embedded
+        from ..encoders import (
+            encoder_for_stored,  # imports torch: only when a slide is embedded
+        )
 
         model = checkpoint.path.name if checkpoint.path is not None else "the model"
         loaded = encoder_for_stored(record, weights=encoder_weights, from_hub=from_hub, device=device, what=model)

@@ -25,7 +25,7 @@ from ..errors import CheckpointError
 from .config import ModelConfig
 from .first_model import FirstModel
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint", "provenance"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "load_checkpoint", "provenance", "save_checkpoint"]
 
 FORMAT = "napari-regional-mil/first-model"
 FORMAT_VERSION = 1

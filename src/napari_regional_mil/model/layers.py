@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["segment_softmax", "segment_sum", "segment_mean", "GatedAttention", "make_patch_unit", "NeighbourAttention"]
+__all__ = ["GatedAttention", "NeighbourAttention", "make_patch_unit", "segment_mean", "segment_softmax", "segment_sum"]
 
 
 def segment_softmax(scores: Tensor, segments: Tensor, n_segments: int) -> Tensor:

@@ -6,7 +6,11 @@
 >>> load_encoder("my_encoder.safetensors")            # everywhere an encoder is accepted
 """
 
-from ..pretrain.autoencoder import AutoencoderConfig, ReconstructionPreview, train_autoencoder
+from ..pretrain.autoencoder import (
+    AutoencoderConfig,
+    ReconstructionPreview,
+    train_autoencoder,
+)
 from ..pretrain.handover import HandoverConfig, HandoverResult, fine_tune_handover
 from ..pretrain.mil import AttentionMilPretrainer, MilPretrainConfig, train_mil_encoder
 from ..pretrain.networks import (

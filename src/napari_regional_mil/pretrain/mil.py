@@ -34,7 +34,7 @@ from ..pretrain.networks import (
 )
 from ..pretrain.sampling import augment, channel_statistics, list_slides, sample_patches
 
-__all__ = ["MilPretrainConfig", "AttentionMilPretrainer", "read_labelled_slides", "train_mil_encoder"]
+__all__ = ["AttentionMilPretrainer", "MilPretrainConfig", "read_labelled_slides", "train_mil_encoder"]
 
 
 @dataclass(frozen=True)

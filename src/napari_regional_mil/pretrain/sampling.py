@@ -28,7 +28,7 @@ from ..errors import TilingError, TrainingError
 from ..jobs import Progress
 from ..slide import formats
 
-__all__ = ["PatchSample", "sample_patches", "augment", "channel_statistics", "SLIDE_SUFFIXES", "list_slides"]
+__all__ = ["SLIDE_SUFFIXES", "PatchSample", "augment", "channel_statistics", "list_slides", "sample_patches"]
 
 #: File suffixes taken as slides when a folder is given.
 SLIDE_SUFFIXES = formats.SLIDE_SUFFIXES

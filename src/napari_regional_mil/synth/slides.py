@@ -18,7 +18,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..synth.textures import texture_bank
 
-__all__ = ["render_patch_types", "pyramid_shapes", "write_synthetic_slide"]
+__all__ = ["pyramid_shapes", "render_patch_types", "write_synthetic_slide"]
 
 
 def _check_types(patch_types: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["TISSUE_TYPES", "BACKGROUND", "TextureBank", "texture_bank", "make_tissue_layout"]
+__all__ = ["BACKGROUND", "TISSUE_TYPES", "TextureBank", "make_tissue_layout", "texture_bank"]
 
 #: Names of the tissue types; a type id is an index into this tuple (-1: background).
 TISSUE_TYPES: tuple[str, ...] = ("stroma", "tumour", "lymphocytes", "fat", "necrosis", "mucin")

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-from ..embedding.store import StoredEmbeddings, find_slide_cache
+from ..embedding.store import LazyEmbeddings, StoredEmbeddings, find_slide_cache
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError, ClinicalError, MissingCacheError, TrainingError
 from ..jobs import Progress
@@ -28,6 +27,7 @@ from ..model.clinical import ClinicalRecord
 from .clinical_values import clinical_record_of
 from .cohort import Cohort, CohortRow
 from .feature_files import find_feature_file, read_feature_file
+from .feature_rows import FeatureFileEmbeddings
 
 __all__ = [
     "LabelledSlide",
@@ -50,7 +50,8 @@ class LabelledSlide:
     ----------
     embeddings
         Patch (and regional) embeddings: in memory, or a view of the slide's cache whose
-        arrays are read when needed (:class:`~napari_regional_mil.embedding.store.StoredEmbeddings`;
+        arrays are read when needed (:class:`~napari_regional_mil.embedding.store.LazyEmbeddings`:
+        a store, or a feature file;
         training holds or streams them, see :mod:`.memory`).
     label
         Class index into the cohort's class names.
@@ -65,7 +66,7 @@ class LabelledSlide:
         module set them), or ``None``.
     """
 
-    embeddings: SlideEmbeddings | StoredEmbeddings
+    embeddings: SlideEmbeddings | LazyEmbeddings
     label: int
     patient: str
     split: str | None = None
@@ -177,10 +178,12 @@ def find_feature_bag(features_dir: str | os.PathLike, row: CohortRow) -> Path | 
 def load_feature_bags(
     cohort: Cohort, *, features_dir: str | os.PathLike, region_size: int = 8
 ) -> Generator[Progress, None, list[LabelledSlide]]:
-    """Load the feature files of every slide of ``cohort`` (a job).
+    """Open (``.h5``) or load (``.npz``, ``.pt``) the feature files of every slide of ``cohort`` (a job).
 
     See :mod:`.feature_files` for the formats; with coordinates and a patch size the
-    regions (``region_size`` x ``region_size`` patches) are rebuilt.
+    regions (``region_size`` x ``region_size`` patches) are rebuilt. An ``.h5`` file is
+    opened without reading its features (:class:`~.feature_rows.FeatureFileEmbeddings`:
+    training holds or streams it, reading the selected rows only, like a cache).
 
     Raises
     ------
@@ -197,10 +200,14 @@ def load_feature_bags(
     for i, (row, label) in enumerate(zip(cohort.rows, cohort.labels)):
         path = find_feature_bag(features_dir, row)
         assert path is not None
-        bag = read_feature_file(path, slide_name=row.name, region_size=region_size)
+        bag: SlideEmbeddings | LazyEmbeddings
+        if path.suffix.lower() == ".h5":
+            bag = FeatureFileEmbeddings(path, slide_name=row.name, region_size=region_size)
+        else:
+            bag = read_feature_file(path, slide_name=row.name, region_size=region_size)
         clinical = clinical_record_of(cohort, row)
         out.append(LabelledSlide(bag, int(label), row.patient, row.split, path, clinical))
-        yield Progress("load", i + 1, len(cohort), f"loaded {row.name}")
+        yield Progress("load", i + 1, len(cohort), f"{'opened' if path.suffix.lower() == '.h5' else 'loaded'} {row.name}")
     return out
 
 

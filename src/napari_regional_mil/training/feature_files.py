@@ -36,8 +36,8 @@ import h5py
 import numpy as np
 import torch
 
-from ..embedding.store import pool_regions
 from ..embedding.h5io import import_h5, regions_from_grid
+from ..embedding.store import pool_regions
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError
 

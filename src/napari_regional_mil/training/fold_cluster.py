@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..embedding.store import StoredEmbeddings
+from ..embedding.store import LazyEmbeddings
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError
 from ..jobs import Progress, run_job
@@ -54,23 +54,28 @@ REPORT_INTERVAL_S = 2.0
 
 @dataclass(frozen=True)
 class SlideRef:
-    """A labelled slide as a fold task carries it: its cache's path, or its embeddings when in memory."""
+    """A labelled slide as a fold task carries it: where its embeddings are on disk, or the embeddings in memory."""
 
     slide: LabelledSlide
-    cache: str | None
+    lazy: LazyEmbeddings | None
 
     @classmethod
     def of(cls, slide: LabelledSlide) -> SlideRef:
-        if isinstance(slide.embeddings, StoredEmbeddings):
-            return cls(replace(slide, embeddings=_placeholder(slide)), str(slide.embeddings.path))
+        if isinstance(slide.embeddings, LazyEmbeddings):
+            return cls(replace(slide, embeddings=_placeholder(slide)), slide.embeddings)
         return cls(slide, None)
 
+    @property
+    def cache(self) -> str | None:
+        """The file the slide is read from (None: in memory)."""
+        return None if self.lazy is None else str(self.lazy.path)
+
     def open(self, worker: str) -> LabelledSlide:
-        """The slide on this worker (its cache opened here)."""
-        if self.cache is None:
+        """The slide on this worker (its cache or feature file opened here)."""
+        if self.lazy is None:
             return self.slide
         try:
-            return replace(self.slide, embeddings=StoredEmbeddings(self.cache))
+            return replace(self.slide, embeddings=self.lazy.reopen())
         except CacheError as exc:
             raise CacheError(f"worker {worker}: cannot read the embedding cache of slide {self.slide.name!r}: {exc}; "
                              "every worker needs the cache folder under the same path") from None
@@ -89,29 +94,29 @@ def _worker_address() -> str:
         return "this process"
 
 
-def _unreadable(paths: Sequence[str]) -> tuple[str, str] | None:
+def _unreadable(slides: Sequence[LazyEmbeddings]) -> tuple[str, str] | None:
     """Run on a worker: the first cache it cannot open, with why (None when it reads them all)."""
-    for path in paths:
+    for lazy in slides:
         try:
-            StoredEmbeddings(path)
+            lazy.reopen()
         except CacheError as exc:
-            return path, str(exc)
+            return str(lazy.path), str(exc)
         except OSError as exc:
-            return path, f"{path}: {exc.strerror or exc}"
+            return str(lazy.path), f"{lazy.path}: {exc.strerror or exc}"
     return None
 
 
-def check_workers_read(client: Client, paths: Sequence[str]) -> None:
-    """Raise when a worker of ``client`` cannot read one of the caches ``paths``.
+def check_workers_read(client: Client, slides: Sequence[LazyEmbeddings]) -> None:
+    """Raise when a worker of ``client`` cannot read one of the caches (or feature files) of ``slides``.
 
     Raises
     ------
     CacheError
         Naming the worker and the cache it cannot read.
     """
-    if not paths:
+    if not slides:
         return
-    answers = client.run(_unreadable, list(paths))
+    answers = client.run(_unreadable, list(slides))
     for worker, problem in sorted(answers.items()):
         if problem is not None:
             path, why = problem
@@ -230,7 +235,7 @@ def run_folds_on_cluster(
     try:
         address = client.scheduler.address if client.scheduler is not None else scheduler
         yield Progress("crossval", 0, total, f"{n} folds on {address}: checking that every worker reads the caches")
-        check_workers_read(client, [r.cache for r in refs if r.cache is not None])
+        check_workers_read(client, [r.lazy for r in refs if r.lazy is not None])
         client.subscribe_topic(topic, inbox.append)
         scattered = client.scatter(refs, broadcast=True)
         futures = [

@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from ..embedding.store import StoredEmbeddings
+from ..embedding.store import LazyEmbeddings
 from ..jobs import Progress
 from .datasets import LabelledSlide
 
@@ -110,7 +110,7 @@ def plan_memory(slides: Sequence[LabelledSlide], *, mode: StreamMode = "auto", a
     """
     if mode not in ("auto", "always", "never"):
         raise ValueError(f"unknown stream mode {mode!r}; choose auto, always or never")
-    stored = [s.embeddings for s in slides if isinstance(s.embeddings, StoredEmbeddings)]
+    stored = [s.embeddings for s in slides if isinstance(s.embeddings, LazyEmbeddings)]
     needed = sum(e.n_patches * e.embedding_dim * (e.reader.dtype.itemsize + 4) for e in stored)
     available = _available_memory() if available is None else int(available)
     n = len(slides)
@@ -135,11 +135,11 @@ def plan_memory(slides: Sequence[LabelledSlide], *, mode: StreamMode = "auto", a
 
 def hold_in_memory(slides: Sequence[LabelledSlide]) -> Generator[Progress, None, list[LabelledSlide]]:
     """Read every streamed slide's embeddings into memory (a job); others are returned as they are."""
-    stored = [s for s in slides if isinstance(s.embeddings, StoredEmbeddings)]
+    stored = [s for s in slides if isinstance(s.embeddings, LazyEmbeddings)]
     out: list[LabelledSlide] = []
     done = 0
     for slide in slides:
-        if isinstance(slide.embeddings, StoredEmbeddings):
+        if isinstance(slide.embeddings, LazyEmbeddings):
             slide = replace(slide, embeddings=slide.embeddings.load())
             done += 1
             yield Progress("load", done, len(stored), f"loaded {slide.name}")
@@ -159,7 +159,7 @@ def prepare_slides(
     """
     plan = plan_memory(slides, mode=mode)
     _log.info("%s", plan.reason)
-    streamed = sum(isinstance(s.embeddings, StoredEmbeddings) for s in slides)
+    streamed = sum(isinstance(s.embeddings, LazyEmbeddings) for s in slides)
     yield Progress("load", 0, 0, plan.reason, metrics={
         "memory": "streamed" if plan.stream else "in memory", "memory_needed": plan.needed,
         "memory_available": plan.available,
@@ -175,12 +175,12 @@ def moments_of(features: torch.Tensor) -> Moments:
     return int(features.shape[0]), x.sum(0), (x**2).sum(0)
 
 
-def _moments_key(emb: StoredEmbeddings) -> tuple[str, tuple[object, ...]]:
+def _moments_key(emb: LazyEmbeddings) -> tuple[str, tuple[object, ...]]:
     attrs = emb.reader.attrs
     return str(emb.reader.path), tuple(attrs.get(k) for k in ("cache_key", "created", "completed", "dtype"))
 
 
-def cached_moments(emb: StoredEmbeddings) -> Moments | None:
+def cached_moments(emb: LazyEmbeddings) -> Moments | None:
     """The moments of a store computed earlier in this process (cross-validation folds read each slide once)."""
     key = _moments_key(emb)
     found = _MOMENTS.get(key)
@@ -189,7 +189,7 @@ def cached_moments(emb: StoredEmbeddings) -> Moments | None:
     return found
 
 
-def remember_moments(emb: StoredEmbeddings, moments: Moments) -> Moments:
+def remember_moments(emb: LazyEmbeddings, moments: Moments) -> Moments:
     """Keep a store's moments for :func:`cached_moments`; returns them."""
     _MOMENTS[_moments_key(emb)] = moments
     while len(_MOMENTS) > _MOMENTS_KEPT:

@@ -34,7 +34,7 @@ from typing import overload
 import numpy as np
 import torch
 
-from ..embedding.store import StoredEmbeddings
+from ..embedding.store import LazyEmbeddings
 from ..embedding.types import SlideEmbeddings
 from ..errors import TrainingError
 from ..model.config import ModelConfig
@@ -61,7 +61,7 @@ PREFETCH_STEPS = 4
 
 def is_streamed(slide: LabelledSlide) -> bool:
     """Whether the slide's embeddings stay in its cache (read per step) rather than in memory."""
-    return isinstance(slide.embeddings, StoredEmbeddings)
+    return isinstance(slide.embeddings, LazyEmbeddings)
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,7 +118,7 @@ def check_streamable(slide: LabelledSlide, config: ModelConfig) -> None:
         )
     if config.uses_regions and not emb.has_regions:
         raise TrainingError(f"slide {name!r}: the regional model needs patch grid and regions; this bag has none")
-    if config.uses_regions and isinstance(emb, StoredEmbeddings):
+    if config.uses_regions and isinstance(emb, LazyEmbeddings):
         missing = [k for k in config.context_dims if k not in emb.reader.context_names]
         if missing:
             raise TrainingError(f"slide {name!r}: no context embeddings {missing[0]!r} (the model was built with them)")
@@ -130,7 +130,7 @@ def _step_bag(
 ) -> tuple[np.ndarray, Bag, torch.Tensor]:
     """Select one step's patches of a stored slide and read what the step needs."""
     emb = slide.embeddings
-    assert isinstance(emb, StoredEmbeddings)
+    assert isinstance(emb, LazyEmbeddings)
     reader = emb.reader
     reader.check()
     needed = set(selector.inputs_needed())
@@ -334,7 +334,7 @@ class BagSequence(Sequence[Bag]):
             return kept
         slide = self.slides[i]
         emb = slide.embeddings
-        assert isinstance(emb, StoredEmbeddings)
+        assert isinstance(emb, LazyEmbeddings)
         emb.reader.check()
         return make_bag(emb.load(), self.config, clinical=slide.clinical)
 
@@ -370,7 +370,7 @@ def training_moments(loader: StepLoader) -> list[Moments]:
     """
     def read(i: int) -> np.ndarray | None:
         emb = loader.slides[i].embeddings
-        if loader.bags[i] is not None or not isinstance(emb, StoredEmbeddings) or cached_moments(emb) is not None:
+        if loader.bags[i] is not None or not isinstance(emb, LazyEmbeddings) or cached_moments(emb) is not None:
             return None
         emb.reader.check()
         return emb.reader.features()
@@ -386,7 +386,7 @@ def training_moments(loader: StepLoader) -> list[Moments]:
             emb = slide.embeddings
             if bag is not None:
                 out.append(moments_of(bag.features))
-            elif isinstance(emb, StoredEmbeddings):
+            elif isinstance(emb, LazyEmbeddings):
                 known = cached_moments(emb)
                 if known is None:
                     assert features is not None

@@ -25,18 +25,24 @@ from ..model.config import ModelConfig, SelectionConfig
 from ..options import OptionValue, make, option_values, options_of
 from .clinical_values import check_clinical_values
 from .cohort import Cohort
-from .datasets import EmbedFunction, LabelledSlide, clinical_records, find_cache, load_cohort_embeddings
+from .datasets import (
+    EmbedFunction,
+    LabelledSlide,
+    clinical_records,
+    find_cache,
+    load_cohort_embeddings,
+)
 from .train import TrainConfig, TrainResult, train_model
 
 __all__ = [
-    "ModelOptions",
-    "train_config_from",
     "CohortTraining",
-    "split_roles",
-    "context_dims_of",
+    "ModelOptions",
     "available_contexts",
-    "train_cohort",
+    "context_dims_of",
     "load_and_train_cohort",
+    "split_roles",
+    "train_cohort",
+    "train_config_from",
 ]
 
 

@@ -3,7 +3,8 @@
 Everything about stores lives in this package: the key (:mod:`.keys`, derived in one
 place), reading and finding them (:mod:`.reader`, one cache finder), and writing them
 (:mod:`.writer`, the per-store lock and the resumable writer), and reading parts of a store
-(:mod:`.rows`: single patch rows for streaming, whole slides). Other modules import
+(:mod:`.rows`: single patch rows for streaming, whole slides; :mod:`.lazy`: slides whose
+embeddings stay on disk). Other modules import
 these public names from ``embedding.store``.
 
 A store is named ``<slide-stem>-<key[:12]>.zarr`` under the cache directory, where the
@@ -45,6 +46,13 @@ from .keys import (
     slide_identity,
     store_path,
 )
+from .lazy import (
+    LazyEmbeddings,
+    RowReader,
+    StoredArray,
+    StoredEmbeddings,
+    StoredFeatures,
+)
 from .reader import (
     CONTEXT_PREFIX,
     META_KEYS,
@@ -58,14 +66,7 @@ from .reader import (
     store_info,
     store_state,
 )
-from .rows import (
-    StoredArray,
-    StoredEmbeddings,
-    StoredFeatures,
-    StoreReader,
-    load_slide_embeddings,
-    open_store,
-)
+from .rows import StoreReader, load_slide_embeddings, open_store
 from .writer import (
     CHUNK_ROWS,
     CacheWriter,
@@ -86,6 +87,8 @@ __all__ = [
     "PARTIAL_SUFFIX",
     "CacheInfo",
     "CacheWriter",
+    "LazyEmbeddings",
+    "RowReader",
     "StoreLocation",
     "StoreLock",
     "StoreReader",

@@ -15,12 +15,8 @@ while it is read (:meth:`StoreReader.check` compares the store's identity with t
 it had when opened) raise one :class:`~napari_regional_mil.errors.CacheError` line
 naming the slide and the store.
 
-:class:`StoredEmbeddings` is a :class:`~napari_regional_mil.embedding.types.SlideEmbeddings`
-look-alike over a store: its sizes and provenance come from the attributes, its arrays
-are read when asked for (``features`` is a :class:`StoredFeatures`: ``features[rows]``
-reads those rows, ``numpy.asarray(features)`` the whole slide; the regional and context
-embeddings are :class:`StoredArray` objects whose ``shape`` costs nothing), and
-:meth:`~StoredEmbeddings.load` returns the slide in memory.
+:class:`~.lazy.StoredEmbeddings` (module :mod:`.lazy`) is the lazy
+:class:`~napari_regional_mil.embedding.types.SlideEmbeddings` look-alike over a reader.
 """
 
 from __future__ import annotations
@@ -40,8 +36,7 @@ from .keys import FORMAT_VERSION, PARTIAL_SUFFIX, PathLike
 from .reader import CONTEXT_PREFIX, META_KEYS, read_attrs
 
 __all__ = [
-    "ArrayLayout", "StoreReader", "StoredArray", "StoredEmbeddings", "StoredFeatures", "check_store",
-    "load_slide_embeddings", "open_store",
+    "ArrayLayout", "StoreReader", "check_store", "load_slide_embeddings", "open_store",
 ]
 
 _REGIONAL = ("mean", "max")
@@ -370,7 +365,9 @@ class StoreReader:
         return meta
 
     def optional(self, name: str, dtype: np.dtype | type | None = None) -> np.ndarray | None:
-        """Array ``name``, or None when the store has none."""
+        """Array ``name``, or None when the store has none (``coords_px`` of a bag without coordinates: None)."""
+        if name == "coords_px" and not self.attrs.get("has_coords", True):
+            return None
         return self.array(name, dtype) if name in self._arrays else None
 
     @property
@@ -390,7 +387,7 @@ class StoreReader:
         return SlideEmbeddings(
             slide_name=self.slide_name,
             features=raw,
-            coords_px=self.optional("coords_px") if self.attrs.get("has_coords", True) else None,
+            coords_px=self.optional("coords_px"),
             grid_xy=self.optional("grid_xy"),
             region_index=self.optional("region_index"),
             region_xy=self.optional("region_xy"),
@@ -404,171 +401,6 @@ class StoreReader:
 def open_store(path: PathLike) -> StoreReader:
     """Open a complete store for reading parts of it (:class:`StoreReader`)."""
     return StoreReader(path)
-
-
-class StoredFeatures:
-    """The patch embeddings of a store, read when indexed (``numpy.asarray`` reads all, as float32).
-
-    ``features[rows]`` (an int array, a list or a slice) reads only those rows.
-    """
-
-    def __init__(self, reader: StoreReader) -> None:
-        self._reader = reader
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self._reader.n_patches, self._reader.embedding_dim)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.float32)
-
-    @property
-    def ndim(self) -> int:
-        return 2
-
-    def __len__(self) -> int:
-        return self._reader.n_patches
-
-    def __getitem__(self, index: object) -> np.ndarray:
-        if isinstance(index, slice):
-            start, stop, stride = index.indices(self._reader.n_patches)
-            if stride == 1:
-                return self._reader.features(start=start, stop=stop)
-            return self._reader.rows(np.arange(start, stop, stride))
-        if isinstance(index, (int, np.integer)):
-            return self._reader.rows(np.array([index]))[0]
-        return self._reader.rows(np.asarray(index))
-
-    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
-        values = self._reader.features()
-        return values if dtype is None else values.astype(dtype, copy=False)
-
-
-class StoredArray:
-    """One array of a store, read when converted (``numpy.asarray``) or indexed; ``shape`` costs nothing."""
-
-    def __init__(self, reader: StoreReader, name: str, dtype: np.dtype | type | None = None) -> None:
-        self._reader = reader
-        self._name = name
-        self._dtype = dtype
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._reader.shape(self._name)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(self._dtype) if self._dtype is not None else np.dtype(self._read().dtype)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def _read(self) -> np.ndarray:
-        return self._reader.array(self._name, self._dtype)
-
-    def __getitem__(self, index: object) -> np.ndarray:
-        return np.asarray(self._read()[index])  # type: ignore[index]
-
-    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
-        values = self._read()
-        return values if dtype is None else values.astype(dtype, copy=False)
-
-
-class StoredEmbeddings:
-    """A :class:`~napari_regional_mil.embedding.types.SlideEmbeddings` look-alike over a store.
-
-    Sizes and provenance come from the store's attributes (opening reads nothing else);
-    every array is read from the store when asked for and not kept, so a cohort of
-    these holds no patch embeddings in memory. :meth:`load` returns the real thing.
-
-    Parameters
-    ----------
-    path
-        A complete store.
-
-    Raises
-    ------
-    CacheError
-        Not a store, incomplete, or of another format version.
-    """
-
-    def __init__(self, path: PathLike) -> None:
-        self.reader = StoreReader(path)
-
-    def __repr__(self) -> str:
-        return f"StoredEmbeddings({self.reader.path!s}, {self.n_patches} x {self.embedding_dim} {self.reader.dtype})"
-
-    @property
-    def path(self) -> Path:
-        """The store."""
-        return self.reader.path
-
-    @property
-    def slide_name(self) -> str:
-        return self.reader.slide_name
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return self.reader.meta
-
-    @property
-    def n_patches(self) -> int:
-        return self.reader.n_patches
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.reader.embedding_dim
-
-    @property
-    def n_regions(self) -> int:
-        return int(self.reader.shape("region_xy")[0]) if self.reader.has("region_xy") else 0
-
-    @property
-    def has_regions(self) -> bool:
-        return self.reader.has("grid_xy") and self.reader.has("region_index") and self.n_regions > 0
-
-    @property
-    def features(self) -> StoredFeatures:
-        return StoredFeatures(self.reader)
-
-    @property
-    def coords_px(self) -> np.ndarray | None:
-        return self.reader.optional("coords_px") if self.reader.attrs.get("has_coords", True) else None
-
-    @property
-    def grid_xy(self) -> np.ndarray | None:
-        return self.reader.optional("grid_xy")
-
-    @property
-    def region_index(self) -> np.ndarray | None:
-        return self.reader.optional("region_index")
-
-    @property
-    def region_xy(self) -> np.ndarray | None:
-        return self.reader.optional("region_xy")
-
-    @property
-    def tissue_fraction(self) -> np.ndarray | None:
-        return self.reader.optional("tissue_fraction")
-
-    @property
-    def regional_embeddings(self) -> dict[str, StoredArray]:
-        """The pooled regional embeddings by pooling name, each read when converted."""
-        return {p: StoredArray(self.reader, f"region_{p}") for p in _REGIONAL if self.reader.has(f"region_{p}")}
-
-    @property
-    def context_embeddings(self) -> dict[str, StoredArray]:
-        """The context embeddings by name, each read (as float32) when converted."""
-        return {k: StoredArray(self.reader, CONTEXT_PREFIX + k, np.float32) for k in self.reader.context_names}
-
-    def load(self) -> SlideEmbeddings:
-        """The whole slide in memory."""
-        return self.reader.load()
 
 
 def load_slide_embeddings(path: PathLike) -> SlideEmbeddings:

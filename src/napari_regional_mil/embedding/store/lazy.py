@@ -1,0 +1,253 @@
+"""Slides whose embeddings stay on disk: :class:`~napari_regional_mil.embedding.types.SlideEmbeddings` look-alikes.
+
+A :class:`LazyEmbeddings` answers the questions training asks of a slide (its name, sizes,
+provenance, whether it has regions) from its file's header, and reads its arrays only
+when asked for, through a *reader* (:class:`RowReader`): ``features`` is a
+:class:`StoredFeatures` (``features[rows]`` reads those rows, ``numpy.asarray(features)``
+the whole slide, as float32), the regional and context embeddings are
+:class:`StoredArray` objects whose ``shape`` costs nothing, and :meth:`LazyEmbeddings.load`
+returns the slide in memory. Nothing read is kept, so a cohort of these holds no patch
+embeddings in memory: training streams them (``training/streaming.py``).
+
+:class:`StoredEmbeddings` reads a store (:class:`~.rows.StoreReader`); feature files of
+other tools have their own reader (``training/feature_rows.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ...errors import CacheError
+from ..types import SlideEmbeddings
+from .keys import PathLike
+from .reader import CONTEXT_PREFIX
+from .rows import StoreReader
+
+__all__ = ["LazyEmbeddings", "RowReader", "StoredArray", "StoredEmbeddings", "StoredFeatures"]
+
+_REGIONAL = ("mean", "max")
+
+
+class RowReader(Protocol):
+    """What a :class:`LazyEmbeddings` reads through (:class:`~.rows.StoreReader` is one).
+
+    Every read raises :class:`~napari_regional_mil.errors.CacheError` naming the slide
+    and the file when the file is gone, changed since it was opened, or damaged.
+    """
+
+    path: Path
+    slide_name: str
+    n_patches: int
+    embedding_dim: int
+    dtype: np.dtype
+    attrs: Mapping[str, object]
+
+    @property
+    def meta(self) -> dict[str, Any]: ...
+
+    @property
+    def context_names(self) -> tuple[str, ...]: ...
+
+    def error(self, problem: str) -> CacheError: ...
+
+    def check(self) -> None: ...
+
+    def has(self, name: str) -> bool: ...
+
+    def shape(self, name: str) -> tuple[int, ...]: ...
+
+    def array(self, name: str, dtype: np.dtype | type | None = None) -> np.ndarray: ...
+
+    def optional(self, name: str, dtype: np.dtype | type | None = None) -> np.ndarray | None: ...
+
+    def rows(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def features(self, *, start: int = 0, stop: int | None = None) -> np.ndarray: ...
+
+    def load(self) -> SlideEmbeddings: ...
+
+
+class StoredFeatures:
+    """The patch embeddings of a slide on disk, read when indexed (``numpy.asarray`` reads all, as float32).
+
+    ``features[rows]`` (an int array, a list or a slice) reads only those rows.
+    """
+
+    def __init__(self, reader: RowReader) -> None:
+        self._reader = reader
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self._reader.n_patches, self._reader.embedding_dim)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32)
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def __len__(self) -> int:
+        return self._reader.n_patches
+
+    def __getitem__(self, index: object) -> np.ndarray:
+        if isinstance(index, slice):
+            start, stop, stride = index.indices(self._reader.n_patches)
+            if stride == 1:
+                return self._reader.features(start=start, stop=stop)
+            return self._reader.rows(np.arange(start, stop, stride))
+        if isinstance(index, (int, np.integer)):
+            return self._reader.rows(np.array([index]))[0]
+        return self._reader.rows(np.asarray(index))
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        values = self._reader.features()
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+
+class StoredArray:
+    """One array of a slide on disk, read when converted (``numpy.asarray``) or indexed; ``shape`` costs nothing."""
+
+    def __init__(self, reader: RowReader, name: str, dtype: np.dtype | type | None = None) -> None:
+        self._reader = reader
+        self._name = name
+        self._dtype = dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._reader.shape(self._name)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._dtype) if self._dtype is not None else np.dtype(self._read().dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read(self) -> np.ndarray:
+        return self._reader.array(self._name, self._dtype)
+
+    def __getitem__(self, index: object) -> np.ndarray:
+        return np.asarray(self._read()[index])  # type: ignore[index]
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        values = self._read()
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+
+class LazyEmbeddings:
+    """A :class:`~napari_regional_mil.embedding.types.SlideEmbeddings` look-alike whose arrays stay on disk.
+
+    Parameters
+    ----------
+    reader
+        Reads the slide's file (see :class:`RowReader`).
+    """
+
+    def __init__(self, reader: RowReader) -> None:
+        self.reader = reader
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.reader.path!s}, {self.n_patches} x {self.embedding_dim} {self.reader.dtype})"
+
+    def reopen(self) -> LazyEmbeddings:
+        """The same slide opened afresh (e.g. on another machine of a cluster)."""
+        raise NotImplementedError
+
+    @property
+    def path(self) -> Path:
+        """The file the slide is read from."""
+        return self.reader.path
+
+    @property
+    def slide_name(self) -> str:
+        return self.reader.slide_name
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.reader.meta
+
+    @property
+    def n_patches(self) -> int:
+        return self.reader.n_patches
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.reader.embedding_dim
+
+    @property
+    def n_regions(self) -> int:
+        return int(self.reader.shape("region_xy")[0]) if self.reader.has("region_xy") else 0
+
+    @property
+    def has_regions(self) -> bool:
+        return self.reader.has("grid_xy") and self.reader.has("region_index") and self.n_regions > 0
+
+    @property
+    def features(self) -> StoredFeatures:
+        return StoredFeatures(self.reader)
+
+    @property
+    def coords_px(self) -> np.ndarray | None:
+        return self.reader.optional("coords_px")
+
+    @property
+    def grid_xy(self) -> np.ndarray | None:
+        return self.reader.optional("grid_xy")
+
+    @property
+    def region_index(self) -> np.ndarray | None:
+        return self.reader.optional("region_index")
+
+    @property
+    def region_xy(self) -> np.ndarray | None:
+        return self.reader.optional("region_xy")
+
+    @property
+    def tissue_fraction(self) -> np.ndarray | None:
+        return self.reader.optional("tissue_fraction")
+
+    @property
+    def regional_embeddings(self) -> dict[str, StoredArray]:
+        """The pooled regional embeddings by pooling name, each read when converted."""
+        return {p: StoredArray(self.reader, f"region_{p}") for p in _REGIONAL if self.reader.has(f"region_{p}")}
+
+    @property
+    def context_embeddings(self) -> dict[str, StoredArray]:
+        """The context embeddings by name, each read (as float32) when converted."""
+        return {k: StoredArray(self.reader, CONTEXT_PREFIX + k, np.float32) for k in self.reader.context_names}
+
+    def load(self) -> SlideEmbeddings:
+        """The whole slide in memory."""
+        return self.reader.load()
+
+
+class StoredEmbeddings(LazyEmbeddings):
+    """A slide whose embeddings stay in its store (a :class:`LazyEmbeddings` over :class:`~.rows.StoreReader`).
+
+    Parameters
+    ----------
+    path
+        A complete store.
+
+    Raises
+    ------
+    CacheError
+        Not a store, incomplete, or of another format version.
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        super().__init__(StoreReader(path))
+
+    def reopen(self) -> StoredEmbeddings:
+        """The store opened afresh."""
+        return StoredEmbeddings(self.reader.path)
