@@ -240,12 +240,11 @@ def peak_rss(path: Path, args) -> dict:
 def slide_probe(encoder) -> float:
     """Linear probe of an encoder's embeddings of a synthetic 6-tissue-type slide (half train, half test)."""
     sys.path.insert(0, str(REPO / "tests"))
-    from test_encoders import linear_probe_accuracy
-
     from napari_regional_mil.embedding import embed_slide, load_slide_embeddings
     from napari_regional_mil.jobs import run_job
     from napari_regional_mil.synth.slides import write_synthetic_slide
     from napari_regional_mil.tiling import TilingParams
+    from test_encoders import linear_probe_accuracy
 
     types = np.full((14, 19), -1, np.int16)
     types[1:13, 1:18] = (np.arange(17)[None, :] // 3 + np.arange(12)[:, None] // 4) % 6
@@ -270,7 +269,6 @@ def slide_probe(encoder) -> float:
 def builtin_versions(args) -> float:
     """builtin-he version 2 (the package's) against version 1, side by side: speed and probes."""
     from builtin_he_v1 import builtin_he_v1
-
     from napari_regional_mil.encoders import load_encoder
     from napari_regional_mil.synth.probe import (
         colour_baseline,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from badinputs import (
     CSV_PROBLEMS,
     MARKER,
@@ -25,7 +26,6 @@ from badinputs import (
     build_corpus,
     tree_hashes,
 )
-
 from napari_regional_mil.cli import main
 
 #: A progress line of ``cli._progress.drive`` (tqdm, non-tty): ``<stage>:  30%|###   | 3/10 [...]`` or ``<stage>: 3it [...]``.
@@ -47,7 +47,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
         code = main([str(a) for a in argv])
     except SystemExit as exc:  # argparse
         code = exc.code
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         pytest.fail(f"{argv[0]} raised instead of exiting:\n{traceback.format_exc()}")
     out, err = capsys.readouterr()
     return code, out, err

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_slide_backends import _damage_tile
 
 from napari_regional_mil.embedding import embed_slide, load_slide_embeddings
 from napari_regional_mil.embedding.reader import PatchReader, plan_reads
@@ -17,6 +16,7 @@ from napari_regional_mil.embedding.workflow import summary_line
 from napari_regional_mil.jobs import run_job
 from napari_regional_mil.slide import open_slide
 from napari_regional_mil.tiling import TilingParams, tile_slide
+from test_slide_backends import _damage_tile
 
 PARAMS = TilingParams(patch_size=32, target_mpp=0.5, region_size=4)
 #: Level-0 tile 21 of the 544 x 416 px embedding slide (9 tiles of 64 px per row): x 192..256, y 128..192,

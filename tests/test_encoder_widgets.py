@@ -12,8 +12,8 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
-from hubfake import FakeHub, point_hub_at, publish
 
+from hubfake import FakeHub, point_hub_at, publish
 from napari_regional_mil._widgets import _layers, _worker
 from napari_regional_mil._widgets._encoder_fields import EncoderFields
 from napari_regional_mil._widgets._encoder_weights import ModelEncoderFields

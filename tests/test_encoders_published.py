@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hubfake import FakeHub, point_hub_at, publish
 
+from hubfake import FakeHub, point_hub_at, publish
 from napari_regional_mil.encoders import (
     KNOWN_ENCODERS,
     expected_keys,
@@ -71,7 +71,7 @@ def _random_vit(arch: str, seed: int, **kwargs) -> torch.nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.endswith("norm.weight") or ".norm" in name and name.endswith("weight"):
+            if name.endswith("norm.weight") or (".norm" in name and name.endswith("weight")):
                 param.normal_(1.0, 0.1, generator=gen)
             elif name.endswith(".gamma"):  # LayerScale
                 param.normal_(0.0, 0.1, generator=gen)

@@ -22,7 +22,7 @@ ROW_MAJOR = np.lexsort((CELLS[:, 0], CELLS[:, 1]))
 
 def _rows(bag):
     """Map every read patch back to its written feature row."""
-    return [int(np.flatnonzero((FEATS == f).all(1))[0]) for f in bag.features]
+    return [int(np.flatnonzero((f == FEATS).all(1))[0]) for f in bag.features]
 
 
 def test_clam_h5_with_coords_and_patch_size_gets_grid_and_regions(tmp_path):

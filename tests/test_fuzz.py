@@ -16,9 +16,10 @@ Cohort CSVs: generated text and bytes go through ``read_cohort``: success or a
 from __future__ import annotations
 
 import pytest
-from badinputs import make_valid_tiff
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from badinputs import make_valid_tiff
 from slide_fuzzer import SlideFuzzer
 
 FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None, print_blob=True,

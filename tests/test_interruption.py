@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from badinputs import save_model_for, write_cohort_caches
-from resume_check import RECORDING_CHILD, assert_same_store, recorded_pixels
 
+from badinputs import save_model_for, write_cohort_caches
 from napari_regional_mil.embedding.store import CHUNK_ROWS, PARTIAL_SUFFIX
 from napari_regional_mil.errors import CacheError
+from resume_check import RECORDING_CHILD, assert_same_store, recorded_pixels
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 

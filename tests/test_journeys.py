@@ -14,6 +14,9 @@ import shutil
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFileDialog
+
 from gui_actions import (
     answer_reader_dialog,
     click,
@@ -22,9 +25,6 @@ from gui_actions import (
     open_widget,
     type_into,
 )
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFileDialog
-
 from napari_regional_mil._widgets._reader_preference import PLUGIN, reader_patterns
 from napari_regional_mil._widgets._worker import running_job
 

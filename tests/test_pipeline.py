@@ -10,12 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-from resume_check import (
-    RECORDING_CHILD,
-    assert_same_store,
-    record_reads,
-    recorded_pixels,
-)
 
 from napari_regional_mil.embedding import (
     cache_status,
@@ -27,6 +21,12 @@ from napari_regional_mil.embedding.reader import PatchReader, plan_reads
 from napari_regional_mil.embedding.store import PARTIAL_SUFFIX
 from napari_regional_mil.errors import TilingError
 from napari_regional_mil.jobs import run_job
+from resume_check import (
+    RECORDING_CHILD,
+    assert_same_store,
+    record_reads,
+    recorded_pixels,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript is our exchange format
 

@@ -46,7 +46,7 @@ def test_augment_is_deterministic_and_only_moves_pixels_without_jitter():
     b = augment(batch, generator=torch.Generator().manual_seed(3))
     assert a.shape == (5, 3, 12, 12) and a.dtype == torch.float32
     assert torch.equal(a, b)
-    assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     plain = augment(batch, generator=torch.Generator().manual_seed(3), stain_jitter=0.0)
     for i in range(5):  # flips and rotations only permute the pixels of each patch
         got = np.sort((plain[i].permute(1, 2, 0).numpy() * 255).round().reshape(-1, 3), axis=0)

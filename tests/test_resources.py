@@ -18,6 +18,7 @@ import threading
 import time
 
 import pytest
+
 from badinputs import save_model_for, tree_hashes, write_cohort_caches
 from test_bad_input_corpus import assert_one_error_line, run_cli
 

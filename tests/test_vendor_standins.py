@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TESTSLIDES
-from vendor_standins import STANDINS, write_aperio_svs, write_standins
 
+from conftest import TESTSLIDES
 from napari_regional_mil.slide import open_slide
+from vendor_standins import STANDINS, write_aperio_svs, write_standins
 
 
 @pytest.fixture(scope="module")

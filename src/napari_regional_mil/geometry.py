@@ -93,7 +93,7 @@ def world_to_level0(world_yx: np.ndarray, mpp: float | Sequence[float]) -> np.nd
 def grid_layer_transform(
     step: float | Sequence[float], mpp: float | Sequence[float]
 ) -> dict[str, tuple[float, float]]:
-    """napari ``scale`` and ``translate`` (``(y, x)``, microns) for an image of grid cells.
+    """Napari ``scale`` and ``translate`` (``(y, x)``, microns) for an image of grid cells.
 
     Parameters
     ----------

@@ -146,12 +146,12 @@ class GridPlacement:
 
     @property
     def scale(self) -> tuple[float, float]:
-        """napari ``scale`` (um per grid pixel), ``(y, x)``."""
+        """Napari ``scale`` (um per grid pixel), ``(y, x)``."""
         return (self.step_level0 * self.mpp[0], self.step_level0 * self.mpp[1])
 
     @property
     def translate(self) -> tuple[float, float]:
-        """napari ``translate`` (um), ``(y, x)``: pixel 0 sits on the centre of cell 0."""
+        """Napari ``translate`` (um), ``(y, x)``: pixel 0 sits on the centre of cell 0."""
         half = (self.step_level0 - 1.0) / 2.0
         return (half * self.mpp[0], half * self.mpp[1])
 

@@ -63,7 +63,8 @@ def versions() -> dict[str, str]:
 
 def git_commit(folder: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
     """``{"commit": sha, "dirty": bool}`` of the git checkout holding ``folder`` (default: this
-    package's source), or ``None`` when it is not in one or git is unavailable."""
+    package's source), or ``None`` when it is not in one or git is unavailable.
+    """
     where = Path(folder) if folder is not None else Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,

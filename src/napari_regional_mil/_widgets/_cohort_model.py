@@ -108,7 +108,7 @@ class CohortTableModel(QAbstractTableModel):
                 self.table.set_split(index.row(), value)
             else:
                 return False
-        except Exception as exc:  # noqa: BLE001 - refused edits become a notification
+        except Exception as exc:
             if self._on_error is not None:
                 self._on_error(exc)
             return False

@@ -92,7 +92,7 @@ class ClassEditor(QGroupBox):
         """Add a class; ``False`` (and a notification) when refused."""
         try:
             self.table.add_class(name)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail(exc)
             return False
         self.name.clear()
@@ -104,7 +104,7 @@ class ClassEditor(QGroupBox):
         """Rename a class everywhere; ``False`` (and a notification) when refused."""
         try:
             self.table.rename_class(old, new)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail(exc)
             self.refresh()
             return False
@@ -116,7 +116,7 @@ class ClassEditor(QGroupBox):
         """Remove a class (its slides become unlabelled)."""
         try:
             self.table.remove_class(name)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail(exc)
             return
         self.refresh()

@@ -65,7 +65,8 @@ class EvaluateBox(ReportView):
     def start(self, state: Any, table: Any, cache_dir: Path | None, *, on_result: Any, owner: Any,
               progress_bar: Any = None) -> JobHandle | None:
         """Start scoring ``state.model`` on ``table``'s test split at ``state.threshold`` (a notification
-        instead when there is no model, no cache folder or a table that cannot be used)."""
+        instead when there is no model, no cache folder or a table that cannot be used).
+        """
         model = state.model
         try:
             if model is None:

@@ -127,7 +127,8 @@ def grid_outlines(tiling: Tiling) -> GridOutlines:
 
 def _grid_layer(viewer: Any, slide_layer: Any, what: str, vectors: np.ndarray, colour: str, width: float) -> Any:
     """Add a Vectors layer of outlines, or update the existing one in place (no remove/re-add:
-    removing a layer makes napari run a full garbage collection)."""
+    removing a layer makes napari run a full garbage collection).
+    """
     name = _derived_name(slide_layer, what)
     meta = _derived(viewer, slide_layer, what, (1.0, 1.0), corner=True)
     mpp, units = layer_mpp(slide_layer), _units(slide_layer)

@@ -135,7 +135,8 @@ def remove_unwanted(viewer: Any, layers: dict[str, Any], keys: set[str]) -> None
 def show_heatmap_layer(viewer: Any, layer: Any, spec: HeatmapSpec, *, opacity: float, units: Any = None,
                        derived_from: str | None = None) -> Any:
     """Update ``layer`` in place to ``spec`` (only what changed: each change redraws), or add a new
-    Image layer when there is none of that shape; returns the layer. The active layer stays active."""
+    Image layer when there is none of that shape; returns the layer. The active layer stays active.
+    """
     meta: dict[str, Any] = {"napari_regional_mil": {"heatmap": spec.key}}
     if derived_from is not None:
         meta.update(derived_from=derived_from, level0_step=(spec.step_level0,) * 2, corner=False, what=spec.key)

@@ -108,7 +108,7 @@ def _drive(factory: Callable[[], Any], cancel: threading.Event, done: threading.
                 yield event
         except JobCancelled:
             return _Outcome("cancelled")
-        except Exception as exc:  # noqa: BLE001 - reported in the main thread
+        except Exception as exc:
             return _Outcome("cancelled") if cancel.is_set() else _Outcome("failed", error=exc)
         finally:
             if isinstance(job, Generator):
@@ -306,12 +306,12 @@ class JobHandle:
                     on_error(outcome.error)
             elif outcome.status == "cancelled":
                 notifications.show_info(f"{self.description}: cancelled")
-        except Exception as exc:  # noqa: BLE001 - a failing callback must not kill Qt
+        except Exception as exc:
             self.status = "failed"
             notify_error(exc, context=self.description)
         finally:
             if on_finish is not None:
                 try:
                     on_finish(self.status)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     notify_error(exc, context=self.description)

@@ -111,7 +111,8 @@ def with_layers(
     job: Generator[Progress, None, AttentionMaps], settings: dict[str, Any]
 ) -> Generator[Progress, None, tuple[AttentionMaps, list[HeatmapSpec]]]:
     """Run a prediction ``job``, then make its heatmap layers' data (``heatmap_specs(**settings)``)
-    in the same worker, so the GUI thread only adds the layers."""
+    in the same worker, so the GUI thread only adds the layers.
+    """
     maps = yield from job
     yield Progress("predict", 1, 1, "heatmap layers")
     warm_up()

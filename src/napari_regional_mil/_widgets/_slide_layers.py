@@ -50,7 +50,8 @@ def slide_path_of(layer: Any) -> Path | None:
 
 def slide_layers(viewer: Any) -> list[Any]:
     """The viewer's slide layers, in order: Image layers whose metadata names a slide and
-    that are not derived from one (overlays carry ``derived_from``)."""
+    that are not derived from one (overlays carry ``derived_from``).
+    """
     from napari.layers import Image
 
     return [
@@ -92,7 +93,8 @@ def tiling_params_of(layer: Any) -> TilingParams | None:
 
 def tiling_of(layer: Any) -> Any | None:
     """The :class:`~napari_regional_mil.tiling.Tiling` recorded on a slide layer (by the Slide
-    or Cohort widget, ``metadata["tiling"]``), or ``None``."""
+    or Cohort widget, ``metadata["tiling"]``), or ``None``.
+    """
     from napari_regional_mil.tiling import Tiling
 
     tiling = (getattr(layer, "metadata", None) or {}).get("tiling")
@@ -106,7 +108,8 @@ def _info_dict(info: Any) -> dict[str, Any]:
 
 def make_slide_layer(layer_data: tuple[Any, dict[str, Any], str]) -> Any:
     """The napari Image layer of the reader's layer data, not yet in a viewer (call it in a worker:
-    making a layer model slices its data; only adding it is left to the GUI thread)."""
+    making a layer model slices its data; only adding it is left to the GUI thread).
+    """
     from napari.layers import Image
 
     data, kwargs, _ = layer_data
@@ -115,7 +118,8 @@ def make_slide_layer(layer_data: tuple[Any, dict[str, Any], str]) -> Any:
 
 def show_slide_layer(viewer: Any, layer: Any) -> Any:
     """Add a slide layer (from :func:`make_slide_layer`, or the reader's layer data), or return
-    the layer already showing that slide."""
+    the layer already showing that slide.
+    """
     if isinstance(layer, tuple):
         layer = make_slide_layer(layer)
     path = slide_path_of(layer)
@@ -202,7 +206,8 @@ def set_slide_mpp(viewer: Any, slide_layer: Any, mpp: tuple[float, float] | None
 
 def _units(slide_layer: Any) -> tuple[Any, ...]:
     """The slide layer's own napari ``units`` (its last two axes): every layer derived from
-    it takes them, so napari never sees inconsistent units across layers."""
+    it takes them, so napari never sees inconsistent units across layers.
+    """
     units = getattr(slide_layer, "units", None)
     if units is not None and len(units) >= 2:
         return tuple(units[-2:])
@@ -226,7 +231,8 @@ def placement(step: tuple[float, float], mpp: tuple[float, float] | None, *, cor
 def _place(layer: Any, step: tuple[float, float], mpp: tuple[float, float] | None, *, corner: bool,
            units: Any = None) -> None:
     """Scale/translate (and give ``units``) to an existing layer, touching only what changed
-    (every change refreshes the layer)."""
+    (every change refreshes the layer).
+    """
     where = placement(step, mpp, corner=corner)
     if units is None:
         units = ("um", "um") if mpp is not None else ("pixel", "pixel")
@@ -239,7 +245,8 @@ def _place(layer: Any, step: tuple[float, float], mpp: tuple[float, float] | Non
 
 def _as_units(units: Any) -> tuple[Any, ...]:
     """``units`` as pint units (so they compare with a layer's); as given when napari's
-    (private) converter is not there, so the layer's units are then always set."""
+    (private) converter is not there, so the layer's units are then always set.
+    """
     try:
         from napari.utils.transforms._units import get_units_from_name
     except ImportError:

@@ -351,7 +351,8 @@ class CohortWidget(QWidget):
     # -- evaluating the test split -----------------------------------------------------------
     def evaluate(self) -> JobHandle | None:
         """Score the viewer's current model on the ``split=test`` rows, in the background; the rows
-        are coloured by whether their decision was correct."""
+        are coloured by whether their decision was correct.
+        """
         def evaluated(result: tuple[Any, dict[str, bytes]]) -> None:
             self.model.rows_changed(self.evaluate_box.show_evaluation(*result, table=self.table, viewer=self.viewer))
 
@@ -396,7 +397,7 @@ class CohortWidget(QWidget):
             return None
         try:
             kwargs = self.embed_box.embed_options()
-        except Exception as exc:  # noqa: BLE001 - bad fields become a notification
+        except Exception as exc:
             notify_error(exc, context="Embed missing")
             return None
         self.embed_box.status.setText(f"Embedding {len(todo)} slide(s)...")

@@ -58,13 +58,14 @@ def _devices() -> list[str]:
         import torch
 
         return ["cpu"] + [f"cuda:{i}" if i else "cuda" for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001 - no torch, no CUDA
+    except Exception:
         return ["cpu"]
 
 
 def _embed_job(slide_path: Path, grid_shape_of: Any, contexts: list | tuple = (), **kwargs: Any):
     """Job: embed (or find the cache), the context embeddings of ``contexts`` (``(encoder,
-    options, scale)`` each), then the PCA-to-RGB image of the patch grid."""
+    options, scale)`` each), then the PCA-to-RGB image of the patch grid.
+    """
     from napari_regional_mil.embedding.pca import patch_rgba_grid, pca_rgb
     from napari_regional_mil.embedding.store import load_slide_embeddings
     from napari_regional_mil.embedding.workflow import embed_with_contexts
@@ -249,7 +250,7 @@ class EmbedWidget(QWidget):
             cache_dir = self.cache_dir.path()
             if cache_dir is None:
                 raise CacheError("choose a cache folder")
-        except Exception as exc:  # noqa: BLE001 - bad fields become a notification
+        except Exception as exc:
             notify_error(exc, context="Embed")
             return
         width, height = (layer.metadata.get("slide_info") or {}).get("dimensions", (0, 0))

@@ -246,7 +246,7 @@ class PretrainWidget(QWidget):
         """Start pretraining in a worker (progress bar, Cancel, preview)."""
         try:
             factory = self._job_factory()
-        except Exception as exc:  # noqa: BLE001 - bad fields become a notification
+        except Exception as exc:
             notify_error(exc, context="Pretrain")
             return
         self.result = None

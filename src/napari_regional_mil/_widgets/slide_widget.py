@@ -215,7 +215,7 @@ class SlideWidget(QWidget):
             return
         try:
             slide = _layers.open_slide_of(layer)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             notify_error(exc, context="Cannot read slide layer")
             return
         self.picker.set_text(str(path))
@@ -253,7 +253,8 @@ class SlideWidget(QWidget):
 
     def refresh_tiling(self, event: Any = None) -> None:
         """Show the tiling recorded on the current slide layer (``metadata["tiling"]``), which
-        may come from another widget (the Cohort widget tiles the slides it opens)."""
+        may come from another widget (the Cohort widget tiles the slides it opens).
+        """
         tiling = _layers.tiling_of(self.slide_layer) if self.slide_layer is not None else None
         if tiling is not None and _layers.slide_path_of(self.slide_layer) is not None:
             params = _layers.tiling_params_of(self.slide_layer)
@@ -410,7 +411,7 @@ class SlideWidget(QWidget):
             return
         try:
             params = self.fields.params()
-        except Exception as exc:  # noqa: BLE001 - TilingParams may validate
+        except Exception as exc:
             notify_error(exc, context="Tiling parameters")
             return
         tissue = _layers.tissue_mask_of(self.viewer, self.slide_layer)

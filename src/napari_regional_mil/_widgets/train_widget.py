@@ -64,7 +64,8 @@ REPORT_BOOTSTRAP = 500
 
 def _warm_up() -> None:
     """Build a throw-away AdamW optimiser: its first construction imports ``torch._dynamo``
-    (about 800 modules, 1-2 s on 2 cores), which otherwise stalls the viewer when training starts."""
+    (about 800 modules, 1-2 s on 2 cores), which otherwise stalls the viewer when training starts.
+    """
     import torch
 
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
@@ -292,7 +293,7 @@ class TrainWidget(QWidget):
                 )
 
                 check_cohort_clinical(cohort, clinical)
-        except Exception as exc:  # noqa: BLE001 - bad input becomes a notification
+        except Exception as exc:
             notify_error(exc, context="Train")
             return None
         n_folds = self.optim_fields.n_folds

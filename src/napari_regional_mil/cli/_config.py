@@ -112,7 +112,7 @@ def _convert(path: Path, key: str, action: argparse.Action, value: Any) -> Any:
 
 
 def _convert_one(path: Path, where: str, action: argparse.Action, value: Any) -> Any:
-    if isinstance(value, (dict, list)) or isinstance(value, bool) and action.type is not None:
+    if isinstance(value, (dict, list)) or (isinstance(value, bool) and action.type is not None):
         raise ConfigError(f"{where}: expected {_expected(action)}, got {value!r}")
     convert = action.type
     if convert is None:

@@ -47,7 +47,8 @@ def plan_line(event) -> str | None:
 
 def context_dims_of(slides) -> dict[str, int]:
     """Context embeddings (several scales) that every slide has: the core's
-    :func:`~napari_regional_mil.training.workflow.context_dims_of`, shared with the Train widget."""
+    :func:`~napari_regional_mil.training.workflow.context_dims_of`, shared with the Train widget.
+    """
     from ..training.workflow import context_dims_of as common_context_dims
 
     return common_context_dims(slides)

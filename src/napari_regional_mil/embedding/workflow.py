@@ -213,7 +213,7 @@ def embed_one(
             ))
     except RegionalMilError as exc:
         return SlideSummary(name, False, str(exc), seconds=time.perf_counter() - t0)
-    except Exception as exc:  # noqa: BLE001 - a bug must not stop the other slides; keep where it was
+    except Exception as exc:
         where = traceback.extract_tb(exc.__traceback__)[-1]
         line = f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"
         return SlideSummary(name, False, line, seconds=time.perf_counter() - t0)

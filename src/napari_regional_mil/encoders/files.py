@@ -124,7 +124,7 @@ def read_encoder_metadata(path: str | Path) -> dict[str, Any]:
 
         with safe_open(str(path), "pt") as fh:
             meta = fh.metadata() or {}
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad user file
+    except Exception as exc:
         raise EncoderError(
             f"{path}: not a safetensors encoder file ({type(exc).__name__}: {str(exc)[:160]})"
         ) from None
@@ -163,7 +163,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
                 if "mmap" not in str(exc):
                     raise
                 state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad user file
+    except Exception as exc:
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise EncoderError(f"{path}: cannot read weights ({type(exc).__name__}: {first})") from None
     for key in ("state_dict", "model", "teacher"):  # common checkpoint wrappers
@@ -248,7 +248,7 @@ def _infer_dim(module: nn.Module, input_size: int | None, path: Path) -> int:
     try:
         with torch.inference_mode():
             out = module(torch.zeros(2, 3, size, size))
-    except Exception as exc:  # noqa: BLE001 - a user model failing on a dummy input
+    except Exception as exc:
         first = str(exc).splitlines()[0][:160] if str(exc) else ""
         raise EncoderError(
             f"{path}: dummy forward pass at {size} px failed ({type(exc).__name__}: {first})"
@@ -289,7 +289,7 @@ def load_torchscript(path: str | Path, *, device: str = "cpu", **options: Any) -
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/ValueError/zip errors
+    except Exception as exc:
         first = str(exc).splitlines()[0][:160] if str(exc) else ""
         raise EncoderError(f"{path}: not a TorchScript file ({type(exc).__name__}: {first})") from None
     meta = _parse_metadata(extra[_EXTRA_FILE], path) if extra[_EXTRA_FILE] else _read_sidecar(path)
@@ -386,7 +386,7 @@ def save_encoder(
                 warnings.simplefilter("ignore", FutureWarning)
                 try:
                     scripted = torch.jit.script(module)
-                except Exception:  # noqa: BLE001 - fall back to tracing for unscriptable modules
+                except Exception:
                     size = spec.input_size or 224
                     with torch.no_grad():
                         scripted = torch.jit.trace(module, torch.zeros(1, 3, size, size))

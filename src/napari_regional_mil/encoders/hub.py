@@ -101,7 +101,7 @@ def fetch_file(
         )
     except JobCancelled:
         raise
-    except Exception as exc:  # noqa: BLE001 - every hub/network/disk failure becomes one line
+    except Exception as exc:
         raise _hub_error(known, name, exc) from None
     return Path(str(path))
 
@@ -152,7 +152,7 @@ def _download(
             known, name, progress=lambda d, t: events.put(("progress", (d, t))), cancelled=stop.is_set
         )
         events.put(("done", path))
-    except BaseException as exc:  # noqa: BLE001 - handed to the job's thread
+    except BaseException as exc:
         events.put(("error", exc))
 
 

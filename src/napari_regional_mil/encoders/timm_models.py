@@ -108,7 +108,7 @@ def build_timm(
     args = {"num_classes": 0, **_resolve(kwargs)}
     try:
         model = timm.create_model(model_name, pretrained=False, **args)
-    except Exception as exc:  # noqa: BLE001 - unknown model names, bad kwargs
+    except Exception as exc:
         first = str(exc).splitlines()[0][:160] if str(exc) else ""
         raise EncoderError(
             f"timm:{model_name}: cannot build the model ({type(exc).__name__}: {first})"
@@ -158,7 +158,7 @@ def load_timm(
     kwargs = {"num_classes": 0, **_resolve(timm_kwargs)}
     try:
         model = timm.create_model(model_name, pretrained=hub and weights is None, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - unknown model names, bad kwargs, network errors
+    except Exception as exc:
         first = str(exc).splitlines()[0][:160] if str(exc) else ""
         raise EncoderError(
             f"{'' if hub else 'timm:'}{model_name}: cannot build the model ({type(exc).__name__}: {first})"

@@ -159,7 +159,7 @@ class TiffslideBackend(SlideBackend):
 
     # --- associated images ---------------------------------------------------------------------
     def associated_names(self) -> tuple[str, ...]:
-        """tiffslide's associated image names (a broken one does not block the slide)."""
+        """Tiffslide's associated image names (a broken one does not block the slide)."""
         with contextlib.suppress(Exception):  # any tifffile error in an extra page
             return tuple(self._handle.associated_images.keys())
         return ()

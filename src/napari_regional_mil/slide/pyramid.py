@@ -91,7 +91,7 @@ class GuardedLevel:
                 x0, x1 = max(tx, cols.start), min(tx + tw, cols.stop)
                 try:
                     block = self._read(slice(y0, y1), slice(x0, x1))
-                except Exception as exc:  # noqa: BLE001 - any decoder's error type: the renderer must not see it
+                except Exception as exc:
                     self._log.record(self._level, (ty, tx), exc)
                     continue
                 out[y0 - rows.start : y1 - rows.start, x0 - cols.start : x1 - cols.start] = block
@@ -104,7 +104,7 @@ class GuardedLevel:
         channels = key[2] if len(key) > 2 else slice(None)
         try:
             block = self._read(rows, cols)
-        except Exception:  # noqa: BLE001 - narrowed down to the failing tiles, which are recorded
+        except Exception:
             block = self._read_by_tile(rows, cols)
         if post_rows is None and post_cols is None:
             return block[:, :, channels]

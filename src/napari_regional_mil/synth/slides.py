@@ -217,16 +217,15 @@ def write_synthetic_slide(
         "software": "napari-regional-mil synth",
         "maxworkers": min(4, os.cpu_count() or 1),
     }
-    with atomic_path(path, durable=False) as tmp:
-        with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
-            for level, (w, h) in enumerate(shapes):
-                ds = 2**level
-                extra = {"subifds": len(shapes) - 1} if level == 0 else {"subfiletype": 1}
-                tif.write(
-                    _tiles(types, (w, h), tile, downsample=ds, **render),
-                    shape=(h, w, 3),
-                    resolution=(1e4 / (mpp * width / w), 1e4 / (mpp * height / h)),
-                    **extra,
-                    **common,
-                )
+    with atomic_path(path, durable=False) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+        for level, (w, h) in enumerate(shapes):
+            ds = 2**level
+            extra = {"subifds": len(shapes) - 1} if level == 0 else {"subfiletype": 1}
+            tif.write(
+                _tiles(types, (w, h), tile, downsample=ds, **render),
+                shape=(h, w, 3),
+                resolution=(1e4 / (mpp * width / w), 1e4 / (mpp * height / h)),
+                **extra,
+                **common,
+            )
     return path

@@ -229,7 +229,7 @@ class CohortTable:
 
     def class_counts(self) -> dict[str, int]:
         """Slides per class (every class offered, unlabelled ones under ``""``)."""
-        counts = {name: 0 for name in self.class_names}
+        counts = dict.fromkeys(self.class_names, 0)
         for row in self.rows:
             counts[row.label] = counts.get(row.label, 0) + 1
         return counts
@@ -461,7 +461,7 @@ def embedded_states(cache_dir: str | os.PathLike | None) -> dict[str, str]:
             )
         else:
             partial.add(info.slide_name)
-    states = {name: "partial" for name in partial}
+    states = dict.fromkeys(partial, "partial")
     states.update({name: ("yes" if len(k) == 1 else "several") for name, k in kinds.items()})
     return states
 

@@ -124,7 +124,8 @@ class CrossValResult:
     # -- pooled out-of-fold predictions ---------------------------------------------------
     def pooled(self) -> dict[str, Any]:
         """Every slide's out-of-fold prediction: ``slides``, ``patients``, ``folds``, ``labels``
-        ``(N,)``, ``probabilities`` ``(N, C)`` and ``predicted`` ``(N,)`` (each at its fold's threshold)."""
+        ``(N,)``, ``probabilities`` ``(N, C)`` and ``predicted`` ``(N,)`` (each at its fold's threshold).
+        """
         return {
             "slides": [s for f in self.folds for s in f.test_slides],
             "patients": [p for f in self.folds for p in (f.test_patients or f.test_slides)],

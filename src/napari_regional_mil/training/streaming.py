@@ -264,7 +264,7 @@ class StepLoader:
                     return
                 try:
                     item: tuple[StepBatch | None, BaseException | None] = (self._batch(int(i), rng), None)
-                except BaseException as exc:  # noqa: BLE001 - handed to the training loop, raised there
+                except BaseException as exc:
                     item = (None, exc)
                 while not stop.is_set():
                     try:
