@@ -344,7 +344,7 @@ def shown_notes(monkeypatch):
 
 
 def _clinical_synthetic(n_slides, *, seed=0, region_grid=(3, 4), region_size=5, dim=12, noise=0.4, offset=0):
-    from napari_regional_mil.model.clinical import ClinicalRecord
+    from napari_regional_mil.clinical import ClinicalRecord
     from napari_regional_mil.synth.clinical import (
         CLASS_NAMES,
         clinical_label,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_regional_mil.errors import ClinicalError
-from napari_regional_mil.model.clinical import (
+from napari_regional_mil.clinical import (
     UNKNOWN,
     ClinicalEncoding,
     ClinicalRecord,

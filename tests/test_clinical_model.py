@@ -12,7 +12,7 @@ import torch
 from napari_regional_mil.errors import ClinicalError
 from napari_regional_mil.jobs import run_job
 from napari_regional_mil.model.checkpoint import load_checkpoint, save_checkpoint
-from napari_regional_mil.model.clinical import (
+from napari_regional_mil.clinical import (
     ClinicalRecord,
     fit_clinical_encoding,
     parse_clinical_columns,

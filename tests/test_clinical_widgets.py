@@ -15,7 +15,7 @@ from napari_regional_mil._widgets._clinical_fields import (
 )
 from napari_regional_mil._widgets._state import viewer_state
 from napari_regional_mil._widgets.predict_widget import PredictWidget
-from napari_regional_mil.model.clinical import ClinicalRecord, parse_clinical_columns
+from napari_regional_mil.clinical import ClinicalRecord, parse_clinical_columns
 
 pytestmark = pytest.mark.gui
 

@@ -25,13 +25,11 @@ The three model types share one implementation (:class:`~.model.first_model.Firs
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from .clinical import ClinicalEncoding
 from .options import option
 from .thresholds import ThresholdRule, parse_threshold
-
-if TYPE_CHECKING:
-    from .model.clinical import ClinicalEncoding
 
 __all__ = [
     "MODEL_TYPES",
@@ -147,7 +145,7 @@ class ModelConfig:
         Patch selection in training.
     clinical
         Patient data ([0279]): the fitted encoding of the clinical variables the model
-        takes next to the slide (see :mod:`~.model.clinical`), or ``None``. Set by training
+        takes next to the slide (see :mod:`~.clinical`), or ``None``. Set by training
         from the training slides' values; its projection is concatenated with the
         global embedding before the classifier.
     """
@@ -226,10 +224,6 @@ class ModelConfig:
         data["context_dims"] = {str(k): int(v) for k, v in dict(data.get("context_dims", {})).items()}
         clinical = data.pop("clinical", None)
         if clinical is not None:
-            from .model.clinical import (
-                ClinicalEncoding,  # the model package imports torch: not at start-up
-            )
-
             data["clinical"] = ClinicalEncoding.from_dict(clinical)
         return cls(selection=selection, **data)
 
@@ -350,7 +344,7 @@ class ClinicalOptions:
 
     Not part of :class:`ModelConfig`: training fits the chosen columns' encoding on the
     training slides and stores that in ``ModelConfig.clinical`` (see
-    :mod:`napari_regional_mil.model.clinical`).
+    :mod:`napari_regional_mil.clinical`).
 
     Parameters
     ----------

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets._fields import form
-from napari_regional_mil.model.clinical import (
+from napari_regional_mil.clinical import (
     ClinicalEncoding,
     ClinicalRecord,
     ClinicalSpec,

@@ -19,7 +19,7 @@ from ._cohort_options import add_column_options, columns_from_args
 from ._config import add_config_option
 
 if TYPE_CHECKING:
-    from ..model.clinical import ClinicalSpec
+    from ..clinical import ClinicalSpec
     from ..training.cohort import Cohort
     from ..training.workflow import ModelOptions
 
@@ -92,7 +92,7 @@ def clinical_spec_from_args(args: argparse.Namespace) -> ClinicalSpec | None:
         An empty name, an unknown kind, or a column named twice.
     """
     from ..errors import ClinicalError
-    from ..model.clinical import parse_clinical_columns
+    from ..clinical import parse_clinical_columns
 
     options = make(ClinicalOptions, option_values(ClinicalOptions, args))
     if not options.clinical.strip():

@@ -14,7 +14,7 @@ from ._train_options import (
 )
 
 if TYPE_CHECKING:
-    from ..model.clinical import ClinicalSpec
+    from ..clinical import ClinicalSpec
     from ..settings import ModelConfig, TrainConfig
     from ..training.cohort import Cohort
     from ..training.datasets import LabelledSlide

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 def _check_clinical(args: argparse.Namespace, checkpoint: Checkpoint) -> None:
     """``--clinical`` must name the model's clinical variables (in any order and case)."""
     from ..errors import ClinicalError
-    from ..model.clinical import parse_clinical_columns
+    from ..clinical import parse_clinical_columns
 
     if args.clinical is None:
         return

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..model.checkpoint import Checkpoint
-    from ..model.clinical import ClinicalRecord
+    from ..clinical import ClinicalRecord
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

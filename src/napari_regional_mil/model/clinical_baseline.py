@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import TrainingError
-from .clinical import (
+from ..clinical import (
     ClinicalEncoding,
     ClinicalRecord,
     ClinicalSpec,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .clinical import ClinicalEncoding
+from ..clinical import ClinicalEncoding
 
 __all__ = ["Contributions", "explain_additive"]
 

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from ..embedding.types import SlideEmbeddings
 from ..errors import ClinicalError, TrainingError
-from .clinical import ClinicalRecord
+from ..clinical import ClinicalRecord
 from .config import ModelConfig
 from .contributions import Contributions, explain_additive
 from .layers import (

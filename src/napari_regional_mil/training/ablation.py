@@ -31,7 +31,7 @@ import numpy as np
 from ..atomic import write_text_atomic
 from ..errors import TrainingError
 from ..jobs import Progress
-from ..model.clinical import ClinicalSpec
+from ..clinical import ClinicalSpec
 from ..model.clinical_baseline import fit_clinical_logistic
 from ..model.config import ModelConfig
 from .crossval import CrossValResult, cross_validate

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from ..errors import ClinicalError, CohortError
-from ..model.clinical import (
+from ..clinical import (
     ClinicalEncoding,
     ClinicalRecord,
     ClinicalSpec,

@@ -1,7 +1,7 @@
 """K-fold cross-validation of the first model (stratified; patient-grouped), pooled out of fold.
 
 Folds come from scikit-learn's ``StratifiedGroupKFold``: every patient's slides in one
-fold, the classes spread evenly. Each fold (:func:`run_fold`, callable on its own, e.g.
+fold, the classes spread evenly. Each fold (:func:`~.fold_run.run_fold`, callable on its own, e.g.
 one task per fold) trains on the other folds (holding out a stratified validation part
 of them for early stopping and for a tuned threshold, as :func:`~.train.train_model`
 does) and predicts its own slides with every patch. Reported per fold: AUC (one-vs-rest
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,55 +28,23 @@ from typing import Any
 import numpy as np
 
 from ..atomic import write_json_atomic
+from ..clinical import ClinicalSpec
 from ..errors import TrainingError
 from ..jobs import Progress
 from ..model.checkpoint import Checkpoint
-from ..model.clinical import ClinicalSpec
 from ..model.config import ModelConfig
 from .clinical_values import check_clinical_values
 from .datasets import LabelledSlide, clinical_records
-from .evaluation import decide, tune_threshold
+from .evaluation import tune_threshold
+from .fold_run import FoldResult, FoldRun, as_fold_events, run_fold
 from .folds import stratified_group_folds
 from .memory import prepare_slides
-from .metrics import balanced_accuracy, confusion_matrix, finite_or_none, roc_auc
-from .predict import predict_bags
+from .metrics import finite_or_none
 from .report import EvaluationReport, evaluate_predictions
-from .streaming import BagSequence
 from .train import TrainConfig, TrainResult, train_model
 from .tuning import TuneGrid, TuneResult, apply_candidate, tune_hyperparameters
 
 __all__ = ["CrossValResult", "FoldResult", "FoldRun", "cross_validate", "refit_model", "run_fold"]
-
-
-@dataclass(frozen=True)
-class FoldResult:
-    """Test metrics and out-of-fold predictions of one fold."""
-
-    fold: int
-    auc: float
-    balanced_accuracy: float
-    confusion: list[list[int]]
-    n_train: int
-    n_test: int
-    best_epoch: int
-    epochs_run: int
-    train_seconds: float
-    test_slides: list[str]
-    test_labels: list[int]
-    probabilities: list[list[float]]
-    threshold: float = 0.5
-    predicted: list[int] = field(default_factory=list)
-    test_patients: list[str] = field(default_factory=list)
-    hyperparameters: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, eq=False)
-class FoldRun:
-    """What :func:`run_fold` returns: the fold's result, its model, and its tuning."""
-
-    result: FoldResult
-    checkpoint: Checkpoint
-    tuning: TuneResult | None = None
 
 
 @dataclass(frozen=True)
@@ -214,88 +181,6 @@ class CrossValResult:
         return write_json_atomic(path, self.to_json(report), sort_keys=False)
 
 
-def run_fold(
-    train: Sequence[LabelledSlide],
-    test: Sequence[LabelledSlide],
-    *,
-    fold: int,
-    class_names: Sequence[str],
-    model_config: ModelConfig | None = None,
-    config: TrainConfig = TrainConfig(),
-    tune: TuneGrid | None = None,
-    clinical: ClinicalSpec | None = None,
-) -> Generator[Progress, None, FoldRun]:
-    """Train on ``train`` and predict ``test``: one fold of cross-validation (a job).
-
-    Independent of the other folds (the same inputs give the same fold), so folds can
-    run as separate tasks.
-
-    Yields
-    ------
-    Progress
-        ``stage="fold"``, ``done``/``total`` in thousandths of the fold; the training's
-        per-epoch metrics are passed on with ``fold`` added.
-    """
-    train, test = list(train), list(test)
-    tuning: TuneResult | None = None
-    if tune is not None:
-        job = tune_hyperparameters(
-            train, class_names=class_names, model_config=model_config, config=config, grid=tune, clinical=clinical
-        )
-        tuning = yield from _scaled(job, fold, 0, 500)
-        model_config, config = apply_candidate(tuning.best, model_config, config)
-    started = time.perf_counter()
-    trained = yield from _scaled(
-        train_model(train, class_names=class_names, model_config=model_config, config=config, clinical=clinical),
-        fold,
-        500 if tune is not None else 0,
-        1000,
-    )
-    seconds = time.perf_counter() - started
-    checkpoint = trained.checkpoint
-    labels = np.array([s.label for s in test], dtype=np.int64)
-    probs = predict_bags(trained.model, BagSequence(test, trained.model.config))  # one slide at a time if streamed
-    predicted = np.asarray(decide(probs, checkpoint.threshold, checkpoint.positive_class))
-    result = FoldResult(
-        fold=fold,
-        auc=roc_auc(probs, labels),
-        balanced_accuracy=balanced_accuracy(predicted, labels, len(class_names)),
-        confusion=confusion_matrix(predicted, labels, len(class_names)).tolist(),
-        n_train=int(checkpoint.training["n_train"]),
-        n_test=len(test),
-        best_epoch=trained.best_epoch,
-        epochs_run=len(trained.history),
-        train_seconds=seconds,
-        test_slides=[s.name for s in test],
-        test_labels=labels.tolist(),
-        probabilities=probs.tolist(),
-        threshold=float(checkpoint.threshold),
-        predicted=predicted.tolist(),
-        test_patients=[s.patient for s in test],
-        hyperparameters=dict(tuning.best) if tuning is not None else {},
-    )
-    return FoldRun(result, checkpoint, tuning)
-
-
-def _scaled(job: Generator[Progress, None, Any], fold: int, start: int, end: int) -> Generator[Progress, None, Any]:
-    """Pass a job's events on as ``stage="fold"`` in thousandths ``[start, end]`` of the fold."""
-    try:
-        while True:
-            event = next(job)
-            yield Progress(
-                "fold",
-                start + int((end - start) * event.fraction),
-                1000,
-                event.message,
-                rate=event.rate,
-                metrics={**event.metrics, "fold": fold} if event.metrics else {},
-            )
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        job.close()
-
-
 def cross_validate(
     slides: Sequence[LabelledSlide],
     *,
@@ -330,7 +215,7 @@ def cross_validate(
     clinical
         Fuse these clinical variables with the slide; each fold fits their encoding on
         its own training slides (the levels of categorical variables are those of every
-        slide, see :meth:`~..model.clinical.ClinicalSpec.knowing`).
+        slide, see :meth:`~..clinical.ClinicalSpec.knowing`).
     scheduler
         ``"local"`` or a dask scheduler's address: the folds run as tasks on a cluster
         (:mod:`.fold_cluster`), each reading its slides from the shared cache, with the
@@ -439,7 +324,7 @@ def refit_model(
         job = tune_hyperparameters(
             slides, class_names=class_names, model_config=model_config, config=config, grid=tune, clinical=clinical
         )
-        tuning = yield from _scaled(job, 0, 0, 500)
+        tuning = yield from as_fold_events(job, 0, 0, 500)
         model_config, config = apply_candidate(tuning.best, model_config, config)
     rule = config.threshold_rule
     threshold: float = rule.target
@@ -451,7 +336,7 @@ def refit_model(
             raise TrainingError(f"refit: {exc}") from None
     epochs = max(1, round(float(np.median([f.best_epoch for f in crossval.folds]))))
     final_config = replace(config, epochs=epochs, val_fraction=0.0, threshold=threshold)
-    trained = yield from _scaled(
+    trained = yield from as_fold_events(
         train_model(slides, class_names=class_names, model_config=model_config, config=final_config, clinical=clinical),
         0, 500 if tune is not None else 0, 1000,
     )

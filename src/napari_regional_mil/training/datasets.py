@@ -23,7 +23,7 @@ from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError, ClinicalError, MissingCacheError, TrainingError
 from ..jobs import Progress
 from ..model.checkpoint import provenance
-from ..model.clinical import ClinicalRecord
+from ..clinical import ClinicalRecord
 from .clinical_values import clinical_record_of
 from .cohort import Cohort, CohortRow
 from .feature_files import find_feature_file, read_feature_file

@@ -1,6 +1,6 @@
 """Cross-validation folds as tasks on a dask.distributed cluster (``crossval --scheduler``).
 
-Each fold is one task (:func:`fold_task`) that runs :func:`~.crossval.run_fold` on a
+Each fold is one task (:func:`fold_task`) that runs :func:`~.fold_run.run_fold` on a
 worker: the worker opens the slides' caches itself (every worker must reach the cache
 folder under the same path: a shared file system), holds or streams them as
 :mod:`.memory` decides there, trains, tests, and sends back the fold's result (and
@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..clinical import ClinicalSpec
 from ..embedding.store import LazyEmbeddings
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError
 from ..jobs import Progress, run_job
-from ..model.clinical import ClinicalSpec
 from ..model.config import ModelConfig
-from .crossval import FoldRun, run_fold
 from .datasets import LabelledSlide
+from .fold_run import FoldRun, run_fold
 from .train import TrainConfig
 from .tuning import TuneGrid
 

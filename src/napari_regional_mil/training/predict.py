@@ -20,7 +20,7 @@ from ..atomic import atomic_path
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError
 from ..model.checkpoint import Checkpoint, load_checkpoint
-from ..model.clinical import ClinicalRecord
+from ..clinical import ClinicalRecord
 from ..model.first_model import Bag, FirstModel, make_bag
 from .device import autocast, bag_to, resolve_device
 from .prediction import SlidePrediction

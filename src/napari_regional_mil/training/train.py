@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..errors import TrainingError
 from ..jobs import Progress
 from ..model.checkpoint import Checkpoint, save_checkpoint
-from ..model.clinical import ClinicalSpec, fit_clinical_encoding
+from ..clinical import ClinicalSpec, fit_clinical_encoding
 from ..model.config import ModelConfig
 from ..model.first_model import FirstModel
 from ..settings import TrainConfig

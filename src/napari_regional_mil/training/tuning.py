@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import TrainingError
 from ..jobs import Progress
-from ..model.clinical import ClinicalSpec
+from ..clinical import ClinicalSpec
 from ..model.config import ModelConfig
 from .datasets import LabelledSlide
 from .folds import stratified_group_folds

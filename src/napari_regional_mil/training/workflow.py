@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ..embedding.store import cached_contexts
 from ..errors import TrainingError
 from ..jobs import Progress
-from ..model.clinical import ClinicalSpec
+from ..clinical import ClinicalSpec
 from ..model.config import ModelConfig, SelectionConfig
 from ..options import OptionValue, make, option_values, options_of
 from .clinical_values import check_clinical_values
