@@ -132,7 +132,9 @@ def _held_out(layouts: Any, positive: str) -> tuple[str, str]:
     return pos[-1], neg[-1]
 
 
-def run_demo(out_dir: str | os.PathLike, *, settings: DemoSettings = DemoSettings()) -> Generator[Progress, None, DemoResult]:
+def run_demo(
+    out_dir: str | os.PathLike, *, settings: DemoSettings = DemoSettings()
+) -> Generator[Progress, None, DemoResult]:
     """Synthesise a cohort, embed it, train the regional model, predict the held-out slides (a job).
 
     Parameters
@@ -200,7 +202,9 @@ def run_demo(out_dir: str | os.PathLike, *, settings: DemoSettings = DemoSetting
     )
 
 
-def _write_predictions(path: Path, predictions: dict[str, Any], labels: dict[str, str], classes: tuple[str, ...]) -> Path:
+def _write_predictions(
+    path: Path, predictions: dict[str, Any], labels: dict[str, str], classes: tuple[str, ...]
+) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["slide", "label", "predicted"] + [f"prob_{c}" for c in classes])

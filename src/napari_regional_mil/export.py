@@ -11,7 +11,8 @@ half-written file.
   left of the full-resolution image (QuPath's convention). ``properties``:
   ``objectType: "tile"``, ``isLocked`` (so a click does not move them), ``name``,
   ``classification`` (``Patch`` or ``Region``, so each set can be shown or hidden in
-  QuPath) and ``measurements`` (QuPath >= 0.4 map form): ``attention``, ``attention_rank``, ``region_attention``, ``tissue_fraction``,
+  QuPath) and ``measurements`` (QuPath >= 0.4 map form): ``attention``, ``attention_rank``,
+  ``region_attention``, ``tissue_fraction``,
   ``prob_<class>`` (the slide's class probabilities, on every object so a measurement
   map can colour by them) and ``evidence_<class>`` when the model gives it. A region's
   ``attention`` is the sum of its patches' attention. Missing values are omitted (JSON

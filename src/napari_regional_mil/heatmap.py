@@ -387,5 +387,5 @@ class AttentionMaps:
             x, y = (int(v) for v in self.embeddings.coords_px[patch])
         else:
             gx, gy = self.embeddings.grid_xy[patch]
-            x, y = int(round(gx * s)), int(round(gy * s))
-        return (x, y, int(round(s)))
+            x, y = round(gx * s), round(gy * s)
+        return (x, y, round(s))

@@ -111,7 +111,8 @@ def load_mask(path: str | os.PathLike[str], *, slide_dimensions: tuple[int, int]
     recorded = _recorded_dimensions(text.get(TEXT_KEY))
     if recorded is not None and recorded != (width, height):
         raise TilingError(
-            f"{path}: the mask was made for a {recorded[0]} x {recorded[1]} px slide, not this {width} x {height} px one"
+            f"{path}: the mask was made for a {recorded[0]} x {recorded[1]} px slide, "
+            f"not this {width} x {height} px one"
         )
     rows, cols = pixels.shape
     if abs((cols / rows) / (width / height) - 1) > 0.02:

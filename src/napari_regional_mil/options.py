@@ -150,8 +150,10 @@ def _kind_and_choices(annotation: object) -> tuple[type, tuple[str, ...]]:
 
 
 def _annotation(cls: type, f: dataclasses.Field[object]) -> object:
-    """The evaluated annotation of one field (only option fields are evaluated: others may name
-    types their module imports for type checkers only).
+    """The evaluated annotation of one field.
+
+    Only option fields are evaluated: others may name types their module imports for type
+    checkers only.
     """
     holder = type("_Field", (), {"__annotations__": {f.name: f.type}, "__module__": cls.__module__})
     return typing.get_type_hints(holder)[f.name]

@@ -62,8 +62,10 @@ def versions() -> dict[str, str]:
 
 
 def git_commit(folder: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
-    """``{"commit": sha, "dirty": bool}`` of the git checkout holding ``folder`` (default: this
-    package's source), or ``None`` when it is not in one or git is unavailable.
+    """``{"commit": sha, "dirty": bool}`` of the git checkout holding ``folder``.
+
+    ``folder`` defaults to this package's source; ``None`` when it is not in a checkout or git
+    is unavailable.
     """
     where = Path(folder) if folder is not None else Path(__file__).resolve().parent
     try:

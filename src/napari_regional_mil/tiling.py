@@ -209,7 +209,7 @@ def tile_slide(slide, tissue, params: TilingParams = TilingParams(), *, mpp: flo
         raise TilingError(f"{path}: slide mpp must be a positive number, got {mpp!r}")
     width, height = (int(v) for v in slide.info.dimensions)
     step = patch_size_level0(params.patch_size, params.target_mpp, slide_mpp)
-    n_cols, n_rows = int(math.floor(width / step)), int(math.floor(height / step))
+    n_cols, n_rows = math.floor(width / step), math.floor(height / step)
     if n_cols < 1 or n_rows < 1:
         side = math.ceil(step - 1e-9)
         raise TilingError(

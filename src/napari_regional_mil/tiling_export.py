@@ -88,8 +88,9 @@ def tiling_features(tiling: Tiling) -> list[dict[str, object]]:
     rows, cols = tiling.grid_shape
     features = []
     for i, ((x, y), (gx, gy)) in enumerate(zip(tiling.coords_px.tolist(), tiling.grid_xy.tolist())):
-        features.append(_tile(_rect(x, y, x + s, y + s), f"patch {i} ({gx}, {gy})", "Patch", _PATCH_COLOUR,
-                              {"tissue_fraction": float(tiling.tissue_fraction[i]), "region": float(tiling.region_index[i])}))
+        measurements = {"tissue_fraction": float(tiling.tissue_fraction[i]), "region": float(tiling.region_index[i])}
+        name = f"patch {i} ({gx}, {gy})"
+        features.append(_tile(_rect(x, y, x + s, y + s), name, "Patch", _PATCH_COLOUR, measurements))
     counts = np.bincount(tiling.region_index, minlength=tiling.n_regions)
     for r, (rx, ry) in enumerate(tiling.region_xy.tolist()):
         x0, y0 = round(rx * k * s), round(ry * k * s)

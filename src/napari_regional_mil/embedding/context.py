@@ -269,7 +269,8 @@ def _embed_regions(
         )
         plan = plan_reads(
             slide_mpp=slide.mpp, level_downsamples=slide.info.level_downsamples,
-            patch_size=int(str(attrs["patch_size"])), patch_size_level0=scale * ps0, input_size=enc.spec.input_size, encoder_mpp=enc.spec.mpp,
+            patch_size=int(str(attrs["patch_size"])), patch_size_level0=scale * ps0,
+            input_size=enc.spec.input_size, encoder_mpp=enc.spec.mpp,
         )
         batches = PatchReader(slide, corners, plan, num_threads=num_readers, batch_size=batch_size).batches()
         t0 = time.perf_counter()

@@ -32,6 +32,9 @@ from .types import SlideEmbeddings
 
 __all__ = ["export_h5", "import_h5", "regions_from_grid"]
 
+# the optional arrays of an h5 bag, read when present
+_EXTRAS = ("grid_xy", "region_index", "region_xy", "region_mean", "region_max", "tissue_fraction")
+
 
 def regions_from_grid(grid_xy: np.ndarray, region_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Region of each patch: ``(region_index (N,), region_xy (R, 2))``, regions row-major."""
@@ -85,7 +88,7 @@ def _coords_attrs(attrs: Any, emb: SlideEmbeddings) -> None:
     meta = emb.meta
     side0 = meta.get("patch_size_level0")
     if side0 is not None:
-        attrs["patch_size_level0"] = int(round(float(side0)))  # TRIDENT writes an int
+        attrs["patch_size_level0"] = round(float(side0))  # TRIDENT writes an int
         attrs["patch_size_level0_exact"] = float(side0)  # ours: the grid step, not rounded
         attrs["patch_level"] = 0  # CLAM: coordinates and patch_size at level 0
         attrs["downsample"] = np.array([1.0, 1.0])
@@ -162,7 +165,10 @@ def import_h5(
         if features.ndim != 2:
             raise CacheError(f"{path}: 'features' has shape {features.shape}, expected (N, D)")
         feat_attrs = dict(fh["features"].attrs)
-        meta: dict[str, Any] = {"source": str(path.resolve()), "encoder": encoder_name or str(feat_attrs.get("encoder", "imported"))}
+        meta: dict[str, Any] = {
+            "source": str(path.resolve()),
+            "encoder": encoder_name or str(feat_attrs.get("encoder", "imported")),
+        }
         if "encoder_hash" in feat_attrs:
             meta["encoder_hash"] = str(feat_attrs["encoder_hash"])
         meta["embedding_dim"] = int(features.shape[1])
@@ -176,7 +182,7 @@ def import_h5(
             raise CacheError(f"{path}: 'coords' has shape {coords.shape}, expected ({len(features)}, 2)")
         coords = coords.astype(np.int64)
         attrs = dict(fh["coords"].attrs)
-        extras = {k: np.asarray(fh[k][...]) for k in ("grid_xy", "region_index", "region_xy", "region_mean", "region_max", "tissue_fraction") if k in fh}
+        extras = {k: np.asarray(fh[k][...]) for k in _EXTRAS if k in fh}
     for key in ("patch_size", "slide_mpp", "target_mpp", "region_size"):
         if key in attrs:
             meta[key] = attrs[key].item() if hasattr(attrs[key], "item") else attrs[key]
@@ -187,7 +193,9 @@ def import_h5(
         return SlideEmbeddings(
             slide_name=name, features=features, coords_px=coords, grid_xy=extras["grid_xy"].astype(np.int32),
             region_index=extras["region_index"].astype(np.int32), region_xy=extras["region_xy"].astype(np.int32),
-            regional_embeddings={p: extras[f"region_{p}"].astype(np.float32) for p in ("mean", "max") if f"region_{p}" in extras},
+            regional_embeddings={
+                p: extras[f"region_{p}"].astype(np.float32) for p in ("mean", "max") if f"region_{p}" in extras
+            },
             tissue_fraction=tissue, meta={**meta, "patch_size_level0": side},
         )
     features, coords = features[order], coords[order]

@@ -149,7 +149,10 @@ def _wait_for_lock(lock: StoreLock, name: str) -> Generator[Progress, None, None
 def _versions() -> dict[str, str]:
     import torch  # loaded already: the encoder that ran is a torch module
 
-    return {"napari_regional_mil": __version__, "torch": torch.__version__, "zarr": zarr.__version__, "numpy": np.__version__}
+    return {
+        "napari_regional_mil": __version__, "torch": torch.__version__,
+        "zarr": zarr.__version__, "numpy": np.__version__,
+    }
 
 
 def embed_slide(

@@ -68,7 +68,7 @@ def plan_reads(
     if input_size is not None:
         out = int(input_size)
     elif encoder_mpp is not None:
-        out = max(1, int(round(footprint_um / encoder_mpp)))
+        out = max(1, round(footprint_um / encoder_mpp))
     else:
         out = int(patch_size)
     out_mpp = footprint_um / out
@@ -76,7 +76,7 @@ def plan_reads(
     for i, ds in enumerate(level_downsamples):
         if slide_mpp * ds <= out_mpp * 1.01:
             level = i
-    read = max(1, int(round(patch_size_level0 / level_downsamples[level])))
+    read = max(1, round(patch_size_level0 / level_downsamples[level]))
     return ReadPlan(level=level, read_size=read, out_size=out, input_mpp=out_mpp)
 
 
@@ -163,7 +163,7 @@ class PatchReader:
         p = self.plan
         ds = self._downsample
         x0, y0 = (int(v) for v in self.coords_px[first])
-        offsets = [int(round((int(x) - x0) / ds)) for x in self.coords_px[first:stop, 0]]
+        offsets = [round((int(x) - x0) / ds) for x in self.coords_px[first:stop, 0]]
         strip = self.slide.read_region((x0, y0), p.level, (offsets[-1] + p.read_size, p.read_size))
         out = []
         for off in offsets:

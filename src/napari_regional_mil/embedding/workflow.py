@@ -427,7 +427,8 @@ def embed_with_contexts(
 
 
 def _embedded_event(summary: SlideSummary, index: int, total: int) -> Progress:
-    return Progress("embedded", index + 1, total, summary.message, metrics={"embedded": summary.slide, "ok": summary.ok})
+    metrics = {"embedded": summary.slide, "ok": summary.ok}
+    return Progress("embedded", index + 1, total, summary.message, metrics=metrics)
 
 
 def _add_contexts(

@@ -88,6 +88,7 @@ class ResNet50(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features of a batch of patches ``(B, 3, H, W)``: ``(B, C)``."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer3(self.layer2(self.layer1(x)))
         if self.layers == 4:

@@ -90,7 +90,7 @@ class EncoderSpec:
     @classmethod
     def from_json(cls, data: dict[str, Any], *, where: str = "encoder spec") -> EncoderSpec:
         """Build a spec from :meth:`to_json` output (unknown keys are ignored)."""
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         kwargs = {k: v for k, v in data.items() if k in known}
         try:
             for key in ("mean", "std"):

@@ -1,4 +1,4 @@
-"""A colour-controlled texture probe: can an encoder tell tissue types apart by texture alone?
+"""A colour-controlled texture probe: whether an encoder tells tissue types apart by texture alone.
 
 :func:`colour_matched_patches` cuts patches of the six synthetic tissue types
 (:data:`~napari_regional_mil.synth.textures.TISSUE_TYPES`) from texture banks of several

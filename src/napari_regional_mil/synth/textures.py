@@ -59,12 +59,12 @@ def _fibres(rng: np.random.Generator, size: int, wavelength_px: float, warp_px: 
     """Periodic wavy fibres in [0, 1]: bundles of stripes with varying orientation."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     warp = (_fbm(rng, size, max(2, int(size / (wavelength_px * 8))), 2) - 0.5) * 2 * warp_px
-    k = max(1, int(round(size / wavelength_px)))
+    k = max(1, round(size / wavelength_px))
     out = np.zeros((size, size), np.float32)
     weights = np.zeros((size, size), np.float32)
     for _ in range(3):
         angle = rng.uniform(0, np.pi)
-        kx, ky = int(round(k * np.cos(angle))), int(round(k * np.sin(angle)))
+        kx, ky = round(k * np.cos(angle)), round(k * np.sin(angle))
         phase = 2 * np.pi * (kx * (x + warp) + ky * (y + warp)) / size
         w = _value_noise(rng, size, max(1, int(size / (wavelength_px * 12)))) ** 3
         out += w * (0.5 + 0.5 * np.sin(phase + rng.uniform(0, 2 * np.pi)))
@@ -86,7 +86,7 @@ def _nuclei(
     Each present nucleus is splatted into its own small box (wrapping at the borders),
     overlapping nuclei take the maximum: cost grows with nuclei, not with 9 x the pixels.
     """
-    n = max(2, int(round(size / spacing_px)))
+    n = max(2, round(size / spacing_px))
     step = size / n
     cy = (rng.random((n, n), dtype=np.float32) + np.arange(n, dtype=np.float32)[:, None]) * step
     cx = (rng.random((n, n), dtype=np.float32) + np.arange(n, dtype=np.float32)[None, :]) * step
@@ -118,7 +118,7 @@ def _nuclei(
 
 def _voronoi_edges(rng: np.random.Generator, size: int, spacing_px: float) -> np.ndarray:
     """Periodic distance in px to the nearest Voronoi cell border (Worley ``F2 - F1``)."""
-    n = max(2, int(round(size / spacing_px)))
+    n = max(2, round(size / spacing_px))
     step = size / n
     cy = (rng.random((n, n), dtype=np.float32) + np.arange(n, dtype=np.float32)[:, None]) * step
     cx = (rng.random((n, n), dtype=np.float32) + np.arange(n, dtype=np.float32)[None, :]) * step

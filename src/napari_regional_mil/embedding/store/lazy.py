@@ -47,28 +47,39 @@ class RowReader(Protocol):
     attrs: Mapping[str, object]
 
     @property
-    def meta(self) -> dict[str, Any]: ...
+    def meta(self) -> dict[str, Any]:
+        """The slide's provenance (encoder, tiling, slide, format), as stored in the header."""
 
     @property
-    def context_names(self) -> tuple[str, ...]: ...
+    def context_names(self) -> tuple[str, ...]:
+        """The names of the context embeddings the file holds."""
 
-    def error(self, problem: str) -> CacheError: ...
+    def error(self, problem: str) -> CacheError:
+        """A :class:`~napari_regional_mil.errors.CacheError` naming the slide, the file and ``problem``."""
 
-    def check(self) -> None: ...
+    def check(self) -> None:
+        """Raise a :class:`~napari_regional_mil.errors.CacheError` if the file is gone or changed."""
 
-    def has(self, name: str) -> bool: ...
+    def has(self, name: str) -> bool:
+        """Whether the file holds the array ``name``."""
 
-    def shape(self, name: str) -> tuple[int, ...]: ...
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The shape of the array ``name``, read from the header."""
 
-    def array(self, name: str, dtype: np.dtype | type | None = None) -> np.ndarray: ...
+    def array(self, name: str, dtype: np.dtype | type | None = None) -> np.ndarray:
+        """The whole array ``name`` (as ``dtype`` when given)."""
 
-    def optional(self, name: str, dtype: np.dtype | type | None = None) -> np.ndarray | None: ...
+    def optional(self, name: str, dtype: np.dtype | type | None = None) -> np.ndarray | None:
+        """The array ``name``, or None when the file does not hold it."""
 
-    def rows(self, rows: np.ndarray) -> np.ndarray: ...
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """The patch embeddings of ``rows`` (in that order), as float32."""
 
-    def features(self, *, start: int = 0, stop: int | None = None) -> np.ndarray: ...
+    def features(self, *, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The patch embeddings of rows ``start`` to ``stop``, as float32."""
 
-    def load(self) -> SlideEmbeddings: ...
+    def load(self) -> SlideEmbeddings:
+        """The whole slide in memory."""
 
 
 class StoredFeatures:
@@ -82,14 +93,17 @@ class StoredFeatures:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """The (patches, embedding dimension) shape."""
         return (self._reader.n_patches, self._reader.embedding_dim)
 
     @property
     def dtype(self) -> np.dtype:
+        """float32: the patch embeddings are read as float32."""
         return np.dtype(np.float32)
 
     @property
     def ndim(self) -> int:
+        """2: patches by embedding dimension."""
         return 2
 
     def __len__(self) -> int:
@@ -120,14 +134,17 @@ class StoredArray:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The array's shape, read from the header."""
         return self._reader.shape(self._name)
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions."""
         return len(self.shape)
 
     @property
     def dtype(self) -> np.dtype:
+        """The dtype it is read as."""
         return np.dtype(self._dtype) if self._dtype is not None else np.dtype(self._read().dtype)
 
     def __len__(self) -> int:
@@ -157,7 +174,8 @@ class LazyEmbeddings:
         self.reader = reader
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.reader.path!s}, {self.n_patches} x {self.embedding_dim} {self.reader.dtype})"
+        size = f"{self.n_patches} x {self.embedding_dim} {self.reader.dtype}"
+        return f"{type(self).__name__}({self.reader.path!s}, {size})"
 
     def reopen(self) -> LazyEmbeddings:
         """The same slide opened afresh (e.g. on another machine of a cluster)."""
@@ -170,50 +188,62 @@ class LazyEmbeddings:
 
     @property
     def slide_name(self) -> str:
+        """The slide's name."""
         return self.reader.slide_name
 
     @property
     def meta(self) -> dict[str, Any]:
+        """The slide's provenance (encoder, tiling, slide, format)."""
         return self.reader.meta
 
     @property
     def n_patches(self) -> int:
+        """The number of patches."""
         return self.reader.n_patches
 
     @property
     def embedding_dim(self) -> int:
+        """The dimension of a patch embedding."""
         return self.reader.embedding_dim
 
     @property
     def n_regions(self) -> int:
+        """The number of regions (0 when the slide has none)."""
         return int(self.reader.shape("region_xy")[0]) if self.reader.has("region_xy") else 0
 
     @property
     def has_regions(self) -> bool:
+        """Whether the slide has regions (grid positions, region index and at least one region)."""
         return self.reader.has("grid_xy") and self.reader.has("region_index") and self.n_regions > 0
 
     @property
     def features(self) -> StoredFeatures:
+        """The patch embeddings, read when indexed or converted."""
         return StoredFeatures(self.reader)
 
     @property
     def coords_px(self) -> np.ndarray | None:
+        """The patches' top-left corners in level-0 pixels (x, y), or None."""
         return self.reader.optional("coords_px")
 
     @property
     def grid_xy(self) -> np.ndarray | None:
+        """The patches' positions on the patch grid (x, y), or None."""
         return self.reader.optional("grid_xy")
 
     @property
     def region_index(self) -> np.ndarray | None:
+        """Each patch's region (row of ``region_xy``), or None."""
         return self.reader.optional("region_index")
 
     @property
     def region_xy(self) -> np.ndarray | None:
+        """The regions' positions on the region grid (x, y), or None."""
         return self.reader.optional("region_xy")
 
     @property
     def tissue_fraction(self) -> np.ndarray | None:
+        """Each patch's fraction of tissue, or None."""
         return self.reader.optional("tissue_fraction")
 
     @property

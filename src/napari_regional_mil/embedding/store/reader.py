@@ -120,7 +120,8 @@ def _encoder_matches(info: CacheInfo, encoder: str | FrozenEncoder | EncoderSpec
     if encoder is None:
         return True
     if isinstance(encoder, str):
-        return encoder in (info.encoder, info.encoder_hash) or (len(encoder) >= 8 and info.encoder_hash.startswith(encoder))
+        prefix = len(encoder) >= 8 and info.encoder_hash.startswith(encoder)
+        return encoder in (info.encoder, info.encoder_hash) or prefix
     spec = getattr(encoder, "spec", encoder)
     return info.encoder == spec.name and info.encoder_hash == spec.weights_hash
 
@@ -181,8 +182,11 @@ def find_slide_cache(
         raise MissingCacheError(f"{cache_dir}: no complete embedding cache for slide {stem}{what}{hint}")
     kinds = {(i.encoder, i.encoder_hash, i.patch_size, i.target_mpp, i.region_size) for i in complete}
     if len(kinds) > 1:
-        listed = "; ".join(sorted({f"{i.encoder} patch {i.patch_size}@{i.target_mpp} k={i.region_size}" for i in complete}))
-        raise CacheError(f"{cache_dir}: {len(complete)} caches for slide {stem} ({listed}): choose with encoder=/tiling_params=")
+        listed = "; ".join(sorted({f"{i.encoder} patch {i.patch_size}@{i.target_mpp} k={i.region_size}"
+                                   for i in complete}))
+        raise CacheError(
+            f"{cache_dir}: {len(complete)} caches for slide {stem} ({listed}): choose with encoder=/tiling_params="
+        )
     return max(complete, key=lambda i: i.created).path  # the newest (older ones: earlier file versions)
 
 

@@ -301,7 +301,8 @@ class CacheWriter:
                 row = self.n_done + self._buffered + int(np.argwhere(overflow)[0][0])
                 raise CacheError(
                     f"{self.partial}: patch {row} has embedding values beyond the range of {self._dtype.name} "
-                    f"(largest |value| {float(np.abs(block[np.isfinite(block)]).max()):.4g}); embed with --dtype float32"
+                    f"(largest |value| {float(np.abs(block[np.isfinite(block)]).max()):.4g}); "
+                    "embed with --dtype float32"
                 )
             block = stored
         self._buffer.append(block)
