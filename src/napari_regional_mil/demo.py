@@ -168,7 +168,10 @@ def run_demo(
     table = CohortTable()
     table.load_csv(cohort.labels_csv)
     for name in (test_pos, test_neg):
-        table.set_split(table.index_of(name), "test")
+        row = table.index_of(name)
+        if row is None:  # the synthetic cohort's table lists every slide it wrote
+            raise RuntimeError(f"{name}: missing from the synthetic cohort's table")
+        table.set_split(row, "test")
     cohort_csv = table.save_csv(out / "slides" / "cohort.csv")
 
     cache = out / "cache"

@@ -121,7 +121,7 @@ def geojson_features(maps: AttentionMaps) -> list[dict]:
     features = []
     for i in range(emb.n_patches):
         x, y = coords[i]
-        gx, gy = (int(v) for v in emb.grid_xy[i])
+        gx, gy = (int(v) for v in maps.grid_xy[i])
         m = {
             "attention": att[i],
             "attention_rank": rank[i],
@@ -144,13 +144,13 @@ def geojson_features(maps: AttentionMaps) -> list[dict]:
                 },
             }
         )
-    region_sum = np.bincount(emb.region_index, weights=att, minlength=emb.n_regions)
-    region_count = np.bincount(emb.region_index, minlength=emb.n_regions)
+    region_sum = np.bincount(maps.region_index, weights=att, minlength=emb.n_regions)
+    region_count = np.bincount(maps.region_index, minlength=emb.n_regions)
     region_att = pred.region_attention
     region_rank = None if region_att is None else normalise(region_att, "rank")
     rows, cols = maps.grid_shape
     for r in range(emb.n_regions):
-        rx, ry = (int(v) for v in emb.region_xy[r])
+        rx, ry = (int(v) for v in maps.region_xy[r])
         x0, y0 = round(rx * k * s), round(ry * k * s)
         x1, y1 = round(min((rx + 1) * k, cols) * s), round(min((ry + 1) * k, rows) * s)
         m = {
@@ -280,8 +280,8 @@ def export_csv(path: str | os.PathLike, maps: AttentionMaps) -> Path:
             w = csv.writer(fh)
             w.writerow(csv_columns(maps))
             for i in range(emb.n_patches):
-                row = [i, int(coords[i, 0]), int(coords[i, 1]), int(emb.grid_xy[i, 0]), int(emb.grid_xy[i, 1]),
-                       int(emb.region_index[i]), fmt(att[i]), fmt(rank[i]), fmt(reg[i]),
+                row = [i, int(coords[i, 0]), int(coords[i, 1]), int(maps.grid_xy[i, 0]), int(maps.grid_xy[i, 1]),
+                       int(maps.region_index[i]), fmt(att[i]), fmt(rank[i]), fmt(reg[i]),
                        fmt(None if tissue is None else tissue[i])]
                 row += [fmt(p) for p in probs]
                 if pred.class_evidence is not None:

@@ -35,9 +35,10 @@ __all__ = [
 
 def _xy(value: float | Sequence[float]) -> tuple[float, float]:
     """A scalar or an (x, y) pair as an (x, y) pair of floats."""
-    if np.ndim(value) == 0:
-        return (float(value), float(value))
-    x, y = value
+    pair = np.asarray(value, dtype=np.float64)
+    if pair.ndim == 0:
+        return (float(pair), float(pair))
+    x, y = pair
     return (float(x), float(y))
 
 

@@ -196,8 +196,11 @@ class AttentionMaps:
     region_size: int
     patch: GridPlacement
     region: GridPlacement
-    _patch_lut: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
-    _region_lut: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
+    _patch_lut: np.ndarray = field(repr=False)
+    _region_lut: np.ndarray = field(repr=False)
+    _grid_xy: np.ndarray = field(repr=False)
+    _region_xy: np.ndarray = field(repr=False)
+    _region_index: np.ndarray = field(repr=False)
 
     @classmethod
     def from_prediction(
@@ -231,7 +234,8 @@ class AttentionMaps:
             prediction (a stale cache).
         """
         name = embeddings.slide_name
-        if not embeddings.has_regions:
+        grid_xy, region_index, region_xy = embeddings.grid_xy, embeddings.region_index, embeddings.region_xy
+        if not embeddings.has_regions or grid_xy is None or region_index is None or region_xy is None:
             raise CacheError(f"{name}: the embeddings have no patch grid/regions, so no heatmap can be drawn")
         meta = embeddings.meta
         missing = [key for key in ("patch_size_level0", "region_size") if key not in meta]
@@ -250,20 +254,21 @@ class AttentionMaps:
                 f"{name}: the prediction has {prediction.region_attention.shape[0]} regions "
                 f"but the embeddings have {embeddings.n_regions}"
             )
-        mpp = meta["slide_mpp"] if mpp is None else mpp
-        mpp_yx = (float(mpp), float(mpp)) if np.isscalar(mpp) else (float(mpp[0]), float(mpp[1]))
+        mpp_array = np.asarray(meta["slide_mpp"] if mpp is None else mpp, dtype=np.float64)
+        mpp_y, mpp_x = (mpp_array, mpp_array) if mpp_array.ndim == 0 else (mpp_array[0], mpp_array[1])
+        mpp_yx = (float(mpp_y), float(mpp_x))
         if grid_shape is None:
             grid_shape = meta.get("grid_shape")
         if grid_shape is None:
-            grid_shape = (int(embeddings.grid_xy[:, 1].max()) + 1, int(embeddings.grid_xy[:, 0].max()) + 1)
+            grid_shape = (int(grid_xy[:, 1].max()) + 1, int(grid_xy[:, 0].max()) + 1)
         grid_shape = (int(grid_shape[0]), int(grid_shape[1]))
         s = float(meta["patch_size_level0"])
         k = int(meta["region_size"])
         patch_lut = np.full(grid_shape, -1, dtype=np.int64)
-        patch_lut[embeddings.grid_xy[:, 1], embeddings.grid_xy[:, 0]] = np.arange(n)
+        patch_lut[grid_xy[:, 1], grid_xy[:, 0]] = np.arange(n)
         region_shape = (-(-grid_shape[0] // k), -(-grid_shape[1] // k))
         region_lut = np.full(region_shape, -1, dtype=np.int64)
-        region_lut[embeddings.region_xy[:, 1], embeddings.region_xy[:, 0]] = np.arange(embeddings.n_regions)
+        region_lut[region_xy[:, 1], region_xy[:, 0]] = np.arange(embeddings.n_regions)
         return cls(
             embeddings=embeddings,
             prediction=prediction,
@@ -273,13 +278,32 @@ class AttentionMaps:
             region=GridPlacement(k * s, mpp_yx),
             _patch_lut=patch_lut,
             _region_lut=region_lut,
+            _grid_xy=np.asarray(grid_xy),
+            _region_xy=np.asarray(region_xy),
+            _region_index=np.asarray(region_index),
         )
 
     # -- sizes ------------------------------------------------------------------------------
     @property
     def region_grid_shape(self) -> tuple[int, int]:
         """``(n_rows, n_cols)`` of the region grid."""
-        return self._region_lut.shape  # type: ignore[return-value]
+        rows, cols = self._region_lut.shape
+        return (rows, cols)
+
+    @property
+    def grid_xy(self) -> np.ndarray:
+        """``(N, 2)`` patch-grid cell ``(x, y)`` of each patch (the embeddings')."""
+        return self._grid_xy
+
+    @property
+    def region_xy(self) -> np.ndarray:
+        """``(R, 2)`` region-grid cell ``(x, y)`` of each region (the embeddings')."""
+        return self._region_xy
+
+    @property
+    def region_index(self) -> np.ndarray:
+        """``(N,)`` the region of each patch (row of :attr:`region_xy`; the embeddings')."""
+        return self._region_index
 
     @property
     def has_region_attention(self) -> bool:
@@ -296,13 +320,13 @@ class AttentionMaps:
         """``(N,)`` the attention of each patch's region (NaN without a regional path)."""
         if self.prediction.region_attention is None:
             return np.full(self.embeddings.n_patches, np.nan, dtype=np.float32)
-        return np.asarray(self.prediction.region_attention, np.float32)[self.embeddings.region_index]
+        return np.asarray(self.prediction.region_attention, np.float32)[self._region_index]
 
     # -- images -----------------------------------------------------------------------------
     def patch_image(self, normalisation: str = "rank") -> np.ndarray:
         """Per-patch attention on the patch grid, ``(n_rows, n_cols)`` float32, NaN off tissue."""
         values = normalise(self.prediction.patch_attention, normalisation)
-        return grid_image(self.embeddings.grid_xy, values, self.grid_shape)
+        return grid_image(self._grid_xy, values, self.grid_shape)
 
     def region_image(self, normalisation: str = "rank") -> np.ndarray:
         """Per-region attention on the region grid, float32, NaN where no region is.
@@ -312,7 +336,7 @@ class AttentionMaps:
         if self.prediction.region_attention is None:
             raise ValueError("the model has no region attention (not a regional model)")
         values = normalise(self.prediction.region_attention, normalisation)
-        return grid_image(self.embeddings.region_xy, values, self.region_grid_shape)
+        return grid_image(self._region_xy, values, self.region_grid_shape)
 
     def region_image_on_patch_grid(self, normalisation: str = "rank", *, tissue_only: bool = False) -> np.ndarray:
         """Per-region attention drawn on the patch grid, ``(n_rows, n_cols)`` float32.
@@ -339,7 +363,7 @@ class AttentionMaps:
             raise ValueError("the model gives no per-class evidence")
         c = list(self.prediction.class_names).index(class_name)
         values = normalise(self.prediction.class_evidence[:, c], normalisation)
-        return grid_image(self.embeddings.grid_xy, values, self.grid_shape)
+        return grid_image(self._grid_xy, values, self.grid_shape)
 
     # -- queries ----------------------------------------------------------------------------
     def patch_at(self, world_yx: tuple[float, float]) -> int | None:
@@ -361,20 +385,20 @@ class AttentionMaps:
 
     def top_patches(self, region: int, k: int = 8) -> np.ndarray:
         """Indices of the ``k`` patches of ``region`` with the highest attention, best first."""
-        members = np.flatnonzero(self.embeddings.region_index == region)
+        members = np.flatnonzero(self._region_index == region)
         att = np.asarray(self.prediction.patch_attention)[members]
         order = np.argsort(-att, kind="stable")[: max(0, int(k))]
         return members[order]
 
     def patch_centre_world(self, patch: int) -> tuple[float, float]:
         """World ``(y, x)`` (um) of the centre of patch ``patch``."""
-        gx, gy = self.embeddings.grid_xy[patch]
+        gx, gy = self._grid_xy[patch]
         return self.patch.cell_centre_world(float(gx), float(gy))
 
     def region_centre_world(self, region: int) -> tuple[float, float]:
         """World ``(y, x)`` (um) of the centre of region ``region`` (clipped to the grid)."""
         k = self.region_size
-        rx, ry = (int(v) for v in self.embeddings.region_xy[region])
+        rx, ry = (int(v) for v in self._region_xy[region])
         rows, cols = self.grid_shape
         gx = (rx * k + min((rx + 1) * k, cols) - 1) / 2
         gy = (ry * k + min((ry + 1) * k, rows) - 1) / 2
@@ -386,6 +410,6 @@ class AttentionMaps:
         if self.embeddings.coords_px is not None:
             x, y = (int(v) for v in self.embeddings.coords_px[patch])
         else:
-            gx, gy = self.embeddings.grid_xy[patch]
+            gx, gy = self._grid_xy[patch]
             x, y = round(gx * s), round(gy * s)
         return (x, y, round(s))

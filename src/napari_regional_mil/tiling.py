@@ -13,6 +13,8 @@ import numpy as np
 
 from .errors import TilingError
 from .geometry import grid_to_level0, patch_size_level0
+from .slide import Slide
+from .tissue import TissueMask
 
 __all__ = ["Tiling", "TilingParams", "tile_slide", "tissue_fraction_grid", "validate_params"]
 
@@ -175,7 +177,9 @@ def tissue_fraction_grid(
     return np.clip(wy @ m @ wx.T, 0.0, 1.0)
 
 
-def tile_slide(slide, tissue, params: TilingParams = TilingParams(), *, mpp: float | None = None) -> Tiling:
+def tile_slide(
+    slide: Slide, tissue: TissueMask | np.ndarray, params: TilingParams = TilingParams(), *, mpp: float | None = None
+) -> Tiling:
     """Cut a slide into patches at ``params.target_mpp``, keep tissue patches, group regions.
 
     Follows the grid convention of ``docs/architecture.md``: ``floor(W / s)`` x
@@ -216,8 +220,8 @@ def tile_slide(slide, tissue, params: TilingParams = TilingParams(), *, mpp: flo
             f"{path}: slide is smaller than one patch ({width} x {height} px at {slide_mpp:.3g} um/px; "
             f"one patch is {side} x {side} px)"
         )
-    if hasattr(tissue, "mask") and hasattr(tissue, "downsample"):
-        mask, downsample = np.asarray(tissue.mask), tuple(tissue.downsample)
+    if isinstance(tissue, TissueMask):
+        mask, downsample = np.asarray(tissue.mask), (float(tissue.downsample[0]), float(tissue.downsample[1]))
     else:
         mask = np.asarray(tissue)
         if mask.ndim != 2 or mask.size == 0:

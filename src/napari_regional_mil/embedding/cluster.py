@@ -86,7 +86,8 @@ def run_on_cluster(
         ]
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[T | None] = [None] * len(items)
-        yield Progress("embed-slides", 0, len(items), message=f"{len(items)} slides on {client.scheduler.address}")
+        where = client.scheduler.address if client.scheduler is not None else scheduler
+        yield Progress("embed-slides", 0, len(items), message=f"{len(items)} slides on {where}")
         for done, future in enumerate(as_completed(futures), start=1):
             result: T = future.result()
             results[index[future.key]] = result

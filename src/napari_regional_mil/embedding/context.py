@@ -21,7 +21,7 @@ import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
@@ -39,6 +39,7 @@ from .store import (
     StoreLock,
     cached_contexts,
     read_attrs,
+    store_array,
 )
 
 if TYPE_CHECKING:
@@ -233,7 +234,7 @@ def embed_context(
         known = cached_contexts(path)
         same = all(known.get(key, {}).get(k) == v for k, v in record.items())
         if CONTEXT_PREFIX + key in set(group.array_keys()) and same:
-            arr = group[CONTEXT_PREFIX + key]
+            arr = store_array(group, CONTEXT_PREFIX + key)
             return ContextResult(key, path, int(arr.shape[0]), int(arr.shape[1]), computed=False)
         features, input_mpp = yield from _embed_regions(path, attrs, group, enc, key, scale, batch_size, num_readers)
         _write(group, path, key, features, {**record, "embedding_dim": int(features.shape[1]), "input_mpp": input_mpp})
@@ -254,7 +255,7 @@ def _embed_regions(
     num_readers: int,
 ) -> Generator[Progress, None, tuple[np.ndarray, float]]:
     """The context embedding of every region (``(R, D)``) and the mpp it was read at."""
-    region_xy = np.asarray(group["region_xy"][...])
+    region_xy = np.asarray(store_array(group, "region_xy")[...])
     n = int(region_xy.shape[0])
     slide_path = Path(str(attrs["slide_path"]))
     target_mpp = attrs["target_mpp"]
@@ -284,7 +285,7 @@ def _embed_regions(
     return features, plan.input_mpp
 
 
-def _write(group: zarr.Group, path: Path, key: str, features: np.ndarray, record: dict[str, object]) -> None:
+def _write(group: zarr.Group, path: Path, key: str, features: np.ndarray, record: dict[str, Any]) -> None:
     """Write ``context_<key>`` under a temporary name, rename it into place, then list it."""
     tmp_name = f"{CONTEXT_PREFIX}{key}__partial"
     try:
@@ -292,7 +293,8 @@ def _write(group: zarr.Group, path: Path, key: str, features: np.ndarray, record
         chunks = (max(1, len(features)), features.shape[1])
         arr = group.create_array(tmp_name, shape=features.shape, chunks=chunks, dtype=np.float32)
         arr[...] = features
-        listed = dict(group.attrs.get("context", {}))
+        known = group.attrs.get("context", {})
+        listed: dict[str, Any] = dict(known) if isinstance(known, Mapping) else {}
         if key in listed:  # unlist the old array before replacing it
             listed.pop(key)
             group.attrs["context"] = listed

@@ -69,10 +69,13 @@ def export_h5(emb: SlideEmbeddings, path: str | Path, *, include_regions: bool =
             if emb.coords_px is not None:
                 coords = fh.create_dataset("coords", data=np.asarray(emb.coords_px, np.int64))
                 _coords_attrs(coords.attrs, emb)
-            if include_regions and emb.has_regions:
-                fh.create_dataset("grid_xy", data=emb.grid_xy.astype(np.int32))
-                fh.create_dataset("region_index", data=emb.region_index.astype(np.int32))
-                fh.create_dataset("region_xy", data=emb.region_xy.astype(np.int32))
+            grid_xy, region_index, region_xy = emb.grid_xy, emb.region_index, emb.region_xy
+            if include_regions and emb.has_regions and (
+                grid_xy is not None and region_index is not None and region_xy is not None
+            ):
+                fh.create_dataset("grid_xy", data=grid_xy.astype(np.int32))
+                fh.create_dataset("region_index", data=region_index.astype(np.int32))
+                fh.create_dataset("region_xy", data=region_xy.astype(np.int32))
                 for pool, values in emb.regional_embeddings.items():
                     fh.create_dataset(f"region_{pool}", data=np.asarray(values, np.float32))
             if emb.tissue_fraction is not None:

@@ -10,6 +10,7 @@ once; a partial one is resumed from its last whole chunk.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import asdict, dataclass
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EmbedResult", "cache_status", "embed_slide", "load_encoder_for", "slide_store"]
 
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
 
 
 @dataclass(frozen=True)
@@ -318,7 +319,7 @@ def _embed_locked(
         "tissue_source": tissue.describe() if tissue is not None else None,
         "format_version": FORMAT_VERSION, "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    patch_arrays = {
+    patch_arrays: dict[str, np.ndarray] = {
         "coords_px": tiling.coords_px.astype(np.int64), "grid_xy": tiling.grid_xy.astype(np.int32),
         "region_index": tiling.region_index.astype(np.int32),
         "tissue_fraction": tiling.tissue_fraction.astype(np.float32),

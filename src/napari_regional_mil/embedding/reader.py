@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from ..errors import SlideError
+from ..slide import Slide
+from ..slide.damage import GREY
 
 __all__ = ["PatchReader", "ReadPlan", "plan_reads"]
 
@@ -104,7 +108,7 @@ class PatchReader:
 
     def __init__(
         self,
-        slide: object,
+        slide: Slide,
         coords_px: np.ndarray,
         plan: ReadPlan,
         *,
@@ -158,7 +162,7 @@ class PatchReader:
                 yield first, i
                 first = i
 
-    def _read_run(self, first: int, stop: int) -> np.ndarray:
+    def _read_run(self, first: int, stop: int) -> list[np.ndarray]:
         """Patches ``first:stop`` (horizontal neighbours) from one ``read_region`` call."""
         p = self.plan
         ds = self._downsample
@@ -170,15 +174,12 @@ class PatchReader:
             patch = strip[:, off : off + p.read_size]
             if p.read_size != p.out_size:
                 image = Image.fromarray(np.ascontiguousarray(patch))
-                patch = np.asarray(image.resize((p.out_size, p.out_size), Image.BILINEAR, reducing_gap=None))
+                patch = np.asarray(image.resize((p.out_size, p.out_size), Image.Resampling.BILINEAR, reducing_gap=None))
             out.append(patch)
         return out
 
     def _read_guarded(self, first: int, stop: int) -> list[np.ndarray]:
         """:meth:`_read_run`; when it fails, patch by patch, marking those that still fail (flat grey)."""
-        from ..errors import SlideError
-        from ..slide.damage import GREY
-
         try:
             return self._read_run(first, stop)
         except SlideError:
@@ -205,7 +206,7 @@ class PatchReader:
             filled = end - start
         return out[:filled]
 
-    def batches(self, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    def batches(self, start: int = 0) -> Generator[tuple[int, np.ndarray], None, None]:
         """Yield ``(first_index, patches)`` from patch ``start`` on, in order.
 
         Closing the iterator stops the threads after their current patch.

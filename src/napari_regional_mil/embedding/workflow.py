@@ -442,7 +442,7 @@ def _add_contexts(
 ) -> Generator[Progress, None, list[SlideSummary]]:
     """Context embeddings for every cached slide; a failure fails its slide."""
     pairs = [(c.encoder, c.scale) for c in contexts]
-    out = []
+    out: list[SlideSummary] = []
     for summary in summaries:
         if summary.ok:
             try:

@@ -50,7 +50,7 @@ def _progress_bar(callback: ProgressFn | None, cancelled: Callable[[], bool]) ->
     """A tqdm class that reports to ``callback`` and stops the download when ``cancelled()``."""
     from tqdm.auto import tqdm
 
-    class _Bar(tqdm):  # type: ignore[misc, valid-type]  # tqdm is untyped
+    class _Bar(tqdm):
         def update(self, n: float | None = 1) -> bool | None:
             if cancelled():
                 raise JobCancelled("download stopped")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -142,13 +143,15 @@ def pyramid_shapes(width: int, height: int, *, min_level_size: int = 512) -> lis
 
 
 def _tiles(
-    types: np.ndarray, shape_wh: tuple[int, int], tile: int, **render
+    types: np.ndarray, shape_wh: tuple[int, int], tile: int, *, patch_px: int, mpp: float, seed: int, downsample: int
 ) -> Iterator[np.ndarray]:
     """Row-major full-size tiles of one level (edge tiles padded by edge repetition)."""
     width, height = shape_wh
     for y0 in range(0, height, tile):
         for x0 in range(0, width, tile):
-            yield render_patch_types(types, (x0, y0, tile, tile), **render)
+            yield render_patch_types(
+                types, (x0, y0, tile, tile), patch_px=patch_px, mpp=mpp, seed=seed, downsample=downsample
+            )
 
 
 def write_synthetic_slide(
@@ -205,8 +208,8 @@ def write_synthetic_slide(
     path = Path(path)
     width, height = types.shape[1] * patch_px, types.shape[0] * patch_px
     shapes = pyramid_shapes(width, height, min_level_size=min_level_size)
-    render = {"patch_px": int(patch_px), "mpp": float(mpp), "seed": int(seed)}
-    common = {
+    # keyword arguments of tifffile's TiffWriter.write (each typed there)
+    common: dict[str, Any] = {
         "dtype": np.uint8,
         "tile": (tile, tile),
         "photometric": "rgb",
@@ -220,9 +223,10 @@ def write_synthetic_slide(
     with atomic_path(path, durable=False) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
         for level, (w, h) in enumerate(shapes):
             ds = 2**level
-            extra = {"subifds": len(shapes) - 1} if level == 0 else {"subfiletype": 1}
+            extra: dict[str, Any] = {"subifds": len(shapes) - 1} if level == 0 else {"subfiletype": 1}
+            tiles = _tiles(types, (w, h), tile, patch_px=int(patch_px), mpp=float(mpp), seed=int(seed), downsample=ds)
             tif.write(
-                _tiles(types, (w, h), tile, downsample=ds, **render),
+                tiles,
                 shape=(h, w, 3),
                 resolution=(1e4 / (mpp * width / w), 1e4 / (mpp * height / h)),
                 **extra,

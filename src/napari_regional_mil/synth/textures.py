@@ -15,6 +15,7 @@ them. Background (type ``-1``) is near-white with slight noise.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -88,12 +89,12 @@ def _nuclei(
     """
     n = max(2, round(size / spacing_px))
     step = size / n
-    cy = (rng.random((n, n), dtype=np.float32) + np.arange(n, dtype=np.float32)[:, None]) * step
-    cx = (rng.random((n, n), dtype=np.float32) + np.arange(n, dtype=np.float32)[None, :]) * step
+    cy: np.ndarray = (rng.random((n, n), dtype=np.float32) + np.arange(n, dtype=np.float32)[:, None]) * step
+    cx: np.ndarray = (rng.random((n, n), dtype=np.float32) + np.arange(n, dtype=np.float32)[None, :]) * step
     present = rng.random((n, n)) < presence
-    radius = rng.uniform(*radius_px, (n, n)).astype(np.float32)
-    elong = rng.uniform(*elongation, (n, n)).astype(np.float32)
-    theta = rng.uniform(0, np.pi, (n, n))
+    radius: np.ndarray = rng.uniform(*radius_px, (n, n)).astype(np.float32)
+    elong: np.ndarray = rng.uniform(*elongation, (n, n)).astype(np.float32)
+    theta: np.ndarray = rng.uniform(0, np.pi, (n, n))
     cy, cx, radius, elong, theta = (a[present] for a in (cy, cx, radius, elong, theta))
     out = np.zeros(size * size, np.float32)
     if cy.size == 0:
@@ -141,13 +142,13 @@ def _voronoi_edges(rng: np.random.Generator, size: int, spacing_px: float) -> np
     return f2 - f1
 
 
-def _mix(base: np.ndarray, colour, alpha: np.ndarray) -> np.ndarray:
+def _mix(base: np.ndarray, colour: Sequence[float] | np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Alpha-blend a constant colour over an (h, w, 3) image."""
     colour = np.asarray(colour, np.float32)
     return base * (1 - alpha[..., None]) + colour * alpha[..., None]
 
 
-def _lerp(c0, c1, t: np.ndarray) -> np.ndarray:
+def _lerp(c0: Sequence[float] | np.ndarray, c1: Sequence[float] | np.ndarray, t: np.ndarray) -> np.ndarray:
     """Per-pixel colour between ``c0`` (t=0) and ``c1`` (t=1)."""
     c0 = np.asarray(c0, np.float32)
     c1 = np.asarray(c1, np.float32)
@@ -191,7 +192,7 @@ def _render_type(name: str, rng: np.random.Generator, size: int, um: float) -> n
                              elongation=(1.0, 2.0))
             return _mix(img, (110, 70, 140), debris * 0.8)
         strands = _fibres(rng, size, 20.0 * px, 25.0 * px)
-        return base + (strands[..., None] - 0.5) * np.float32([30, 34, 18])
+        return base + (strands[..., None] - 0.5) * np.array([30, 34, 18], np.float32)
     raise ValueError(f"unknown tissue type {name!r}")
 
 
@@ -247,7 +248,7 @@ def _level0_textures(seed: int, mpp: float) -> np.ndarray:
     out = np.zeros((len(TISSUE_TYPES) + 1, period, period, 3), np.float32)
     bg_rng = np.random.default_rng(children[0])
     out[0] = 242 + (bg_rng.random((period, period, 1), dtype=np.float32) - 0.5) * 6
-    out[0] += np.float32([1, 0, 1])
+    out[0] += np.array([1, 0, 1], np.float32)
     for i, name in enumerate(TISSUE_TYPES):
         rng = np.random.default_rng(children[i + 1])
         tex = _render_type(name, rng, period, mpp)

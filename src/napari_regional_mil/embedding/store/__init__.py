@@ -63,6 +63,7 @@ from .reader import (
     list_caches,
     read_attrs,
     read_context_embeddings,
+    store_array,
     store_info,
     store_state,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "read_context_embeddings",
     "resolve_dtype",
     "slide_identity",
+    "store_array",
     "store_info",
     "store_path",
     "store_state",

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from types import EllipsisType
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 
@@ -30,6 +31,11 @@ from .rows import StoreReader
 __all__ = ["LazyEmbeddings", "RowReader", "StoredArray", "StoredEmbeddings", "StoredFeatures"]
 
 _REGIONAL = ("mean", "max")
+
+# what a StoredArray can be indexed with (numpy's basic and integer-array indexing)
+ArrayIndex: TypeAlias = (
+    int | slice | EllipsisType | list[int] | np.ndarray | tuple[int | slice | EllipsisType | np.ndarray, ...]
+)
 
 
 class RowReader(Protocol):
@@ -153,8 +159,8 @@ class StoredArray:
     def _read(self) -> np.ndarray:
         return self._reader.array(self._name, self._dtype)
 
-    def __getitem__(self, index: object) -> np.ndarray:
-        return np.asarray(self._read()[index])  # type: ignore[index]
+    def __getitem__(self, index: ArrayIndex) -> np.ndarray:
+        return np.asarray(self._read()[index])
 
     def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
         values = self._read()

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 import zarr
@@ -30,6 +30,7 @@ __all__ = [
     "list_caches",
     "read_attrs",
     "read_context_embeddings",
+    "store_array",
     "store_info",
     "store_state",
 ]
@@ -122,7 +123,7 @@ def _encoder_matches(info: CacheInfo, encoder: str | FrozenEncoder | EncoderSpec
     if isinstance(encoder, str):
         prefix = len(encoder) >= 8 and info.encoder_hash.startswith(encoder)
         return encoder in (info.encoder, info.encoder_hash) or prefix
-    spec = getattr(encoder, "spec", encoder)
+    spec = cast("EncoderSpec", getattr(encoder, "spec", encoder))  # a FrozenEncoder's spec, or the spec itself
     return info.encoder == spec.name and info.encoder_hash == spec.weights_hash
 
 
@@ -190,12 +191,26 @@ def find_slide_cache(
     return max(complete, key=lambda i: i.created).path  # the newest (older ones: earlier file versions)
 
 
+def store_array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of an open store.
+
+    Raises
+    ------
+    KeyError
+        The store has no array called ``name``.
+    """
+    arr = group[name]
+    if not isinstance(arr, zarr.Array):
+        raise KeyError(f"{name!r} is a group, not an array")
+    return arr
+
+
 def read_context_embeddings(group: zarr.Group, attrs: Mapping[str, object]) -> dict[str, np.ndarray]:
     """The listed context arrays of an open store, by name (missing arrays are skipped)."""
     names = set(group.array_keys())
     listed = attrs.get("context", {})
     return {
-        key: np.asarray(group[CONTEXT_PREFIX + key][...], dtype=np.float32)
+        key: np.asarray(store_array(group, CONTEXT_PREFIX + key)[...], dtype=np.float32)
         for key in (listed if isinstance(listed, dict) else {})
         if CONTEXT_PREFIX + key in names
     }

@@ -303,12 +303,12 @@ class StoreReader:
         stops = np.concatenate((breaks, [unique.size])).tolist()
         offsets = ((unique - chunk_of * step) * row_bytes).tolist()
         chunks = chunk_of.tolist()
-        buffer = memoryview(values.reshape(-1).view(np.uint8))
+        buffer = values.reshape(-1).view(np.uint8).data
         handle, current = None, -1
         try:
             for a, b in zip(starts, stops):
                 chunk = chunks[a]
-                if chunk != current:
+                if chunk != current or handle is None:
                     if handle is not None:
                         handle.close()
                     path = layout.chunk_file((chunk, 0))

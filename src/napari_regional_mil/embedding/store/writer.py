@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -27,7 +28,7 @@ from .keys import (
     check_dtype,
     store_path,
 )
-from .reader import META_KEYS, is_complete
+from .reader import META_KEYS, is_complete, store_array
 
 __all__ = [
     "CHUNK_ROWS",
@@ -159,17 +160,17 @@ def _resumable(
     """Open a partial store to resume it: ``(group, "")``, or ``(None, why it cannot be resumed)``."""
     try:
         group = zarr.open_group(partial, mode="r+", zarr_format=3)
-        a = dict(group.attrs)
+        a: dict[str, Any] = dict(group.attrs)
         if a.get("cache_key") != key:
             return None, "it belongs to another slide, tiling or encoder"
         if not a.get("created_ok"):
             return None, "its creation was interrupted"
         if int(a.get("embedding_dim", -1)) != embedding_dim:
             return None, f"its embedding dimension {a.get('embedding_dim')} is not {embedding_dim}"
-        stored = np.dtype(group["features"].dtype).name
+        stored = np.dtype(store_array(group, "features").dtype).name
         if stored != dtype:
             return None, f"its embeddings are {stored}, not {dtype}"
-        if not np.array_equal(group["coords_px"][:], coords_px):
+        if not np.array_equal(np.asarray(store_array(group, "coords_px")[:]), coords_px):
             return None, "its patches differ from this tiling"
     except (OSError, KeyError, ValueError, TypeError) as exc:  # zarr errors are ValueErrors
         return None, f"it cannot be opened ({type(exc).__name__}: {exc})"
@@ -196,8 +197,7 @@ class CacheWriter:
         self.partial = final.with_name(final.name + PARTIAL_SUFFIX)
         self.discarded = discarded
         self._group = group
-        features = group["features"]
-        assert isinstance(features, zarr.Array)
+        features = store_array(group, "features")
         self._features = features
         self._dtype = np.dtype(features.dtype)
         self._chunk_rows = chunk_rows
@@ -252,8 +252,10 @@ class CacheWriter:
                 partial, key=key, embedding_dim=embedding_dim, coords_px=patch_arrays["coords_px"], dtype=dtype
             )
             if group is not None:
-                stored_rows = int(group["features"].chunks[0])  # resume in the store's own chunks
-                return cls(final, group, n_done=int(group.attrs.get("n_done", 0)), chunk_rows=stored_rows)
+                stored_rows = int(store_array(group, "features").chunks[0])  # resume in the store's own chunks
+                n_done = group.attrs.get("n_done", 0)
+                return cls(final, group, n_done=int(n_done) if isinstance(n_done, (int, float)) else 0,
+                           chunk_rows=stored_rows)
             discarded = f"{partial}: discarding the partial cache and starting afresh: {why}"
             _log.warning(discarded)
             shutil.rmtree(partial, ignore_errors=True)
@@ -272,9 +274,10 @@ class CacheWriter:
                 "features", shape=(n, embedding_dim), chunks=(chunk_rows, embedding_dim), dtype=dtype,
                 fill_value=np.nan, compressors=None,
             )
-            group.attrs.update({
+            initial: dict[str, Any] = {
                 **attrs, "dtype": dtype, "cache_key": key, "n_done": 0, "complete": False, "created_ok": True,
-            })
+            }
+            group.attrs.update(initial)
         except OSError as exc:
             shutil.rmtree(partial, ignore_errors=True)
             raise CacheError(f"{partial}: cannot write the cache ({exc.strerror or exc})") from None
@@ -351,8 +354,8 @@ class CacheWriter:
                 raise CacheError(f"{self.partial}: cannot finish the cache ({exc.strerror or exc})") from None
         pooled: tuple[tuple[str, np.ndarray], ...] = ()
         if "region_xy" in group and "region_index" in group:
-            region_xy = np.asarray(group["region_xy"][:])
-            region_index = np.asarray(group["region_index"][:])
+            region_xy = np.asarray(store_array(group, "region_xy")[:])
+            region_index = np.asarray(store_array(group, "region_index")[:])
             mean, peak = pool_regions(self._features, region_index, int(region_xy.shape[0]))
             pooled = (("region_mean", mean), ("region_max", peak))
         try:
@@ -363,7 +366,8 @@ class CacheWriter:
                 )
                 arr[...] = values
             done = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            group.attrs.update({**(extra_attrs or {}), "complete": True, "completed": done})
+            finished: dict[str, Any] = {**(extra_attrs or {}), "complete": True, "completed": done}
+            group.attrs.update(finished)
             replace(self.partial, self.final)
         except OSError as exc:
             if is_complete(self.final):  # a writer that did not hold the lock finished first
