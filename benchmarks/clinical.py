@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     margin = fused - max(slide, clin)
     ok = fused >= 0.95 and margin >= 0.10
     print(
-        f"\nfused - better single source = {margin:+.3f} (goal: fused >= 0.95 and >= +0.10: {'met' if ok else 'NOT met'})"
+        f"\nfused - better single source = {margin:+.3f} "
+        f"(goal: fused >= 0.95 and >= +0.10: {'met' if ok else 'NOT met'})"
     )
     print(f"cross-validation {t_cv:.0f} s; total {time.perf_counter() - started:.0f} s")
     if tmp is not None:

@@ -164,7 +164,7 @@ def naive_rate(path: Path, tiling, enc, *, batch: int, limit: int) -> float:
     import tiffslide
 
     slide = tiffslide.TiffSlide(path)
-    side = int(round(tiling.patch_size_level0))
+    side = round(tiling.patch_size_level0)
     coords = tiling.coords_px[:limit]
     t0 = time.perf_counter()
     for start in range(0, len(coords), batch):
@@ -448,7 +448,7 @@ def main() -> None:
 def _first_patches(path: Path, tiling, n: int):
     from napari_regional_mil.slide import open_slide
 
-    side = int(round(tiling.patch_size_level0))
+    side = round(tiling.patch_size_level0)
     with open_slide(path) as slide:
         return [slide.read_region(tuple(int(v) for v in xy), 0, (side, side)) for xy in tiling.coords_px[:n]]
 

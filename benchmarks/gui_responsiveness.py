@@ -1,4 +1,4 @@
-"""Benchmark: does the viewer's GUI thread ever wait while slides open, embed and train?
+"""Benchmark: does the viewer's GUI thread ever wait while slides open, embed and train.
 
 In a shown napari viewer the Slide, Embed, Cohort and Train widgets are docked through
 napari's own path (``add_plugin_dock_widget``), then, by clicking their buttons as a user

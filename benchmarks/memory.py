@@ -97,7 +97,8 @@ def run_slide(label: str, size: int, args: argparse.Namespace) -> dict[str, dict
         step("model", cache=str(cache), slide=str(path), model=str(model))
         out["predict"] = step("cli", argv=["predict", "--model", str(model), "--cache", str(cache), path.stem,
                                            "--out", str(Path(tmp) / "pred.csv")])
-        n = sum(1 for _ in open(Path(tmp) / "pred.csv")) - 1
+        with open(Path(tmp) / "pred.csv") as fh:
+            n = sum(1 for _ in fh) - 1
         assert n == 1, n
     w = cells * CELL
     for name, rec in out.items():

@@ -116,9 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None if args.work else tempfile.TemporaryDirectory(prefix="pretrain-bench-")
     work = args.work or Path(tmp.name)
     work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print(
-        f"context cohort: {args.slides} slides, {args.grid[0]}x{args.grid[1]} regions of {args.region_size}x{args.region_size} "
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"context cohort: {args.slides} slides, {args.grid[0]}x{args.grid[1]} regions of "
+        f"{args.region_size}x{args.region_size} "
         f"patches of {PATCH_PX} px at {MPP} um/px; MIL labels: tumour-rich/stroma-rich; {args.folds}-fold CV, "
         f"<= {args.epochs} epochs; autoencoder {args.ae_patches} patches x {args.ae_epochs} epochs; "
         f"MIL {args.mil_epochs} epochs; encoders {PATCH_PX} px at {MPP} um/px",
@@ -130,22 +134,36 @@ def main(argv: list[str] | None = None) -> int:
         region_size=args.region_size, region_grid=tuple(args.grid), mpp=MPP,
     ))
     composition = work / "composition.csv"  # MIL labels: other classes than the first model's (claim 9)
-    composition.write_text("slide,label\n" + "".join(
-        f"{lay.name},{'tumour-rich' if (lay.patch_types == 1).sum() > (lay.patch_types == 0).sum() else 'stroma-rich'}\n"
-        for lay in context.layouts
-    ))
+    def composition_of(lay) -> str:
+        return "tumour-rich" if (lay.patch_types == 1).sum() > (lay.patch_types == 0).sum() else "stroma-rich"
+
+    composition.write_text("slide,label\n" + "".join(f"{lay.name},{composition_of(lay)}\n" for lay in context.layouts))
     probes = probe_slides(work, args.seed)
     print(f"synthesised {args.slides + 2} slides in {time.perf_counter() - t0:.0f} s", flush=True)
 
     encoders: dict[str, tuple[str, float]] = {"builtin-he": ("builtin-he", 0.0)}
-    ae_config = AutoencoderConfig(patch_size=PATCH_PX, mpp=MPP, max_patches=args.ae_patches, epochs=args.ae_epochs, seed=args.seed)
+    ae_config = AutoencoderConfig(
+        patch_size=PATCH_PX, mpp=MPP, max_patches=args.ae_patches, epochs=args.ae_epochs, seed=args.seed
+    )
     ae = run_job(train_autoencoder(context.out_dir, out=work / "autoencoder.safetensors", config=ae_config))
     encoders["autoencoder"] = (str(ae.path), ae.seconds)
-    print(f"autoencoder: {ae.n_patches} patches, {ae.seconds:.0f} s, loss {ae.history[0]['loss']:.4f} -> {ae.history[-1]['loss']:.4f}", flush=True)
-    mil_config = MilPretrainConfig(
-        patch_size=PATCH_PX, mpp=MPP, patches_per_slide=128, bag_size=32, epochs=args.mil_epochs, bags_per_slide=2, seed=args.seed
+    print(
+        f"autoencoder: {ae.n_patches} patches, {ae.seconds:.0f} s, "
+        f"loss {ae.history[0]['loss']:.4f} -> {ae.history[-1]['loss']:.4f}",
+        flush=True,
     )
-    mil = run_job(train_mil_encoder(context.out_dir, labels=composition, out=work / "mil.safetensors", config=mil_config))
+    mil_config = MilPretrainConfig(
+        patch_size=PATCH_PX,
+        mpp=MPP,
+        patches_per_slide=128,
+        bag_size=32,
+        epochs=args.mil_epochs,
+        bags_per_slide=2,
+        seed=args.seed,
+    )
+    mil = run_job(
+        train_mil_encoder(context.out_dir, labels=composition, out=work / "mil.safetensors", config=mil_config)
+    )
     encoders["attention-MIL"] = (str(mil.path), mil.seconds)
     print(f"attention-MIL: {mil.n_patches} patches, {mil.seconds:.0f} s, last epoch {mil.history[-1]}", flush=True)
 
@@ -185,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     for label, dim, acc, aucs, train_s, rate in rows:
         (rm, rs), (am, as_) = aucs["regional"], aucs["abmil"]
-        print(f"| {label} | {dim} | {acc:.3f} | {rm:.3f} +- {rs:.3f} | {am:.3f} +- {as_:.3f} | {train_s:.0f} s | {rate:.0f} patches/s |")
+        print(
+            f"| {label} | {dim} | {acc:.3f} | {rm:.3f} +- {rs:.3f} | {am:.3f} +- {as_:.3f} "
+            f"| {train_s:.0f} s | {rate:.0f} patches/s |"
+        )
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if tmp is not None:
         tmp.cleanup()

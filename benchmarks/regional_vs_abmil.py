@@ -57,7 +57,7 @@ TASKS = ("context", "presence")
 def build_cohort(
     work: Path, task: str, args: argparse.Namespace, dtype: str = "float32"
 ) -> tuple[list[LabelledSlide], dict, float, float]:
-    """Synthesise and embed one cohort (features stored in ``dtype``); return slides, truths, synth and embed seconds."""
+    """Synthesise and embed one cohort (features in ``dtype``); return slides, truths, synth and embed seconds."""
     out = work / task
     t0 = time.perf_counter()
     layouts = make_cohort_layouts(

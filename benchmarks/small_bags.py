@@ -1,4 +1,4 @@
-"""Do the first model's defaults train as well on a handful of patches as on whole slides?
+"""Benchmark: do the first model's defaults train as well on a handful of patches as on whole slides.
 
 Synthetic cohorts (:mod:`napari_regional_mil.synth.bags`, no images) of tissue-microarray
 cores (6-30 patches, 1-2 witness patches in a positive core), small biopsies (40-200

@@ -3,7 +3,8 @@
 Each ``make_*`` function writes one file (or a few) under a folder it is given and returns
 the path; :func:`build_corpus` writes all of them and returns a :class:`Corpus`. The
 tests that use the corpus are ``test_bad_input_corpus.py`` (CLI, GUI, hashes of existing
-files), ``test_fuzz.py`` (mutations of :func:`make_valid_tiff`, run by ``slide_fuzzer.py``) and ``test_interruption.py``.
+files), ``test_fuzz.py`` (mutations of :func:`make_valid_tiff`, run by ``slide_fuzzer.py``) and
+``test_interruption.py``.
 
 Contents
 --------
@@ -58,7 +59,11 @@ def _he_pixels(width: int, height: int, *, seed: int = 0, tissue: bool = True) -
 
     cell = 32
     rows, cols = -(-height // cell), -(-width // cell)
-    types = (np.arange(rows * cols).reshape(rows, cols) % 3).astype(np.int16) if tissue else np.full((rows, cols), -1, np.int16)
+    types = (
+        (np.arange(rows * cols).reshape(rows, cols) % 3).astype(np.int16)
+        if tissue
+        else np.full((rows, cols), -1, np.int16)
+    )
     return render_patch_types(types, (0, 0, width, height), patch_px=cell, mpp=0.5, seed=seed)
 
 
@@ -363,17 +368,27 @@ def build_corpus(root: Path, good_slide: Path, *, small_svs: Path | None = None)
     root = Path(root)
     corpus = Corpus(root=root, good_slide=Path(good_slide))
     corpus.slides = build_slides(root / "slides", small_svs=small_svs)
-    result = run_job(embed_slide(good_slide, cache_dir=root / "cache", tiling_params=TilingParams(patch_size=32, region_size=4),
-                                 batch_size=128))
+    result = run_job(
+        embed_slide(
+            good_slide,
+            cache_dir=root / "cache",
+            tiling_params=TilingParams(patch_size=32, region_size=4),
+            batch_size=128,
+        )
+    )
     corpus.cache = root / "cache"
     models = root / "models"
     models.mkdir()
     corpus.model = save_model_for(result.cache_path, models / "model.safetensors")
     corpus.checkpoints = {
-        "other_encoder_weights": save_model_for(result.cache_path, models / "other_weights.safetensors",
-                                                encoder_changes={"weights_hash": "0" * 64}),
-        "other_encoder_dim": save_model_for(result.cache_path, models / "resnet_model.safetensors",
-                                            encoder_changes={"name": "resnet50-random", "weights_hash": "1" * 64, "dim": 1024}),
+        "other_encoder_weights": save_model_for(
+            result.cache_path, models / "other_weights.safetensors", encoder_changes={"weights_hash": "0" * 64}
+        ),
+        "other_encoder_dim": save_model_for(
+            result.cache_path,
+            models / "resnet_model.safetensors",
+            encoder_changes={"name": "resnet50-random", "weights_hash": "1" * 64, "dim": 1024},
+        ),
         "truncated": make_truncated_checkpoint(corpus.model, models),
     }
     (root / "pickles").mkdir()

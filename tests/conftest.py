@@ -240,7 +240,9 @@ def _labelled_synthetic(n_slides, *, task="context", seed=0, region_grid=(3, 4),
     classes = CLASS_NAMES[task]
     layouts = make_cohort_layouts(n_slides, seed=seed, task=task, region_grid=region_grid, region_size=region_size)
     slides = [
-        LabelledSlide(layout_embeddings(lay, dim=dim, noise=noise, seed=seed * 1000 + i), classes.index(lay.label), lay.name)
+        LabelledSlide(
+            layout_embeddings(lay, dim=dim, noise=noise, seed=seed * 1000 + i), classes.index(lay.label), lay.name
+        )
         for i, lay in enumerate(layouts)
     ]
     return slides, classes
@@ -300,7 +302,7 @@ def tiny_mil_config():
 
 
 #: Tiling of ``gui_cohort``'s slides: 32 px patches at 0.5 um/px, regions of 4 x 4 patches.
-GUI_COHORT_TILING = dict(patch_size=32, target_mpp=0.5, region_size=4)
+GUI_COHORT_TILING = {"patch_size": 32, "target_mpp": 0.5, "region_size": 4}
 
 
 @pytest.fixture(scope="session")

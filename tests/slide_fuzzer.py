@@ -6,6 +6,8 @@ process: the worker is killed and restarted.
 
 from __future__ import annotations
 
+import contextlib
+
 
 def open_and_read(path: str) -> tuple[str, str, str]:
     """Open ``path``, read two regions, a thumbnail, detect tissue; ``("ok"|"error"|"leak", type name, message)``.
@@ -45,10 +47,8 @@ def fuzz_worker(conn, memory_limit_bytes: int = 4 << 30) -> None:
     """
     import resource
 
-    try:
+    with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
-    except (ValueError, OSError):
-        pass
     while True:
         path = conn.recv()
         if path is None:

@@ -28,7 +28,8 @@ from badinputs import (
 )
 from napari_regional_mil.cli import main
 
-#: A progress line of ``cli._progress.drive`` (tqdm, non-tty): ``<stage>:  30%|###   | 3/10 [...]`` or ``<stage>: 3it [...]``.
+#: A progress line of ``cli._progress.drive`` (tqdm, non-tty):
+#: ``<stage>:  30%|###   | 3/10 [...]`` or ``<stage>: 3it [...]``.
 PROGRESS = re.compile(r"^\s*[\w-]+: +(\d+%\|[#0-9 ]*\| \d+/\d+|\d+it) \[")
 
 
@@ -54,7 +55,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 def assert_one_error_line(code, out: str, err: str, *, names: str, problem: str) -> str:
-    """Non-zero status, exactly one ``error:`` line (besides progress lines) naming ``names`` and matching ``problem``."""
+    """Non-zero status, one ``error:`` line (besides progress lines) naming ``names`` and matching ``problem``."""
     assert code not in (0, None), (out, err)
     assert "Traceback" not in err and "Traceback" not in out
     lines = [line for line in err.splitlines() if line.strip() and not PROGRESS.match(line)]
@@ -91,7 +92,9 @@ SLIDE_CASES = [
 def test_cli_refuses_bad_slide(corpus, capsys, key, command, problem):
     path = corpus.slides[key]
     before = _protected(corpus)
-    argv = [command, path] + (["--out", corpus.cache, *(TILING_ARGS if key == "all_white" else [])] if command == "embed" else [])
+    argv = [command, path] + (
+        ["--out", corpus.cache, *(TILING_ARGS if key == "all_white" else [])] if command == "embed" else []
+    )
     code, out, err = run_cli(argv, capsys)
     assert_one_error_line(code, out, err, names=str(path), problem=problem)
     assert _protected(corpus) == before  # the existing cache (and everything else) untouched
@@ -113,7 +116,7 @@ def test_damaged_tile_opens_but_reading_it_is_a_slide_error(corpus):
             assert (thumb[-2:, -2:] == damage.GREY).all() and not (thumb[:8, :8] == damage.GREY).all()
             last = slide.info.level_count - 1
             assert slide.damage.counts == {last: 1}
-            w, h = slide.info.level_dimensions[last]
+            _w, _h = slide.info.level_dimensions[last]
             with pytest.raises(SlideError, match=r"cannot read region"):
                 slide.read_region((slide.dimensions[0] - 8, slide.dimensions[1] - 8), last, (1, 1))
     finally:
@@ -124,7 +127,7 @@ def test_damaged_tile_opens_but_reading_it_is_a_slide_error(corpus):
 def test_cli_embeds_a_slide_with_a_damaged_background_tile(corpus, capsys, tmp_path):
     """The damaged tiles lie in the background: embed succeeds and says once, on one line, what was damaged."""
     path = corpus.slides["corrupt_tile"]
-    code, out, err = run_cli(["embed", path, "--out", tmp_path / "cache"], capsys)
+    code, _out, err = run_cli(["embed", path, "--out", tmp_path / "cache"], capsys)
     assert code == 0, err
     lines = [line for line in err.splitlines() if line.strip() and not PROGRESS.match(line)]
     assert len(lines) == 1 and lines[0].startswith(f"warning: {path}: damaged tiles at level "), err
@@ -149,7 +152,7 @@ def test_non_integer_downsamples_work(corpus, capsys, tmp_path):
         assert slide.info.level_downsamples[1] == pytest.approx((500 / 167 + 3) / 2)  # not an integer
         assert slide.level_for_mpp(1.5) == 1
         assert slide.thumbnail(64).shape[:2] == (46, 64)
-    code, out, err = run_cli(["embed", path, "--out", tmp_path, "--patch-size", "16", "--target-mpp", "1.5",
+    code, _out, err = run_cli(["embed", path, "--out", tmp_path, "--patch-size", "16", "--target-mpp", "1.5",
                               "--region-size", "4", "--tissue-threshold", "0.1"], capsys)
     assert code == 0, err
     emb = load_slide_embeddings(find_slide_cache(tmp_path, path))
@@ -182,7 +185,9 @@ def test_cli_predict_refuses_bad_checkpoint(corpus, capsys, key, problem):
     before = _protected(corpus)
     path = corpus.checkpoints[key]
     code, out, err = run_cli(["predict", "--model", path, "--cache", corpus.cache, corpus.good_slide.stem], capsys)
-    assert_one_error_line(code, out, err, names=path.name, problem=problem.replace("embed_slide", corpus.good_slide.stem))
+    assert_one_error_line(
+        code, out, err, names=path.name, problem=problem.replace("embed_slide", corpus.good_slide.stem)
+    )
     assert _protected(corpus) == before
     assert not list(corpus.cache.glob("*.attention.npz"))
 
@@ -297,7 +302,9 @@ def test_slide_widget_open_notifies(make_napari_viewer, corpus, errors_shown, ke
 
 
 @pytest.mark.parametrize("key", ["truncated", "evil_raw.pt", "evil_zip.pt"])
-def test_predict_widget_load_notifies_and_never_unpickles(make_napari_viewer, corpus, errors_shown, no_marker, qtbot, key):
+def test_predict_widget_load_notifies_and_never_unpickles(
+    make_napari_viewer, corpus, errors_shown, no_marker, qtbot, key
+):
     from napari_regional_mil._widgets.predict_widget import PredictWidget
 
     viewer = make_napari_viewer()

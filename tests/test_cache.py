@@ -61,7 +61,7 @@ def test_store_is_complete_only_after_finish(tmp_path):
     writer.append(feats[:10])
     assert writer.n_done == 8  # whole chunks of 4 only
     assert not writer.final.exists() and writer.partial.exists()
-    with pytest.raises(CacheError, match="incomplete.*8/23"):
+    with pytest.raises(CacheError, match=r"incomplete.*8/23"):
         load_slide_embeddings(writer.partial)
     with pytest.raises(CacheError, match=r"no complete embedding cache for slide slide_a \(1 incomplete"):
         find_slide_cache(tmp_path, "slide_a")
@@ -97,7 +97,9 @@ def test_foreign_partial_store_is_restarted(tmp_path):
 
 def test_lookup_by_path_name_and_encoder(tmp_path):
     for enc in ("enc-a", "enc-b"):
-        emb = SlideEmbeddings(slide_name="s1", features=np.ones((3, 2), np.float32), meta={"encoder": enc, "encoder_hash": enc * 8})
+        emb = SlideEmbeddings(
+            slide_name="s1", features=np.ones((3, 2), np.float32), meta={"encoder": enc, "encoder_hash": enc * 8}
+        )
         write_slide_embeddings(tmp_path, emb, key=(enc * 20)[:64].ljust(64, "0"), attrs={"encoder": enc})
     with pytest.raises(CacheError, match=r"2 caches for slide s1 .*enc-a.*enc-b.*encoder="):
         find_slide_cache(tmp_path, "s1")
@@ -108,7 +110,9 @@ def test_lookup_by_path_name_and_encoder(tmp_path):
 
 
 def test_bag_without_coordinates_round_trips(tmp_path):
-    emb = SlideEmbeddings(slide_name="bag", features=np.arange(12, dtype=np.float32).reshape(4, 3), meta={"encoder": "x"})
+    emb = SlideEmbeddings(
+        slide_name="bag", features=np.arange(12, dtype=np.float32).reshape(4, 3), meta={"encoder": "x"}
+    )
     loaded = load_slide_embeddings(write_slide_embeddings(tmp_path, emb, key="b" * 64))
     assert loaded.coords_px is None and not loaded.has_regions and loaded.regional_embeddings == {}
     np.testing.assert_array_equal(loaded.features, emb.features)

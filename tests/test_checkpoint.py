@@ -32,7 +32,11 @@ def slide(labelled_synthetic):
 def checkpoint(slide):
     torch.manual_seed(1)
     cfg = ModelConfig(
-        input_dim=slide.embedding_dim, n_classes=3, hidden_dim=16, attention_dim=8, selection=SelectionConfig(n_neighbours=2)
+        input_dim=slide.embedding_dim,
+        n_classes=3,
+        hidden_dim=16,
+        attention_dim=8,
+        selection=SelectionConfig(n_neighbours=2),
     )
     model = FirstModel(cfg).eval()
     model.set_feature_normalisation(torch.full((slide.embedding_dim,), 0.3), torch.full((slide.embedding_dim,), 2.0))
@@ -72,11 +76,11 @@ def test_config_is_json_in_the_safetensors_header(tmp_path, checkpoint):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (dict(encoder="another-encoder"), "trained on encoder 'synthetic-prototypes'.*'another-encoder'"),
-        (dict(encoder_hash="deadbeef"), "encoder weights hash 'prototypes-12345'.*'deadbeef'"),
-        (dict(patch_size=64), "tiling patch_size=32.*patch_size=64"),
-        (dict(target_mpp=0.25), "tiling target_mpp=0.5.*target_mpp=0.25"),
-        (dict(region_size=8), "tiling region_size=5.*region_size=8"),
+        ({"encoder": "another-encoder"}, "trained on encoder 'synthetic-prototypes'.*'another-encoder'"),
+        ({"encoder_hash": "deadbeef"}, "encoder weights hash 'prototypes-12345'.*'deadbeef'"),
+        ({"patch_size": 64}, "tiling patch_size=32.*patch_size=64"),
+        ({"target_mpp": 0.25}, "tiling target_mpp=0.5.*target_mpp=0.25"),
+        ({"region_size": 8}, "tiling region_size=5.*region_size=8"),
     ],
 )
 def test_foreign_encoder_or_tiling_is_refused(tmp_path, checkpoint, slide, change, message):
@@ -98,11 +102,11 @@ def test_truncated_file_is_refused_naming_it(tmp_path, checkpoint):
     data = path.read_bytes()
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="cut.safetensors"):
+    with pytest.raises(CheckpointError, match=r"cut\.safetensors"):
         load_checkpoint(cut)
     empty = tmp_path / "empty.safetensors"
     empty.write_bytes(b"")
-    with pytest.raises(CheckpointError, match="empty.safetensors"):
+    with pytest.raises(CheckpointError, match=r"empty\.safetensors"):
         load_checkpoint(empty)
 
 
@@ -119,11 +123,11 @@ def test_pickle_is_never_unpickled(tmp_path):
     evil = tmp_path / "model.pt"
     torch.save({"state": _Exploit(marker)}, evil)
     assert not marker.exists()
-    with pytest.raises(CheckpointError, match="model.pt.*never loaded"):
+    with pytest.raises(CheckpointError, match=r"model\.pt.*never loaded"):
         load_checkpoint(evil)
     plain = tmp_path / "model.pkl"
     plain.write_bytes(pickle.dumps(_Exploit(marker)))
-    with pytest.raises(CheckpointError, match="model.pkl"):
+    with pytest.raises(CheckpointError, match=r"model\.pkl"):
         load_checkpoint(plain)
     assert not marker.exists()
 
@@ -133,7 +137,7 @@ def test_foreign_safetensors_file_is_refused(tmp_path, checkpoint):
 
     other = tmp_path / "other.safetensors"
     save_file({"weight": torch.zeros(3)}, str(other))
-    with pytest.raises(CheckpointError, match="other.safetensors: not a napari-regional-mil"):
+    with pytest.raises(CheckpointError, match=r"other\.safetensors: not a napari-regional-mil"):
         load_checkpoint(other)
     # right metadata, wrong weights
     meta = {"napari_regional_mil": json.dumps(checkpoint.to_json())}

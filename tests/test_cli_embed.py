@@ -12,7 +12,9 @@ _SMALL = ["--patch-size", "32", "--region-size", "4", "--batch-size", "16"]
 
 def test_embed_reports_each_slide_and_fails_for_the_bad_one(embed_slide_path, empty_slide_path, tmp_path, capsys):
     missing = tmp_path / "missing.svs"
-    code = main(["embed", str(embed_slide_path), str(empty_slide_path), str(missing), "--out", str(tmp_path / "c"), *_SMALL])
+    code = main(
+        ["embed", str(embed_slide_path), str(empty_slide_path), str(missing), "--out", str(tmp_path / "c"), *_SMALL]
+    )
     out, err = capsys.readouterr()
     assert code == 1
     name = embed_slide_path.stem
@@ -29,7 +31,10 @@ def test_embed_reports_each_slide_and_fails_for_the_bad_one(embed_slide_path, em
 
 
 def test_bad_encoder_and_bad_cache_dir_exit_2(embed_slide_path, tmp_path, capsys):
-    assert main(["embed", str(embed_slide_path), "--out", str(tmp_path), "--encoder", str(tmp_path / "x.pt"), *_SMALL]) == 2
+    assert (
+        main(["embed", str(embed_slide_path), "--out", str(tmp_path), "--encoder", str(tmp_path / "x.pt"), *_SMALL])
+        == 2
+    )
     assert "error: " in capsys.readouterr().err
     blocker = tmp_path / "f"
     blocker.write_text("")
@@ -39,7 +44,9 @@ def test_bad_encoder_and_bad_cache_dir_exit_2(embed_slide_path, tmp_path, capsys
 
 def test_export_then_import_h5(embed_slide_path, tmp_path, capsys):
     assert main(["embed", str(embed_slide_path), "--out", str(tmp_path / "c"), *_SMALL]) == 0
-    assert main(["export-h5", embed_slide_path.name, "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "h5")]) == 0
+    assert (
+        main(["export-h5", embed_slide_path.name, "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "h5")]) == 0
+    )
     h5 = tmp_path / "h5" / f"{embed_slide_path.stem}.h5"
     assert h5.exists()
     assert main(["import-h5", str(h5), str(tmp_path / "nope.h5"), "--out", str(tmp_path / "c2")]) == 1

@@ -72,13 +72,23 @@ def test_info_names_the_backend_and_turns_library_warnings_into_lines(tmp_path, 
     import tifffile
 
     path = tmp_path / "scan.tif"  # NDPI's marker tags: tiffslide parses it as Hamamatsu and warns
-    tifffile.imwrite(path, np.full((96, 128, 3), 200, np.uint8), tile=(32, 32), photometric="rgb",
-                     compression="jpeg", metadata=None, extratags=[(65420, 4, 1, 1, True), (271, "s", 0, "Hamamatsu", True)])
+    tifffile.imwrite(
+        path,
+        np.full((96, 128, 3), 200, np.uint8),
+        tile=(32, 32),
+        photometric="rgb",
+        compression="jpeg",
+        metadata=None,
+        extratags=[(65420, 4, 1, 1, True), (271, "s", 0, "Hamamatsu", True)],
+    )
     assert main(["info", str(path), "--mpp", "0.5", "--json"]) == 0
     captured = capsys.readouterr()
     data = json.loads(captured.out)
     assert data["slide"]["backend"] == "tiffslide" and data["slide"]["vendor"] == "hamamatsu"
-    assert "scan.tif: tiffslide: hamamatsu-format metadata parsing only partially implemented!" in data["slide"]["warnings"]
+    assert (
+        "scan.tif: tiffslide: hamamatsu-format metadata parsing only partially implemented!"
+        in data["slide"]["warnings"]
+    )
     assert "UserWarning" not in captured.err and "hamamatsu" not in captured.err
     assert main(["info", str(path), "--mpp", "0.5"]) == 0
     out = capsys.readouterr().out

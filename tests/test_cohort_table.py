@@ -123,7 +123,7 @@ def test_embedded_states_from_the_cache(tmp_path, labelled_synthetic):
     assert table.missing() == [2]
     (cache / f"{slides[2].name}-0123456789ab.zarr.partial").mkdir()
     ((cache / f"{slides[2].name}-0123456789ab.zarr.partial") / "zarr.json").write_text(
-        '{"attributes": {"cache_key": "k", "slide_name": "%s", "complete": false}}' % slides[2].name)
+        f'{{"attributes": {{"cache_key": "k", "slide_name": "{slides[2].name}", "complete": false}}}}')
     assert table.refresh_embedded(cache) == [2] and table.rows[2].embedded == "partial"
     assert table.set_prediction(slides[1].name, "inflamed (0.90)") == 1
     assert table.set_prediction("unknown", "x") is None

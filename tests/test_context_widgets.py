@@ -24,7 +24,16 @@ pytestmark = pytest.mark.gui
 PARAMS = TilingParams(patch_size=64, target_mpp=0.5, region_size=4, tissue_threshold=0.5)
 X2, X4 = "builtin-he_x2", "builtin-he_x4"
 #: Small training settings, given to the widget and to the CLI alike.
-FAST = dict(epochs=2, hidden_dim=16, attention_dim=8, min_patches=8, max_patches=24, seed=3, lr=3e-3, val_fraction=0.34)
+FAST = {
+    "epochs": 2,
+    "hidden_dim": 16,
+    "attention_dim": 8,
+    "min_patches": 8,
+    "max_patches": 24,
+    "seed": 3,
+    "lr": 3e-3,
+    "val_fraction": 0.34,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +86,7 @@ def test_context_encoder_list_add_remove_and_bad_choice(embed_setup):
 
 
 def test_embed_widget_caches_context_embeddings_per_region(embed_setup, qtbot, notes):
-    viewer, widget, cache_dir = embed_setup
+    _viewer, widget, cache_dir = embed_setup
     widget.contexts.scale.setCurrentIndex(0)
     widget.contexts.add_current()
     widget.contexts.scale.setCurrentIndex(1)
@@ -163,7 +172,7 @@ def _train(train, qtbot, out):
 
 def _model_meta(path):
     with safe_open(str(path), framework="pt") as fh:
-        return {k: fh.get_tensor(k) for k in fh.keys()}, json.loads(fh.metadata()["napari_regional_mil"])
+        return {k: fh.get_tensor(k) for k in fh}, json.loads(fh.metadata()["napari_regional_mil"])
 
 
 def test_train_widget_lists_the_cached_contexts(train_widget, context_cohort, tmp_path):

@@ -50,7 +50,8 @@ build_parser()
 def test_core_slide_tissue_tiling_and_embedding_import_no_gui(synthetic_slide, odd_patch_types, tmp_path):
     """Running the core on a (synthetic) slide imports nothing of the GUI either (lazy imports included)."""
     path = synthetic_slide(odd_patch_types, patch_px=32)
-    code = f"""
+    code = (
+        f"""
 import sys
 from napari_regional_mil.embedding import embed_slide
 from napari_regional_mil.jobs import run_job
@@ -60,6 +61,9 @@ from napari_regional_mil.tissue import detect_tissue
 with open_slide({str(path)!r}) as s:
     tile_slide(s, detect_tissue(s), TilingParams(patch_size=32, region_size=4))
     s.display_pyramid()[-1].compute()
-run_job(embed_slide({str(path)!r}, cache_dir={str(tmp_path)!r}, tiling_params=TilingParams(patch_size=32, region_size=4)))
-""" + _CHECK
+run_job(embed_slide({str(path)!r}, cache_dir={str(tmp_path)!r},
+                    tiling_params=TilingParams(patch_size=32, region_size=4)))
+"""
+        + _CHECK
+    )
     assert _run(code) == "", "GUI modules imported by the core"

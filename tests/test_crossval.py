@@ -104,7 +104,7 @@ def test_folds_are_stratified_patient_grouped_and_cover_everything():
 def test_a_class_with_fewer_patients_than_folds_is_a_clear_error():
     labels = np.array([0] * 10 + [1] * 3)
     patients = np.arange(13).astype(str).astype(object)
-    with pytest.raises(TrainingError, match="class 'pos' has 3 patient\\(s\\), fewer than 5 folds.*--folds 3"):
+    with pytest.raises(TrainingError, match=r"class 'pos' has 3 patient\(s\), fewer than 5 folds.*--folds 3"):
         stratified_group_folds(labels, patients, n_folds=5, class_names=("neg", "pos"))
 
 

@@ -57,7 +57,7 @@ def _complete_caches(cache_dir: Path) -> list:
 
 
 def test_defaults_follow_the_slide_layer(setup, widget_slide):
-    viewer, widget, layer, _ = setup
+    _viewer, widget, layer, _ = setup
     assert widget.slide_layer is layer
     assert widget.fields.params() == PARAMS
     assert widget_slide.name in widget.slide_label.text() and "0.5 µm/px" in widget.slide_label.text()
@@ -150,7 +150,7 @@ def test_cancel_mid_embed_leaves_no_complete_cache(setup, qtbot, notes):
 
 
 def test_second_embed_while_running_is_refused(setup, qtbot, notes):
-    viewer, widget, layer, cache_dir = setup
+    viewer, widget, _layer, cache_dir = setup
     widget.embed_button.click()
     first = widget.job
     other = EmbedWidget(viewer)
@@ -164,7 +164,7 @@ def test_second_embed_while_running_is_refused(setup, qtbot, notes):
 
 
 def test_bad_encoder_file_is_a_notification(setup, qtbot, notes, tmp_path):
-    viewer, widget, layer, cache_dir = setup
+    _viewer, widget, _layer, cache_dir = setup
     fake = tmp_path / "encoder.pt"
     fake.write_text("not torchscript")
     widget.encoder.kind.setCurrentIndex(1)
@@ -191,7 +191,7 @@ def test_no_slide_is_a_notification(make_napari_viewer, notes):
 
 
 def test_closing_viewer_during_embed_is_clean(setup, qtbot, notes):
-    viewer, widget, layer, cache_dir = setup
+    viewer, widget, _layer, cache_dir = setup
     widget.batch_size.setValue(2)
     seen = []
     widget.embed_button.click()

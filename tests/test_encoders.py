@@ -212,7 +212,7 @@ def test_registry_lists_builtins_and_known_encoders_under_tridents_names():
 
 
 def test_unknown_encoder_is_a_clear_error():
-    with pytest.raises(EncoderError, match="unknown encoder 'nope'.*builtin-he"):
+    with pytest.raises(EncoderError, match=r"unknown encoder 'nope'.*builtin-he"):
         load_encoder("nope")
 
 
@@ -293,7 +293,7 @@ def test_only_torchscript_suffixes_load_code_and_unknown_suffixes_are_refused(tm
     bad.write_bytes(b"not a zip archive at all")
     with pytest.raises(EncoderError, match=r"weights\.pt: not a TorchScript file"):
         load_encoder(str(bad))
-    with pytest.raises(EncoderError, match="missing.pt: encoder file not found"):
+    with pytest.raises(EncoderError, match=r"missing\.pt: encoder file not found"):
         load_encoder(str(tmp_path / "missing.pt"))
 
 

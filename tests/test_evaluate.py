@@ -82,7 +82,9 @@ def test_scores_the_test_split_with_intervals_tables_and_plots(world, tmp_path, 
     assert metrics["threshold"] == pytest.approx(threshold)
     assert (pred == (p >= threshold).astype(int)).all()  # decided at the model's threshold
     tn, fp, fn, tp = np.array(metrics["confusion"]).ravel()
-    assert metrics["sensitivity"] == pytest.approx(tp / (tp + fn)) and metrics["specificity"] == pytest.approx(tn / (tn + fp))
+    assert metrics["sensitivity"] == pytest.approx(tp / (tp + fn)) and metrics["specificity"] == pytest.approx(
+        tn / (tn + fp)
+    )
     bins = [b for b in metrics["calibration"] if b["n"]]
     assert sum(b["n"] for b in metrics["calibration"]) == len(test)
     for b in bins:
@@ -135,7 +137,10 @@ def test_bad_inputs_give_one_line_and_write_nothing(world, tmp_path, capsys):
     sheet.append([slides[0].name, classes[0], 1, 2])
     sheet.merge_cells("C1:D1")
     book.save(tmp_path / "merged.xlsx")
-    cases["merged"] = (["--labels", tmp_path / "merged.xlsx"], r"merged.xlsx sheet 'Sheet' row 1: merged header cells C1:D1")
+    cases["merged"] = (
+        ["--labels", tmp_path / "merged.xlsx"],
+        r"merged.xlsx sheet 'Sheet' row 1: merged header cells C1:D1",
+    )
     for key, (extra, problem) in cases.items():
         out = tmp_path / f"out_{key}"
         argv = ["evaluate", "--model", str(model), "--labels", str(root / "labels.csv"), "--cache", str(root / "cache"),

@@ -142,7 +142,7 @@ def test_failed_export_leaves_nothing(tmp_path, maps, monkeypatch):
 
     monkeypatch.setattr(os, "replace", disk_full)
     for export in (export_geojson, export_csv, export_heatmap_tiff):
-        with pytest.raises(ExportError, match="out.geojson: cannot write"):
+        with pytest.raises(ExportError, match=r"out\.geojson: cannot write"):
             export(target, maps)
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.geojson"]  # no temp file left

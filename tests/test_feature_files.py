@@ -109,14 +109,14 @@ def test_npz_and_bad_files(tmp_path):
     np.savez(tmp_path / "plain.npz", features=FEATS)
     assert not read_feature_file(tmp_path / "plain.npz").has_regions
     np.savez(tmp_path / "nofeat.npz", coords=np.zeros((3, 2)))
-    with pytest.raises(CacheError, match="nofeat.npz: no 'features' array"):
+    with pytest.raises(CacheError, match=r"nofeat\.npz: no 'features' array"):
         read_feature_file(tmp_path / "nofeat.npz")
     np.savez(tmp_path / "empty.npz", features=np.zeros((0, 5)))
-    with pytest.raises(CacheError, match="empty.npz: 'features' must be a non-empty"):
+    with pytest.raises(CacheError, match=r"empty\.npz: 'features' must be a non-empty"):
         read_feature_file(tmp_path / "empty.npz")
     np.savez(tmp_path / "badcoords.npz", features=FEATS, coords=np.zeros((3, 2)))
     with pytest.raises(CacheError, match=r"badcoords.npz: 'coords' has shape \(3, 2\), expected \(7, 2\)"):
         read_feature_file(tmp_path / "badcoords.npz")
     (tmp_path / "junk.h5").write_bytes(b"junk")
-    with pytest.raises(CacheError, match="junk.h5: cannot read"):
+    with pytest.raises(CacheError, match=r"junk\.h5: cannot read"):
         read_feature_file(tmp_path / "junk.h5")

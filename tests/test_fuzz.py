@@ -144,7 +144,9 @@ def csv_bytes(draw):
         noise = draw(st.lists(st.lists(_CELLS, max_size=4).map(",".join), max_size=1))
         text = "\n".join(["slide,label,patient,split", *draw(_ROWS), *noise])
     else:
-        header = draw(st.sampled_from(["slide,label", "slide,label,patient,split", "label,slide", "slide", "Slide, Label"]))
+        header = draw(
+            st.sampled_from(["slide,label", "slide,label,patient,split", "label,slide", "slide", "Slide, Label"])
+        )
         text = "\n".join([header, *draw(_LINES)])
     newline = draw(st.sampled_from(["\n", "\r\n", "\r"]))
     data = text.replace("\n", newline).encode(draw(st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "latin-1"])),
@@ -176,9 +178,9 @@ def test_read_cohort_gives_a_cohort_or_a_cohort_error(tmp_path_factory):
             seen["error"] += 1
             return
         seen["ok"] += 1
-        assert len(cohort.rows) >= 1 and len(set(r.label for r in cohort.rows)) >= 2
+        assert len(cohort.rows) >= 1 and len({r.label for r in cohort.rows}) >= 2
         assert len({r.name for r in cohort.rows}) == len(cohort.rows)
-        assert set(r.label for r in cohort.rows) <= set(cohort.class_names)
+        assert {r.label for r in cohort.rows} <= set(cohort.class_names)
         assert cohort.labels.shape == (len(cohort.rows),)
 
     check()

@@ -51,7 +51,9 @@ def test_round_trip_through_h5(tmp_path):
         assert fh["coords"].shape == (emb.n_patches, 2) and fh["features"].shape == (emb.n_patches, 6)
         attrs = dict(fh["coords"].attrs)
         assert attrs["patch_size_level0"] == 48 and attrs["patch_level"] == 0 and attrs["patch_size"] == 96
-        assert attrs["level0_magnification"] == pytest.approx(10.0) and attrs["target_magnification"] == pytest.approx(20.0)
+        assert attrs["level0_magnification"] == pytest.approx(10.0) and attrs["target_magnification"] == pytest.approx(
+            20.0
+        )
     back = import_h5(path)
     _assert_same(back, emb)
     assert back.meta["encoder"] == "builtin-he" and back.slide_name == "slide_x"
@@ -63,8 +65,16 @@ def test_trident_style_file_rebuilds_grid_and_regions(tmp_path):
     path = tmp_path / "TCGA-01.h5"
     with h5py.File(path, "w") as fh:
         coords = fh.create_dataset("coords", data=emb.coords_px[order])
-        coords.attrs.update({"patch_size": 256, "patch_size_level0": 64, "target_magnification": 20, "level0_magnification": 80,
-                             "overlap": 0, "name": "TCGA-01"})
+        coords.attrs.update(
+            {
+                "patch_size": 256,
+                "patch_size_level0": 64,
+                "target_magnification": 20,
+                "level0_magnification": 80,
+                "overlap": 0,
+                "name": "TCGA-01",
+            }
+        )
         fh.create_dataset("features", data=emb.features[order])
     back = import_h5(path, region_size=4)
     assert back.slide_name == "TCGA-01" and back.meta["encoder"] == "imported" and back.has_regions

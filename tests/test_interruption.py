@@ -106,7 +106,9 @@ def test_killed_embedding_resumes_from_its_last_chunk_and_equals_an_uninterrupte
     )
 
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    child = Child(["embed", resumable_slide, "--out", killed, *EMBED_ARGS], cli=recorded_cli(tmp_path / "pixels-killed"))
+    child = Child(
+        ["embed", resumable_slide, "--out", killed, *EMBED_ARGS], cli=recorded_cli(tmp_path / "pixels-killed")
+    )
     partial: list[Path] = []
 
     def one_chunk_landed() -> bool:
@@ -196,7 +198,7 @@ def test_a_half_written_temp_checkpoint_is_never_taken_for_the_model(tmp_path, c
     from napari_regional_mil.embedding import find_slide_cache
 
     cache = tmp_path / "cache"
-    names, labels = write_cohort_caches(cache, n_slides=4)
+    names, _labels = write_cohort_caches(cache, n_slides=4)
     model = save_model_for(find_slide_cache(cache, names[0]), tmp_path / "model.safetensors")
     leftover = tmp_path / ".model.safetensors.k1ll3d.tmp"
     leftover.write_bytes(model.read_bytes()[: model.stat().st_size // 3])

@@ -192,7 +192,7 @@ def saved_model(gui_cohort, tmp_path_factory):
     from napari_regional_mil.cli import main
 
     root = tmp_path_factory.mktemp("saved_model")
-    seen = [p for p in gui_cohort.slides[:4]]
+    seen = list(gui_cohort.slides[:4])
     labels = root / "cohort.csv"
     labels.write_text("slide,label\n" + "".join(f"{p.stem},{_truth(p)}\n" for p in seen))
     out = root / "model.safetensors"

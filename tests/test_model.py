@@ -15,11 +15,11 @@ from napari_regional_mil.model.first_model import FirstModel, make_bag
 from napari_regional_mil.training.predict import predict_slide
 
 VARIANTS = [
-    dict(model_type="regional"),
-    dict(model_type="regional", regional_source="attention", selection=SelectionConfig(n_neighbours=3)),
-    dict(model_type="regional", regional_source="max", all_regions=False),
-    dict(model_type="abmil"),
-    dict(model_type="mean"),
+    {"model_type": "regional"},
+    {"model_type": "regional", "regional_source": "attention", "selection": SelectionConfig(n_neighbours=3)},
+    {"model_type": "regional", "regional_source": "max", "all_regions": False},
+    {"model_type": "abmil"},
+    {"model_type": "mean"},
 ]
 
 

@@ -57,9 +57,9 @@ def test_flags_set_the_fields_they_name():
 
 
 def test_a_refused_combination_is_one_training_error():
-    with pytest.raises(TrainingError, match="invalid option: .*min_patches <= max_patches"):
+    with pytest.raises(TrainingError, match=r"invalid option: .*min_patches <= max_patches"):
         model_config_from_args(_train_args("--min-patches", "50", "--max-patches", "10"), input_dim=4, n_classes=2)
-    with pytest.raises(TrainingError, match="invalid option: .*val_fraction"):
+    with pytest.raises(TrainingError, match=r"invalid option: .*val_fraction"):
         train_config_from_args(_train_args("--val-fraction", "1.5"))
 
 

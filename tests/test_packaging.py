@@ -79,7 +79,18 @@ def test_installed_plugin_is_discovered_by_napari():
 def test_wheel_ships_the_manifest(tmp_path):
     """A normal (non-editable) wheel holds napari.yaml where its entry point says."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

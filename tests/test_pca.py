@@ -20,7 +20,7 @@ def test_pca_project_matches_covariance_eigenvectors():
     feats, _ = _clustered()
     scores = pca_project(feats, 3)
     x = feats.astype(np.float64) - feats.mean(0)
-    evals, evecs = np.linalg.eigh(np.cov(x.T))
+    evals, _evecs = np.linalg.eigh(np.cov(x.T))
     order = np.argsort(evals)[::-1][:3]
     # variance of each score equals the covariance eigenvalue, in decreasing order
     np.testing.assert_allclose(scores.var(0, ddof=1), evals[order], rtol=1e-6)

@@ -62,7 +62,13 @@ def test_embeddings_match_the_tiling_and_regions(reference, embed_slide_path):
         np.testing.assert_allclose(emb.regional_embeddings["mean"][r], rows.mean(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(emb.regional_embeddings["max"][r], rows.max(0))
     m = emb.meta
-    assert (m["patch_size"], m["target_mpp"], m["region_size"], m["encoder"], m["slide_mpp"]) == (32, 0.5, 4, "builtin-he", 0.5)
+    assert (m["patch_size"], m["target_mpp"], m["region_size"], m["encoder"], m["slide_mpp"]) == (
+        32,
+        0.5,
+        4,
+        "builtin-he",
+        0.5,
+    )
     embeds = [e for e in events if e.total]
     assert embeds[-1].done == embeds[-1].total == emb.n_patches and all(e.stage == "embed" for e in events)
     assert [e.done for e in embeds] == sorted(e.done for e in embeds) and embeds[-2].rate > 0
@@ -85,11 +91,17 @@ def test_patches_match_direct_reads_in_order(embed_slide_path):
 
 def test_read_plan_picks_the_finest_level_not_coarser_than_needed():
     ds = (1.0, 2.0, 4.0, 16.0)
-    p = plan_reads(slide_mpp=0.25, level_downsamples=ds, patch_size=256, patch_size_level0=512, input_size=224, encoder_mpp=0.5)
+    p = plan_reads(
+        slide_mpp=0.25, level_downsamples=ds, patch_size=256, patch_size_level0=512, input_size=224, encoder_mpp=0.5
+    )
     assert (p.level, p.read_size, p.out_size) == (1, 256, 224) and p.input_mpp == pytest.approx(128 / 224)
-    p = plan_reads(slide_mpp=0.25, level_downsamples=ds, patch_size=256, patch_size_level0=512, input_size=None, encoder_mpp=1.0)
+    p = plan_reads(
+        slide_mpp=0.25, level_downsamples=ds, patch_size=256, patch_size_level0=512, input_size=None, encoder_mpp=1.0
+    )
     assert (p.level, p.read_size, p.out_size) == (2, 128, 128)
-    p = plan_reads(slide_mpp=0.5, level_downsamples=ds, patch_size=64, patch_size_level0=64, input_size=None, encoder_mpp=None)
+    p = plan_reads(
+        slide_mpp=0.5, level_downsamples=ds, patch_size=64, patch_size_level0=64, input_size=None, encoder_mpp=None
+    )
     assert (p.level, p.read_size, p.out_size) == (0, 64, 64)
 
 
@@ -143,8 +155,11 @@ with record(sys.argv[3]):
 def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(reference, embed_slide_path, tmp_path):
     _, ref, _, params, ref_pixels = reference
     killed_pixels = tmp_path / "pixels-killed"
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(embed_slide_path), str(tmp_path), str(killed_pixels)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_RUN, str(embed_slide_path), str(tmp_path), str(killed_pixels)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in proc.stdout:
             partial = list(tmp_path.glob(f"*.zarr{PARTIAL_SUFFIX}"))
@@ -177,7 +192,11 @@ def test_slide_smaller_than_one_patch(embed_slide_path, tmp_path):
     from napari_regional_mil.tiling import TilingParams
 
     with pytest.raises(TilingError, match="smaller than one patch"):
-        run_job(embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=TilingParams(patch_size=1024, region_size=4)))
+        run_job(
+            embed_slide(
+                embed_slide_path, cache_dir=tmp_path, tiling_params=TilingParams(patch_size=1024, region_size=4)
+            )
+        )
     assert not list(tmp_path.glob("*.zarr*"))
 
 
@@ -199,7 +218,9 @@ def test_encoder_with_its_own_input_size_and_mpp(embed_slide_path, small_tiling,
     path = tmp_path / "enc.pt"
     torch.jit.save(torch.jit.script(module), str(path))
     (tmp_path / "enc.pt.json").write_text(json.dumps({"input_size": 12, "mpp": 1.0}))
-    result = run_job(embed_slide(embed_slide_path, cache_dir=tmp_path / "c", tiling_params=small_tiling, encoder=str(path)))
+    result = run_job(
+        embed_slide(embed_slide_path, cache_dir=tmp_path / "c", tiling_params=small_tiling, encoder=str(path))
+    )
     emb = load_slide_embeddings(result.cache_path)
     assert emb.embedding_dim == 4 and emb.meta["read_level"] == 1 and emb.meta["input_size"] == 12
     assert emb.meta["input_mpp"] == pytest.approx(16 / 12)

@@ -29,7 +29,9 @@ def slide(labelled_synthetic):
 
 def _checkpoint(slide, model_type="regional", threshold=0.5):
     torch.manual_seed(0)
-    model = FirstModel(ModelConfig(input_dim=slide.embedding_dim, model_type=model_type, hidden_dim=16, attention_dim=8))
+    model = FirstModel(
+        ModelConfig(input_dim=slide.embedding_dim, model_type=model_type, hidden_dim=16, attention_dim=8)
+    )
     return Checkpoint(model=model.eval(), class_names=("neg", "pos"), threshold=threshold)
 
 
@@ -77,5 +79,5 @@ def test_attention_file_round_trip_beside_the_cache(tmp_path, slide):
 def test_unreadable_attention_file(tmp_path):
     bad = tmp_path / "x.attention.npz"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(CacheError, match="x.attention.npz"):
+    with pytest.raises(CacheError, match=r"x\.attention\.npz"):
         read_attention(bad)

@@ -237,7 +237,7 @@ def test_corrupt_checkpoint_gives_an_error_and_keeps_no_model(make_napari_viewer
     widget.set_model(str(bad))
     qtbot.waitUntil(lambda: any(kind == "show_error" for kind, _ in notes), timeout=10000)
     assert widget.model is None
-    assert "model.safetensors" in [m for k, m in notes if k == "show_error"][0]
+    assert "model.safetensors" in next(m for k, m in notes if k == "show_error")
 
 
 # -- end to end: a synthetic slide, the real embedding pipeline, a trained checkpoint ------------
@@ -268,7 +268,9 @@ def trained(tmp_path_factory):
     types[1:8, 1:12] = rng.integers(0, 6, size=(7, 11))
     slide_path = write_synthetic_slide(root / "slide_a.tif", types, patch_px=64, mpp=0.5, seed=1)
     params = TilingParams(patch_size=64, target_mpp=0.5, region_size=4)
-    result = run_job(embed_slide(slide_path, cache_dir=root / "train_cache", tiling_params=params, encoder="builtin-he"))
+    result = run_job(
+        embed_slide(slide_path, cache_dir=root / "train_cache", tiling_params=params, encoder="builtin-he")
+    )
     emb = load_slide_embeddings(result.cache_path)
     other = dataclasses.replace(emb, slide_name="slide_b", features=emb.features[::-1].copy())
     config = ModelConfig(input_dim=emb.embedding_dim, hidden_dim=16, attention_dim=8,

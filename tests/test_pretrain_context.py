@@ -75,14 +75,18 @@ def test_context_needs_a_complete_cache(tmp_path):
 
 def test_context_embeddings_reach_the_global_embedding(context_cache):
     emb = load_slide_embeddings(context_cache)
-    config = ModelConfig(input_dim=185, n_classes=2, hidden_dim=16, attention_dim=8, dropout=0.0, context_dims={KEY: 185})
+    config = ModelConfig(
+        input_dim=185, n_classes=2, hidden_dim=16, attention_dim=8, dropout=0.0, context_dims={KEY: 185}
+    )
     torch.manual_seed(0)
     model = FirstModel(config).eval()
     with torch.no_grad():
         base = model(make_bag(emb, config)).logits
         changed = replace(emb, context_embeddings={KEY: emb.context_embeddings[KEY][::-1] * -1.0})
         other = model(make_bag(changed, config)).logits
-        same_patches = model(make_bag(replace(emb, context_embeddings={KEY: emb.context_embeddings[KEY] * 1.0}), config)).logits
+        same_patches = model(
+            make_bag(replace(emb, context_embeddings={KEY: emb.context_embeddings[KEY] * 1.0}), config)
+        ).logits
     assert not torch.allclose(base, other)
     assert torch.equal(base, same_patches)
     assert model.classifier.in_features == 16 * 3  # selected patches + all regions + one context vector

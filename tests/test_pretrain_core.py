@@ -53,7 +53,9 @@ def test_augment_is_deterministic_and_only_moves_pixels_without_jitter():
         assert np.array_equal(got, np.sort(batch[i].reshape(-1, 3), axis=0))
     moved = sum(not np.array_equal((plain[i].permute(1, 2, 0).numpy() * 255).round(), batch[i]) for i in range(5))
     assert moved >= 2
-    jittered = augment(batch, generator=torch.Generator().manual_seed(4), flips=False, rotations=False, stain_jitter=0.2)
+    jittered = augment(
+        batch, generator=torch.Generator().manual_seed(4), flips=False, rotations=False, stain_jitter=0.2
+    )
     delta = (jittered.permute(0, 2, 3, 1).numpy() * 255 - batch).__abs__().mean()
     assert 0.5 < delta < 60
 
@@ -110,10 +112,12 @@ def test_autoencoder_loss_goes_down_and_yields_previews(trained_autoencoder):
     assert {e.stage for e in events} >= {"sample", "pretrain"}
 
 
-def test_saved_autoencoder_loads_by_path_with_its_spec_and_hash(trained_autoencoder, embed_slide_path, small_tiling, tmp_path):
+def test_saved_autoencoder_loads_by_path_with_its_spec_and_hash(
+    trained_autoencoder, embed_slide_path, small_tiling, tmp_path
+):
     from napari_regional_mil.embedding import embed_slide, load_slide_embeddings
 
-    result, _, config = trained_autoencoder
+    result, _, _config = trained_autoencoder
     enc = load_encoder(result.path)
     spec = enc.spec
     assert (spec.input_size, spec.mpp, spec.embedding_dim) == (32, 0.5, 16 + 8 + 16)  # bottleneck + stage means
@@ -132,7 +136,9 @@ def test_saved_autoencoder_loads_by_path_with_its_spec_and_hash(trained_autoenco
         assert torch.allclose(out[:, :16], enc.module.bottleneck(enc.preprocess(patches)), atol=1e-5)
     assert result.registered_as == "tissue-ae" and "tissue-ae" in list_encoders()
     assert load_encoder("tissue-ae").spec.weights_hash == spec.weights_hash
-    emb = run_job(embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=small_tiling, encoder=str(result.path)))
+    emb = run_job(
+        embed_slide(embed_slide_path, cache_dir=tmp_path, tiling_params=small_tiling, encoder=str(result.path))
+    )
     loaded = load_slide_embeddings(emb.cache_path)
     assert loaded.embedding_dim == 40 and loaded.meta["encoder_hash"] == spec.weights_hash
 

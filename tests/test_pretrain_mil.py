@@ -29,7 +29,10 @@ def mil_encoder(tmp_path_factory, pretrain_cohort):
     )
     out = tmp_path_factory.mktemp("mil") / "mil-encoder.safetensors"
     events = []
-    result = run_job(train_mil_encoder(pretrain_cohort.out_dir, labels=pretrain_cohort.labels_csv, out=out, config=config), events.append)
+    result = run_job(
+        train_mil_encoder(pretrain_cohort.out_dir, labels=pretrain_cohort.labels_csv, out=out, config=config),
+        events.append,
+    )
     return result, events
 
 
@@ -66,20 +69,30 @@ def test_attention_mil_pretrainer_pools_a_bag():
 def test_labels_with_one_class_are_refused(pretrain_cohort, tmp_path, tiny_mil_config):
     csv = _write_csv(tmp_path / "one.csv", [("synth_000", "present"), ("synth_002", "present")])
     with pytest.raises(CohortError, match="only one class"):
-        run_job(train_mil_encoder(pretrain_cohort.out_dir, labels=csv, out=tmp_path / "e.safetensors", config=tiny_mil_config))
+        run_job(
+            train_mil_encoder(
+                pretrain_cohort.out_dir, labels=csv, out=tmp_path / "e.safetensors", config=tiny_mil_config
+            )
+        )
     assert not (tmp_path / "e.safetensors").exists()
 
 
 def test_slides_covering_one_class_are_refused(pretrain_cohort, tmp_path, tiny_mil_config):
     present = [p for p, lay in zip(pretrain_cohort.slides, pretrain_cohort.layouts) if lay.label == "present"]
     with pytest.raises(CohortError, match="not among the 2 slide files given"):
-        run_job(train_mil_encoder(present, labels=pretrain_cohort.labels_csv, out=tmp_path / "e.safetensors", config=tiny_mil_config))
+        run_job(
+            train_mil_encoder(
+                present, labels=pretrain_cohort.labels_csv, out=tmp_path / "e.safetensors", config=tiny_mil_config
+            )
+        )
     csv = _write_csv(tmp_path / "two.csv", [(p.stem, "present") for p in present] + [("ghost", "absent")])
     with pytest.raises(CohortError, match="line 4: unknown slide 'ghost'"):
         run_job(train_mil_encoder(present, labels=csv, out=tmp_path / "e.safetensors", config=tiny_mil_config))
 
 
-def test_slides_without_tissue_leaving_one_class_raise_training_error(synthetic_slide, pretrain_cohort, tmp_path, tiny_mil_config):
+def test_slides_without_tissue_leaving_one_class_raise_training_error(
+    synthetic_slide, pretrain_cohort, tmp_path, tiny_mil_config
+):
     import shutil
 
     empty = synthetic_slide(np.full((7, 9), -1, np.int16), patch_px=32, mpp=0.5, seed=11)
@@ -89,7 +102,11 @@ def test_slides_without_tissue_leaving_one_class_raise_training_error(synthetic_
     present = next(p for p, lay in zip(pretrain_cohort.slides, pretrain_cohort.layouts) if lay.label == "present")
     csv = _write_csv(tmp_path / "labels.csv", [(present.stem, "present"), ("blank", "absent")])
     with pytest.raises(TrainingError, match=r"only one class \('present'\) .*1 slide\(s\) without tissue"):
-        run_job(train_mil_encoder([present, folder / "blank.tiff"], labels=csv, out=tmp_path / "e.safetensors", config=tiny_mil_config))
+        run_job(
+            train_mil_encoder(
+                [present, folder / "blank.tiff"], labels=csv, out=tmp_path / "e.safetensors", config=tiny_mil_config
+            )
+        )
 
 
 def test_handover_fine_tunes_the_extractor_inside_the_first_model(mil_encoder, pretrain_cohort, tmp_path):
@@ -97,14 +114,20 @@ def test_handover_fine_tunes_the_extractor_inside_the_first_model(mil_encoder, p
     config = HandoverConfig(patches_per_slide=16, bag_size=8, epochs=2, region_size=4, hidden_dim=8, attention_dim=8)
     out = tmp_path / "fine-tuned.safetensors"
     handover = run_job(
-        fine_tune_handover(pretrain_cohort.out_dir, labels=pretrain_cohort.labels_csv, encoder=result.path, out=out, config=config)
+        fine_tune_handover(
+            pretrain_cohort.out_dir, labels=pretrain_cohort.labels_csv, encoder=result.path, out=out, config=config
+        )
     )
     assert handover.class_names == ("absent", "present")
     assert len(handover.encoder.history) == 2 and np.isfinite(handover.encoder.history[-1]["loss"])
     tuned = load_encoder(out)
     assert tuned.spec.extra["method"] == "handover"
     assert tuned.spec.extra["initial_hash"] == result.spec.weights_hash != tuned.spec.weights_hash
-    assert (tuned.spec.input_size, tuned.spec.mpp, tuned.spec.mean) == (result.spec.input_size, result.spec.mpp, result.spec.mean)
+    assert (tuned.spec.input_size, tuned.spec.mpp, tuned.spec.mean) == (
+        result.spec.input_size,
+        result.spec.mpp,
+        result.spec.mean,
+    )
     assert handover.model.config.input_dim == 40 and not handover.model.training
 
 
@@ -123,19 +146,47 @@ def test_cli_pretrain_autoencoder_and_errors(pretrain_cohort, tmp_path, capsys):
     text = capsys.readouterr().out
     assert f"saved {out}" in text and "184-d, 32 px at 0.5 um/px" in text  # 8 + stage means 16+32+64+64
     assert load_encoder(out).spec.embedding_dim == 184
-    assert main(["pretrain", "mil", "--slides", str(pretrain_cohort.out_dir), "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert (
+        main(["pretrain", "mil", "--slides", str(pretrain_cohort.out_dir), "--out", str(tmp_path / "m.safetensors")])
+        == 2
+    )
     assert "error: pretrain mil needs --labels" in capsys.readouterr().err
-    assert main(["pretrain", "autoencoder", "--slides", str(tmp_path / "none"), "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert (
+        main(["pretrain", "autoencoder", "--slides", str(tmp_path / "none"), "--out", str(tmp_path / "m.safetensors")])
+        == 2
+    )
     assert "slide file not found" in capsys.readouterr().err
-    assert main(["pretrain", "autoencoder", "--slides", str(pretrain_cohort.out_dir), "--out", str(out), "--patch-size", "20"]) == 2
+    assert (
+        main(
+            [
+                "pretrain",
+                "autoencoder",
+                "--slides",
+                str(pretrain_cohort.out_dir),
+                "--out",
+                str(out),
+                "--patch-size",
+                "20",
+            ]
+        )
+        == 2
+    )
     assert "invalid option: patch_size must be a multiple of 16" in capsys.readouterr().err
 
 
 def test_cli_pretrain_handover(mil_encoder, pretrain_cohort, tmp_path, capsys):
     result, _ = mil_encoder
     out = tmp_path / "cli-tuned.safetensors"
-    base = ["pretrain", "handover", "--slides", str(pretrain_cohort.out_dir), "--labels", str(pretrain_cohort.labels_csv),
-            "--out", str(out)]
+    base = [
+        "pretrain",
+        "handover",
+        "--slides",
+        str(pretrain_cohort.out_dir),
+        "--labels",
+        str(pretrain_cohort.labels_csv),
+        "--out",
+        str(out),
+    ]
     assert main(base + ["--epochs", "1"]) == 2
     assert "error: pretrain handover needs --encoder" in capsys.readouterr().err
     assert main(base + ["--encoder", str(result.path), "--epochs", "1", "--patches", "16", "--batch-size", "8"]) == 0

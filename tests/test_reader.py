@@ -22,7 +22,7 @@ def test_manifest_commands_resolve():
         ("napari-regional-mil.sample_slide", _sample_data.make_sample_slide),
     ]:
         assert import_python_name(pm.get_command(key).python_name) is expected
-    [reader] = [r for r in pm.get_manifest("napari-regional-mil").contributions.readers]
+    [reader] = list(pm.get_manifest("napari-regional-mil").contributions.readers)
     assert "*.svs" in reader.filename_patterns and "*.tif" in reader.filename_patterns
 
 

@@ -148,7 +148,9 @@ def test_full_disk_on_csv_and_json_outputs(cohort, tmp_path, capsys, disk_full, 
     assert _listing(previous.parent) == [previous.name]
 
 
-def test_full_disk_while_embedding_leaves_no_complete_cache_then_resumes(embed_slide_path, tmp_path, capsys, monkeypatch):
+def test_full_disk_while_embedding_leaves_no_complete_cache_then_resumes(
+    embed_slide_path, tmp_path, capsys, monkeypatch
+):
     from napari_regional_mil.embedding import (
         find_slide_cache,
         list_caches,
@@ -160,7 +162,7 @@ def test_full_disk_while_embedding_leaves_no_complete_cache_then_resumes(embed_s
     real = os.replace
     monkeypatch.setattr(os, "replace", lambda src, dst, *a, **k: (_ for _ in ()).throw(
         OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src), None, str(dst))))
-    code, out, err = run_cli(["embed", embed_slide_path, "--out", cache, *SMALL_EMBED], capsys)
+    code, _out, err = run_cli(["embed", embed_slide_path, "--out", cache, *SMALL_EMBED], capsys)
     assert code != 0 and "No space left on device" in err and "Traceback" not in err
     assert [line for line in err.splitlines() if line.startswith("error: ")] == [err.strip().splitlines()[-1]]
     assert not list(cache.glob("*.zarr"))  # nothing under a final name
@@ -168,7 +170,7 @@ def test_full_disk_while_embedding_leaves_no_complete_cache_then_resumes(embed_s
     with pytest.raises(CacheError, match="no complete embedding cache"):
         find_slide_cache(cache, embed_slide_path)
     monkeypatch.setattr(os, "replace", real)  # space again: the run finishes (resuming what landed)
-    code, out, err = run_cli(["embed", embed_slide_path, "--out", cache, *SMALL_EMBED], capsys)
+    code, _out, err = run_cli(["embed", embed_slide_path, "--out", cache, *SMALL_EMBED], capsys)
     assert code == 0, err
     assert load_slide_embeddings(find_slide_cache(cache, embed_slide_path)).n_patches > 100
 

@@ -42,7 +42,9 @@ def write_bif(path: Path, image: np.ndarray, *, mpp: float = 0.25) -> Path:
     rows, cols = -(-h // 128), -(-w // 128)
     iscan = f'<?xml version="1.0"?><iScan Z-layers="1" Magnification="40" ScanRes="{mpp}"></iScan>'.encode()
     assert rows >= 2 and cols >= 2, "OpenSlide needs a horizontal and a vertical tile joint"
-    joint = '<TileJointInfo FlagJoined="1" Direction="{}" Tile1="1" Tile2="{}" OverlapX="0" OverlapY="0" Confidence="100"/>'
+    joint = (
+        '<TileJointInfo FlagJoined="1" Direction="{}" Tile1="1" Tile2="{}" OverlapX="0" OverlapY="0" Confidence="100"/>'
+    )
     joints = joint.format("RIGHT", 2) + joint.format("UP", 2 * cols)  # tiles numbered serpentine from the bottom
     encode = (f'<?xml version="1.0"?><EncodeInfo Ver="2"><SlideStitchInfo><ImageInfo AOIScanned="1" AOIIndex="0" '
               f'Width="128" Height="128" NumRows="{rows}" NumCols="{cols}" Pos-X="0" Pos-Y="0">{joints}</ImageInfo>'
@@ -316,7 +318,9 @@ def test_damaged_tile_is_flat_grey_counted_and_announced_once(tmp_path, syntheti
     finally:
         damage.remove_listener(notices.append)
     assert len(notices) == 1 and notices[0].level == 0
-    assert notices[0].message.startswith(f"{tmp_path / 'damaged.tiff'}: damaged tiles at level 0 are shown as flat grey")
+    assert notices[0].message.startswith(
+        f"{tmp_path / 'damaged.tiff'}: damaged tiles at level 0 are shown as flat grey"
+    )
 
 
 def test_damaged_tile_without_listener_is_a_warning(tmp_path, synthetic_slide, odd_patch_types, monkeypatch):

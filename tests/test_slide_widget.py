@@ -77,7 +77,8 @@ def test_detect_tissue_labels_align_with_slide(opened, qtbot):
     assert tissue is not None and tissue.data.dtype == np.uint8
     np.testing.assert_allclose(_edges(tissue), _edges(widget.slide_layer), atol=1e-9)
     # world -> label: the centre of a tissue cell is tissue, the background corner is not
-    cells_centre = lambda gx, gy: ((gy * 64 + 31.5) * MPP, (gx * 64 + 31.5) * MPP)
+    def cells_centre(gx, gy):
+        return ((gy * 64 + 31.5) * MPP, (gx * 64 + 31.5) * MPP)
     assert tissue.get_value(cells_centre(4, 2), world=True) == 1
     assert tissue.get_value(cells_centre(10, 5), world=True) == 1
     assert tissue.get_value(cells_centre(0, 0), world=True) == 0
@@ -128,7 +129,7 @@ def test_tiling_uses_the_painted_mask(opened, qtbot):
     # paint: erase everything, then tissue only over level-0 x in [0, 320), y in [0, 192)
     data = np.zeros_like(tissue.data)
     ds_x, ds_y = W / data.shape[1], H / data.shape[0]
-    data[: int(round(192 / ds_y)), : int(round(320 / ds_x))] = 1
+    data[: round(192 / ds_y), : round(320 / ds_x)] = 1
     tissue.data = data
     painted = _layers.tissue_mask_of(viewer, widget.slide_layer, only_if_edited=True)
     assert painted is not None and painted.method == "user"

@@ -65,8 +65,8 @@ def test_two_processes_embedding_one_slide_take_turns_and_the_second_reuses_the_
     out2, err2 = second.communicate(timeout=300)
     out2 = "".join(seen) + out2
     assert first.returncode == 0 and second.returncode == 0, err1 + err2
-    result1 = [line.split() for line in out1.splitlines() if line.startswith("result")][0]
-    result2 = [line.split() for line in out2.splitlines() if line.startswith("result")][0]
+    result1 = next(line.split() for line in out1.splitlines() if line.startswith("result"))
+    result2 = next(line.split() for line in out2.splitlines() if line.startswith("result"))
     assert result1[1] == "computed" and result2[1] == "cached" and result1[2] == result2[2]
     infos = list_caches(cache)
     assert len(infos) == 1 and infos[0].complete
@@ -160,5 +160,5 @@ def test_a_lock_that_cannot_be_created_is_a_cache_error(tmp_path):
     folder = tmp_path / "a-file"
     folder.write_text("")
     lock = StoreLock(StoreLocation("k" * 64, folder / "s-kkkkkkkkkkkk.zarr"))
-    with pytest.raises(CacheError, match="a-file/s-kkkkkkkkkkkk.lock: cannot lock the cache"):
+    with pytest.raises(CacheError, match=r"a-file/s-kkkkkkkkkkkk\.lock: cannot lock the cache"):
         lock.acquire(timeout=1)

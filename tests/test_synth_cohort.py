@@ -87,7 +87,9 @@ def test_written_cohort_has_slides_labels_and_truth(tmp_path):
     import tifffile
 
     cohort = run_job(
-        write_synthetic_cohort(tmp_path, n_slides=2, seed=2, task="context", patch_px=16, region_size=4, region_grid=(3, 4))
+        write_synthetic_cohort(
+            tmp_path, n_slides=2, seed=2, task="context", patch_px=16, region_size=4, region_grid=(3, 4)
+        )
     )
     assert cohort.labels_csv.read_text().splitlines() == ["slide,label", "synth_000,inflamed", "synth_001,excluded"]
     with tifffile.TiffFile(cohort.slides[0]) as tif:

@@ -28,7 +28,7 @@ def test_kidney_small_piece_found(testslides_dir, method):
     with open_slide(testslides_dir / "kidney-48-5.tif") as slide:
         tissue = detect_tissue(slide, method=method)
     assert tissue.mpp is None and tissue.downsample == (1.0, 1.0)
-    labels, n = ndimage.label(tissue.mask)
+    _labels, n = ndimage.label(tissue.mask)
     assert n == 1  # the piece; dust and specks are removed
     ys, xs = np.nonzero(tissue.mask)
     assert 250 < xs.mean() < 450 and 450 < ys.mean() < 620  # where the piece lies

@@ -17,12 +17,21 @@ from napari_regional_mil.cli import main
 pytestmark = pytest.mark.gui
 
 #: Small settings, given to the widget and to the CLI alike.
-FAST = dict(epochs=3, hidden_dim=16, attention_dim=8, min_patches=8, max_patches=24, seed=5, lr=3e-3, val_fraction=0.34)
+FAST = {
+    "epochs": 3,
+    "hidden_dim": 16,
+    "attention_dim": 8,
+    "min_patches": 8,
+    "max_patches": 24,
+    "seed": 5,
+    "lr": 3e-3,
+    "val_fraction": 0.34,
+}
 
 
 def _tensors(path):
     with safe_open(str(path), framework="pt") as fh:
-        return {key: fh.get_tensor(key) for key in fh.keys()}, json.loads(fh.metadata()["napari_regional_mil"])
+        return {key: fh.get_tensor(key) for key in fh}, json.loads(fh.metadata()["napari_regional_mil"])
 
 
 @pytest.fixture

@@ -108,7 +108,9 @@ def test_regional_model_beats_abmil_on_the_context_task(labelled_synthetic):
     config = TrainConfig(epochs=15, min_epochs=15, val_fraction=0.0, learning_rate=3e-3, threads=1)
     auc = {}
     for model_type in ("regional", "abmil"):
-        result = run_job(train_model(train, class_names=classes, model_config=_config(train, model_type), config=config))
+        result = run_job(
+            train_model(train, class_names=classes, model_config=_config(train, model_type), config=config)
+        )
         probs = predict_bags(result.model, [make_bag(s.embeddings, result.model.config) for s in test])
         auc[model_type] = roc_auc(probs, labels)
     assert auc["regional"] >= 0.9
@@ -130,13 +132,19 @@ def test_class_weights_and_their_validation(labelled_synthetic):
     slides, classes = labelled_synthetic(8, seed=6)
     run_job(
         train_model(
-            slides, class_names=classes, model_config=_config(slides), config=dataclasses.replace(FAST, class_weights="balanced")
+            slides,
+            class_names=classes,
+            model_config=_config(slides),
+            config=dataclasses.replace(FAST, class_weights="balanced"),
         )
     )
     with pytest.raises(TrainingError, match="3 class weights given for 2 classes"):
         run_job(
             train_model(
-                slides, class_names=classes, model_config=_config(slides), config=dataclasses.replace(FAST, class_weights=(1.0, 2.0, 3.0))
+                slides,
+                class_names=classes,
+                model_config=_config(slides),
+                config=dataclasses.replace(FAST, class_weights=(1.0, 2.0, 3.0)),
             )
         )
 
@@ -153,7 +161,9 @@ def test_one_class_or_empty_training_set_is_refused(labelled_synthetic):
 def test_mixed_encoders_are_refused(labelled_synthetic):
     slides, classes = labelled_synthetic(6, seed=8)
     odd = slides[3].embeddings
-    slides[3] = dataclasses.replace(slides[3], embeddings=dataclasses.replace(odd, meta={**odd.meta, "encoder": "other"}))
+    slides[3] = dataclasses.replace(
+        slides[3], embeddings=dataclasses.replace(odd, meta={**odd.meta, "encoder": "other"})
+    )
     with pytest.raises(TrainingError, match="differ in name"):
         run_job(train_model(slides, class_names=classes, model_config=_config(slides), config=FAST))
 

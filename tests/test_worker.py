@@ -178,7 +178,9 @@ def test_second_job_of_same_kind_is_refused(qtbot, notes):
 
 def test_replace_cancels_the_running_job_silently(qtbot, notes):
     gate, log, first = threading.Event(), [], Recorder()
-    old = start_job(lambda: _counting_job(1000, gate=gate, log=log), kind="t-replace", description="Old", **first.kwargs())
+    old = start_job(
+        lambda: _counting_job(1000, gate=gate, log=log), kind="t-replace", description="Old", **first.kwargs()
+    )
     qtbot.waitUntil(lambda: bool(first.events), timeout=10000)
     second = Recorder()
     new = start_job(lambda: _counting_job(2), kind="t-replace", description="New", on_busy="replace", **second.kwargs())
@@ -222,7 +224,11 @@ def test_owner_destroyed_cancels(qtbot):
     owner = QWidget()
     log, rec = [], Recorder()
     handle = start_job(
-        lambda: _counting_job(10_000, log=log, delay=0.01), kind="t-owner", description="Owned", owner=owner, **rec.kwargs()
+        lambda: _counting_job(10_000, log=log, delay=0.01),
+        kind="t-owner",
+        description="Owned",
+        owner=owner,
+        **rec.kwargs(),
     )
     qtbot.waitUntil(lambda: bool(rec.events), timeout=10000)
     owner.deleteLater()

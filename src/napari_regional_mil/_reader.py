@@ -67,8 +67,8 @@ def layer_data(slide: Any) -> LayerData:
 
 def _show_damage(notice: Any) -> None:
     """Damaged tiles (any thread) -> one napari warning notification per slide and level."""
-    import napari
-    from napari.utils.notifications import show_warning
+    import napari  # lazy: startup (napari, only when a damaged tile is shown: the reader imports little)
+    from napari.utils.notifications import show_warning  # lazy: startup (see above)
 
     if napari.current_viewer() is not None:  # no viewer left (e.g. a CLI run later in this process): not ours
         show_warning(notice.message)
@@ -76,7 +76,7 @@ def _show_damage(notice: Any) -> None:
 
 def _layer_of(slide: Any) -> LayerData:
     """Keep the slide open, show its warnings (napari notifies them), give its layer."""
-    from napari_regional_mil.slide import damage
+    from napari_regional_mil.slide import damage  # lazy: startup (the slide package: the reader stays cheap)
 
     damage.add_listener(_show_damage)
     _keep_open(slide)
@@ -90,7 +90,7 @@ def _layer_of(slide: Any) -> LayerData:
 
 def read_slide(path: str | Path, *, mpp: float | None = None) -> list[LayerData]:
     """Open one slide as napari layer data (raises :class:`SlideError` on bad input)."""
-    from napari_regional_mil.slide import open_slide
+    from napari_regional_mil.slide import open_slide  # lazy: startup (the slide package, when a slide is read)
 
     return [_layer_of(open_slide(path, mpp=mpp))]
 
@@ -101,7 +101,10 @@ _NON_TIFF_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide")
 
 def _looks_like_slide(path: Path) -> bool:
     """Cheap (no library import, a few bytes read): a slide suffix and matching content, or a DICOM folder."""
-    from napari_regional_mil.slide import detect, formats
+    from napari_regional_mil.slide import (  # lazy: startup (the slide package: napari_get_reader stays cheap)
+        detect,
+        formats,
+    )
 
     if path.is_dir():
         return formats.is_dicom_folder(path)
@@ -129,7 +132,7 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
         return None
 
     def reader(_path: Any) -> list[LayerData]:
-        from napari_regional_mil.slide import open_slide
+        from napari_regional_mil.slide import open_slide  # lazy: startup (the slide package, when read)
 
         # only the header: the first frame decodes the smallest level anyway, through the guarded
         # loader (an undecodable tile is flat grey with one notification naming the problem)

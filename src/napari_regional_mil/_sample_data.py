@@ -13,6 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from napari_regional_mil._reader import read_slide
+from napari_regional_mil.synth.slides import write_synthetic_slide
+from napari_regional_mil.synth.textures import make_tissue_layout
+
 __all__ = ["SAMPLE_VERSION", "make_sample_slide", "sample_slide_path"]
 
 #: Bumped whenever the generator's output changes, so stale caches are not reused.
@@ -30,9 +34,6 @@ def _cache_dir() -> Path:
 
 def sample_slide_path(*, seed: int = 0) -> Path:
     """Write the sample slide if it is not cached yet and return its path."""
-    from napari_regional_mil.synth.slides import write_synthetic_slide
-    from napari_regional_mil.synth.textures import make_tissue_layout
-
     path = _cache_dir() / f"sample_slide_v{SAMPLE_VERSION}_seed{seed}.tiff"
     if not path.exists():
         layout = make_tissue_layout(_SHAPE, np.random.default_rng(seed), blob_scale=0.3)
@@ -42,8 +43,6 @@ def sample_slide_path(*, seed: int = 0) -> Path:
 
 def make_sample_slide() -> list[tuple[Any, dict[str, Any], str]]:
     """The synthetic sample slide as napari layer data (like the reader gives)."""
-    from napari_regional_mil._reader import read_slide
-
     layers = read_slide(sample_slide_path())
     data, kwargs, kind = layers[0]
     kwargs = dict(kwargs, name="synthetic H&E-like slide")

@@ -12,15 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from napari_regional_mil.masks import save_mask
+
 __all__ = ["write_tissue_mask"]
 
 
 def write_tissue_mask(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """Write one Labels layer as a tissue mask PNG (label > 0 = tissue); returns the written path."""
-    import numpy as np
-
-    from napari_regional_mil.masks import save_mask
-
     meta = attributes.get("metadata") or {}
     pixels = np.asarray(data)
     dims = meta.get("slide_dimensions") or (pixels.shape[1], pixels.shape[0])

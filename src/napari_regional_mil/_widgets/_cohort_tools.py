@@ -52,7 +52,9 @@ class ClassEditor(QGroupBox):
         self.list.setFlow(QListWidget.Flow.LeftToRight)
         self.list.setWrapping(True)
         self.list.setMaximumHeight(56)
-        self.list.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked | QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.list.setEditTriggers(
+            QAbstractItemView.EditTrigger.DoubleClicked | QAbstractItemView.EditTrigger.EditKeyPressed
+        )
         self.list.setToolTip("The classes a slide can be labelled with. Double-click a class to rename it.")
         self.name = QLineEdit()
         self.name.setPlaceholderText("new class name")
@@ -154,7 +156,9 @@ class EmbedBox(QGroupBox):
         self.batch_size.setValue(64)
         self.batch_size.setToolTip("Patches per encoder forward pass.")
         self.embed_button = QPushButton("Embed missing")
-        self.embed_button.setToolTip("Embed every slide without a complete cache, one after the other, in the background.")
+        self.embed_button.setToolTip(
+            "Embed every slide without a complete cache, one after the other, in the background."
+        )
         self.cancel_button = QPushButton("Cancel")
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -212,9 +216,10 @@ def embed_missing_job(rows: list[tuple[str, Path]], **kwargs: Any):
 
 def open_with_grids(viewer: Any, path: Path, params: Any, cache_dir: Path | None, *, owner: Any = None,
                     progress_bar: Any = None) -> Any:
-    """Open a slide in a worker (this plugin's reader), show it alone (other slides and their
-    layers are hidden), then detect tissue and tile it in another worker and show the tissue
-    and the patch and region grids.
+    """Open a slide in a worker and show it alone, then detect tissue and tile it in another worker.
+
+    The slide is read by this plugin's reader; other slides and their layers are hidden; the
+    tissue and the patch and region grids are shown when the second worker is done.
 
     Returns the opening job (``None`` when refused); a bad file gives one notification.
     """

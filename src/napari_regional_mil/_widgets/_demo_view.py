@@ -13,17 +13,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import napari
 import numpy as np
+from qtpy.QtWidgets import QApplication
+
+from napari_regional_mil._widgets._worker import running_job
 
 __all__ = ["raise_dock", "save_screenshot", "show_demo", "wait_for_jobs"]
 
 
 def wait_for_jobs(kinds: tuple[str, ...], *, timeout: float = 300.0) -> bool:
     """Process Qt events until no job of ``kinds`` runs; return whether they all ended in time."""
-    from qtpy.QtWidgets import QApplication
-
-    from napari_regional_mil._widgets._worker import running_job
-
     deadline = time.monotonic() + timeout
     app = QApplication.instance()
     while any(running_job(kind) is not None for kind in kinds):
@@ -38,8 +38,6 @@ def wait_for_jobs(kinds: tuple[str, ...], *, timeout: float = 300.0) -> bool:
 
 def _wait_until(condition: Any, *, timeout: float = 60.0) -> bool:
     """Process Qt events until ``condition()`` holds; return whether it did in time."""
-    from qtpy.QtWidgets import QApplication
-
     deadline = time.monotonic() + timeout
     app = QApplication.instance()
     while not condition():
@@ -73,12 +71,10 @@ def show_demo(result: Any, *, tiling: Any, settings: Any = None, viewer: Any = N
     dict
         ``viewer``, ``cohort``, ``train``, ``predict`` (the widgets) and ``slide`` (the layer).
     """
-    import napari
-
-    from napari_regional_mil._widgets.cohort_widget import CohortWidget
-    from napari_regional_mil._widgets.predict_widget import PredictWidget
-    from napari_regional_mil._widgets.train_widget import TrainWidget
-    from napari_regional_mil.model.checkpoint import load_checkpoint
+    from napari_regional_mil._widgets.cohort_widget import CohortWidget  # lazy: torch (these widgets import torch)
+    from napari_regional_mil._widgets.predict_widget import PredictWidget  # lazy: torch (see above)
+    from napari_regional_mil._widgets.train_widget import TrainWidget  # lazy: torch (see above)
+    from napari_regional_mil.model.checkpoint import load_checkpoint  # lazy: torch (model.checkpoint imports torch)
 
     if viewer is None:
         viewer = napari.Viewer(title="napari-regional-mil demo")
@@ -144,8 +140,6 @@ def _show_settings(train: Any, settings: Any) -> None:
 
 def raise_dock(dock: Any) -> None:
     """Bring a tabified dock widget to the front (after pending events, which may raise others)."""
-    from qtpy.QtWidgets import QApplication
-
     for _ in range(3):
         QApplication.instance().processEvents()
     dock.show()
@@ -158,7 +152,7 @@ def _close_toasts(viewer: Any) -> None:
     if qt_window is None:
         return
     try:
-        from napari._qt.dialogs.qt_notification import NapariQtNotification
+        from napari._qt.dialogs.qt_notification import NapariQtNotification  # lazy: optional (a private napari module)
     except ImportError:  # private napari module
         return
     for toast in qt_window.findChildren(NapariQtNotification):
@@ -170,8 +164,6 @@ def save_screenshot(viewer: Any, path: str | Path, *, size: tuple[int, int] = (1
 
     ``reset``: fit the view to the layers first (``False`` keeps the camera).
     """
-    from qtpy.QtWidgets import QApplication
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     window = viewer.window
@@ -194,6 +186,4 @@ def save_screenshot(viewer: Any, path: str | Path, *, size: tuple[int, int] = (1
 
 def run_event_loop() -> None:
     """Hand control to napari's event loop until the user closes the window."""
-    import napari
-
     napari.run()

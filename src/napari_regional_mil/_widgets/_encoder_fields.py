@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QStackedWidget,
     QVBoxLayout,
@@ -32,6 +33,7 @@ from napari_regional_mil._widgets._encoder_weights import (
     WeightsSource,
 )
 from napari_regional_mil._widgets._fields import PathPicker, form
+from napari_regional_mil._widgets._worker import notify_error
 from napari_regional_mil.errors import EncoderError
 
 __all__ = [
@@ -62,7 +64,7 @@ class EncoderFields(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from napari_regional_mil.encoders import (
+        from napari_regional_mil.encoders import (  # lazy: torch (encoders imports torch)
             DEFAULT_ENCODER,
             KNOWN_ENCODERS,
             list_encoders,
@@ -154,8 +156,6 @@ class EncoderFields(QWidget):
 
     def _show_page(self, index: int) -> None:
         """Show page ``index``; the stack takes the height of the shown page only."""
-        from qtpy.QtWidgets import QSizePolicy
-
         self.pages.setCurrentIndex(index)
         for i in range(self.pages.count()):
             policy = QSizePolicy.Policy.Preferred if i == index else QSizePolicy.Policy.Ignored
@@ -250,8 +250,6 @@ class ContextEncoderFields(QWidget):
         self._update()
 
     def _add_clicked(self) -> None:
-        from napari_regional_mil._widgets._worker import notify_error
-
         try:
             self.add_current()
         except EncoderError as exc:

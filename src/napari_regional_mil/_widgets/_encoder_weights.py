@@ -74,7 +74,7 @@ class WeightsSource(QWidget):
 
     def set_encoder(self, name: str | None) -> None:
         """Show what ``name`` (a known encoder, TRIDENT's name or an alias) needs; hide for others."""
-        from napari_regional_mil.encoders import KNOWN_ENCODERS, canonical_name
+        from napari_regional_mil.encoders import KNOWN_ENCODERS, canonical_name  # lazy: torch (encoders imports torch)
 
         known = KNOWN_ENCODERS.get(canonical_name(name)) if name else None
         self.name = known.name if known else None
@@ -90,7 +90,7 @@ class WeightsSource(QWidget):
                 '("TorchScript file") instead.'
             )
             return
-        from napari_regional_mil.encoders.hub import cached_file
+        from napari_regional_mil.encoders.hub import cached_file  # lazy: torch (encoders.hub imports torch)
 
         self.from_hub.setEnabled(True)
         self.weights.setEnabled(not self.from_hub.isChecked())
@@ -119,7 +119,7 @@ class WeightsSource(QWidget):
         """:meth:`options`, or :class:`EncoderError` when a published encoder has neither."""
         options = self.options()
         if self.name is not None and not options:
-            from napari_regional_mil.encoders import KNOWN_ENCODERS
+            from napari_regional_mil.encoders import KNOWN_ENCODERS  # lazy: torch (encoders imports torch)
 
             known = KNOWN_ENCODERS[self.name]
             if not known.loadable:
@@ -164,7 +164,7 @@ class ModelEncoderFields(QWidget):
 
     def set_record(self, record: Any) -> None:
         """Show what the model's stored encoder record needs (nothing for built-in encoders)."""
-        from napari_regional_mil.encoders import stored_encoder
+        from napari_regional_mil.encoders import stored_encoder  # lazy: torch (encoders imports torch)
 
         try:
             need = stored_encoder(record) if record else None

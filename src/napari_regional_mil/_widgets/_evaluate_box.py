@@ -18,15 +18,15 @@ from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 from napari_regional_mil._widgets._report_view import ReportView
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CohortError
+from napari_regional_mil.jobs import Progress
 
 __all__ = ["EvaluateBox", "evaluate_job"]
 
 
 def evaluate_job(checkpoint: Any, cohort: Any, cache_dir: Path, threshold: float | None):
     """Job: score ``checkpoint`` on the cohort's test split, then draw the ROC and confusion."""
-    from napari_regional_mil.jobs import Progress
-    from napari_regional_mil.training.evaluate import evaluate_cohort
-    from napari_regional_mil.training.plots import report_images
+    from napari_regional_mil.training.evaluate import evaluate_cohort  # lazy: torch (in the worker)
+    from napari_regional_mil.training.plots import report_images  # lazy: torch (in the worker)
 
     evaluation = yield from evaluate_cohort(checkpoint, cohort, cache_dir=cache_dir, split="test", threshold=threshold,
                                             n_bootstrap=500)
@@ -64,8 +64,9 @@ class EvaluateBox(ReportView):
 
     def start(self, state: Any, table: Any, cache_dir: Path | None, *, on_result: Any, owner: Any,
               progress_bar: Any = None) -> JobHandle | None:
-        """Start scoring ``state.model`` on ``table``'s test split at ``state.threshold`` (a notification
-        instead when there is no model, no cache folder or a table that cannot be used).
+        """Start scoring ``state.model`` on ``table``'s test split at ``state.threshold``.
+
+        A notification instead when there is no model, no cache folder or a table that cannot be used.
         """
         model = state.model
         try:

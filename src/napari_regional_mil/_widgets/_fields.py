@@ -94,7 +94,9 @@ class TilingFields(QWidget):
         self.region_size.setRange(1, 64)
         self.region_size.setValue(defaults.region_size)
         self.region_size.setPrefix("k = ")
-        self.region_size.setToolTip("A region is a k x k block of patches (default 8; the method asks k*k in 10..1000).")
+        self.region_size.setToolTip(
+            "A region is a k x k block of patches (default 8; the method asks k*k in 10..1000)."
+        )
         self.threshold = QDoubleSpinBox()
         self.threshold.setDecimals(2)
         self.threshold.setRange(0.0, 1.0)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from napari.layers import Vectors
 
 from napari_regional_mil import geometry
 from napari_regional_mil._widgets._slide_layers import (
@@ -102,8 +103,7 @@ def _as_vectors(segs: np.ndarray) -> np.ndarray:
 
 
 def grid_outlines(tiling: Tiling) -> GridOutlines:
-    """The outlines of a tiling's kept patches and of their regions (no napari: run it in
-    the worker).
+    """The outlines of a tiling's kept patches and of their regions (no napari: run it in the worker).
 
     The segments lie on the level-0 grid boundaries ``round(g * s)``; partial regions at
     the slide's edge are clipped to the patch grid.
@@ -126,14 +126,14 @@ def grid_outlines(tiling: Tiling) -> GridOutlines:
 
 
 def _grid_layer(viewer: Any, slide_layer: Any, what: str, vectors: np.ndarray, colour: str, width: float) -> Any:
-    """Add a Vectors layer of outlines, or update the existing one in place (no remove/re-add:
-    removing a layer makes napari run a full garbage collection).
+    """Add a Vectors layer of outlines, or update the existing one in place.
+
+    No remove/re-add: removing a layer makes napari run a full garbage collection.
     """
     name = _derived_name(slide_layer, what)
     meta = _derived(viewer, slide_layer, what, (1.0, 1.0), corner=True)
     mpp, units = layer_mpp(slide_layer), _units(slide_layer)
     layer = _by_name(viewer, name)
-    from napari.layers import Vectors
 
     if isinstance(layer, Vectors):
         layer.data = vectors

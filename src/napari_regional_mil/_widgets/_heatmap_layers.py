@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QIcon, QImage, QPixmap
 
 from napari_regional_mil.heatmap import AttentionMaps, GridPlacement, contrast_limits
 
@@ -134,8 +136,9 @@ def remove_unwanted(viewer: Any, layers: dict[str, Any], keys: set[str]) -> None
 
 def show_heatmap_layer(viewer: Any, layer: Any, spec: HeatmapSpec, *, opacity: float, units: Any = None,
                        derived_from: str | None = None) -> Any:
-    """Update ``layer`` in place to ``spec`` (only what changed: each change redraws), or add a new
-    Image layer when there is none of that shape; returns the layer. The active layer stays active.
+    """Update ``layer`` in place to ``spec``, or add a new Image layer when there is none of that shape.
+
+    Only what changed is set (each change redraws). Returns the layer; the active layer stays active.
     """
     meta: dict[str, Any] = {"napari_regional_mil": {"heatmap": spec.key}}
     if derived_from is not None:
@@ -201,7 +204,7 @@ def read_thumbnail(level_arrays: list[Any], box: tuple[int, int, int], *, size: 
         if side / d >= size:
             chosen, down = arr, d
     x0, y0 = int(x / down), int(y / down)
-    n = max(1, int(round(side / down)))
+    n = max(1, round(side / down))
     step = max(1, n // size)
     tile = np.asarray(chosen[max(0, y0) : y0 + n : step, max(0, x0) : x0 + n : step])
     if tile.size == 0:  # outside the image: a grey square
@@ -217,8 +220,9 @@ def read_thumbnail(level_arrays: list[Any], box: tuple[int, int, int], *, size: 
 
 def show_selection(viewer: Any, layer: Any, maps: AttentionMaps, region: int, patches: Any, *,
                    units: Any = None, offset: tuple[float, float] = (0.0, 0.0)) -> Any:
-    """Outline ``region`` (cyan) and its listed ``patches`` (white) in a Vectors layer (re-used
-    when it exists; outlines are cheap to redraw, unlike Shapes).
+    """Outline ``region`` (cyan) and its listed ``patches`` (white) in a Vectors layer.
+
+    The layer is re-used when it exists (outlines are cheap to redraw, unlike Shapes).
 
     Each rectangle is four edges, in level-0 pixel-*corner* coordinates with ``scale = mpp``
     and ``translate = -mpp / 2`` (as :mod:`._layers` draws grids), so they run along the
@@ -230,7 +234,7 @@ def show_selection(viewer: Any, layer: Any, maps: AttentionMaps, region: int, pa
     rows, cols = maps.grid_shape
     rects = [((ry * k * s, rx * k * s), (min((ry + 1) * k, rows) * s, min((rx + 1) * k, cols) * s))]
     for i in patches:
-        x, y, side = maps.patch_box_level0(int(i))
+        x, y, _side = maps.patch_box_level0(int(i))
         rects.append(((y, x), (y + s, x + s)))
     edges = []
     for (y0, x0), (y1, x1) in rects:
@@ -267,9 +271,6 @@ def camera_of(viewer: Any) -> Any:
 
 def rgb_icon(tile: np.ndarray, size: int) -> Any:
     """A ``QIcon`` of an ``(h, w, 3)`` uint8 RGB tile, scaled to fit ``size`` px."""
-    from qtpy.QtCore import Qt
-    from qtpy.QtGui import QIcon, QImage, QPixmap
-
     tile = np.ascontiguousarray(tile[..., :3], dtype=np.uint8)
     h, w, _ = tile.shape
     image = QImage(tile.tobytes(), w, h, 3 * w, QImage.Format.Format_RGB888).copy()

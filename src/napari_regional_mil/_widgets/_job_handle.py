@@ -21,6 +21,7 @@ from typing import Any
 from napari.qt.threading import GeneratorWorker
 from napari.utils import notifications
 from napari.utils.progress import cancelable_progress
+from napari.utils.task_status import Status
 
 from napari_regional_mil.errors import JobCancelled, RegionalMilError
 from napari_regional_mil.jobs import Progress
@@ -220,8 +221,6 @@ class JobHandle:
         if self._task_id is None or self._window is None:
             return
         try:
-            from napari.utils.task_status import Status
-
             self._window._update_task_status(self._task_id, Status[status_name], self.description)
         except Exception:
             logger.debug("task status update failed", exc_info=True)

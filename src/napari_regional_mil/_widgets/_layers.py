@@ -22,7 +22,7 @@ arrays prepared in the worker (:func:`prepare_tiling_layers` there,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from napari_regional_mil._widgets._grid_layers import (
@@ -107,7 +107,9 @@ class TilingLayers:
     slide_dimensions: tuple[int, int]
 
 
-def prepare_tiling_layers(tiling: Any, tissue: Any = None, slide_dimensions: tuple[int, int] | None = None) -> TilingLayers:
+def prepare_tiling_layers(
+    tiling: Any, tissue: Any = None, slide_dimensions: tuple[int, int] | None = None
+) -> TilingLayers:
     """The layers' geometry of a tiling (plain numpy; call it in the worker).
 
     Also pays what napari would pay in the GUI thread for its first layers (:func:`._warm_up.warm_up`).
@@ -118,13 +120,12 @@ def prepare_tiling_layers(tiling: Any, tissue: Any = None, slide_dimensions: tup
 
 
 def show_tiling_layers(viewer: Any, slide_layer: Any, prepared: TilingLayers) -> tuple[Any, Any]:
-    """Show (add or update in place) the tissue and grid layers of a prepared tiling and
-    record the tiling on the slide layer (``metadata["tiling"]``, ``["tiling_params"]``).
+    """Show (add or update in place) the tissue and grid layers of a prepared tiling.
+
+    The tiling is recorded on the slide layer (``metadata["tiling"]``, ``["tiling_params"]``).
 
     Returns ``(patch_grid_layer, region_grid_layer)``.
     """
-    from dataclasses import asdict
-
     if prepared.tissue is not None:
         show_tissue_mask(viewer, slide_layer, prepared.tissue, prepared.slide_dimensions)
     grids = show_grids(viewer, slide_layer, prepared.outlines)

@@ -23,7 +23,7 @@ __all__ = ["describe_model", "export", "load_model", "model_tiling", "predict_jo
 
 def load_model(path: str | os.PathLike) -> Any:
     """Load a checkpoint (``CheckpointError`` for a missing, corrupt or foreign file)."""
-    from napari_regional_mil.model.checkpoint import load_checkpoint
+    from napari_regional_mil.model.checkpoint import load_checkpoint  # lazy: torch (in the worker)
 
     return load_checkpoint(path)
 
@@ -92,7 +92,7 @@ def predict_job(
     SlideError, CacheError, CheckpointError
         No slide path, no usable cache, a model that does not match the cache.
     """
-    from napari_regional_mil.training.predict import predict_slide
+    from napari_regional_mil.training.predict import predict_slide  # lazy: torch (in the worker)
 
     if not slide_path:
         raise SlideError("the slide layer does not say which file it shows")
@@ -110,8 +110,9 @@ def predict_job(
 def with_layers(
     job: Generator[Progress, None, AttentionMaps], settings: dict[str, Any]
 ) -> Generator[Progress, None, tuple[AttentionMaps, list[HeatmapSpec]]]:
-    """Run a prediction ``job``, then make its heatmap layers' data (``heatmap_specs(**settings)``)
-    in the same worker, so the GUI thread only adds the layers.
+    """Run a prediction ``job``, then make its heatmap layers' data in the same worker.
+
+    The data is ``heatmap_specs(**settings)``, so the GUI thread only adds the layers.
     """
     maps = yield from job
     yield Progress("predict", 1, 1, "heatmap layers")
@@ -124,6 +125,6 @@ def export(kind: str, path: str | os.PathLike, maps: AttentionMaps, *, normalisa
 
     The same function the CLI's ``export`` calls for each slide of a batch.
     """
-    from napari_regional_mil.batch_export import export_maps
+    from napari_regional_mil.batch_export import export_maps  # lazy: torch (in the worker)
 
     return export_maps(kind, path, maps, normalisation=normalisation)

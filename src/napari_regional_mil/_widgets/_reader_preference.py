@@ -11,6 +11,9 @@ user's back.
 
 from __future__ import annotations
 
+from napari.settings import get_settings
+from npe2 import PluginManager
+
 __all__ = ["PLUGIN", "is_default_reader", "reader_patterns", "set_default_reader"]
 
 PLUGIN = "napari-regional-mil"
@@ -18,8 +21,6 @@ PLUGIN = "napari-regional-mil"
 
 def reader_patterns() -> list[str]:
     """The filename patterns of this plugin's reader contribution (``*.svs``, ``*.tif``, ...)."""
-    from npe2 import PluginManager
-
     manager = PluginManager.instance()
     if PLUGIN not in manager:
         manager.discover()
@@ -31,8 +32,6 @@ def reader_patterns() -> list[str]:
 
 def is_default_reader() -> bool:
     """Whether napari opens every slide pattern with this plugin without asking."""
-    from napari.settings import get_settings
-
     preferences = get_settings().plugins.extension2reader
     return all(preferences.get(pattern) == PLUGIN for pattern in reader_patterns())
 
@@ -42,8 +41,6 @@ def set_default_reader(on: bool) -> None:
 
     Patterns preferred for another plugin are left alone when ``on`` is ``False``.
     """
-    from napari.settings import get_settings
-
     settings = get_settings().plugins
     preferences = dict(settings.extension2reader)
     for pattern in reader_patterns():

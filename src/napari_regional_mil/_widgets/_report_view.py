@@ -103,7 +103,7 @@ class ReportView(QGroupBox):
         if self.report is None or self.folder is None:
             notifications.show_warning("Save plots: nothing to save yet")
             return None
-        from napari_regional_mil.training.outputs import save_report
+        from napari_regional_mil.training.outputs import save_report  # lazy: torch (when saving)
 
         report, folder, extra = self.report, self.folder, self.extra
 

@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from napari_regional_mil._reader import read_slide
 from napari_regional_mil._widgets import _layers
 from napari_regional_mil._widgets._warm_up import warm_up
 from napari_regional_mil.jobs import Progress
-from napari_regional_mil.tiling import TilingParams
-from napari_regional_mil.tissue import TissueMask, TissueOptions
+from napari_regional_mil.slide import open_slide
+from napari_regional_mil.tiling import TilingParams, tile_slide
+from napari_regional_mil.tissue import TissueMask, TissueOptions, detect_tissue
 
 __all__ = ["associated_images_job", "open_job", "tiling_job", "tissue_job"]
 
@@ -32,8 +34,6 @@ def open_job(path: Path) -> LayerData:
     Only the file's structure is read; the slide stays open for the layer
     (:func:`napari_regional_mil._reader.read_slide`).
     """
-    from napari_regional_mil._reader import read_slide
-
     (layer_data,) = read_slide(path)
     warm_up()
     return _layers.make_slide_layer(layer_data)
@@ -41,8 +41,6 @@ def open_job(path: Path) -> LayerData:
 
 def associated_images_job(path: Path) -> dict[str, np.ndarray]:
     """Job: the slide's associated images (label, macro, thumbnail), read on a fresh handle."""
-    from napari_regional_mil.slide import open_slide
-
     images: dict[str, np.ndarray] = {}
     with open_slide(path) as slide:
         for name in slide.info.associated_images:
@@ -57,9 +55,6 @@ def tissue_job(
     path: Path, mpp: float | None, options: TissueOptions | None = None
 ) -> Generator[Progress, None, TissueMask]:
     """Job: detect tissue (with ``options``) on a fresh handle of the slide; returns the low-resolution mask."""
-    from napari_regional_mil.slide import open_slide
-    from napari_regional_mil.tissue import detect_tissue
-
     yield Progress("tissue", 0, 1, message="detecting tissue")
     with open_slide(path, mpp=mpp) as slide:
         mask = detect_tissue(slide, options)
@@ -76,10 +71,6 @@ def tiling_job(
     here, in the worker, and the detected tissue mask (``None`` when ``tissue`` was given),
     so the GUI thread only adds or updates layers.
     """
-    from napari_regional_mil.slide import open_slide
-    from napari_regional_mil.tiling import tile_slide
-    from napari_regional_mil.tissue import detect_tissue
-
     with open_slide(path, mpp=mpp) as slide:
         detected = tissue is None
         if detected:

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from napari.layers import Image
 
-from napari_regional_mil import geometry
-from napari_regional_mil.tiling import TilingParams
+from napari_regional_mil import _reader, geometry
+from napari_regional_mil.slide import open_slide
+from napari_regional_mil.tiling import Tiling, TilingParams
 
 __all__ = [
     "SLIDE_PATH_KEY",
@@ -49,11 +51,11 @@ def slide_path_of(layer: Any) -> Path | None:
 
 
 def slide_layers(viewer: Any) -> list[Any]:
-    """The viewer's slide layers, in order: Image layers whose metadata names a slide and
-    that are not derived from one (overlays carry ``derived_from``).
-    """
-    from napari.layers import Image
+    """The viewer's slide layers, in order.
 
+    Image layers whose metadata names a slide and that are not derived from one (overlays
+    carry ``derived_from``).
+    """
     return [
         layer
         for layer in viewer.layers
@@ -92,11 +94,10 @@ def tiling_params_of(layer: Any) -> TilingParams | None:
 
 
 def tiling_of(layer: Any) -> Any | None:
-    """The :class:`~napari_regional_mil.tiling.Tiling` recorded on a slide layer (by the Slide
-    or Cohort widget, ``metadata["tiling"]``), or ``None``.
-    """
-    from napari_regional_mil.tiling import Tiling
+    """The :class:`~napari_regional_mil.tiling.Tiling` recorded on a slide layer, or ``None``.
 
+    The Slide or Cohort widget records it in ``metadata["tiling"]``.
+    """
     tiling = (getattr(layer, "metadata", None) or {}).get("tiling")
     return tiling if isinstance(tiling, Tiling) else None
 
@@ -107,18 +108,18 @@ def _info_dict(info: Any) -> dict[str, Any]:
 
 
 def make_slide_layer(layer_data: tuple[Any, dict[str, Any], str]) -> Any:
-    """The napari Image layer of the reader's layer data, not yet in a viewer (call it in a worker:
-    making a layer model slices its data; only adding it is left to the GUI thread).
-    """
-    from napari.layers import Image
+    """The napari Image layer of the reader's layer data, not yet in a viewer.
 
+    Call it in a worker: making a layer model slices its data; only adding it is left to the GUI thread.
+    """
     data, kwargs, _ = layer_data
     return Image(data, **kwargs)
 
 
 def show_slide_layer(viewer: Any, layer: Any) -> Any:
-    """Add a slide layer (from :func:`make_slide_layer`, or the reader's layer data), or return
-    the layer already showing that slide.
+    """Add a slide layer, or return the layer already showing that slide.
+
+    ``layer`` comes from :func:`make_slide_layer`, or is the reader's layer data.
     """
     if isinstance(layer, tuple):
         layer = make_slide_layer(layer)
@@ -151,16 +152,14 @@ def add_slide_layer(viewer: Any, slide: Any, *, mpp: tuple[float, float] | None 
     napari.layers.Image
         The slide layer.
     """
-    from napari_regional_mil._reader import _keep_open, layer_data
-
     path = Path(slide.info.path)
     for layer in slide_layers(viewer):
         if slide_path_of(layer) == path:
             layer.metadata.update({"slide_info": _info_dict(slide.info)})
             set_slide_mpp(viewer, layer, mpp if mpp is not None else layer_mpp(layer) or slide.info.mpp)
             return layer
-    _keep_open(slide)
-    layer = show_slide_layer(viewer, layer_data(slide))
+    _reader._keep_open(slide)
+    layer = show_slide_layer(viewer, _reader.layer_data(slide))
     if mpp is not None:
         set_slide_mpp(viewer, layer, mpp)
     return layer
@@ -168,19 +167,16 @@ def add_slide_layer(viewer: Any, slide: Any, *, mpp: tuple[float, float] | None 
 
 def open_slide_of(layer: Any) -> Any:
     """The open :class:`~napari_regional_mil.slide.Slide` behind a slide layer (opened if needed)."""
-    from napari_regional_mil._reader import _OPEN, _keep_open
-    from napari_regional_mil.slide import open_slide
-
     path = slide_path_of(layer)
-    slide = _OPEN.get(str(path))
+    slide = _reader._OPEN.get(str(path))
     if slide is None or getattr(slide, "_closed", False):
         slide = open_slide(path)
-        _keep_open(slide)
+        _reader._keep_open(slide)
     return slide
 
 
 def _by_name(viewer: Any, name: str) -> Any | None:
-    return viewer.layers[name] if name in viewer.layers else None
+    return next((layer for layer in viewer.layers if layer.name == name), None)
 
 
 def _derived_name(slide_layer: Any, what: str) -> str:
@@ -205,8 +201,9 @@ def set_slide_mpp(viewer: Any, slide_layer: Any, mpp: tuple[float, float] | None
 
 
 def _units(slide_layer: Any) -> tuple[Any, ...]:
-    """The slide layer's own napari ``units`` (its last two axes): every layer derived from
-    it takes them, so napari never sees inconsistent units across layers.
+    """The slide layer's own napari ``units`` (its last two axes).
+
+    Every layer derived from it takes them, so napari never sees inconsistent units across layers.
     """
     units = getattr(slide_layer, "units", None)
     if units is not None and len(units) >= 2:
@@ -230,8 +227,9 @@ def placement(step: tuple[float, float], mpp: tuple[float, float] | None, *, cor
 
 def _place(layer: Any, step: tuple[float, float], mpp: tuple[float, float] | None, *, corner: bool,
            units: Any = None) -> None:
-    """Scale/translate (and give ``units``) to an existing layer, touching only what changed
-    (every change refreshes the layer).
+    """Scale/translate (and give ``units``) to an existing layer, touching only what changed.
+
+    Every change refreshes the layer.
     """
     where = placement(step, mpp, corner=corner)
     if units is None:
@@ -244,11 +242,12 @@ def _place(layer: Any, step: tuple[float, float], mpp: tuple[float, float] | Non
 
 
 def _as_units(units: Any) -> tuple[Any, ...]:
-    """``units`` as pint units (so they compare with a layer's); as given when napari's
-    (private) converter is not there, so the layer's units are then always set.
+    """``units`` as pint units (so they compare with a layer's).
+
+    As given when napari's (private) converter is not there, so the layer's units are then always set.
     """
     try:
-        from napari.utils.transforms._units import get_units_from_name
+        from napari.utils.transforms._units import get_units_from_name  # lazy: startup (pint; private)
     except ImportError:
         return tuple(units)
     return tuple(get_units_from_name(u) if isinstance(u, str) else u for u in units)

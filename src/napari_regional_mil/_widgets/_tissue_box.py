@@ -23,6 +23,9 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets._fields import form
+from napari_regional_mil.annotations import apply_annotations, read_annotations
+from napari_regional_mil.errors import TilingError
+from napari_regional_mil.masks import load_mask, save_mask
 from napari_regional_mil.tissue import METHODS, Method, TissueMask, TissueOptions
 
 __all__ = ["ANNOTATION_FILTER", "MASK_FILTER", "TissueBox", "annotate_job", "load_mask_job", "save_mask_job"]
@@ -124,23 +127,16 @@ class TissueBox(QGroupBox):
 
 def save_mask_job(path: Path, mask: np.ndarray, slide_dimensions: tuple[int, int], slide_name: str) -> Path:
     """Job: write a tissue mask file (atomically)."""
-    from napari_regional_mil.masks import save_mask
-
     return save_mask(path, mask, slide_dimensions=slide_dimensions, slide_name=slide_name)
 
 
 def load_mask_job(path: Path, slide_dimensions: tuple[int, int]) -> TissueMask:
     """Job: read and check a tissue mask file for this slide."""
-    from napari_regional_mil.masks import load_mask
-
     return load_mask(path, slide_dimensions=slide_dimensions)
 
 
 def annotate_job(path: Path, tissue: TissueMask, slide_dimensions: tuple[int, int], mode: str) -> TissueMask:
     """Job: the tissue inside (``"include"``) or outside (``"exclude"``) a QuPath file's polygons."""
-    from napari_regional_mil.annotations import apply_annotations, read_annotations
-    from napari_regional_mil.errors import TilingError
-
     kept = apply_annotations(tissue, read_annotations(path, slide_dimensions=slide_dimensions),
                              mode="include" if mode == "include" else "exclude")
     if not kept.mask.any():

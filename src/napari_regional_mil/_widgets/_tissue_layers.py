@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from napari.layers import Labels
+from napari.utils.colormaps import DirectLabelColormap
 
 from napari_regional_mil._widgets._slide_layers import (
     _by_name,
@@ -21,6 +23,7 @@ from napari_regional_mil._widgets._slide_layers import (
     layer_mpp,
     placement,
 )
+from napari_regional_mil.tissue import TissueMask
 
 __all__ = ["read_tissue_mask", "show_tissue_mask", "tissue_labels", "tissue_layer_of", "tissue_mask_of"]
 
@@ -53,8 +56,6 @@ def show_tissue_mask(viewer: Any, slide_layer: Any, tissue: Any, slide_dimension
     mpp, units = layer_mpp(slide_layer), _units(slide_layer)
     layer = _by_name(viewer, name)
     if layer is None:
-        from napari.utils.colormaps import DirectLabelColormap
-
         colours = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: _TISSUE_COLOUR})
         layer = viewer.add_labels(data, name=name, opacity=0.3, colormap=colours, metadata=meta, units=units,
                                   **placement(step, mpp, corner=False))
@@ -66,8 +67,9 @@ def show_tissue_mask(viewer: Any, slide_layer: Any, tissue: Any, slide_dimension
 
 
 def tissue_labels(tissue: Any, slide_dimensions: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
-    """The Labels data of a tissue mask and the ``(y, x)`` level-0 pixels one of its pixels
-    covers (no napari; a worker may compute it).
+    """The Labels data of a tissue mask and the ``(y, x)`` level-0 pixels one of its pixels covers.
+
+    No napari: a worker may compute it.
 
     A mask pixel covers ``height/rows`` x ``width/cols`` level-0 pixels (per axis, so the
     layer's extent equals the slide's).
@@ -86,7 +88,6 @@ def tissue_layer_of(viewer: Any, slide_layer: Any) -> Any | None:
     """The tissue Labels layer of a slide layer, or ``None``."""
     name = _derived_name(slide_layer, "tissue")
     layer = _by_name(viewer, name)
-    from napari.layers import Labels
 
     return layer if isinstance(layer, Labels) else None
 
@@ -107,8 +108,6 @@ def tissue_mask_of(viewer: Any, slide_layer: Any, *, only_if_edited: bool = Fals
     napari_regional_mil.tissue.TissueMask or None
         The detected mask's geometry with the layer's (possibly painted) pixels.
     """
-    from napari_regional_mil.tissue import TissueMask
-
     layer = tissue_layer_of(viewer, slide_layer)
     if layer is None:
         return None

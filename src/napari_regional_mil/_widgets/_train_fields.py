@@ -59,14 +59,18 @@ def option_widget(opt: Option) -> QWidget:
         widget = combo
     elif opt.kind is int:
         spin = QSpinBox()
-        spin.setRange(int(spec.low if spec.low is not None else 0), int(spec.high if spec.high is not None else _INT_LIMIT))
+        spin.setRange(
+            int(spec.low if spec.low is not None else 0), int(spec.high if spec.high is not None else _INT_LIMIT)
+        )
         spin.setSingleStep(int(spec.step or 1))
         spin.setValue(int(opt.default))
         widget = spin
     elif opt.kind is float:
         double = QDoubleSpinBox()
         double.setDecimals(spec.decimals if spec.decimals is not None else 3)
-        double.setRange(float(spec.low if spec.low is not None else 0.0), float(spec.high if spec.high is not None else 1e9))
+        double.setRange(
+            float(spec.low if spec.low is not None else 0.0), float(spec.high if spec.high is not None else 1e9)
+        )
         double.setSingleStep(float(spec.step or 0.1))
         double.setValue(float(opt.default))
         widget = double
@@ -106,7 +110,9 @@ class OptionForm(QGroupBox):
         Option names laid out by the caller instead (see :meth:`widget_for`).
     """
 
-    def __init__(self, title: str, *classes: type, exclude: tuple[str, ...] = (), parent: QWidget | None = None) -> None:
+    def __init__(
+        self, title: str, *classes: type, exclude: tuple[str, ...] = (), parent: QWidget | None = None
+    ) -> None:
         super().__init__(title, parent)
         self.layout_form = form(self)
         self._fields: dict[str, tuple[Option, QWidget]] = {}

@@ -11,6 +11,7 @@ added.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
 
@@ -33,11 +34,11 @@ def warm_up() -> None:
         if _done:
             return
         _done = True
-        import dask.array as da
+        import dask.array as da  # lazy: startup (paid here, in a worker)
 
         np.asarray(da.zeros((1,), chunks=1))  # as napari reads a dask level: dask picks its scheduler
         try:
-            from napari.utils.transforms._units import (
+            from napari.utils.transforms._units import (  # lazy: startup (pint's registry, in a worker)
                 get_units_from_name,  # private: best effort
             )
         except ImportError:
@@ -45,7 +46,5 @@ def warm_up() -> None:
         else:
             get_units_from_name(("um", "um"))
         for name in NAPARI_LAZY_IMPORTS:
-            try:
+            with contextlib.suppress(ImportError):  # napari does without it, or imports it itself
                 importlib.import_module(name)
-            except ImportError:  # napari does without it, or imports it itself
-                pass

@@ -34,11 +34,13 @@ Examples
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Generator
 from typing import Any
 
 from napari.utils import notifications
+from napari.utils.task_status import Status
 from qtpy.QtCore import QEvent, QObject
 
 from napari_regional_mil._widgets._job_handle import (  # noqa: F401 - re-exported
@@ -169,10 +171,8 @@ def start_job(
     _RUNNING[kind] = handle
     _bind_viewer(handle, viewer)
     if owner is not None:
-        try:
+        with contextlib.suppress(AttributeError, RuntimeError):
             owner.destroyed.connect(lambda *_: _detach(handle))
-        except (AttributeError, RuntimeError):
-            pass
     worker.start()
     return handle
 
@@ -191,8 +191,6 @@ def _bind_viewer(handle: JobHandle, viewer: Any) -> None:
     register = getattr(window, "_register_task_status", None)
     if register is not None:  # napari >= 0.5: asked on close, cancelled by closeEvent
         try:
-            from napari.utils.task_status import Status
-
             handle._task_id = register("napari-regional-mil", Status.BUSY, handle.description, handle._shutdown)
             handle._window = window
             return

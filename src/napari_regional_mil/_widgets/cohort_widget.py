@@ -350,8 +350,9 @@ class CohortWidget(QWidget):
 
     # -- evaluating the test split -----------------------------------------------------------
     def evaluate(self) -> JobHandle | None:
-        """Score the viewer's current model on the ``split=test`` rows, in the background; the rows
-        are coloured by whether their decision was correct.
+        """Score the viewer's current model on the ``split=test`` rows, in the background.
+
+        The rows are coloured by whether their decision was correct.
         """
         def evaluated(result: tuple[Any, dict[str, bytes]]) -> None:
             self.model.rows_changed(self.evaluate_box.show_evaluation(*result, table=self.table, viewer=self.viewer))
@@ -365,8 +366,9 @@ class CohortWidget(QWidget):
             self.open_row(index.row())
 
     def open_row(self, row: int) -> JobHandle | None:
-        """Open the slide of ``row`` in a worker (other slides are hidden), then find its tissue
-        and grids in another; the slide becomes the viewer's open slide.
+        """Open the slide of ``row`` in a worker, then find its tissue and grids in another.
+
+        Other slides are hidden; the slide becomes the viewer's open slide.
 
         Returns the opening job (``None`` on error, with a notification).
         """
@@ -390,7 +392,8 @@ class CohortWidget(QWidget):
         todo = [(self.table.rows[i].name, self.table.rows[i].path) for i in rows if self.table.rows[i].path is not None]
         if without_file:
             notifications.show_warning(
-                f"Embed missing: no slide file for {len(without_file)} slide(s) ({', '.join(without_file[:5])}); skipped"
+                f"Embed missing: no slide file for {len(without_file)} slide(s) "
+                f"({', '.join(without_file[:5])}); skipped"
             )
         if not todo:
             notifications.show_info("Embed missing: every slide with a file is embedded")

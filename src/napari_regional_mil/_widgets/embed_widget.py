@@ -40,10 +40,14 @@ from napari_regional_mil._widgets._fields import (
 from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._state import follow, offer_encoder, viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
+from napari_regional_mil.embedding.context import describe_context
+from napari_regional_mil.embedding.pca import patch_rgba_grid, pca_rgb
+from napari_regional_mil.embedding.store import load_slide_embeddings
 from napari_regional_mil.embedding.workflow import (
     CACHE_FOLDER,
     ContextRequest,
     default_cache_dir,
+    embed_with_contexts,
 )
 from napari_regional_mil.errors import CacheError, SlideError
 from napari_regional_mil.jobs import Progress
@@ -55,7 +59,7 @@ __all__ = ["EmbedWidget"]
 
 def _devices() -> list[str]:
     try:
-        import torch
+        import torch  # lazy: torch (only to list the devices when the widget is built)
 
         return ["cpu"] + [f"cuda:{i}" if i else "cuda" for i in range(torch.cuda.device_count())]
     except Exception:
@@ -63,13 +67,11 @@ def _devices() -> list[str]:
 
 
 def _embed_job(slide_path: Path, grid_shape_of: Any, contexts: list | tuple = (), **kwargs: Any):
-    """Job: embed (or find the cache), the context embeddings of ``contexts`` (``(encoder,
-    options, scale)`` each), then the PCA-to-RGB image of the patch grid.
+    """Job: embed (or find the cache), the context embeddings, then the PCA-to-RGB image of the patch grid.
+
+    ``contexts``: ``(encoder, options, scale)`` each.
     """
-    from napari_regional_mil.embedding.pca import patch_rgba_grid, pca_rgb
-    from napari_regional_mil.embedding.store import load_slide_embeddings
-    from napari_regional_mil.embedding.workflow import embed_with_contexts
-    from napari_regional_mil.encoders.hub import prefetch_job
+    from napari_regional_mil.encoders.hub import prefetch_job  # lazy: torch (encoders.hub imports torch)
 
     yield from prefetch_job(kwargs.get("encoder"), kwargs.get("encoder_options"))  # "download from the hub"
     requests = [ContextRequest(c[0], c[2], c[1] or None) for c in contexts]
@@ -303,15 +305,17 @@ class EmbedWidget(QWidget):
             self.status.setText("Failed (see the notification).")
 
     def _show_result(self, layer: Any, out: tuple[Any, Any, float, list[Any]]) -> None:
-        from napari_regional_mil.embedding.context import describe_context
-
         result, rgba, step, context_results = out
         self.result, self.context_results = result, list(context_results)
         if layer not in self.viewer.layers:
             return
         _layers.show_grid_rgba(self.viewer, layer, rgba, step, "embedding PCA")
         self.viewer.layers.selection.active = layer
-        how = "cache found and reused (nothing computed)" if not result.computed else f"computed at {result.rate:.1f} patches/s"
+        how = (
+            "cache found and reused (nothing computed)"
+            if not result.computed
+            else f"computed at {result.rate:.1f} patches/s"
+        )
         if result.computed and result.resumed_from:
             how += f", resumed after {result.resumed_from:,} cached patches"
         contexts = "".join(f"<br>{describe_context(c)}" for c in context_results)

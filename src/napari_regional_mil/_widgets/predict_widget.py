@@ -211,7 +211,9 @@ class PredictWidget(QWidget):
 
     # -- model ------------------------------------------------------------------------------
     def _browse_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a model checkpoint", "", "Checkpoints (*.safetensors);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a model checkpoint", "", "Checkpoints (*.safetensors);;All files (*)"
+        )
         if path:
             self.model_path.setText(path)
             self.set_model(path)

@@ -58,7 +58,7 @@ def preview_pixmap(montage: np.ndarray, *, scale: int = 2) -> QPixmap:
 
 
 def _devices() -> list[str]:
-    import torch
+    import torch  # lazy: torch (only to list the devices when the widget is built)
 
     return ["cpu"] + [f"cuda:{i}" if i else "cuda" for i in range(torch.cuda.device_count())]
 
@@ -101,9 +101,15 @@ class PretrainWidget(QWidget):
         self.source.addItems(SOURCES)
         self.source.setToolTip("Slides from a folder, or the slides (and labels) of the Cohort widget.")
         self.folder = PathPicker(caption="Folder of slides", directory=True, placeholder="folder of slides")
-        self.labels = PathPicker(caption="Labels CSV", filter="CSV (*.csv);;All files (*)", placeholder="slide,label CSV (MIL)")
-        self.out = PathPicker(caption="Encoder file", filter="Encoder (*.safetensors)", placeholder="my_encoder.safetensors")
-        self.out.line.setToolTip("Where the encoder is saved (one .safetensors file: weights and description), once, at the end.")
+        self.labels = PathPicker(
+            caption="Labels CSV", filter="CSV (*.csv);;All files (*)", placeholder="slide,label CSV (MIL)"
+        )
+        self.out = PathPicker(
+            caption="Encoder file", filter="Encoder (*.safetensors)", placeholder="my_encoder.safetensors"
+        )
+        self.out.line.setToolTip(
+            "Where the encoder is saved (one .safetensors file: weights and description), once, at the end."
+        )
         data_box = QGroupBox("Data")
         data = form(data_box)
         data.addRow("Method", self.method)
@@ -195,7 +201,9 @@ class PretrainWidget(QWidget):
     def _cohort_slides(self, *, with_labels: bool) -> tuple[list[Path], Path | None]:
         table = self.state.cohort
         if table is None:
-            raise CohortError("no Cohort widget in this viewer: open it (Plugins > Regional MIL > Cohort) or use a folder")
+            raise CohortError(
+                "no Cohort widget in this viewer: open it (Plugins > Regional MIL > Cohort) or use a folder"
+            )
         rows = [row for row in table.rows if row.path is not None]
         if not rows:
             raise CohortError("the Cohort widget lists no slide files")
@@ -209,7 +217,7 @@ class PretrainWidget(QWidget):
 
     def _job_factory(self):
         """The job as chosen in the form (raises a RegionalMilError on a bad field)."""
-        from napari_regional_mil.pretrain import (
+        from napari_regional_mil.pretrain import (  # lazy: torch (when the job starts)
             AutoencoderConfig,
             MilPretrainConfig,
             train_autoencoder,
@@ -229,8 +237,11 @@ class PretrainWidget(QWidget):
             if mil and labels is None:
                 raise CohortError("attention-MIL pretraining needs a labels CSV (slide,label)")
         common = {
-            "patch_size": int(self.patch_size.value()), "mpp": float(self.mpp.value()), "epochs": int(self.epochs.value()),
-            "seed": int(self.seed.value()), "device": self.device.currentText(),
+            "patch_size": int(self.patch_size.value()),
+            "mpp": float(self.mpp.value()),
+            "epochs": int(self.epochs.value()),
+            "seed": int(self.seed.value()),
+            "device": self.device.currentText(),
         }
         try:
             if mil:
@@ -284,7 +295,9 @@ class PretrainWidget(QWidget):
             preview = m.get("preview")
             if preview is not None:
                 self.preview = preview
-                self.preview_label.setPixmap(preview_pixmap(preview.montage(), scale=max(1, 96 // preview.originals.shape[1])))
+                self.preview_label.setPixmap(
+                    preview_pixmap(preview.montage(), scale=max(1, 96 // preview.originals.shape[1]))
+                )
 
     def _on_finish(self, status: str) -> None:
         self._set_busy(False)

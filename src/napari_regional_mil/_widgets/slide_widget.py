@@ -252,8 +252,9 @@ class SlideWidget(QWidget):
             events.disconnect(self.refresh_tiling)
 
     def refresh_tiling(self, event: Any = None) -> None:
-        """Show the tiling recorded on the current slide layer (``metadata["tiling"]``), which
-        may come from another widget (the Cohort widget tiles the slides it opens).
+        """Show the tiling recorded on the current slide layer (``metadata["tiling"]``).
+
+        It may come from another widget (the Cohort widget tiles the slides it opens).
         """
         tiling = _layers.tiling_of(self.slide_layer) if self.slide_layer is not None else None
         if tiling is not None and _layers.slide_path_of(self.slide_layer) is not None:

@@ -1,7 +1,8 @@
 """The "Train" dock widget: train the first model on the cohort, with live curves.
 
 Thin: the cohort comes from the Cohort widget (shared through the viewer's
-:class:`~._state.ViewerState`) or a CSV file; training is :func:`~napari_regional_mil.training.workflow.load_and_train_cohort`
+:class:`~._state.ViewerState`) or a CSV file; training is
+:func:`~napari_regional_mil.training.workflow.load_and_train_cohort`
 (the CLI's path, with the CLI's defaults: same cohort and seed, same model), optionally
 preceded by :func:`~napari_regional_mil.training.crossval.cross_validate`; it runs through
 :func:`~napari_regional_mil._widgets._worker.start_job` (progress bar, Cancel). The
@@ -63,27 +64,29 @@ REPORT_BOOTSTRAP = 500
 
 
 def _warm_up() -> None:
-    """Build a throw-away AdamW optimiser: its first construction imports ``torch._dynamo``
-    (about 800 modules, 1-2 s on 2 cores), which otherwise stalls the viewer when training starts.
+    """Build a throw-away AdamW optimiser, so that training's start does not stall the viewer.
+
+    Its first construction imports ``torch._dynamo`` (about 800 modules, 1-2 s on 2 cores).
     """
-    import torch
+    import torch  # lazy: torch (the optimiser warm-up runs in a worker)
 
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
 
 
 def _train_job(cohort: Any, cache_dir: Path, options: Any, config: Any, n_folds: int, clinical: Any = None):
-    """Job: open the caches (the embeddings held in memory or streamed, by size, as the CLI),
-    cross-validate (``n_folds`` > 0), train the final model, then score it (pooled
-    out-of-fold, else its validation slides) and draw the ROC and confusion.
+    """Job: open the caches, cross-validate, train the final model, then score it and draw the ROC and confusion.
+
+    The embeddings are held in memory or streamed, by size, as the CLI; cross-validation runs when
+    ``n_folds`` > 0; the score is pooled out-of-fold, else on the validation slides.
 
     ``clinical``: the clinical variables (a ``ClinicalSpec``) fused with the slide, or None.
     """
-    from napari_regional_mil.training.crossval import cross_validate
-    from napari_regional_mil.training.datasets import load_cohort_embeddings
-    from napari_regional_mil.training.evaluate import validation_report
-    from napari_regional_mil.training.memory import prepare_slides
-    from napari_regional_mil.training.plots import report_images
-    from napari_regional_mil.training.workflow import train_cohort
+    from napari_regional_mil.training.crossval import cross_validate  # lazy: torch (in the worker)
+    from napari_regional_mil.training.datasets import load_cohort_embeddings  # lazy: torch (in the worker)
+    from napari_regional_mil.training.evaluate import validation_report  # lazy: torch (in the worker)
+    from napari_regional_mil.training.memory import prepare_slides  # lazy: torch (in the worker)
+    from napari_regional_mil.training.plots import report_images  # lazy: torch (in the worker)
+    from napari_regional_mil.training.workflow import train_cohort  # lazy: torch (in the worker)
 
     slides = yield from load_cohort_embeddings(cohort, cache_dir=cache_dir)
     slides = yield from prepare_slides(slides, mode=config.stream)  # once for cross-validation and training
@@ -143,8 +146,12 @@ class TrainWidget(QWidget):
         self.source = QComboBox()
         self.source.addItems(SOURCES)
         self.source.setToolTip("Train on the Cohort widget's table, or on a cohort CSV file.")
-        self.csv = PathPicker(caption="Cohort CSV", filter="Cohort CSV (*.csv);;All files (*)", placeholder="cohort.csv")
-        self.csv.line.setToolTip("slide,label[,patient][,split]; split=val rows validate, split=test rows are left out.")
+        self.csv = PathPicker(
+            caption="Cohort CSV", filter="Cohort CSV (*.csv);;All files (*)", placeholder="cohort.csv"
+        )
+        self.csv.line.setToolTip(
+            "slide,label[,patient][,split]; split=val rows validate, split=test rows are left out."
+        )
         self.cache_dir = PathPicker(caption="Embedding cache folder", directory=True,
                                     placeholder="default: the Cohort widget's cache folder")
         self.cache_dir.line.setToolTip("Where the slides' embeddings are cached.")
@@ -214,8 +221,9 @@ class TrainWidget(QWidget):
         self.cancel_button.setEnabled(busy)
 
     def _browse_out(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save the trained model", self.out_path.text() or "model.safetensors",
-                                              "Checkpoints (*.safetensors)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save the trained model", self.out_path.text() or "model.safetensors", "Checkpoints (*.safetensors)"
+        )
         if path:
             self.out_path.setText(path)
 
@@ -228,7 +236,7 @@ class TrainWidget(QWidget):
         CohortError
             No Cohort widget, an unlabelled slide, one class only, a bad CSV, no cache folder.
         """
-        from napari_regional_mil.training.cohort import read_cohort
+        from napari_regional_mil.training.cohort import read_cohort  # lazy: torch (the training package imports torch)
 
         table = self.state.cohort
         if self.source.currentIndex() == 1:
@@ -247,7 +255,7 @@ class TrainWidget(QWidget):
 
     def refresh_contexts(self) -> None:
         """List the context embeddings (several scales) that the cohort's caches hold."""
-        from napari_regional_mil.training.workflow import available_contexts
+        from napari_regional_mil.training.workflow import available_contexts  # lazy: torch (training)
 
         try:
             cohort, cache = self.cohort_and_cache()
@@ -259,7 +267,7 @@ class TrainWidget(QWidget):
 
     def refresh_clinical(self) -> None:
         """List the cohort table's other columns: the candidate clinical variables ([0279])."""
-        from napari_regional_mil.training.cohort import read_cohort
+        from napari_regional_mil.training.cohort import read_cohort  # lazy: torch (the training package imports torch)
 
         columns: tuple[str, ...] = ()
         try:
@@ -288,7 +296,7 @@ class TrainWidget(QWidget):
             out = self._out_path()
             clinical = self.clinical_fields.spec()
             if clinical is not None:  # every row's values, before anything runs
-                from napari_regional_mil.training.clinical_values import (
+                from napari_regional_mil.training.clinical_values import (  # lazy: torch (training)
                     check_cohort_clinical,
                 )
 
@@ -340,7 +348,7 @@ class TrainWidget(QWidget):
             self.status.setText(event.message)
 
     def _finished(self, result: tuple[Any, ...], out: Path) -> None:
-        from napari_regional_mil.model.checkpoint import save_checkpoint
+        from napari_regional_mil.model.checkpoint import save_checkpoint  # lazy: torch (model.checkpoint imports torch)
 
         trained, cv, report, what, images = result
         self.result, self.crossval = trained.result, cv
@@ -353,7 +361,9 @@ class TrainWidget(QWidget):
         lines = [f"Saved <b>{path.name}</b>: best epoch {trained.result.best_epoch}/{len(trained.result.history)}"]
         if not math.isnan(best["val_auc"]):
             lines[0] += f", validation AUC {best['val_auc']:.3f}"
-        lines.append(f"{trained.n_train} training, {trained.n_validation} validation, {len(trained.held_out)} held-out slides")
+        lines.append(
+            f"{trained.n_train} training, {trained.n_validation} validation, {len(trained.held_out)} held-out slides"
+        )
         if cv is not None:
             mean, sd = cv.auc
             lines.append(f"cross-validation AUC {mean:.3f} ± {sd:.3f} ({len(cv.folds)} folds)")
