@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
+from napari_regional_mil.clinical import ClinicalRecord, parse_clinical_columns
 from napari_regional_mil.embedding import embed_slide
 from napari_regional_mil.jobs import run_job
-from napari_regional_mil.clinical import ClinicalRecord, parse_clinical_columns
 from napari_regional_mil.model.config import ModelConfig, SelectionConfig
 from napari_regional_mil.synth.clinical import (
     CLASS_NAMES,

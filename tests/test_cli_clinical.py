@@ -130,8 +130,8 @@ def test_train_stores_the_encoding_and_predict_writes_contributions(cohort, fuse
         "contribution_sex",
     ]
     assert [r["slide"] for r in out] == names and {r["explained"] for r in out} == {"positive"}
-    from napari_regional_mil.embedding import load_slide_embeddings
     from napari_regional_mil.clinical import ClinicalRecord
+    from napari_regional_mil.embedding import load_slide_embeddings
     from napari_regional_mil.training.cohort import CohortRow
     from napari_regional_mil.training.datasets import find_cache
     from napari_regional_mil.training.predict import predict_slide

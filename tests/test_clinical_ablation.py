@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
+from napari_regional_mil.clinical import parse_clinical_columns
 from napari_regional_mil.errors import ClinicalError
 from napari_regional_mil.jobs import run_job
-from napari_regional_mil.clinical import parse_clinical_columns
 from napari_regional_mil.model.clinical_baseline import fit_clinical_logistic
 from napari_regional_mil.model.config import ModelConfig, SelectionConfig
 from napari_regional_mil.training.ablation import ARMS, clinical_ablation

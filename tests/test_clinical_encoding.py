@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_regional_mil.errors import ClinicalError
 from napari_regional_mil.clinical import (
     UNKNOWN,
     ClinicalEncoding,
@@ -14,6 +13,7 @@ from napari_regional_mil.clinical import (
     is_missing,
     parse_clinical_columns,
 )
+from napari_regional_mil.errors import ClinicalError
 from napari_regional_mil.model.config import ModelConfig
 
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_regional_mil.errors import ClinicalError
-from napari_regional_mil.jobs import run_job
-from napari_regional_mil.model.checkpoint import load_checkpoint, save_checkpoint
 from napari_regional_mil.clinical import (
     ClinicalRecord,
     fit_clinical_encoding,
     parse_clinical_columns,
 )
+from napari_regional_mil.errors import ClinicalError
+from napari_regional_mil.jobs import run_job
+from napari_regional_mil.model.checkpoint import load_checkpoint, save_checkpoint
 from napari_regional_mil.model.clinical_baseline import fit_clinical_logistic
 from napari_regional_mil.model.config import ModelConfig, SelectionConfig
 from napari_regional_mil.model.first_model import FirstModel, make_bag

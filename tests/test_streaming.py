@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_regional_mil.clinical import parse_clinical_columns
 from napari_regional_mil.embedding.store import (
     StoredEmbeddings,
     import_key,
@@ -22,7 +23,6 @@ from napari_regional_mil.embedding.store import (
 )
 from napari_regional_mil.errors import CacheError
 from napari_regional_mil.jobs import run_job
-from napari_regional_mil.clinical import parse_clinical_columns
 from napari_regional_mil.model.config import ModelConfig, SelectionConfig
 from napari_regional_mil.training.memory import plan_memory, prepare_slides
 from napari_regional_mil.training.predict import predict_bags
