@@ -35,10 +35,10 @@ def test_three_slides_on_a_two_worker_local_cluster(synthetic_slide, embed_layou
 
 def test_a_worker_loads_the_encoder_once_for_all_its_slides(synthetic_slide, embed_layout, embed_slide_path,
                                                             small_tiling, tmp_path, monkeypatch):
-    from napari_regional_mil.embedding import workflow
+    from napari_regional_mil.embedding import cluster
     from napari_regional_mil.encoders import load_encoder, register_encoder
 
-    monkeypatch.setattr(workflow, "_WORKER_ENCODER", {})  # a fresh worker (threads share this process)
+    monkeypatch.setattr(cluster, "_WORKER_ENCODER", {})  # a fresh worker (threads share this process)
 
     loads = []
 

@@ -132,7 +132,7 @@ def read_annotations(path: str | os.PathLike[str], *, slide_dimensions: tuple[in
 
 def regions_mask(annotations: list[Annotation], shape: tuple[int, int], downsample: tuple[float, float]) -> np.ndarray:
     """``shape`` bool raster of the annotations' union (holes cut out), one pixel = ``downsample`` level-0 px."""
-    from skimage.draw import polygon
+    from skimage.draw import polygon  # lazy: startup (scikit-image when annotations are drawn)
 
     out = np.zeros(shape, bool)
     dx, dy = downsample

@@ -30,7 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text_atomic
+from .embedding.store import find_slide_cache, load_slide_embeddings
+from .embedding.workflow import embed_slides
 from .jobs import Progress
+from .model.checkpoint import save_checkpoint
+from .model.config import SelectionConfig
+from .synth.cohort import CLASS_NAMES, write_synthetic_cohort
+from .tiling import TilingParams
+from .training.cohort import read_cohort
+from .training.cohort_table import CohortTable
+from .training.predict import attention_path, predict_slide, write_attention
+from .training.train import TrainConfig
+from .training.workflow import ModelOptions, load_and_train_cohort
 
 __all__ = ["FAST", "DemoResult", "DemoSettings", "run_demo"]
 
@@ -144,18 +155,6 @@ def run_demo(
     settings
         Sizes.
     """
-    from .embedding.store import find_slide_cache, load_slide_embeddings
-    from .embedding.workflow import embed_slides
-    from .model.checkpoint import save_checkpoint
-    from .model.config import SelectionConfig
-    from .synth.cohort import CLASS_NAMES, write_synthetic_cohort
-    from .tiling import TilingParams
-    from .training.cohort import read_cohort
-    from .training.cohort_table import CohortTable
-    from .training.predict import attention_path, predict_slide, write_attention
-    from .training.train import TrainConfig
-    from .training.workflow import ModelOptions, load_and_train_cohort
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     s = settings

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import tifffile
 
 from .atomic import atomic_path
 from .errors import RegionalMilError
@@ -220,8 +221,6 @@ def export_heatmap_tiff(path: str | os.PathLike, maps: AttentionMaps, *, normali
     normalisation
         One of :data:`~napari_regional_mil.heatmap.NORMALISATIONS` (default ``rank``).
     """
-    import tifffile
-
     stack, labels = heatmap_stack(maps, normalisation=normalisation)
     sy, sx = maps.patch.scale  # um per grid pixel
 

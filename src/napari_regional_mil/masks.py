@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 from .atomic import atomic_path
 from .errors import TilingError
@@ -61,9 +63,6 @@ def save_mask(
     TilingError
         The mask is not a non-empty 2-D array.
     """
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
     path = Path(path)
     pixels = np.asarray(mask.mask if isinstance(mask, TissueMask) else mask)
     if pixels.ndim != 2 or pixels.size == 0:
@@ -92,8 +91,6 @@ def load_mask(path: str | os.PathLike[str], *, slide_dimensions: tuple[int, int]
         Missing or unreadable file, not a 2-D image, empty (no tissue), or made for a
         slide of another size / aspect ratio; one line naming the file.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     try:
         with Image.open(path) as image:

@@ -26,6 +26,7 @@ import json
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from .atomic import atomic_path
@@ -39,8 +40,6 @@ _REGION_COLOUR = [60, 120, 220]
 
 def write_coords_h5(path: str | os.PathLike[str], tiling: Tiling, *, slide_name: str) -> Path:
     """Write ``tiling``'s patch coordinates in the TRIDENT/CLAM ``coords`` h5 layout (atomically)."""
-    import h5py
-
     path = Path(path)
     p = tiling.params
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:

@@ -15,7 +15,10 @@ from typing import Literal
 
 import numpy as np
 
+from .errors import SlideError
 from .slide import Slide
+from .slide._checks import one_line
+from .slide.damage import GREY
 
 __all__ = ["METHODS", "TissueMask", "TissueOptions", "detect_tissue"]
 
@@ -132,9 +135,7 @@ class TissueMask:
 
 def _feature(rgb: np.ndarray, feature: str) -> np.ndarray:
     """Saturation (HSV, via scikit-image) or mean optical density of an RGB overview."""
-    from skimage.color import rgb2hsv
-
-    from .slide.damage import GREY
+    from skimage.color import rgb2hsv  # lazy: startup (scikit-image when tissue is detected; tiling imports this)
 
     img = rgb.astype(np.float32)
     dark = img.max(axis=-1) < 25  # black borders / pen are not tissue
@@ -157,9 +158,6 @@ def _overview(slide: Slide, target_size: int) -> np.ndarray:
     try:
         return np.asarray(chosen.compute() if hasattr(chosen, "compute") else chosen)
     except Exception as exc:  # a corrupt tile: codecs raise their own types
-        from .errors import SlideError
-        from .slide._checks import one_line
-
         raise SlideError(f"{getattr(slide, 'path', 'slide')}: cannot read the overview for tissue detection "
                          f"({one_line(exc)})") from exc
 
@@ -209,9 +207,9 @@ def detect_tissue(
     ValueError
         An unknown method or a bad option.
     """
-    from scipy import ndimage
-    from skimage.filters import gaussian, threshold_otsu
-    from skimage.morphology import closing, disk, opening, remove_small_objects
+    from scipy import ndimage  # lazy: startup (scipy and scikit-image when tissue is detected)
+    from skimage.filters import gaussian, threshold_otsu  # lazy: startup (scikit-image)
+    from skimage.morphology import closing, disk, opening, remove_small_objects  # lazy: startup (scikit-image)
 
     base = options or TissueOptions()
     opts = replace(

@@ -97,7 +97,7 @@ def load_encoder_for(
     The import is function-local so that ``import napari_regional_mil.embedding`` (reading
     caches: the CLI's ``--help``, prediction from caches) does not import torch.
     """
-    from ..encoders import resolve_encoder
+    from ..encoders import resolve_encoder  # lazy: torch (embedding is imported without torch; the encoders are torch)
 
     return resolve_encoder(encoder, device=device, options=options)
 
@@ -148,7 +148,7 @@ def _wait_for_lock(lock: StoreLock, name: str) -> Generator[Progress, None, None
 
 
 def _versions() -> dict[str, str]:
-    import torch  # loaded already: the encoder that ran is a torch module
+    import torch  # lazy: torch (loaded already: the encoder that ran is a torch module)
 
     return {
         "napari_regional_mil": __version__, "torch": torch.__version__,

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..atomic import atomic_path
@@ -120,8 +122,6 @@ def read_encoder_metadata(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), "pt") as fh:
             meta = fh.metadata() or {}
     except Exception as exc:
@@ -153,8 +153,6 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         )
     try:
         if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             try:
@@ -371,8 +369,6 @@ def save_encoder(
     legacy = path.with_name(path.name + ".json")  # a sidecar of an earlier save would only confuse
     with atomic_path(path) as tmp:
         if suffix == ".safetensors":
-            from safetensors.torch import save_file
-
             meta: dict[str, Any] = {"format": 1, "arch": arch, "arch_kwargs": arch_kwargs or {}}
             meta["spec"] = spec.with_(weights_hash=hash_state_dict(module), source="").to_json()
             save_file(

@@ -68,7 +68,7 @@ def build_transformers(known: KnownEncoder, config: dict[str, Any] | None = None
         Its ``config.json`` (default: the configuration in the table).
     """
     try:
-        import transformers
+        import transformers  # lazy: optional (the [hub] extra)
     except ImportError:
         raise EncoderError(
             f"encoder {known.name}: needs transformers: pip install -c constraints.txt "

@@ -21,7 +21,12 @@ from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..encoders.known import KnownEncoder
+import huggingface_hub
+from huggingface_hub import constants
+from huggingface_hub import errors as hub_errors
+from tqdm.auto import tqdm
+
+from ..encoders.known import KNOWN_ENCODERS, KnownEncoder, canonical_name
 from ..errors import EncoderError, JobCancelled
 from ..jobs import Progress
 
@@ -33,23 +38,18 @@ ProgressFn = Callable[[int, int], None]
 
 def hub_cache_dir() -> Path:
     """The hub cache this process uses (``HF_HUB_CACHE``)."""
-    from huggingface_hub import constants
-
     return Path(constants.HF_HUB_CACHE)
 
 
 def cached_file(known: KnownEncoder, filename: str | None = None) -> Path | None:
     """The local copy of a known encoder's file in the hub cache, or ``None`` (no network)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(known.hub_repo, filename or known.weights_file, repo_type=known.repo_type)
+    name = filename or known.weights_file
+    found = huggingface_hub.try_to_load_from_cache(known.hub_repo, name, repo_type=known.repo_type)
     return Path(found) if isinstance(found, str) else None
 
 
 def _progress_bar(callback: ProgressFn | None, cancelled: Callable[[], bool]) -> type:
     """A tqdm class that reports to ``callback`` and stops the download when ``cancelled()``."""
-    from tqdm.auto import tqdm
-
     class _Bar(tqdm):
         def update(self, n: float | None = 1) -> bool | None:
             if cancelled():
@@ -90,13 +90,11 @@ def fetch_file(
         Gated repository without access, no network and no cached copy, missing file,
         an ``OSError`` while writing (one line each).
     """
-    from huggingface_hub import hf_hub_download
-
     if not known.hub_repo:
         raise EncoderError(f"encoder {known.name}: no hub repository is known for it; give its weights file")
     name = filename or known.weights_file
     try:
-        path = hf_hub_download(
+        path = huggingface_hub.hf_hub_download(
             known.hub_repo, name, repo_type=known.repo_type, tqdm_class=_progress_bar(progress, cancelled)
         )
     except JobCancelled:
@@ -108,31 +106,29 @@ def fetch_file(
 
 def _hub_error(known: KnownEncoder, filename: str, exc: BaseException) -> EncoderError:
     """One line for a failed download: which encoder, which repository, what to do."""
-    from huggingface_hub import errors
-
     where = f"encoder {known.name}: {known.hub_repo}"
-    if isinstance(exc, errors.GatedRepoError):
+    if isinstance(exc, hub_errors.GatedRepoError):
         return EncoderError(
             f"{where} is gated: accept its terms ({known.licence}) at {known.hub_url} while logged in, "
             "then log in "
             "here (hf auth login) or set HF_TOKEN; or download it there and give --weights FILE"
         )
-    if isinstance(exc, errors.RepositoryNotFoundError):
+    if isinstance(exc, hub_errors.RepositoryNotFoundError):
         return EncoderError(
             f"{where}: repository not found or not accessible with your token: check {known.hub_url}, log in "
             "(hf auth login) or set HF_TOKEN"
         )
-    if isinstance(exc, errors.LocalEntryNotFoundError):
+    if isinstance(exc, hub_errors.LocalEntryNotFoundError):
         return EncoderError(
             f"{where}: cannot download {filename} (no network, or HF_HUB_OFFLINE is set) and it is not in "
             "the hub "
             f"cache {hub_cache_dir()}: connect and retry, or download it elsewhere and give --weights FILE"
         )
-    if isinstance(exc, errors.EntryNotFoundError):
+    if isinstance(exc, hub_errors.EntryNotFoundError):
         return EncoderError(
             f"{where}: the repository has no file {filename}; give the weights file with --weights FILE"
         )
-    if isinstance(exc, errors.HfHubHTTPError):
+    if isinstance(exc, hub_errors.HfHubHTTPError):
         first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         return EncoderError(f"{where}: download of {filename} failed ({first})")
     if isinstance(exc, OSError):
@@ -211,8 +207,6 @@ def prefetch_job(encoder: object, options: Mapping[str, object] | None) -> Gener
     """
     if not (options or {}).get("from_hub") or not isinstance(encoder, str):
         return
-    from ..encoders.known import KNOWN_ENCODERS, canonical_name
-
     known = KNOWN_ENCODERS.get(canonical_name(encoder))
     if known is not None and known.loadable:
         yield from fetch_weights_job(known)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from ..encoders.files import TORCHSCRIPT_SUFFIXES
 from ..encoders.hub import ProgressFn
 from ..encoders.known import KNOWN_ENCODERS, KnownEncoder, canonical_name
+from ..encoders.registry import is_registered, load_encoder
 from ..encoders.spec import FrozenEncoder
 from ..errors import EncoderError
 
@@ -112,8 +113,6 @@ def stored_encoder(record: Mapping[str, Any] | str | None) -> StoredEncoder:
     EncoderError
         The record names no encoder.
     """
-    from ..encoders.registry import is_registered
-
     data: Mapping[str, Any] = {"name": record} if isinstance(record, str) else (record or {})
     raw = str(data.get("name") or "").strip()
     if not raw:
@@ -172,8 +171,6 @@ def encoder_for_stored(
         What is needed was not given (one line saying what and how), or the given
         weights are not the recorded ones (hash mismatch).
     """
-    from ..encoders.registry import load_encoder
-
     need = stored_encoder(record)
     if need.kind in ("self-contained", "registered"):
         encoder = load_encoder(need.name, device=device)

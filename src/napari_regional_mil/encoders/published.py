@@ -18,9 +18,12 @@ import torch
 from torch import nn
 
 from ..encoders.files import load_state_dict_file, load_weights_into
+from ..encoders.hf_models import ClassToken, adapt_transformers_state, build_transformers, read_config
 from ..encoders.hub import ProgressFn, cached_file, fetch_file
 from ..encoders.known import KNOWN_ENCODERS, KnownEncoder, canonical_name
+from ..encoders.resnet import ResNet50
 from ..encoders.spec import EncoderSpec, FrozenEncoder, hash_file
+from ..encoders.timm_models import TokenPooling, build_timm
 from ..errors import EncoderError
 
 __all__ = ["build_known", "expected_keys", "known_encoder", "load_known", "unavailable_message"]
@@ -57,23 +60,14 @@ def build_known(known: KnownEncoder, *, config: dict[str, Any] | None = None) ->
     if not known.loadable:
         raise EncoderError(unavailable_message(known))
     if known.family == "timm":
-        from ..encoders.timm_models import build_timm
-
         return build_timm(known.arch, known.kwargs, pooling=known.pooling, skip_tokens=known.skip_tokens)
     if known.family == "transformers":
-        from ..encoders.hf_models import build_transformers
-
         return build_transformers(known, config)
-    from ..encoders.resnet import ResNet50
-
     return ResNet50(layers=int(known.kwargs.get("layers", 3)))
 
 
 def _weights_module(module: nn.Module) -> nn.Module:
     """The part of a built encoder whose state dict the published file fills."""
-    from ..encoders.hf_models import ClassToken
-    from ..encoders.timm_models import TokenPooling
-
     return module.model if isinstance(module, (TokenPooling, ClassToken)) else module
 
 
@@ -86,8 +80,6 @@ def expected_keys(known: KnownEncoder) -> dict[str, tuple[int, ...]]:
 
 def _adapt(known: KnownEncoder, state: dict[str, torch.Tensor], target: nn.Module) -> dict[str, torch.Tensor]:
     if known.family == "transformers":
-        from ..encoders.hf_models import adapt_transformers_state
-
         return adapt_transformers_state(state, target)
     if known.family == "resnet50":  # a full ResNet-50 file: drop what the truncated model lacks
         drop = ("fc.",) if int(known.kwargs.get("layers", 3)) == 4 else ("layer4.", "fc.")
@@ -101,8 +93,6 @@ def _config_for(
     """The transformers ``config.json`` that comes with the weights (hub or beside the file), if any."""
     if known.family != "transformers" or not known.config_file:
         return None
-    from ..encoders.hf_models import read_config
-
     if from_hub:
         return read_config(fetch_file(known, known.config_file, progress=progress), known)
     beside = weights.parent / known.config_file

@@ -43,6 +43,7 @@ from ..encoders.spec import (
     FrozenEncoder,
     hash_state_dict,
 )
+from ..encoders.timm_models import load_timm
 from ..errors import EncoderError
 
 __all__ = [
@@ -116,16 +117,12 @@ def load_encoder(name_or_path: str | Path, *, device: str = "cpu", **options: An
         except TypeError as exc:
             raise EncoderError(f"encoder {key}: bad option ({exc})") from None
     if key.startswith("timm:"):
-        from ..encoders.timm_models import load_timm
-
         return load_timm(key[len("timm:") :], device=device, **options)
     if key.startswith(("hf-hub:", "hf_hub:")):
         repo = key.split(":", 1)[1].lower()
         for known in KNOWN_ENCODERS.values():
             if known.hub_repo.lower() == repo and known.repo_type == "model":
                 return load_known(known.name, device=device, from_hub=True, progress=options.get("progress"))
-        from ..encoders.timm_models import load_timm
-
         return load_timm(key, device=device, **options)
     path = Path(key).expanduser()
     suffix = path.suffix.lower()

@@ -116,7 +116,7 @@ def one_line(exc: BaseException) -> str:
 
 def diagnose_open_failure(path: Path, exc: BaseException) -> SlideError:
     """A clear :class:`SlideError` for a file that tiffslide failed to open."""
-    import tifffile
+    import tifffile  # lazy: startup (the reader's slide sniffing stays light; tifffile only to diagnose a file)
 
     try:
         with tifffile.TiffFile(path) as tif:
@@ -183,7 +183,7 @@ def check_tiff_extent(path: Path) -> None:
     Every page's tile/strip offsets must lie inside the file (the cost is one pass over
     the IFDs, not over the pixels).
     """
-    import tifffile
+    import tifffile  # lazy: startup (the reader's slide sniffing stays light; tifffile only to diagnose a file)
 
     try:
         with tifffile.TiffFile(path) as tif:

@@ -30,7 +30,7 @@ def _number(value: Any) -> float | None:
 
 def openslide_format(path: Path) -> str | None:
     """OpenSlide's name for the format of ``path`` (``"mirax"``, ``"ventana"``...), or ``None``."""
-    import openslide
+    import openslide  # lazy: startup (a vendor reader and its native library, loaded when a slide needs it)
 
     try:
         return openslide.OpenSlide.detect_format(str(path))
@@ -58,7 +58,7 @@ class OpenSlideBackend(SlideBackend):
     name = "openslide"
 
     def __init__(self, path: Path) -> None:
-        import openslide
+        import openslide  # lazy: startup (a vendor reader and its native library, loaded when a slide needs it)
 
         super().__init__(path)
         with open(path, "rb") as fh:
@@ -121,7 +121,7 @@ class OpenSlideBackend(SlideBackend):
 
     def associated_names(self) -> tuple[str, ...]:
         """OpenSlide's associated image names (read without decoding them)."""
-        import openslide
+        import openslide  # lazy: startup (a vendor reader and its native library, loaded when a slide needs it)
 
         try:
             return tuple(self._slide.associated_images.keys())

@@ -68,7 +68,7 @@ class TiffslideBackend(SlideBackend):
     name = "tiffslide"
 
     def __init__(self, path: Path, *, prefer_openslide: bool = True) -> None:
-        import tiffslide
+        import tiffslide  # lazy: startup (a vendor reader, loaded when a slide is opened)
 
         super().__init__(path)
         try:
@@ -142,7 +142,7 @@ class TiffslideBackend(SlideBackend):
     def _thread_handle(self) -> Any:
         handle = getattr(self._local, "handle", None)
         if handle is None:
-            import tiffslide
+            import tiffslide  # lazy: startup (a vendor reader, loaded when a slide is opened)
 
             with _checks.library_warnings(), _checks.quiet_libraries():  # said once, at open
                 handle = tiffslide.TiffSlide(self.path)

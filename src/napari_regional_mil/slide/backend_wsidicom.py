@@ -57,7 +57,7 @@ class WsiDicomBackend(SlideBackend):
     name = "wsidicom"
 
     def __init__(self, path: Path) -> None:
-        from wsidicom import WsiDicom
+        from wsidicom import WsiDicom  # lazy: startup (a vendor reader, loaded when a DICOM slide is opened)
 
         super().__init__(path)
         self._wsi = WsiDicom.open(path)
@@ -75,7 +75,7 @@ class WsiDicomBackend(SlideBackend):
         base = levels[0]
         w0, h0 = int(base.size.width), int(base.size.height)
         dims = tuple((int(lvl.size.width), int(lvl.size.height)) for lvl in levels)
-        from wsidicom.errors import WsiDicomNoResolutionError
+        from wsidicom.errors import WsiDicomNoResolutionError  # lazy: startup (a vendor reader)
 
         try:
             mpp: tuple[float, float] | None = (float(base.mpp.width), float(base.mpp.height))

@@ -12,6 +12,9 @@ import numpy as np
 from ..errors import SlideError
 from . import _checks, detect
 from .backend import SlideBackend
+from .backend_openslide import OpenSlideBackend, openslide_format
+from .backend_tiffslide import PreferOpenSlide, TiffslideBackend
+from .backend_wsidicom import WsiDicomBackend
 from .damage import DamageLog
 from .info import MppSource, SlideInfo, checked_slide_mpp, pick_properties
 from .pyramid import build_pyramid, native_level, unique_name
@@ -61,15 +64,9 @@ def open_slide(
 def _open_forced(path: Path, name: str) -> SlideBackend:
     try:
         if name == "tiffslide":
-            from .backend_tiffslide import TiffslideBackend
-
             return TiffslideBackend(path, prefer_openslide=False)
         if name == "openslide":
-            from .backend_openslide import OpenSlideBackend
-
             return OpenSlideBackend(path)
-        from .backend_wsidicom import WsiDicomBackend
-
         return WsiDicomBackend(path)
     except SlideError:
         raise
@@ -79,9 +76,6 @@ def _open_forced(path: Path, name: str) -> SlideBackend:
 
 def _open_tiff(path: Path) -> SlideBackend:
     """tiffslide; OpenSlide for what it reads better or when tiffslide cannot open a vendor file."""
-    from .backend_openslide import openslide_format
-    from .backend_tiffslide import PreferOpenSlide, TiffslideBackend
-
     try:
         return TiffslideBackend(path)
     except PreferOpenSlide:
@@ -107,8 +101,6 @@ def _open_any(path: Path, backend: str | None) -> SlideBackend:
         return _open_tiff(path)
     if kind == "dicom":
         return _open_forced(path, "wsidicom")
-    from .backend_openslide import openslide_format
-
     fmt = openslide_format(path)
     if fmt is None:
         raise detect.unsupported(path)
@@ -316,7 +308,7 @@ class Slide:
 
         Reads only the smallest display level (at most ``DISPLAY_MIN_SIZE`` px).
         """
-        from PIL import Image
+        from PIL import Image  # lazy: startup (the reader imports slide: Pillow only for thumbnails)
 
         try:
             level = np.asarray(self.display_pyramid()[-1])

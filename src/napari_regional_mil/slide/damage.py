@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._checks import one_line
+
 __all__ = [
     "GREY",
     "DamageLog",
@@ -117,8 +119,6 @@ class DamageLog:
         A tile is counted once however often it is read; the first damaged tile of a
         level is announced.
         """
-        from ._checks import one_line
-
         with self._lock:
             tiles = self._tiles.setdefault(level, set())
             first = not tiles

@@ -137,7 +137,7 @@ def native_level(source: LevelSource, *, level: int, log: DamageLog, name: str) 
     Chunks are :func:`display_chunks` of ``source.tile``. Memory-mapped sources are wrapped
     directly; every other source reads through a :class:`GuardedLevel`.
     """
-    import dask.array as da
+    import dask.array as da  # lazy: startup (the reader's get_reader imports slide; dask when a slide is opened)
 
     meta = np.zeros((0, 0, 0), np.uint8)
     array = source.array

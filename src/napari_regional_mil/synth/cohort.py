@@ -35,6 +35,10 @@ import numpy as np
 from ..atomic import write_text_atomic
 from ..embedding.types import SlideEmbeddings
 from ..jobs import Progress
+from .clinical import CLASS_NAMES as CLINICAL_CLASS_NAMES
+from .clinical import COLUMNS as CLINICAL_COLUMNS
+from .clinical import RULE, clinical_label, clinical_values
+from .slides import write_synthetic_slide
 
 __all__ = [
     "CLASS_NAMES",
@@ -338,11 +342,6 @@ def write_synthetic_cohort(
     ``negative``/``positive``): see :mod:`.clinical`. The truth file keeps the slide's
     context label (``context_label``) and its clinical values.
     """
-    from .clinical import CLASS_NAMES as CLINICAL_CLASS_NAMES
-    from .clinical import COLUMNS as CLINICAL_COLUMNS
-    from .clinical import RULE, clinical_label, clinical_values
-    from .slides import write_synthetic_slide
-
     if clinical and task != "context":
         raise ValueError("clinical columns are defined for the context task only")
     out = Path(out_dir)

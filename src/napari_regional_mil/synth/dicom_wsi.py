@@ -12,14 +12,15 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, JPEGBaseline8Bit, generate_uid
 
 from ..atomic import atomic_path
-
-if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
 
 __all__ = ["halved_pyramid", "write_dicom_wsi"]
 
@@ -40,8 +41,6 @@ def halved_pyramid(level0: np.ndarray, *, min_size: int = 64) -> list[np.ndarray
 
 
 def _jpeg(tile: np.ndarray, quality: int) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(tile).save(buf, format="JPEG", quality=quality, subsampling=0)
     return buf.getvalue()
@@ -62,15 +61,6 @@ def _level_dataset(
     level: np.ndarray, index: int, *, tile: int, mpp: float, uids: Mapping[str, str], quality: int,
     size0: tuple[int, int],
 ) -> Dataset:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.uid import (
-        PYDICOM_IMPLEMENTATION_UID,
-        UID,
-        JPEGBaseline8Bit,
-        generate_uid,
-    )
 
     h, w = level.shape[:2]
     frames = _frames(level, tile, quality)
@@ -188,8 +178,6 @@ def write_dicom_wsi(
     pathlib.Path
         The folder.
     """
-    from pydicom.uid import generate_uid
-
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     if not levels:

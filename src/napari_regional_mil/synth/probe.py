@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from ..synth.textures import TISSUE_TYPES, texture_bank
 
@@ -95,10 +98,6 @@ def linear_probe(features: NDArray, labels: NDArray[np.int64], groups: NDArray[n
     Features are standardised on the training seeds (a constant feature stays 0);
     multinomial logistic regression, L2 penalty ``C=1``.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     x = np.asarray(features, np.float64)
     scores = []
     for g in np.unique(groups):

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
 
 from ..atomic import atomic_path
-from ..synth.textures import texture_bank
+from ..synth.textures import TISSUE_TYPES, texture_bank
 
 __all__ = ["pyramid_shapes", "render_patch_types", "write_synthetic_slide"]
 
@@ -28,8 +29,6 @@ def _check_types(patch_types: np.ndarray) -> np.ndarray:
         raise ValueError(f"patch_types must be a non-empty 2-D array, got shape {types.shape}")
     if not np.issubdtype(types.dtype, np.integer):
         raise ValueError(f"patch_types must be integers, got {types.dtype}")
-    from ..synth.textures import TISSUE_TYPES
-
     if types.min() < -1 or types.max() >= len(TISSUE_TYPES):
         raise ValueError(f"patch_types must lie in -1..{len(TISSUE_TYPES) - 1}")
     return types
@@ -197,8 +196,6 @@ def write_synthetic_slide(
     pathlib.Path
         The written file.
     """
-    import tifffile
-
     types = _check_types(patch_types)
     if patch_px < 1 or tile < 16 or tile % 16 or mpp <= 0 or not 1 <= jpeg_quality <= 100:
         raise ValueError(

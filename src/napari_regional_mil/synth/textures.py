@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy import ndimage
 
 __all__ = ["BACKGROUND", "TISSUE_TYPES", "TextureBank", "make_tissue_layout", "texture_bank"]
 
@@ -320,8 +321,6 @@ def make_tissue_layout(
     numpy.ndarray
         ``(n_rows, n_cols)`` int16 of type ids, -1 for background.
     """
-    from scipy import ndimage
-
     h, w = int(shape[0]), int(shape[1])
     if h < 1 or w < 1:
         raise ValueError(f"layout shape must be positive, got {shape}")

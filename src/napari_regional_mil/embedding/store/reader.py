@@ -47,6 +47,7 @@ META_KEYS = (
 
 _SLIDE_SUFFIXES = frozenset(SLIDE_SUFFIXES) | {".h5"}  # the one slide list and TRIDENT/CLAM h5 files
 
+
 @dataclass(frozen=True)
 class CacheInfo:
     """One store in a cache directory (complete or partial), from its attributes only."""

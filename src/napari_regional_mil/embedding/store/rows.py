@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from numcodecs import Zstd
 
 from ...errors import CacheError
 from ..types import SlideEmbeddings
@@ -211,8 +212,6 @@ class StoreReader:
         except OSError as exc:
             raise self.error(f"cannot be read ({path.name}: {exc.strerror or exc})") from None
         if layout.compressed:
-            from numcodecs import Zstd
-
             try:
                 data = Zstd().decode(data)
             except (RuntimeError, ValueError, TypeError) as exc:
