@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from .embedding.workflow import embed_slides
 from .jobs import Progress
 from .model.checkpoint import save_checkpoint
 from .model.config import SelectionConfig
-from .synth.cohort import CLASS_NAMES, write_synthetic_cohort
+from .synth.cohort import CLASS_NAMES, SlideLayout, write_synthetic_cohort
 from .tiling import TilingParams
 from .training.cohort import read_cohort
 from .training.cohort_table import CohortTable
@@ -136,7 +136,7 @@ class DemoResult:
         return self.slide_path.stem
 
 
-def _held_out(layouts: Any, positive: str) -> tuple[str, str]:
+def _held_out(layouts: Sequence[SlideLayout], positive: str) -> tuple[str, str]:
     """The last positive and the last negative slide of the cohort."""
     pos = [lay.name for lay in layouts if lay.label == positive]
     neg = [lay.name for lay in layouts if lay.label != positive]

@@ -32,9 +32,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 import tifffile
@@ -87,7 +87,7 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
 
 
-def _measurements(pairs: dict[str, Any]) -> dict[str, float]:
+def _measurements(pairs: Mapping[str, float | None]) -> dict[str, float]:
     out = {}
     for key, value in pairs.items():
         if value is not None and np.isfinite(value):
@@ -271,7 +271,7 @@ def export_csv(path: str | os.PathLike, maps: AttentionMaps) -> Path:
     tissue = emb.tissue_fraction
     probs = [float(p) for p in pred.probabilities]
 
-    def fmt(v: Any) -> str:
+    def fmt(v: float | None) -> str:
         return "" if v is None or not np.isfinite(v) else repr(float(v))
 
     def write(tmp: str) -> None:

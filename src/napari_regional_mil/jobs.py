@@ -57,7 +57,7 @@ class Progress:
 Job = Generator[Progress, None, T]
 
 
-def run_job(job: Generator[Progress, None, T], on_progress: Callable[[Progress], Any] | None = None) -> T:
+def run_job(job: Generator[Progress, None, T], on_progress: Callable[[Progress], object] | None = None) -> T:
     """Run a job generator to its end and return its result.
 
     Parameters

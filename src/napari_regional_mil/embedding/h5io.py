@@ -87,7 +87,7 @@ def export_h5(emb: SlideEmbeddings, path: str | Path, *, include_regions: bool =
     return path
 
 
-def _coords_attrs(attrs: Any, emb: SlideEmbeddings) -> None:
+def _coords_attrs(attrs: h5py.AttributeManager, emb: SlideEmbeddings) -> None:
     meta = emb.meta
     side0 = meta.get("patch_size_level0")
     if side0 is not None:

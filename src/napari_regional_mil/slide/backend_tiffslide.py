@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsFloat
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class PreferOpenSlide(Exception):
     """Raised at open for a TIFF that OpenSlide reads better (Ventana BIF, Philips TIFF)."""
 
 
-def _number(value: Any) -> float | None:
+def _number(value: SupportsFloat | str | None) -> float | None:
     try:
         return float(value) if value is not None else None
     except (TypeError, ValueError):

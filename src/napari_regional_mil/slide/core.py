@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from .backend_wsidicom import WsiDicomBackend
 from .damage import DamageLog
 from .info import MppSource, SlideInfo, checked_slide_mpp, pick_properties
 from .pyramid import build_pyramid, native_level, unique_name
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 __all__ = ["DISPLAY_MIN_SIZE", "Slide", "open_slide"]
 
@@ -151,7 +154,7 @@ class Slide:
         if extra:  # opened despite what the library said (e.g. a broken extra IFD): say so
             self.info = replace(self.info, warnings=(*self.info.warnings, *extra))
         self._backend = handle
-        self._pyramid: list[Any] | None = None
+        self._pyramid: list[da.Array] | None = None
         self.damage = DamageLog(self.path)
         self._closed = False
 
@@ -239,7 +242,7 @@ class Slide:
         return best
 
     # --- pixels --------------------------------------------------------------------------------
-    def display_pyramid(self) -> list[Any]:
+    def display_pyramid(self) -> list[da.Array]:
         """The display pyramid: RGB uint8 dask arrays ``(h, w, 3)``, largest first.
 
         Native levels have the native tiles as chunks and read through a guarded chunk

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, SupportsFloat
 
 __all__ = ["MPP_RANGE", "SlideInfo", "checked_slide_mpp", "pick_properties"]
 
@@ -98,7 +98,9 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
-def _number(value: Any) -> float | None:
+def _number(value: SupportsFloat | str | None) -> float | None:
+    if value is None:
+        return None
     try:
         out = float(value)
     except (TypeError, ValueError):

@@ -16,12 +16,15 @@ px. Nothing is read until napari (or ``compute``) asks for a chunk.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .backend import LevelSource
 from .damage import GREY, DamageLog
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 __all__ = ["MAX_CHUNKS", "MAX_GROUP", "GuardedLevel", "build_pyramid", "display_chunks", "halve", "native_level"]
 
@@ -131,7 +134,7 @@ def _as_slice(key: Any, n: int) -> tuple[slice, Any]:
     return slice(lo, hi), idx - lo
 
 
-def native_level(source: LevelSource, *, level: int, log: DamageLog, name: str) -> Any:
+def native_level(source: LevelSource, *, level: int, log: DamageLog, name: str) -> da.Array:
     """One native level as an RGB uint8 dask array.
 
     Chunks are :func:`display_chunks` of ``source.tile``. Memory-mapped sources are wrapped
@@ -157,7 +160,7 @@ def _mean2x2(block: np.ndarray) -> np.ndarray:
     return ((s + 2) // 4).astype(np.uint8)
 
 
-def halve(level: Any) -> Any:
+def halve(level: da.Array) -> da.Array:
     """The lazy 2 x 2 mean of a (h, w, 3) uint8 dask level (odd last row/column dropped)."""
     h2, w2 = level.shape[0] // 2, level.shape[1] // 2
     src = level[: 2 * h2, : 2 * w2]
@@ -167,7 +170,7 @@ def halve(level: Any) -> Any:
     return src.map_blocks(_mean2x2, chunks=chunks, dtype=np.uint8, meta=np.zeros((0, 0, 0), np.uint8))
 
 
-def build_pyramid(levels: list[Any], *, min_size: int = 1024) -> list[Any]:
+def build_pyramid(levels: list[da.Array], *, min_size: int = 1024) -> list[da.Array]:
     """Native levels plus lazily halved ones until the longer side is at most ``min_size``."""
     out = list(levels)
     while max(out[-1].shape[:2]) > min_size and min(out[-1].shape[:2]) >= 2:
