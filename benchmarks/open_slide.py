@@ -22,6 +22,7 @@ Run (needs an X server; under a headless machine ``xvfb-run`` is used automatica
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -86,10 +87,9 @@ def child(path: str, reader: str, warm: bool) -> None:
         start = time.perf_counter()
         import dask.array
         import pint
-        import tiffslide  # noqa: F401
 
-        import napari_regional_mil._reader  # noqa: F401
-
+        for name in ("tiffslide", "napari_regional_mil._reader"):
+            importlib.import_module(name)
         _ = pint.get_application_registry().pixel
         dask.array.zeros(2).sum().compute()  # dask's first compute imports its scheduler machinery
         warm_s = time.perf_counter() - start

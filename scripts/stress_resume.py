@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -51,14 +52,14 @@ def child(slide: str, cache: str, record: str) -> None:
 
     read_batch = PatchReader._read_batch
 
-    def recording(self: PatchReader, start: int, stop: int, halt: object) -> np.ndarray:
-        batch = read_batch(self, start, stop, halt)  # type: ignore[arg-type]
+    def recording(self: PatchReader, start: int, stop: int, halt: threading.Event) -> np.ndarray:
+        batch = read_batch(self, start, stop, halt)
         tmp = Path(record) / f".batch_{start:06d}.npy"
         np.save(tmp, batch)
         os.replace(tmp, Path(record) / f"batch_{start:06d}.npy")
         return batch
 
-    PatchReader._read_batch = recording  # type: ignore[method-assign]
+    PatchReader._read_batch = recording  # type: ignore[method-assign]  # records what the reader returns
     job = embed_slide(slide, cache_dir=cache, tiling_params=TilingParams(patch_size=32, region_size=4),
                       batch_size=BATCH, chunk_rows=CHUNK_ROWS)
     for event in job:

@@ -115,8 +115,8 @@ def prepare_tiling_layers(
     Also pays what napari would pay in the GUI thread for its first layers (:func:`._warm_up.warm_up`).
     """
     warm_up()
-    dims = tuple(int(v) for v in (slide_dimensions or tiling.slide_dimensions))
-    return TilingLayers(tiling, grid_outlines(tiling), tissue, dims)  # type: ignore[arg-type]
+    width, height = (int(v) for v in (slide_dimensions or tiling.slide_dimensions))
+    return TilingLayers(tiling, grid_outlines(tiling), tissue, (width, height))
 
 
 def show_tiling_layers(viewer: Any, slide_layer: Any, prepared: TilingLayers) -> tuple[Any, Any]:

@@ -43,17 +43,19 @@ from napari.utils import notifications
 from napari.utils.task_status import Status
 from qtpy.QtCore import QEvent, QObject
 
-from napari_regional_mil._widgets._job_handle import (  # noqa: F401 - re-exported
+from napari_regional_mil._widgets._job_handle import (
     CLOSE_WAIT_S,
-    WORKER_NICE,
     JobHandle,
-    _be_nice,
-    _drive,
     _JobWorker,
-    _Outcome,
     _Progress,
     notify_error,
 )
+
+# the job handle's old import path (these names lived here before _job_handle split off)
+from napari_regional_mil._widgets._job_handle import WORKER_NICE as WORKER_NICE
+from napari_regional_mil._widgets._job_handle import _be_nice as _be_nice
+from napari_regional_mil._widgets._job_handle import _drive as _drive
+from napari_regional_mil._widgets._job_handle import _Outcome as _Outcome
 from napari_regional_mil.jobs import Progress
 
 __all__ = ["JobHandle", "cancel_all", "notify_error", "running_job", "start_job"]
