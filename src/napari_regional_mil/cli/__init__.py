@@ -18,6 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
+from ..errors import JobCancelled, RegionalMilError
+from ..slide import damage
+from ..slide.damage import SlideWarning
 from ._config import CONFIG_COMMANDS, apply_config
 
 __all__ = ["build_parser", "main"]
@@ -43,8 +47,6 @@ SUBCOMMANDS = (
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every available subcommand."""
-    from .. import __version__
-
     parser = argparse.ArgumentParser(
         prog="napari-regional-mil",
         description="Multiple-instance learning on regional embeddings for whole-slide images.",
@@ -92,8 +94,6 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    from ..errors import JobCancelled, RegionalMilError
-
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -127,9 +127,6 @@ def main(argv: list[str] | None = None) -> int:
 @contextlib.contextmanager
 def _one_line_warnings() -> Iterator[None]:
     """Show the project's slide warnings (damaged tiles...) as ``warning: <message>`` lines on stderr."""
-    from ..slide import damage
-    from ..slide.damage import SlideWarning
-
     previous = warnings.showwarning
 
     def damaged(notice: damage.DamageNotice) -> None:

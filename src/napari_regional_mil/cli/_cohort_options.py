@@ -27,7 +27,7 @@ def add_column_options(parser: argparse.ArgumentParser | Any) -> None:
 
 def columns_from_args(args: argparse.Namespace) -> Any:
     """The :class:`~napari_regional_mil.training.cohort.CohortColumns` the options name."""
-    from ..training.cohort import CohortColumns
+    from ..training.cohort import CohortColumns  # lazy: help (imports torch)
 
     return CohortColumns(
         slide=getattr(args, "slide_column", None),

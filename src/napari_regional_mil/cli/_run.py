@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..runrecord import run_record
+
 __all__ = ["record_for"]
 
 #: Parsed attributes that are not options.
@@ -20,8 +22,6 @@ def record_for(
     ``slides`` are the :class:`~napari_regional_mil.training.datasets.LabelledSlide` it
     used: their caches' keys (``--cache``) or their feature files (``--features``).
     """
-    from ..runrecord import run_record
-
     caches: dict[str, str] = {}
     features: dict[str, Any] = {}
     for slide in slides:

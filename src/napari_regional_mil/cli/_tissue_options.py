@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import TilingError
+from ..tissue import TissueOptions
+from ..tissue_source import TissueSource
+
 if TYPE_CHECKING:
     from ..tissue_source import TissueSource
 
@@ -48,10 +52,6 @@ def tissue_source(args: argparse.Namespace) -> TissueSource:
     TilingError
         A bad option value (one line naming the flag).
     """
-    from ..errors import TilingError
-    from ..tissue import TissueOptions
-    from ..tissue_source import TissueSource
-
     try:
         options = TissueOptions(
             method=args.tissue_method, threshold=args.tissue_cutoff, min_area_um2=args.min_tissue_area,

@@ -12,11 +12,14 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import TrainingError
+from ..clinical import parse_clinical_columns
+from ..errors import ClinicalError, CohortError, TrainingError
 from ..options import add_options, make, option_values
 from ..settings import ClinicalOptions, ModelConfig, SelectionConfig, TrainConfig
+from ..tiling import TilingParams
 from ._cohort_options import add_column_options, columns_from_args
 from ._config import add_config_option
+from ._progress import drive
 
 if TYPE_CHECKING:
     from ..clinical import ClinicalSpec
@@ -91,9 +94,6 @@ def clinical_spec_from_args(args: argparse.Namespace) -> ClinicalSpec | None:
     ClinicalError
         An empty name, an unknown kind, or a column named twice.
     """
-    from ..errors import ClinicalError
-    from ..clinical import parse_clinical_columns
-
     options = make(ClinicalOptions, option_values(ClinicalOptions, args))
     if not options.clinical.strip():
         return None
@@ -111,9 +111,7 @@ def model_options_from_args(args: argparse.Namespace) -> ModelOptions:
     TrainingError
         A value the settings refuse (e.g. min patches > max patches).
     """
-    from ..training.workflow import (
-        ModelOptions,  # imports torch: only when a command runs
-    )
+    from ..training.workflow import ModelOptions  # lazy: help (imports torch)
 
     try:
         return ModelOptions.from_values(vars(args))
@@ -163,14 +161,13 @@ def load_training_slides(args: argparse.Namespace, *, clinical: ClinicalSpec | N
     -------
     (cohort, slides)
     """
-    from ..cli._progress import drive
-    from ..training.cohort import read_cohort
+    from ..training.cohort import read_cohort  # lazy: help (imports torch)
     from ..training.datasets import (
         find_cache,
         find_feature_bag,
         load_cohort_embeddings,
         load_feature_bags,
-    )
+    )  # lazy: help (imports torch)
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     base = args.labels.parent
@@ -199,16 +196,13 @@ def load_training_slides(args: argparse.Namespace, *, clinical: ClinicalSpec | N
     _check_clinical(cohort, clinical)
     embed = None
     if args.embed_missing:
-        from ..embedding import embed_slide
-        from ..tiling import TilingParams
+        from ..embedding import embed_slide  # lazy: help (imports zarr)
 
         params = TilingParams(patch_size=args.patch_size, target_mpp=args.target_mpp, region_size=args.region_size)
 
         def embed(row):
             path = Path(row.slide) if Path(row.slide).is_file() else base / row.slide
             if not path.is_file():
-                from ..errors import CohortError
-
                 raise CohortError(f"{cohort.where(row)}: no cache for {row.slide!r} and no such slide file to embed")
             return embed_slide(path, cache_dir=args.cache, tiling_params=params, encoder=args.encoder or "builtin-he")
 
@@ -218,6 +212,6 @@ def load_training_slides(args: argparse.Namespace, *, clinical: ClinicalSpec | N
 
 def _check_clinical(cohort: Cohort, clinical: ClinicalSpec | None) -> None:
     if clinical is not None:
-        from ..training.clinical_values import check_cohort_clinical
+        from ..training.clinical_values import check_cohort_clinical  # lazy: help (imports torch)
 
         check_cohort_clinical(cohort, clinical)

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..atomic import write_json_atomic
+from ..errors import ClinicalError, ConfigError, TrainingError
+from ..runrecord import write_run_record
+from ._config import config_table, read_config
+from ._progress import drive
+from ._run import record_for
 from ._train_options import (
     add_clinical_options,
     add_data_options,
     add_model_options,
     add_train_options,
+    clinical_spec_from_args,
+    load_training_slides,
+    model_config_from_args,
+    train_config_from_args,
 )
+from .cmd_train import _print_warning, context_dims_of, plan_line
 
 if TYPE_CHECKING:
     from ..clinical import ClinicalSpec
@@ -71,12 +83,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _grid(args: argparse.Namespace):
     """The tuning grid: the config file's [tune] table, else the default one."""
-    from ..errors import ConfigError
-    from ..training.tuning import TuneGrid
+    from ..training.tuning import TuneGrid  # lazy: help (imports torch)
 
     if getattr(args, "config", None) is None:
         return TuneGrid()
-    from ._config import config_table, read_config
 
     table = config_table(args.config, read_config(args.config), "tune")
     try:
@@ -87,23 +97,10 @@ def _grid(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``crossval``."""
-    import warnings
-
-    from ..cli._progress import drive
-    from ..cli._train_options import (
-        clinical_spec_from_args,
-        load_training_slides,
-        model_config_from_args,
-        train_config_from_args,
-    )
-    from ..cli.cmd_train import _print_warning, context_dims_of, plan_line
-    from ..errors import ClinicalError, TrainingError
-    from ..model.checkpoint import save_checkpoint
-    from ..runrecord import write_run_record
-    from ..training.crossval import cross_validate
-    from ..training.device import resolve_device
-    from ..training.outputs import check_output_folder, staged_folder, write_report
-    from ._run import record_for
+    from ..model.checkpoint import save_checkpoint  # lazy: help (imports torch)
+    from ..training.crossval import cross_validate  # lazy: help (imports torch)
+    from ..training.device import resolve_device  # lazy: help (imports torch)
+    from ..training.outputs import check_output_folder, staged_folder, write_report  # lazy: help (imports torch)
 
     out = check_output_folder(args.out, TrainingError) if args.out is not None else None
     if args.bootstrap < 0:
@@ -179,15 +176,8 @@ def _ablation(
     ``out`` gets ``ablation.json`` (each arm's fold and pooled AUCs), ``ablation_predictions.csv``
     (every slide's out-of-fold probabilities per arm) and ``run.json``, all or none.
     """
-    import warnings
-
-    from ..atomic import write_json_atomic
-    from ..cli._progress import drive
-    from ..cli.cmd_train import _print_warning
-    from ..runrecord import write_run_record
-    from ..training.ablation import clinical_ablation
-    from ..training.outputs import staged_folder
-    from ._run import record_for
+    from ..training.ablation import clinical_ablation  # lazy: help (imports torch)
+    from ..training.outputs import staged_folder  # lazy: help (imports torch)
 
     with warnings.catch_warnings():
         warnings.simplefilter("once")

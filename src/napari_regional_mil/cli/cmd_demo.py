@@ -15,7 +15,13 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+
+from .. import demo
+from ..errors import TrainingError
+from ..tiling import TilingParams
+from ._progress import drive
 
 #: Set in the environment of the re-run under Xvfb (no one can see the window: screenshot and exit).
 UNDER_XVFB = "NAPARI_REGIONAL_MIL_DEMO_XVFB"
@@ -68,8 +74,6 @@ def _rerun_under_xvfb(args: argparse.Namespace, xvfb: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``demo``."""
-    from ..errors import TrainingError
-
     gui = not args.no_gui
     if gui and _headless_linux() and not os.environ.get(UNDER_XVFB):
         xvfb = shutil.which("xvfb-run")
@@ -79,19 +83,14 @@ def run(args: argparse.Namespace) -> int:
               "or run on a desktop; computing the predictions only.", file=sys.stderr)
         gui = False
 
-    from dataclasses import replace
-
-    from ..cli._progress import drive
-    from ..demo import FAST, DemoSettings, run_demo
-    from ..tiling import TilingParams
-
     try:
-        settings = replace(FAST if args.quick else DemoSettings(), n_slides=args.slides if not args.quick else FAST.n_slides,
+        settings = replace(demo.FAST if args.quick else demo.DemoSettings(),
+                           n_slides=args.slides if not args.quick else demo.FAST.n_slides,
                            seed=args.seed)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
     started = time.perf_counter()
-    result = drive(run_demo(args.out, settings=settings))
+    result = drive(demo.run_demo(args.out, settings=settings))
     out = args.out
     print(f"cohort {result.cohort_csv} ({settings.n_slides} slides), model {result.model_path}")
     for name, p in result.predictions.items():
@@ -103,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     print("opening napari...", flush=True)
-    from .._widgets._demo_view import run_event_loop, save_screenshot, show_demo
+    from .._widgets._demo_view import run_event_loop, save_screenshot, show_demo  # lazy: optional (napari, Qt)
 
     tiling = TilingParams(patch_size=settings.patch_px, target_mpp=0.5, region_size=settings.region_size)
     shown = show_demo(result, tiling=tiling, settings=settings)

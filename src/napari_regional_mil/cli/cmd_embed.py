@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import EncoderError, TilingError
+from ..jobs import Progress
+from ..runrecord import run_record, write_run_record
+from ..tiling import TilingParams
 from ._config import add_config_option
+from ._progress import drive
 from ._tissue_options import add_tissue_arguments, tissue_source
 
 
@@ -73,8 +78,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _write_run_record(args: argparse.Namespace, summaries: list) -> None:
     """``<cache>/run.json``: this run's options, versions and the stores it wrote or reused (the latest run)."""
-    from ..runrecord import run_record, write_run_record
-
     stores = {s.slide: Path(s.cache_path).name for s in summaries if s.ok and s.cache_path}
     options = {k: v for k, v in vars(args).items() if k not in ("func", "config_values", "command")}
     record = run_record("embed", options, config_file=getattr(args, "config", None), outputs=[*stores.values()])
@@ -85,12 +88,8 @@ def _write_run_record(args: argparse.Namespace, summaries: list) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``embed``; 0 when every slide is cached, 1 when some failed."""
-    from ..cli._progress import drive
-    from ..embedding.workflow import ContextRequest, embed_slides
-    from ..encoders.spec import resolve_device
-    from ..errors import TilingError
-    from ..jobs import Progress
-    from ..tiling import TilingParams
+    from ..embedding.workflow import ContextRequest, embed_slides  # lazy: help (imports zarr)
+    from ..encoders.spec import resolve_device  # lazy: help (imports torch)
 
     if args.patch_size < 8 or args.region_size < 1 or not args.target_mpp > 0 or args.batch_size < 1:
         raise TilingError("--patch-size must be >= 8, --region-size >= 1, --target-mpp > 0, --batch-size >= 1")
@@ -131,8 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _encoder_options(args: argparse.Namespace) -> dict[str, object] | None:
     """``--weights`` / ``--from-hub`` as encoder options; ``--from-hub`` only for a published encoder."""
-    from ..encoders import KNOWN_ENCODERS, canonical_name
-    from ..errors import EncoderError
+    from ..encoders import KNOWN_ENCODERS, canonical_name  # lazy: help (imports torch)
 
     if args.from_hub:
         if canonical_name(str(args.encoder)) not in KNOWN_ENCODERS:

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
-    from ..encoders.spec import IMAGENET_MEAN, IMAGENET_STD
+    from ..encoders.spec import IMAGENET_MEAN, IMAGENET_STD  # lazy: help (imports torch)
 
     if tuple(mean) == IMAGENET_MEAN and tuple(std) == IMAGENET_STD:
         return "imagenet"
@@ -38,8 +38,8 @@ def _normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
 
 def rows() -> list[dict[str, object]]:
     """One record per encoder: built-ins, then the known published encoders (no network)."""
-    from ..encoders import ALIASES, KNOWN_ENCODERS
-    from ..encoders.hub import cached_file
+    from ..encoders import ALIASES, KNOWN_ENCODERS  # lazy: help (imports torch)
+    from ..encoders.hub import cached_file  # lazy: help (imports torch)
 
     out: list[dict[str, object]] = [
         {
@@ -97,7 +97,7 @@ def rows() -> list[dict[str, object]]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``encoders``."""
-    from ..encoders.hub import hub_cache_dir
+    from ..encoders.hub import hub_cache_dir  # lazy: help (imports torch)
 
     records = rows()
     if args.json:
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         "a login: "
         "hf auth login, or HF_TOKEN)"
     )
-    from ..encoders import ALIASES
+    from ..encoders import ALIASES  # lazy: help (imports torch)
 
     aliases = [f"{alias} -> {name}" for alias, name in ALIASES.items()]
     if aliases:

@@ -6,8 +6,12 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._cohort_options import add_column_options
+from ..clinical import parse_clinical_columns
+from ..errors import ClinicalError, CohortError, TrainingError
+from ._cohort_options import add_column_options, columns_from_args
 from ._config import add_config_option
+from ._progress import drive
+from ._run import record_for
 
 if TYPE_CHECKING:
     from ..model.checkpoint import Checkpoint
@@ -57,15 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``evaluate``."""
-    from ..cli._progress import drive
-    from ..errors import CohortError, TrainingError
-    from ..model.checkpoint import load_checkpoint
-    from ..training.cohort import read_cohort
-    from ..training.device import resolve_device
-    from ..training.evaluate import evaluate_cohort, write_evaluation
-    from ..training.outputs import check_output_folder
-    from ._cohort_options import columns_from_args
-    from ._run import record_for
+    from ..model.checkpoint import load_checkpoint  # lazy: help (imports torch)
+    from ..training.cohort import read_cohort  # lazy: help (imports torch)
+    from ..training.device import resolve_device  # lazy: help (imports torch)
+    from ..training.evaluate import evaluate_cohort, write_evaluation  # lazy: help (imports torch)
+    from ..training.outputs import check_output_folder  # lazy: help (imports torch)
 
     out = check_output_folder(args.out, TrainingError)
     if args.bootstrap < 0:
@@ -96,9 +96,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_clinical(args: argparse.Namespace, checkpoint: Checkpoint) -> None:
     """``--clinical`` must name the model's clinical variables (in any order and case)."""
-    from ..errors import ClinicalError
-    from ..clinical import parse_clinical_columns
-
     if args.clinical is None:
         return
     encoding = checkpoint.config.clinical

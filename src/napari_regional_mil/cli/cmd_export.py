@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..export import ExportError
+from ._progress import drive
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` subcommand."""
@@ -31,9 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``export``."""
-    from ..batch_export import export_predictions
-    from ..cli._progress import drive
-    from ..export import ExportError
+    from ..batch_export import export_predictions  # lazy: help (imports torch)
 
     if not args.out.exists():
         if not args.out.parent.is_dir():

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import CacheError, RegionalMilError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export-h5`` subcommand."""
@@ -25,9 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``export-h5``; 1 when some slides could not be exported."""
-    from ..embedding.h5io import export_h5
-    from ..embedding.store import find_slide_cache, load_slide_embeddings
-    from ..errors import CacheError, RegionalMilError
+    from ..embedding.h5io import export_h5  # lazy: help (imports h5py and zarr)
+    from ..embedding.store import find_slide_cache, load_slide_embeddings  # lazy: help (imports zarr)
 
     args.out.mkdir(parents=True, exist_ok=True)
     failed = []

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import RegionalMilError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``import-h5`` subcommand."""
@@ -28,9 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``import-h5``; 1 when some files could not be imported."""
-    from ..embedding.h5io import import_h5
-    from ..embedding.store import import_key, write_slide_embeddings
-    from ..errors import RegionalMilError
+    from ..embedding.h5io import import_h5  # lazy: help (imports h5py and zarr)
+    from ..embedding.store import import_key, write_slide_embeddings  # lazy: help (imports zarr)
 
     failed = []
     for path in args.files:

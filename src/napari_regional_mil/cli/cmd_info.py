@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import RegionalMilError
+from ..geometry import patch_size_level0
+from ..slide import open_slide
+from ..tiling import TilingParams, tile_slide
 from ._tissue_options import add_tissue_arguments, tissue_source
 
 
@@ -38,10 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _tiling_summary(slide: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from ..errors import RegionalMilError
-    from ..geometry import patch_size_level0
-    from ..tiling import TilingParams, tile_slide
-
     params = TilingParams(
         patch_size=args.patch_size, target_mpp=args.target_mpp, region_size=args.region_size,
         tissue_threshold=args.tissue_threshold,
@@ -118,10 +119,6 @@ def _print_text(info: dict[str, Any], tiling: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``info``."""
-    import json
-
-    from ..slide import open_slide
-
     with open_slide(args.slide, mpp=args.mpp, backend=args.backend) as slide:
         info = slide.info.to_dict()
         tiling = _tiling_summary(slide, args)

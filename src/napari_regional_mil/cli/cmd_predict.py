@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..atomic import write_text_atomic
+from ..errors import CacheError, TrainingError
+from ..jobs import Progress
+from ._progress import drive
+
 if TYPE_CHECKING:
-    from ..model.checkpoint import Checkpoint
     from ..clinical import ClinicalRecord
+    from ..model.checkpoint import Checkpoint
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,22 +54,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``predict``."""
-    import csv
-    import io
-
-    from ..cli._progress import drive
-    from ..errors import CacheError
-    from ..model.checkpoint import load_checkpoint
-    from ..training.cohort import CohortRow
-    from ..training.datasets import find_cache, find_feature_bag
-    from ..training.feature_files import read_feature_file
-    from ..training.predict import attention_path, predict_slide, write_attention
+    from ..model.checkpoint import load_checkpoint  # lazy: help (imports torch)
+    from ..training.cohort import CohortRow  # lazy: help (imports torch)
+    from ..training.datasets import find_cache, find_feature_bag  # lazy: help (imports torch)
+    from ..training.feature_files import read_feature_file  # lazy: help (imports torch)
+    from ..training.predict import attention_path, predict_slide, write_attention  # lazy: help (imports torch)
 
     if args.out is not None and not args.out.parent.is_dir():  # before any work
-        from ..errors import TrainingError
 
         raise TrainingError(f"{args.out}: folder {args.out.parent} does not exist")
-    from ..training.device import resolve_device
+    from ..training.device import resolve_device  # lazy: help (imports torch)
 
     resolve_device(args.device)
     checkpoint = load_checkpoint(args.model)
@@ -80,9 +81,8 @@ def run(args: argparse.Namespace) -> int:
             where = f"no feature file (.h5/.npz/.pt) in {args.features}"
         if found is None:
             if args.cache is not None and checkpoint.encoder.get("name"):
-                from ..encoders.policy import (
-                    embed_hint,  # says what the encoder needs; never loads it
-                )
+                # embed_hint says what the encoder needs; it never loads it
+                from ..encoders.policy import embed_hint  # lazy: help (imports torch)
 
                 hint = embed_hint(checkpoint.encoder)
                 raise CacheError(
@@ -92,13 +92,11 @@ def run(args: argparse.Namespace) -> int:
         sources.append(found)
 
     def job():
-        from ..jobs import Progress
-
         out = []
         for i, (row, source) in enumerate(zip(rows, sources)):
             yield Progress("predict", i, len(rows), row.name)
             if args.cache is not None:
-                from ..embedding.store import load_slide_embeddings
+                from ..embedding.store import load_slide_embeddings  # lazy: help (imports zarr)
 
                 embeddings = load_slide_embeddings(source)
             else:
@@ -130,8 +128,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(buffer.getvalue())
     else:
-        from ..atomic import write_text_atomic
-
         write_text_atomic(args.out, buffer.getvalue())
         print(f"wrote {args.out} ({len(predictions)} slides)")
     return 0
@@ -145,7 +141,7 @@ def _clinical_values(
         read_clinical_table,
         records_for,
         require_clinical,
-    )
+    )  # lazy: help (imports torch)
 
     encoding = checkpoint.config.clinical
     require_clinical(encoding, args.model.name, args.clinical_table)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import CohortError, EncoderError, TrainingError
+from ._progress import drive
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``pretrain`` subcommand."""
@@ -45,8 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`AutoencoderConfig` or :class:`MilPretrainConfig` of the parsed options."""
-    from ..errors import TrainingError
-    from ..pretrain import AutoencoderConfig, HandoverConfig, MilPretrainConfig
+    from ..pretrain import AutoencoderConfig, HandoverConfig, MilPretrainConfig  # lazy: help (imports torch)
 
     if args.method == "handover":
         changes = {"epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed, "patches_per_slide": args.patches,
@@ -71,9 +73,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pretrain``."""
-    from ..cli._progress import drive
-    from ..errors import CohortError, EncoderError
-    from ..pretrain import fine_tune_handover, train_autoencoder, train_mil_encoder
+    from ..pretrain import fine_tune_handover, train_autoencoder, train_mil_encoder  # lazy: help (imports torch)
 
     config = config_from_args(args)
     slides = args.slides[0] if len(args.slides) == 1 else args.slides

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import SlideError
+from ._progress import drive
+
 
 def _grid(text: str) -> tuple[int, int]:
     try:
@@ -46,9 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``synth``."""
-    from ..cli._progress import drive
-    from ..errors import SlideError
-    from ..synth.cohort import write_synthetic_cohort
+    from ..synth.cohort import write_synthetic_cohort  # lazy: help (imports zarr and scikit-image)
 
     if args.slides < 2:
         raise SlideError(f"{args.out_dir}: need at least 2 slides (one per class), got {args.slides}")

@@ -6,6 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import RegionalMilError
+from ..slide import open_slide
+from ..slide.formats import slide_name
+from ..tiling import TilingParams, tile_slide, validate_params
+from ..tiling_export import write_coords_h5, write_tiling_geojson
 from ._tissue_options import add_tissue_arguments, tissue_source
 
 
@@ -38,12 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tile``; 0 when every slide was written, 1 when some failed (2: bad options)."""
-    from ..errors import RegionalMilError
-    from ..slide import open_slide
-    from ..slide.formats import slide_name
-    from ..tiling import TilingParams, tile_slide, validate_params
-    from ..tiling_export import write_coords_h5, write_tiling_geojson
-
     params = TilingParams(patch_size=args.patch_size, target_mpp=args.target_mpp, region_size=args.region_size,
                           tissue_threshold=args.tissue_threshold)
     validate_params(params)

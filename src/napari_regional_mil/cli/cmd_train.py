@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
+from ..errors import CheckpointError
+from ..runrecord import write_run_record
+from ._progress import drive
+from ._run import record_for
 from ._train_options import (
     add_clinical_options,
     add_data_options,
     add_model_options,
     add_train_options,
+    clinical_spec_from_args,
+    load_training_slides,
+    model_config_from_args,
+    train_config_from_args,
 )
 
 
@@ -49,27 +58,15 @@ def context_dims_of(slides) -> dict[str, int]:
     """Context embeddings (several scales) that every slide has: the core's
     :func:`~napari_regional_mil.training.workflow.context_dims_of`, shared with the Train widget.
     """
-    from ..training.workflow import context_dims_of as common_context_dims
+    from ..training.workflow import context_dims_of as common_context_dims  # lazy: help (imports torch)
 
     return common_context_dims(slides)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``train``."""
-    import warnings
-
-    from ..cli._progress import drive
-    from ..cli._train_options import (
-        clinical_spec_from_args,
-        load_training_slides,
-        model_config_from_args,
-        train_config_from_args,
-    )
-    from ..errors import CheckpointError
-    from ..runrecord import write_run_record
-    from ..training.device import resolve_device
-    from ..training.workflow import train_cohort
-    from ._run import record_for
+    from ..training.device import resolve_device  # lazy: help (imports torch)
+    from ..training.workflow import train_cohort  # lazy: help (imports torch)
 
     if not args.out.parent.is_dir():
         raise CheckpointError(f"{args.out}: folder {args.out.parent} does not exist")

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
+from safetensors import safe_open
 
+from .. import __version__
 from ..atomic import atomic_path
 from ..embedding.types import SlideEmbeddings
 from ..errors import CheckpointError
@@ -137,10 +140,6 @@ class Checkpoint:
 
 
 def _versions() -> dict[str, str]:
-    import safetensors
-
-    from .. import __version__
-
     return {
         "napari_regional_mil": __version__,
         "torch": torch.__version__,
@@ -157,8 +156,6 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     CheckpointError
         The folder is missing or not writable.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     if len(checkpoint.class_names) != checkpoint.config.n_classes:
         raise CheckpointError(f"{path}: {len(checkpoint.class_names)} class names for {checkpoint.config.n_classes} classes")
@@ -166,7 +163,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     metadata = {_META_KEY: json.dumps(checkpoint.to_json(), sort_keys=True, default=str)}
     try:
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+            safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot write the checkpoint ({exc.strerror or exc})") from None
     return path
@@ -180,8 +177,6 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     CheckpointError
         Missing, truncated, corrupt or foreign file (naming it).
     """
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")

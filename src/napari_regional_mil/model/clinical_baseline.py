@@ -15,14 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 
-from ..errors import TrainingError
 from ..clinical import (
     ClinicalEncoding,
     ClinicalRecord,
     ClinicalSpec,
     fit_clinical_encoding,
 )
+from ..errors import TrainingError
 from .contributions import Contributions, explain_additive
 
 __all__ = ["ClinicalLogistic", "fit_clinical_logistic"]
@@ -102,8 +103,6 @@ def fit_clinical_logistic(
     TrainingError
         The training slides hold fewer than two classes.
     """
-    from sklearn.linear_model import LogisticRegression
-
     labels = np.asarray(labels, dtype=np.int64)
     present = np.unique(labels)
     if present.size < 2:

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..clinical import ClinicalRecord
 from ..embedding.types import SlideEmbeddings
 from ..errors import ClinicalError, TrainingError
-from ..clinical import ClinicalRecord
 from .config import ModelConfig
 from .contributions import Contributions, explain_additive
 from .layers import (

@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from ..embedding.types import SlideEmbeddings
 from .config import SelectionConfig
@@ -198,8 +199,6 @@ def uniform_sample(grid_xy: np.ndarray, count: int, *, rng: np.random.Generator)
     numpy.ndarray
         ``count`` distinct int64 patch indices (unsorted).
     """
-    from scipy.spatial import cKDTree
-
     xy = np.asarray(grid_xy, dtype=np.float64)
     chosen = farthest_point_order(xy, count, rng=rng)
     if chosen.size < 2 or chosen.size == xy.shape[0]:

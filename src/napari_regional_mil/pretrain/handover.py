@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..encoders import load_encoder
 from ..errors import EncoderError, TrainingError
 from ..jobs import Progress
 from ..model.config import ModelConfig
@@ -140,8 +141,6 @@ def fine_tune_handover(
     CohortError, TrainingError
         Invalid labels, one class only, too few tissue patches.
     """
-    from ..encoders import load_encoder
-
     started = time.perf_counter()
     out = check_encoder_path(out)
     frozen = load_encoder(encoder)

@@ -33,6 +33,7 @@ from ..pretrain.networks import (
     save_pretrained_encoder,
 )
 from ..pretrain.sampling import augment, channel_statistics, list_slides, sample_patches
+from ..training.cohort import read_cohort, slide_key
 
 __all__ = ["AttentionMilPretrainer", "MilPretrainConfig", "read_labelled_slides", "train_mil_encoder"]
 
@@ -150,8 +151,6 @@ def read_labelled_slides(
     CohortError
         Invalid CSV (one class, unknown label, ...) or a row whose slide is not among ``slides``.
     """
-    from ..training.cohort import read_cohort, slide_key
-
     files = {slide_key(p.name): p for p in list_slides(slides)}
     cohort = read_cohort(
         labels, class_names=class_names, slide_exists=lambda row: row.name in files,

@@ -13,6 +13,7 @@ and normalisation.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,8 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from ..encoders import (
+    KNOWN_ENCODERS,
     EncoderSpec,
     FrozenEncoder,
+    canonical_name,
+    is_registered,
     load_encoder,
     register_encoder,
     save_encoder,
@@ -162,8 +166,6 @@ def save_pretrained_encoder(
     FrozenEncoder
         The encoder as :func:`~napari_regional_mil.encoders.load_encoder` loads it.
     """
-    import copy
-
     path = check_encoder_path(path)
     cpu = copy.deepcopy(module).to("cpu").eval()
     spec = EncoderSpec(
@@ -187,8 +189,6 @@ def register_pretrained_encoder(path: str | os.PathLike) -> str | None:
     kind of encoder (e.g. ``builtin-he``, ``uni_v1`` or its alias ``uni``) is left alone and
     ``None`` is returned.
     """
-    from ..encoders import KNOWN_ENCODERS, canonical_name, is_registered
-
     path = Path(path).resolve()
     name = encoder_name(path)
     if canonical_name(name) in KNOWN_ENCODERS or (is_registered(name) and name not in _OWN_NAMES):

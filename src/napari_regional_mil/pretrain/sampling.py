@@ -24,9 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..embedding.reader import PatchReader, plan_reads
+from ..encoders.builtin import _RGB_FROM_HED
 from ..errors import TilingError, TrainingError
 from ..jobs import Progress
-from ..slide import formats
+from ..slide import formats, open_slide
+from ..tiling import TilingParams, tile_slide
+from ..tissue import detect_tissue
 
 __all__ = ["SLIDE_SUFFIXES", "PatchSample", "augment", "channel_statistics", "list_slides", "sample_patches"]
 
@@ -145,11 +149,6 @@ def sample_patches(
     SlideError
         A slide cannot be opened or read.
     """
-    from ..embedding.reader import PatchReader, plan_reads
-    from ..slide import open_slide
-    from ..tiling import TilingParams, tile_slide
-    from ..tissue import detect_tissue
-
     paths = list_slides(slides)
     params = TilingParams(patch_size=patch_size, target_mpp=mpp, region_size=region_size, tissue_threshold=tissue_threshold)
     rng = np.random.default_rng(seed)
@@ -219,8 +218,6 @@ def _share(counts: np.ndarray, budget: int) -> np.ndarray:
 
 #: Ruifrok & Johnston stain matrix (rows: haematoxylin, eosin, DAB), shared with ``builtin-he``.
 def _rgb_from_hed() -> torch.Tensor:
-    from ..encoders.builtin import _RGB_FROM_HED
-
     m = np.asarray(_RGB_FROM_HED, dtype=np.float64)
     return torch.from_numpy((m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32))
 

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from ..atomic import write_text_atomic
+from ..clinical import ClinicalSpec
 from ..errors import TrainingError
 from ..jobs import Progress
-from ..clinical import ClinicalSpec
 from ..model.clinical_baseline import fit_clinical_logistic
 from ..model.config import ModelConfig
 from .crossval import CrossValResult, cross_validate

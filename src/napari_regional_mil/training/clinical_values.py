@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from ..errors import ClinicalError, CohortError
 from ..clinical import (
     ClinicalEncoding,
     ClinicalRecord,
     ClinicalSpec,
     fit_clinical_encoding,
 )
+from ..errors import ClinicalError, CohortError
 from .cohort import DEFAULT_COLUMNS, Cohort, CohortRow, slide_key
 from .tables import read_table
 

@@ -18,6 +18,7 @@ cross-validation on its training slides only.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Generator, Sequence
@@ -36,6 +37,7 @@ from ..model.config import ModelConfig
 from .clinical_values import check_clinical_values
 from .datasets import LabelledSlide, clinical_records
 from .evaluation import tune_threshold
+from .fold_cluster import run_folds_on_cluster
 from .fold_run import FoldResult, FoldRun, as_fold_events, run_fold
 from .folds import stratified_group_folds
 from .memory import prepare_slides
@@ -175,8 +177,6 @@ class CrossValResult:
 
     def write_json(self, path: str | os.PathLike[str], report: EvaluationReport | None = None) -> Path:
         """Write :meth:`to_json` atomically (strict JSON: ``null`` for undefined values)."""
-        import json
-
         json.dumps(self.to_json(report), allow_nan=False)  # fail here, not in a reader, if a NaN slipped through
         return write_json_atomic(path, self.to_json(report), sort_keys=False)
 
@@ -243,10 +243,6 @@ def cross_validate(
     tunings: list[TuneResult] = []
     model_type = model_config.model_type if model_config is not None else "regional"
     if scheduler:
-        from .fold_cluster import (
-            run_folds_on_cluster,  # dask.distributed: the [cluster] extra
-        )
-
         runs = yield from run_folds_on_cluster(
             slides, folds, class_names=class_names, model_config=model_config, config=config, tune=tune,
             clinical=clinical, scheduler=scheduler, workers=workers, total=1000 * steps,

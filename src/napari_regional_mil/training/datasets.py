@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..clinical import ClinicalRecord
 from ..embedding.store import LazyEmbeddings, StoredEmbeddings, find_slide_cache
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError, ClinicalError, MissingCacheError, TrainingError
 from ..jobs import Progress
 from ..model.checkpoint import provenance
-from ..clinical import ClinicalRecord
 from .clinical_values import clinical_record_of
 from .cohort import Cohort, CohortRow
 from .feature_files import find_feature_file, read_feature_file

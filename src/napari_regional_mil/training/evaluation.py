@@ -17,6 +17,7 @@ from typing import overload
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.metrics import roc_curve
 
 from ..thresholds import ThresholdRule, parse_threshold
 
@@ -99,8 +100,6 @@ def tune_threshold(
         A tuned rule on a model with more than two classes, or validation slides that
         hold one class only.
     """
-    from sklearn.metrics import roc_curve
-
     rule = parse_threshold(rule)
     if not rule.tuned:
         return rule.target

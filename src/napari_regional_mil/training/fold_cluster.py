@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from ..clinical import ClinicalSpec
 from ..embedding.store import LazyEmbeddings
@@ -86,7 +87,7 @@ def _placeholder(slide: LabelledSlide) -> SlideEmbeddings:
 
 
 def _worker_address() -> str:
-    from distributed import get_worker
+    from distributed import get_worker  # lazy: optional (dask.distributed: the [cluster] extra)
 
     try:
         return str(get_worker().address)
@@ -140,8 +141,7 @@ def fold_task(
     topic: str,
 ) -> FoldRun:
     """Fold ``k`` (0-based) on a worker: open the caches, train on the other slides, test on ``test_idx``."""
-    import torch
-    from distributed import get_worker
+    from distributed import get_worker  # lazy: optional (dask.distributed: the [cluster] extra)
 
     worker = _worker_address()
     slides = [ref.open(worker) for ref in refs]
@@ -169,7 +169,7 @@ def fold_task(
 
 
 def _connect(scheduler: str, workers: int) -> tuple[Client, LocalCluster | None]:
-    from distributed import Client, LocalCluster  # optional: the [cluster] extra
+    from distributed import Client, LocalCluster  # lazy: optional (dask.distributed: the [cluster] extra)
 
     if scheduler == "local":
         cluster = LocalCluster(n_workers=max(1, int(workers)), threads_per_worker=1, processes=True,
@@ -222,8 +222,6 @@ def run_folds_on_cluster(
     RegionalMilError
         A fold's error (e.g. a cache deleted meanwhile), as raised on its worker.
     """
-    import torch
-
     refs = [SlideRef.of(s) for s in slides]
     threads = int(config.threads) if config.threads is not None else torch.get_num_threads()
     topic = f"napari-regional-mil-crossval-{uuid.uuid4().hex}"

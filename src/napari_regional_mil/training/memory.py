@@ -81,7 +81,7 @@ class MemoryPlan:
 
 
 def _available_memory() -> int:
-    import psutil
+    import psutil  # lazy: optional (psutil: not a declared dependency, napari and distributed bring it)
 
     return int(psutil.virtual_memory().available)
 

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
+from ..clinical import ClinicalRecord
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError
 from ..model.checkpoint import Checkpoint, load_checkpoint
-from ..clinical import ClinicalRecord
 from ..model.first_model import Bag, FirstModel, make_bag
 from .device import autocast, bag_to, resolve_device
 from .prediction import SlidePrediction

@@ -23,6 +23,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from openpyxl import load_workbook
+from openpyxl.utils.exceptions import InvalidFileException
+
 from ..errors import CohortError
 
 __all__ = ["EXCEL_SUFFIXES", "TABLE_SUFFIXES", "TSV_SUFFIXES", "Table", "read_table"]
@@ -129,9 +132,6 @@ def _cell_text(value: object) -> str:
 
 
 def _read_excel(path: Path) -> Table:
-    from openpyxl import load_workbook
-    from openpyxl.utils.exceptions import InvalidFileException
-
     try:
         # not read_only: merged-cell ranges are only known in the full mode
         book = load_workbook(path, data_only=True)

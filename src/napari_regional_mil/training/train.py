@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..clinical import ClinicalSpec, fit_clinical_encoding
 from ..errors import TrainingError
 from ..jobs import Progress
 from ..model.checkpoint import Checkpoint, save_checkpoint
-from ..clinical import ClinicalSpec, fit_clinical_encoding
 from ..model.config import ModelConfig
 from ..model.first_model import FirstModel
 from ..settings import TrainConfig

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from ..clinical import ClinicalSpec
 from ..errors import TrainingError
 from ..jobs import Progress
-from ..clinical import ClinicalSpec
 from ..model.config import ModelConfig
 from .datasets import LabelledSlide
 from .folds import stratified_group_folds

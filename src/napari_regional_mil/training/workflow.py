@@ -17,10 +17,10 @@ import os
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..clinical import ClinicalSpec
 from ..embedding.store import cached_contexts
 from ..errors import TrainingError
 from ..jobs import Progress
-from ..clinical import ClinicalSpec
 from ..model.config import ModelConfig, SelectionConfig
 from ..options import OptionValue, make, option_values, options_of
 from .clinical_values import check_clinical_values
