@@ -1,3 +1,5 @@
+"""``python -m napari_regional_mil.cli``: the ``napari-regional-mil`` command line."""
+
 import sys
 
 from . import main

@@ -183,7 +183,9 @@ def apply_config(
     for key, value in values.items():
         action = actions.get(key.replace("-", "_"))
         if action is None:
-            raise ConfigError(f"{path.name}: unknown key {key!r} for {command} (see napari-regional-mil {command} --help)")
+            raise ConfigError(
+                f"{path.name}: unknown key {key!r} for {command} (see napari-regional-mil {command} --help)"
+            )
         defaults[action.dest] = _convert(path, key, action, value)
     given = {a.dest for a in parser._actions if any(_names(arg, a) for arg in argv)}
     for group in parser._mutually_exclusive_groups:  # --features on the command line beats cache = in the file

@@ -38,7 +38,8 @@ def add_tissue_arguments(parser: argparse.ArgumentParser) -> None:
                        help="use this tissue mask (a PNG saved from the Slide widget or painted elsewhere, covering "
                             "the whole slide) instead of detecting tissue; a folder: <slide>.png per slide")
     group.add_argument("--annotations", type=Path, default=None, metavar="FILE",
-                       help="QuPath GeoJSON annotations (polygons, level-0 pixels); a folder: <slide>.geojson per slide")
+                       help="QuPath GeoJSON annotations (polygons, level-0 pixels); "
+                            "a folder: <slide>.geojson per slide")
     group.add_argument("--annotations-as", choices=("include", "exclude"), default="include",
                        help="include: tile only the tissue inside the annotations; exclude: remove the annotated "
                             "areas (pen marks, folds) (default: include)")

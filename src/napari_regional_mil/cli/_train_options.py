@@ -55,7 +55,8 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         "rebuilt from the coordinates and patch size in the file, with --region-size)",
     )
     parser.add_argument("--encoder", metavar="NAME", help="use caches of this encoder (when several exist)")
-    parser.add_argument("--classes", metavar="A,B,...", help="class names in the model's order (default: sorted labels)")
+    parser.add_argument("--classes", metavar="A,B,...",
+                        help="class names in the model's order (default: sorted labels)")
     group = parser.add_argument_group("slides without a cache")
     group.add_argument(
         "--embed-missing",
@@ -63,7 +64,8 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         help="embed slides that have no cache first (the CSV's slide column must then be a path, "
         "absolute or relative to the CSV), with --encoder (default builtin-he) and this tiling",
     )
-    group.add_argument("--patch-size", type=int, default=256, help="patch side in px for --embed-missing (default: 256)")
+    group.add_argument("--patch-size", type=int, default=256,
+                       help="patch side in px for --embed-missing (default: 256)")
     group.add_argument("--target-mpp", type=float, default=0.5, help="um/px for --embed-missing (default: 0.5)")
     group.add_argument("--region-size", type=int, default=8, help="k for --embed-missing and --features (default: 8)")
     add_column_options(parser)

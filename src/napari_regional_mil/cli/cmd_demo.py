@@ -48,8 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-gui", action="store_true", help="do not open napari (predictions only)")
     parser.add_argument("--screenshot", type=Path, metavar="PNG",
                         help="write a screenshot of the viewer here (default without a display: DIR/demo.png)")
-    parser.add_argument("--docs-image", action="store_true", help="also save the screenshot as docs/images/demo.png (in a source checkout)")
-    parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (seconds; not a useful model)")
+    parser.add_argument("--docs-image", action="store_true",
+                        help="also save the screenshot as docs/images/demo.png (in a source checkout)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny settings for a smoke test (seconds; not a useful model)")
     parser.set_defaults(func=run)
 
 

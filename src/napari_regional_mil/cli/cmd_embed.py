@@ -47,11 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cache); gated repositories need their terms accepted and a login (hf auth login, or HF_TOKEN). "
         "Never done without this flag",
     )
-    parser.add_argument("--mpp", type=float, default=None, help="level-0 um/px when the slide lacks it (or to override)")
+    parser.add_argument("--mpp", type=float, default=None,
+                        help="level-0 um/px when the slide lacks it (or to override)")
     parser.add_argument("--patch-size", type=int, default=256, help="patch side in px at --target-mpp (default: 256)")
     parser.add_argument("--target-mpp", type=float, default=0.5, help="um/px of the patch grid (default: 0.5)")
     parser.add_argument("--region-size", type=int, default=8, help="k: regions of k x k patches (default: 8)")
-    parser.add_argument("--tissue-threshold", type=float, default=0.5, help="min tissue fraction of a patch (default: 0.5)")
+    parser.add_argument("--tissue-threshold", type=float, default=0.5,
+                        help="min tissue fraction of a patch (default: 0.5)")
     parser.add_argument("--batch-size", type=int, default=64, help="patches per forward pass (default: 64)")
     parser.add_argument(
         "--device", default="auto",

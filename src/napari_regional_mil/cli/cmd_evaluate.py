@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default: 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
-    parser.add_argument("--region-size", type=int, default=8, help="k of the regions rebuilt from --features (default: 8)")
+    parser.add_argument("--region-size", type=int, default=8,
+                        help="k of the regions rebuilt from --features (default: 8)")
     parser.add_argument(
         "--clinical",
         metavar="COLS",

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "plus our grid/region datasets. SLIDE is a cache store (.zarr) or a slide name/path found in --cache.",
     )
     parser.add_argument("slides", nargs="+", metavar="SLIDE", help="cache stores or slide names/paths")
-    parser.add_argument("--cache", type=Path, default=None, metavar="CACHE_DIR", help="cache directory (for slide names)")
+    parser.add_argument("--cache", type=Path, default=None, metavar="CACHE_DIR",
+                        help="cache directory (for slide names)")
     parser.add_argument("--encoder", default=None, help="choose the cache of this encoder when there are several")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.set_defaults(func=run)

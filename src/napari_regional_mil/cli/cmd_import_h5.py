@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
             encoder = emb.meta.get("encoder")
             key = import_key(path, region_size=args.region_size, patch_size_level0=args.patch_size_level0,
                              encoder=None if encoder is None else str(encoder))
-            store = write_slide_embeddings(args.out, emb, key=key, attrs={"encoder_hash": emb.meta.get("encoder_hash", key)})
+            store = write_slide_embeddings(args.out, emb, key=key,
+                                           attrs={"encoder_hash": emb.meta.get("encoder_hash", key)})
             kind = f"{emb.n_regions} regions" if emb.has_regions else "a bag without regions"
             print(f"{emb.slide_name}: {emb.n_patches} patches ({emb.embedding_dim}-d), {kind} -> {store}")
         except RegionalMilError as exc:

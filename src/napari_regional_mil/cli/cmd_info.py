@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "info",
         help="show a slide's levels, mpp, associated images and its tiling at the default settings",
         description=(
-            "Print the backend that opened the slide, the vendor, level sizes and downsamples, microns per pixel, objective power and "
+            "Print the backend that opened the slide, the vendor, level sizes and downsamples, "
+            "microns per pixel, objective power and "
             "associated images of a slide, then detect tissue and report the patch grid and the "
             "number of tissue patches and regions the slide would give."
         ),
@@ -98,7 +99,8 @@ def _print_text(info: dict[str, Any], tiling: dict[str, Any]) -> None:
         f"{p['region_size']} x {p['region_size']} patches, tissue threshold {p['tissue_threshold']:g}"
     )
     if "tissue_fraction" in tiling:
-        lines.append(f"  tissue:          {100 * tiling['tissue_fraction']:.1f} % of the slide ({tiling['tissue_method']})")
+        fraction = 100 * tiling["tissue_fraction"]
+        lines.append(f"  tissue:          {fraction:.1f} % of the slide ({tiling['tissue_method']})")
     if "patch_size_level0" in tiling:
         lines.append(f"  patch size:      {tiling['patch_size_level0']:.2f} level-0 px")
     if "error" in tiling:

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the second model (a frozen encoder) on your slides: autoencoder or attention-MIL",
         description=(
             "Train a patch encoder on tissue patches sampled from slides and save it as a frozen encoder "
-            "(one .safetensors file: weights and description) that embed/--encoder, the Embed widget and load_encoder accept. "
+            "(one .safetensors file: weights and description) that embed/--encoder, the Embed widget "
+            "and load_encoder accept. "
             "'autoencoder' needs only slides; 'mil' trains a small CNN with gated attention and a classifier "
             "on labelled slides (--labels) and keeps the CNN; 'handover' fine-tunes such an encoder (--encoder) "
             "inside the first model on the pixels of selected patches (costly: meant for a GPU). The encoder file "
@@ -29,16 +30,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", type=Path, metavar="CSV", help="mil: labels CSV slide,label[,patient][,split]")
     parser.add_argument("--encoder", type=Path, metavar="ENCODER",
                         help="handover: the encoder to fine-tune (made by pretrain autoencoder or mil)")
-    parser.add_argument("--out", required=True, type=Path, metavar="ENCODER", help="encoder file to write (.safetensors)")
+    parser.add_argument("--out", required=True, type=Path, metavar="ENCODER",
+                        help="encoder file to write (.safetensors)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default: 8 autoencoder, 15 mil)")
     parser.add_argument("--patch-size", type=int, default=None, help="patch side in px (default: 64; 128 with --gpu)")
     parser.add_argument("--mpp", type=float, default=None,
-                        help="um/px of the patches (default: 2.0, the footprint of 256 px at 0.5 um/px; 1.0 with --gpu)")
+                        help="um/px of the patches "
+                             "(default: 2.0, the footprint of 256 px at 0.5 um/px; 1.0 with --gpu)")
     parser.add_argument("--patches", type=int, default=None, metavar="N",
                         help="autoencoder: patches sampled in all (default: 3072); mil: per slide (default: 256)")
-    parser.add_argument("--batch-size", type=int, default=None, help="autoencoder: patches per step; mil: patches per bag")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="autoencoder: patches per step; mil: patches per bag")
     parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate")
-    parser.add_argument("--embedding-dim", type=int, default=None, help="dimension of the bottleneck / head (default: 128); the saved embedding adds the mean of every stage")
+    parser.add_argument("--embedding-dim", type=int, default=None,
+                        help="dimension of the bottleneck / head (default: 128); "
+                             "the saved embedding adds the mean of every stage")
     parser.add_argument("--slide-mpp", type=float, default=None, help="level-0 um/px for slides that lack it")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cpu; cuda with --gpu)")
     parser.add_argument("--gpu", action="store_true", help="larger settings for a GPU (see docs/pretraining.md)")
@@ -51,7 +57,8 @@ def config_from_args(args: argparse.Namespace):
     from ..pretrain import AutoencoderConfig, HandoverConfig, MilPretrainConfig  # lazy: help (imports torch)
 
     if args.method == "handover":
-        changes = {"epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed, "patches_per_slide": args.patches,
+        changes = {"epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed,
+                   "patches_per_slide": args.patches,
                    "bag_size": args.batch_size, "device": args.device or ("cuda" if args.gpu else None)}
         try:
             return HandoverConfig(**{k: v for k, v in changes.items() if v is not None})
@@ -83,14 +90,17 @@ def run(args: argparse.Namespace) -> int:
         result = drive(train_autoencoder(slides, out=args.out, config=config, slide_mpp=args.slide_mpp, register=False))
     elif args.method == "handover":
         if args.encoder is None:
-            raise EncoderError("pretrain handover needs --encoder (a .safetensors file made by pretrain autoencoder or mil)")
+            raise EncoderError(
+                "pretrain handover needs --encoder (a .safetensors file made by pretrain autoencoder or mil)"
+            )
         result = drive(fine_tune_handover(
             slides, labels=args.labels, encoder=args.encoder, out=args.out, config=config, slide_mpp=args.slide_mpp,
             register=False,
         )).encoder
     else:
         result = drive(
-            train_mil_encoder(slides, labels=args.labels, out=args.out, config=config, slide_mpp=args.slide_mpp, register=False)
+            train_mil_encoder(slides, labels=args.labels, out=args.out, config=config, slide_mpp=args.slide_mpp,
+                              register=False)
         )
     last = result.history[-1]
     spec = result.spec

@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", choices=("context", "presence"), default="context", help="default: context")
     parser.add_argument("--patch-px", type=int, default=64, help="patch side in px at --mpp (default: 64)")
     parser.add_argument("--region-size", type=int, default=8, help="k: regions of k x k patches (default: 8)")
-    parser.add_argument("--grid", type=_grid, default=(4, 5), metavar="ROWSxCOLS", help="regions per slide (default: 4x5)")
+    parser.add_argument("--grid", type=_grid, default=(4, 5), metavar="ROWSxCOLS",
+                        help="regions per slide (default: 4x5)")
     parser.add_argument("--mpp", type=float, default=0.5, help="microns per pixel (default: 0.5)")
     parser.add_argument(
         "--clinical",

@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--format", choices=("both", "h5", "geojson"), default="both",
                         help="what to write (default: both)")
-    parser.add_argument("--mpp", type=float, default=None, help="level-0 um/px when the slide lacks it (or to override)")
+    parser.add_argument("--mpp", type=float, default=None,
+                        help="level-0 um/px when the slide lacks it (or to override)")
     parser.add_argument("--patch-size", type=int, default=256, help="patch side in px at --target-mpp (default: 256)")
     parser.add_argument("--target-mpp", type=float, default=0.5, help="um/px of the patch grid (default: 0.5)")
     parser.add_argument("--region-size", type=int, default=8, help="k: regions of k x k patches (default: 8)")

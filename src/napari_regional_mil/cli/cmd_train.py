@@ -55,8 +55,10 @@ def plan_line(event) -> str | None:
 
 
 def context_dims_of(slides) -> dict[str, int]:
-    """Context embeddings (several scales) that every slide has: the core's
-    :func:`~napari_regional_mil.training.workflow.context_dims_of`, shared with the Train widget.
+    """Context embeddings (several scales) that every slide has.
+
+    The core's :func:`~napari_regional_mil.training.workflow.context_dims_of`, shared with the
+    Train widget.
     """
     from ..training.workflow import context_dims_of as common_context_dims  # lazy: help (imports torch)
 
@@ -98,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     best = result.history[result.best_epoch - 1]
     print(
         f"trained {result.model.config.model_type} on {result.checkpoint.training['n_train']} slides "
-        f"(validation {len(result.validation_slides)}, left out {len(held_out)}); classes {', '.join(cohort.class_names)}"
+        f"(validation {len(result.validation_slides)}, left out {len(held_out)}); "
+        f"classes {', '.join(cohort.class_names)}"
     )
     print(
         f"best epoch {result.best_epoch}/{len(result.history)}: val_auc {best['val_auc']:.3f} "

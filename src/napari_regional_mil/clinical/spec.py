@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-
 __all__ = [
     "KINDS",
     "MISSING_POLICIES",

@@ -158,7 +158,9 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if len(checkpoint.class_names) != checkpoint.config.n_classes:
-        raise CheckpointError(f"{path}: {len(checkpoint.class_names)} class names for {checkpoint.config.n_classes} classes")
+        raise CheckpointError(
+            f"{path}: {len(checkpoint.class_names)} class names for {checkpoint.config.n_classes} classes"
+        )
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in checkpoint.model.state_dict().items()}
     metadata = {_META_KEY: json.dumps(checkpoint.to_json(), sort_keys=True, default=str)}
     try:
@@ -187,7 +189,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
-            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+            names = fh.keys()  # a safetensors file handle is not iterable (not a dict): ask for its keys
+            tensors = {key: fh.get_tensor(key) for key in names}
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc})") from None
     try:

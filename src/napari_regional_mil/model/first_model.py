@@ -89,10 +89,12 @@ class Bag:
 
     @property
     def n_patches(self) -> int:
+        """The number of patches in the bag."""
         return int(self.features.shape[0])
 
     @property
     def n_regions(self) -> int:
+        """The number of regions in the bag (0 without a region index)."""
         return 0 if self.region_index is None else int(self.region_index.max()) + 1
 
 
@@ -154,7 +156,8 @@ def make_bag(
         raise TrainingError(f"slide {name!r}: empty bag (no patches)")
     if embeddings.embedding_dim != config.input_dim:
         raise TrainingError(
-            f"slide {name!r}: embedding dimension {embeddings.embedding_dim} differs from the model's {config.input_dim}"
+            f"slide {name!r}: embedding dimension {embeddings.embedding_dim} "
+            f"differs from the model's {config.input_dim}"
         )
     features = torch.from_numpy(np.ascontiguousarray(embeddings.features, dtype=np.float32))
     encoded = clinical_tensor(name, config, clinical)

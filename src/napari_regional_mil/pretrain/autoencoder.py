@@ -107,7 +107,9 @@ class AutoencoderConfig:
             raise ValueError(f"loss must be 'mse' or 'l1', got {self.loss!r}")
         factor = 2 ** len(self.widths)
         if self.patch_size < factor or self.patch_size % factor:
-            raise ValueError(f"patch_size must be a multiple of {factor} for {len(self.widths)} stages, got {self.patch_size}")
+            raise ValueError(
+                f"patch_size must be a multiple of {factor} for {len(self.widths)} stages, got {self.patch_size}"
+            )
         if not self.mpp > 0:
             raise ValueError(f"mpp must be positive, got {self.mpp}")
 
@@ -215,14 +217,19 @@ def train_autoencoder(
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    encoder = PatchCNN(config.patch_size, config.widths, config.embedding_dim, "flatten", config.stage_features).to(device)
+    encoder = PatchCNN(config.patch_size, config.widths, config.embedding_dim, "flatten",
+                       config.stage_features).to(device)
     decoder = PatchDecoder(encoder).to(device)
     params = [*encoder.parameters(), *decoder.parameters()]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     n = len(sample)
     steps_per_epoch = max(1, math.ceil(n / config.batch_size))
     total = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+
+    def cosine(step: int) -> float:  # the learning-rate factor: half a cosine over every step
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     shown = np.linspace(0, n - 1, min(config.preview_patches, n)).astype(np.int64)
     history: list[dict[str, float]] = []
     preview = None
@@ -263,10 +270,12 @@ def train_autoencoder(
         "slides": [p.name for p in sample.slide_paths], "n_patches": n, "config": _jsonable(asdict(config)),
         "final_loss": history[-1]["loss"],
     }
-    frozen = save_pretrained_encoder(encoder, out, mpp=config.mpp, mean=mean, std=std, method="autoencoder", provenance=provenance)
+    frozen = save_pretrained_encoder(encoder, out, mpp=config.mpp, mean=mean, std=std, method="autoencoder",
+                                     provenance=provenance)
     name = register_pretrained_encoder(out) if register else None
     return PretrainResult(
-        out, frozen.spec, tuple(history), time.perf_counter() - started, n, name, {"preview": preview, "skipped": sample.skipped}
+        out, frozen.spec, tuple(history), time.perf_counter() - started, n, name,
+        {"preview": preview, "skipped": sample.skipped},
     )
 
 

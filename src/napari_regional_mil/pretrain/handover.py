@@ -145,7 +145,9 @@ def fine_tune_handover(
     out = check_encoder_path(out)
     frozen = load_encoder(encoder)
     if not isinstance(frozen.module, PatchCNN):
-        raise EncoderError(f"{encoder}: the hand-over needs an encoder trained by the tool (pretrain), not {frozen.spec.kind}")
+        raise EncoderError(
+            f"{encoder}: the hand-over needs an encoder trained by the tool (pretrain), not {frozen.spec.kind}"
+        )
     spec = frozen.spec
     cohort, paths = read_labelled_slides(slides, labels, class_names=class_names)
     sample = yield from sample_patches(
@@ -189,7 +191,8 @@ def fine_tune_handover(
             pick = np.sort(pools[s][torch.randperm(len(pools[s]), generator=generator)[: config.bag_size].numpy()])
             x = augment(sample.patches[pick], generator=generator, stain_jitter=config.stain_jitter).to(device)
             features = extractor((x - mean_t) / std_t)
-            regions, inverse = torch.unique(torch.from_numpy(sample.region_index[pick].astype(np.int64)), return_inverse=True)
+            regions, inverse = torch.unique(torch.from_numpy(sample.region_index[pick].astype(np.int64)),
+                                            return_inverse=True)
             inverse = inverse.to(device)
             bag = Bag(
                 name=sample.slide_paths[s].stem, features=features, region_index=inverse,
@@ -201,10 +204,12 @@ def fine_tune_handover(
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-            yield Progress("handover", (epoch - 1) * len(pools) + step + 1, total, f"hand-over epoch {epoch}/{config.epochs}")
+            yield Progress("handover", (epoch - 1) * len(pools) + step + 1, total,
+                           f"hand-over epoch {epoch}/{config.epochs}")
         history.append({"epoch": epoch, "loss": float(np.mean(losses))})
         yield Progress(
-            "handover", epoch * len(pools), total, f"hand-over epoch {epoch}/{config.epochs} loss {history[-1]['loss']:.3f}",
+            "handover", epoch * len(pools), total,
+            f"hand-over epoch {epoch}/{config.epochs} loss {history[-1]['loss']:.3f}",
             metrics=dict(history[-1]),
         )
     model.eval()

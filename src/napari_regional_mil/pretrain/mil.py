@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from ..pretrain.networks import (
     save_pretrained_encoder,
 )
 from ..pretrain.sampling import augment, channel_statistics, list_slides, sample_patches
-from ..training.cohort import read_cohort, slide_key
+from ..training.cohort import Cohort, read_cohort, slide_key
 
 __all__ = ["AttentionMilPretrainer", "MilPretrainConfig", "read_labelled_slides", "train_mil_encoder"]
 
@@ -98,7 +99,9 @@ class MilPretrainConfig:
             raise ValueError(f"class_weights must be 'balanced' or 'none', got {self.class_weights!r}")
         factor = 2 ** len(self.widths)
         if self.patch_size < factor or self.patch_size % factor:
-            raise ValueError(f"patch_size must be a multiple of {factor} for {len(self.widths)} stages, got {self.patch_size}")
+            raise ValueError(
+                f"patch_size must be a multiple of {factor} for {len(self.widths)} stages, got {self.patch_size}"
+            )
 
     @classmethod
     def for_gpu(cls, **changes: object) -> MilPretrainConfig:
@@ -136,8 +139,11 @@ class AttentionMilPretrainer(nn.Module):
 
 
 def read_labelled_slides(
-    slides: str | os.PathLike | Sequence[str | os.PathLike], labels: str | os.PathLike, *, class_names: Sequence[str] | None = None
-):
+    slides: str | os.PathLike | Sequence[str | os.PathLike],
+    labels: str | os.PathLike,
+    *,
+    class_names: Sequence[str] | None = None,
+) -> tuple[Cohort, list[Path]]:
     """Match a labels CSV to slide files.
 
     Returns
@@ -234,11 +240,16 @@ def train_mil_encoder(
     pools = [sample.of_slide(i) for i in range(len(sample.slide_paths))]
     bags = np.repeat(np.arange(len(pools)), config.bags_per_slide)
     total = config.epochs * len(bags)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+
+    def cosine(step: int) -> float:  # the learning-rate factor: half a cosine over every step
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     weights = None
     if config.class_weights == "balanced":
         counts = np.bincount(labels_arr, minlength=n_classes).astype(np.float64)
-        weights = torch.tensor(labels_arr.size / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+        weights = torch.tensor(labels_arr.size / (n_classes * np.maximum(counts, 1)), dtype=torch.float32,
+                               device=device)
     history: list[dict[str, float]] = []
     t0, seen = time.perf_counter(), 0
     for epoch in range(1, config.epochs + 1):
@@ -277,7 +288,8 @@ def train_mil_encoder(
     yield Progress("pretrain", total, total, f"saving the encoder to {out.name}")
     provenance = {
         "slides": [p.name for p in sample.slide_paths], "labels": str(cohort.path), "classes": list(cohort.class_names),
-        "n_patches": len(sample), "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+        "n_patches": len(sample), "config": {k: list(v) if isinstance(v, tuple) else v for k,
+                                             v in asdict(config).items()},
         "final_loss": history[-1]["loss"],
     }
     frozen = save_pretrained_encoder(

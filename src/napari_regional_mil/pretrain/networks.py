@@ -5,7 +5,8 @@ one is loaded as a frozen encoder) is the feature extraction unit of the second 
 :class:`PatchDecoder` reconstructs a patch from a bottleneck vector.
 
 A trained :class:`PatchCNN` is saved with
-:func:`~napari_regional_mil.encoders.save_encoder` as one ``.safetensors`` file (weights + description in its header metadata)
+:func:`~napari_regional_mil.encoders.save_encoder` as one ``.safetensors`` file
+(weights + description in its header metadata)
 (architecture :data:`ARCHITECTURE`, registered in the encoder registry), so
 ``load_encoder(path)`` loads it in any process, with its weights hash, input size, mpp
 and normalisation.
@@ -74,6 +75,7 @@ class PatchDecoder(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
+        """Decode the embeddings ``z`` ``(N, D)`` into images ``(N, 3, H, W)`` in [0, 1]."""
         x = torch.relu(self.project(z)).view(-1, self.first, self.map_size, self.map_size)
         return torch.sigmoid(self.body(x))
 

@@ -150,7 +150,8 @@ def sample_patches(
         A slide cannot be opened or read.
     """
     paths = list_slides(slides)
-    params = TilingParams(patch_size=patch_size, target_mpp=mpp, region_size=region_size, tissue_threshold=tissue_threshold)
+    params = TilingParams(patch_size=patch_size, target_mpp=mpp, region_size=region_size,
+                          tissue_threshold=tissue_threshold)
     rng = np.random.default_rng(seed)
     tilings, skipped = [], []
     for i, path in enumerate(paths):

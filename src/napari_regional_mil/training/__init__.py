@@ -1,5 +1,6 @@
-"""Training and evaluating the first model: cohort CSV, datasets, training job,
-cross-validation, metrics, prediction.
+"""Training and evaluating the first model.
+
+Cohort CSV, datasets, training job, cross-validation, metrics, prediction.
 
 ::
 

@@ -176,7 +176,8 @@ class Cohort:
     def subset(self, indices: Sequence[int]) -> Cohort:
         """The cohort restricted to ``indices`` (class names and columns kept)."""
         return Cohort(
-            self.path, tuple(self.rows[i] for i in indices), self.class_names, self.columns, self.has_patients, self.unit
+            self.path, tuple(self.rows[i] for i in indices), self.class_names, self.columns, self.has_patients,
+            self.unit,
         )
 
 

@@ -270,8 +270,10 @@ class CohortTable:
         self.csv_path = path
 
     def csv_text(self, *, relative_to: Path | None = None) -> str:
-        """The table as CSV text ``slide,label[,patient][,split]`` (optional columns only when
-        used), then the imported table's other columns.
+        """The table as CSV text.
+
+        The columns are ``slide,label[,patient][,split]`` (optional columns only when used),
+        then the imported table's other columns.
 
         Raises
         ------
@@ -290,7 +292,8 @@ class CohortTable:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(header + self.extra_columns)
         for row in self.rows:
-            record = {"slide": _relative(row, relative_to), "label": row.label, "patient": row.patient, "split": row.split}
+            record = {"slide": _relative(row, relative_to), "label": row.label, "patient": row.patient,
+                      "split": row.split}
             writer.writerow([record[col] for col in header] + [row.extra.get(c, "") for c in self.extra_columns])
         return buffer.getvalue()
 

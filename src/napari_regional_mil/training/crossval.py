@@ -43,7 +43,7 @@ from .folds import stratified_group_folds
 from .memory import prepare_slides
 from .metrics import finite_or_none
 from .report import EvaluationReport, evaluate_predictions
-from .train import TrainConfig, TrainResult, train_model
+from .train import DEFAULT_TRAIN_CONFIG, TrainConfig, TrainResult, train_model
 from .tuning import TuneGrid, TuneResult, apply_candidate, tune_hyperparameters
 
 __all__ = ["CrossValResult", "FoldResult", "FoldRun", "cross_validate", "refit_model", "run_fold"]
@@ -92,8 +92,10 @@ class CrossValResult:
 
     # -- pooled out-of-fold predictions ---------------------------------------------------
     def pooled(self) -> dict[str, Any]:
-        """Every slide's out-of-fold prediction: ``slides``, ``patients``, ``folds``, ``labels``
-        ``(N,)``, ``probabilities`` ``(N, C)`` and ``predicted`` ``(N,)`` (each at its fold's threshold).
+        """Every slide's out-of-fold prediction.
+
+        The keys are ``slides``, ``patients``, ``folds``, ``labels`` ``(N,)``, ``probabilities``
+        ``(N, C)`` and ``predicted`` ``(N,)`` (each at its fold's threshold).
         """
         return {
             "slides": [s for f in self.folds for s in f.test_slides],
@@ -104,7 +106,8 @@ class CrossValResult:
             "predicted": np.array([y for f in self.folds for y in f.predicted], dtype=np.int64),
         }
 
-    def pooled_report(self, *, n_bootstrap: int = 1000, seed: int | None = None, patients: bool = False) -> EvaluationReport:
+    def pooled_report(self, *, n_bootstrap: int = 1000, seed: int | None = None,
+                      patients: bool = False) -> EvaluationReport:
         """Score the pooled out-of-fold predictions once, with bootstrap 95 % intervals.
 
         Parameters
@@ -187,7 +190,7 @@ def cross_validate(
     class_names: Sequence[str],
     n_folds: int = 5,
     model_config: ModelConfig | None = None,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig = DEFAULT_TRAIN_CONFIG,
     keep_models: bool = False,
     refit: bool = False,
     tune: TuneGrid | None = None,
@@ -304,7 +307,7 @@ def refit_model(
     *,
     class_names: Sequence[str],
     model_config: ModelConfig | None = None,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig = DEFAULT_TRAIN_CONFIG,
     tune: TuneGrid | None = None,
     clinical: ClinicalSpec | None = None,
 ) -> Generator[Progress, None, TrainResult]:

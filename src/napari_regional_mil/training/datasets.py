@@ -75,6 +75,7 @@ class LabelledSlide:
 
     @property
     def name(self) -> str:
+        """The slide's name (that of its embeddings)."""
         return self.embeddings.slide_name
 
 
@@ -194,7 +195,8 @@ def load_feature_bags(
     if missing:
         listed = ", ".join(f"{r.name!r} (line {r.line})" for r in missing[:10])
         raise CacheError(
-            f"{cohort.path.name}: no feature file (.h5/.npz/.pt) in {features_dir} for {len(missing)} slide(s): {listed}"
+            f"{cohort.path.name}: no feature file (.h5/.npz/.pt) in {features_dir} "
+            f"for {len(missing)} slide(s): {listed}"
         )
     out = []
     for i, (row, label) in enumerate(zip(cohort.rows, cohort.labels)):
@@ -207,7 +209,8 @@ def load_feature_bags(
             bag = read_feature_file(path, slide_name=row.name, region_size=region_size)
         clinical = clinical_record_of(cohort, row)
         out.append(LabelledSlide(bag, int(label), row.patient, row.split, path, clinical))
-        yield Progress("load", i + 1, len(cohort), f"{'opened' if path.suffix.lower() == '.h5' else 'loaded'} {row.name}")
+        yield Progress("load", i + 1, len(cohort),
+                       f"{'opened' if path.suffix.lower() == '.h5' else 'loaded'} {row.name}")
     return out
 
 

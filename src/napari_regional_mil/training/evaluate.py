@@ -166,7 +166,8 @@ def evaluate_slides(
         bag = make_bag(slide.embeddings, network.config, clinical=slide.clinical)
         probabilities[i] = predict_bags(network, [bag], device=device)[0]
     network.to("cpu")
-    yield Progress("evaluate", len(slides), len(slides), f"scoring {len(slides)} slides ({n_bootstrap} bootstrap resamples)")
+    yield Progress("evaluate", len(slides), len(slides),
+                   f"scoring {len(slides)} slides ({n_bootstrap} bootstrap resamples)")
     return evaluate_predictions(
         probabilities,
         np.array([s.label for s in slides], dtype=np.int64),
@@ -258,8 +259,10 @@ def write_evaluation(
 def validation_report(
     checkpoint: Checkpoint, slides: Sequence[LabelledSlide], *, n_bootstrap: int = 1000, seed: int = 0
 ) -> EvaluationReport | None:
-    """The trained model scored on its own validation slides (``None`` when there are none or
-    they hold one class): what the Train widget shows after training without cross-validation.
+    """The trained model scored on its own validation slides.
+
+    ``None`` when there are none or they hold one class. This is what the Train widget
+    shows after training without cross-validation.
 
     ``slides`` are the validation slides (``TrainResult.validation_slides`` names them).
     The model's threshold may have been tuned on these very slides: the figures are

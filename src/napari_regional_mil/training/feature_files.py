@@ -213,7 +213,9 @@ def _read_pt(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CacheError(f"{path}: not a tensor file (only tensors are loaded, nothing is unpickled): {first}") from None
+        raise CacheError(
+            f"{path}: not a tensor file (only tensors are loaded, nothing is unpickled): {first}"
+        ) from None
     coords = None
     if isinstance(data, dict):
         key = "features" if "features" in data else "feats" if "feats" in data else None

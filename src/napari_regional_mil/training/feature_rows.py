@@ -143,6 +143,7 @@ class FeatureFileReader:
 
     @property
     def meta(self) -> dict[str, Any]:
+        """The feature file's metadata (its source resolved, the embedding dimension added)."""
         meta = dict(self._layout().meta)
         if "source" in meta:
             meta["source"] = str(self.path.resolve()) if self._key == "features" else str(self.path)
@@ -151,6 +152,7 @@ class FeatureFileReader:
 
     @property
     def context_names(self) -> tuple[str, ...]:
+        """The context scales of the bag: none (a feature file holds patch embeddings only)."""
         return ()
 
     def _small(self, name: str) -> np.ndarray | None:
@@ -165,6 +167,7 @@ class FeatureFileReader:
         return self._small(name) is not None
 
     def shape(self, name: str) -> tuple[int, ...]:
+        """The shape of the bag's array ``name``."""
         return tuple(self.array(name).shape)
 
     def array(self, name: str, dtype: np.dtype | type | None = None) -> np.ndarray:
@@ -183,6 +186,7 @@ class FeatureFileReader:
         return values if dtype is None else values.astype(dtype, copy=False)
 
     def optional(self, name: str, dtype: np.dtype | type | None = None) -> np.ndarray | None:
+        """The bag's array ``name`` (see :meth:`array`), or ``None`` when it has none."""
         return self.array(name, dtype) if self.has(name) else None
 
     # -- rows -------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ class SlideRef:
 
     @classmethod
     def of(cls, slide: LabelledSlide) -> SlideRef:
+        """The reference a fold task carries for ``slide`` (its cache path when streamed)."""
         if isinstance(slide.embeddings, LazyEmbeddings):
             return cls(replace(slide, embeddings=_placeholder(slide)), slide.embeddings)
         return cls(slide, None)

@@ -23,7 +23,7 @@ from .evaluation import decide
 from .metrics import balanced_accuracy, confusion_matrix, roc_auc
 from .predict import predict_bags
 from .streaming import BagSequence
-from .train import TrainConfig, train_model
+from .train import DEFAULT_TRAIN_CONFIG, TrainConfig, train_model
 from .tuning import TuneGrid, TuneResult, apply_candidate, tune_hyperparameters
 
 __all__ = ["FoldResult", "FoldRun", "as_fold_events", "run_fold"]
@@ -67,7 +67,7 @@ def run_fold(
     fold: int,
     class_names: Sequence[str],
     model_config: ModelConfig | None = None,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig = DEFAULT_TRAIN_CONFIG,
     tune: TuneGrid | None = None,
     clinical: ClinicalSpec | None = None,
 ) -> Generator[Progress, None, FoldRun]:
@@ -123,7 +123,8 @@ def run_fold(
     return FoldRun(result, checkpoint, tuning)
 
 
-def as_fold_events(job: Generator[Progress, None, Any], fold: int, start: int, end: int) -> Generator[Progress, None, Any]:
+def as_fold_events(job: Generator[Progress, None, Any], fold: int, start: int, end: int) -> Generator[Progress,
+                                                                                                      None, Any]:
     """Pass a job's events on as ``stage="fold"`` in thousandths ``[start, end]`` of the fold."""
     try:
         while True:

@@ -90,7 +90,8 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
-def plan_memory(slides: Sequence[LabelledSlide], *, mode: StreamMode = "auto", available: int | None = None) -> MemoryPlan:
+def plan_memory(slides: Sequence[LabelledSlide], *, mode: StreamMode = "auto",
+                available: int | None = None) -> MemoryPlan:
     """Decide whether a run streams its slides from the caches.
 
     Parameters

@@ -57,7 +57,8 @@ def roc_figure(report: EvaluationReport) -> Figure:
     by_name = {c.name: c for c in report.per_class}
     for name, curve in report.curves.items():
         metric = by_name[name]
-        (line,) = ax.plot(curve.fpr, curve.tpr, linewidth=1.8, label=f"{name}: AUROC {_ci(metric.auroc, metric.auroc_ci)}")
+        (line,) = ax.plot(curve.fpr, curve.tpr, linewidth=1.8,
+                          label=f"{name}: AUROC {_ci(metric.auroc, metric.auroc_ci)}")
         if curve.tpr_band is not None and np.isfinite(curve.tpr_band).all():
             ax.fill_between(CURVE_GRID, curve.tpr_band[0], curve.tpr_band[1], color=line.get_color(), alpha=0.2,
                             linewidth=0, label="95% bootstrap band")
@@ -136,7 +137,8 @@ def confusion_figure(report: EvaluationReport) -> Figure:
 PLOTS = {"roc": roc_figure, "pr": pr_figure, "calibration": calibration_figure, "confusion": confusion_figure}
 
 
-def report_images(report: EvaluationReport, kinds: tuple[str, ...] = ("roc", "confusion"), *, dpi: int = 90) -> dict[str, bytes]:
+def report_images(report: EvaluationReport, kinds: tuple[str, ...] = ("roc", "confusion"), *,
+                  dpi: int = 90) -> dict[str, bytes]:
     """PNG bytes of some of :data:`PLOTS` (for the dock widgets: rendered in a worker, shown as images)."""
     out = {}
     for kind in kinds:

@@ -206,7 +206,8 @@ class EvaluationReport:
             ],
             "brier": self.brier,
             "calibration": list(self.calibration),
-            "bootstrap": {"resamples": self.n_bootstrap, "seed": self.seed, "unit": self.level, "interval": "percentile"},
+            "bootstrap": {"resamples": self.n_bootstrap, "seed": self.seed, "unit": self.level,
+                          "interval": "percentile"},
         }
         if self.patient_level is not None:
             record["patient_level"] = self.patient_level.to_json()
@@ -425,7 +426,8 @@ def evaluate_predictions(
     return _with_patient_level(report, n_bootstrap=n_bootstrap, seed=seed, calibration_bins=calibration_bins)
 
 
-def _with_patient_level(report: EvaluationReport, *, n_bootstrap: int, seed: int, calibration_bins: int) -> EvaluationReport:
+def _with_patient_level(report: EvaluationReport, *, n_bootstrap: int, seed: int,
+                        calibration_bins: int) -> EvaluationReport:
     assert report.patients is not None
     order = list(dict.fromkeys(report.patients))
     members = {p: [i for i, q in enumerate(report.patients) if q == p] for p in order}

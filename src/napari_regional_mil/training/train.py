@@ -40,7 +40,11 @@ from .metrics import balanced_accuracy, cross_entropy, roc_auc
 from .predict import predict_bags, set_slide_reference
 from .streaming import BagSequence, StepLoader, make_selector, training_moments
 
-__all__ = ["TrainConfig", "TrainResult", "adapt_model_config", "split_validation", "train_model"]
+__all__ = ["DEFAULT_TRAIN_CONFIG", "TrainConfig", "TrainResult", "adapt_model_config", "split_validation",
+           "train_model"]
+
+#: The default optimisation settings (frozen, so one shared instance serves as every default argument).
+DEFAULT_TRAIN_CONFIG = TrainConfig()
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,7 +157,7 @@ def train_model(
     *,
     class_names: Sequence[str],
     model_config: ModelConfig | None = None,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig = DEFAULT_TRAIN_CONFIG,
     validation: Sequence[LabelledSlide] | None = None,
     clinical: ClinicalSpec | None = None,
 ) -> Generator[Progress, None, TrainResult]:

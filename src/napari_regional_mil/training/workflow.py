@@ -32,7 +32,7 @@ from .datasets import (
     find_cache,
     load_cohort_embeddings,
 )
-from .train import TrainConfig, TrainResult, train_model
+from .train import DEFAULT_TRAIN_CONFIG, TrainConfig, TrainResult, train_model
 
 __all__ = [
     "CohortTraining",
@@ -233,7 +233,7 @@ def train_cohort(
     *,
     class_names: Sequence[str],
     options: ModelOptions | ModelConfig = ModelOptions(),
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig = DEFAULT_TRAIN_CONFIG,
     clinical: ClinicalSpec | None = None,
 ) -> Generator[Progress, None, CohortTraining]:
     """Train the first model on labelled slides by their roles (a job).
@@ -286,7 +286,7 @@ def load_and_train_cohort(
     *,
     cache_dir: str | os.PathLike,
     options: ModelOptions = ModelOptions(),
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig = DEFAULT_TRAIN_CONFIG,
     encoder: str | None = None,
     embed: EmbedFunction | None = None,
     clinical: ClinicalSpec | None = None,
