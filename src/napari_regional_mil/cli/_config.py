@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,11 @@ def _convert(path: Path, key: str, action: argparse.Action, value: Any) -> Any:
     return _convert_one(path, where, action, value)
 
 
+def _call(convert: Callable[[Any], Any], value: Any) -> Any:
+    """``convert(value)``: an option's ``type`` (int, float, a parser function...) applied to a value."""
+    return convert(value)
+
+
 def _convert_one(path: Path, where: str, action: argparse.Action, value: Any) -> Any:
     if isinstance(value, (dict, list)) or (isinstance(value, bool) and action.type is not None):
         raise ConfigError(f"{where}: expected {_expected(action)}, got {value!r}")
@@ -126,8 +131,10 @@ def _convert_one(path: Path, where: str, action: argparse.Action, value: Any) ->
     else:
         if convert is int and isinstance(value, float):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if not callable(convert):  # an argparse type registered by name: no command uses one
+            raise ConfigError(f"{where}: expected {_expected(action)}, got {value!r}")
         try:
-            result = convert(value)
+            result = _call(convert, value)
         except (TypeError, ValueError, argparse.ArgumentTypeError):
             raise ConfigError(f"{where}: expected {_expected(action)}, got {value!r}") from None
     if action.choices is not None and result not in action.choices:

@@ -22,8 +22,13 @@ from ._config import add_config_option
 from ._progress import drive
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
     from ..clinical import ClinicalSpec
-    from ..training.cohort import Cohort
+    from ..embedding import EmbedResult
+    from ..jobs import Progress
+    from ..training.cohort import Cohort, CohortRow
+    from ..training.datasets import LabelledSlide
     from ..training.workflow import ModelOptions
 
 __all__ = [
@@ -153,7 +158,9 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise TrainingError(f"invalid option: {exc}") from None
 
 
-def load_training_slides(args: argparse.Namespace, *, clinical: ClinicalSpec | None = None):
+def load_training_slides(
+    args: argparse.Namespace, *, clinical: ClinicalSpec | None = None
+) -> tuple[Cohort, list[LabelledSlide]]:
     """Read the cohort and load every slide's embeddings (caches or feature bags).
 
     ``clinical``: the clinical columns asked for, checked on every row of the table
@@ -174,7 +181,7 @@ def load_training_slides(args: argparse.Namespace, *, clinical: ClinicalSpec | N
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     base = args.labels.parent
 
-    def slide_file(row) -> bool:
+    def slide_file(row: CohortRow) -> bool:
         return Path(row.slide).is_file() or (base / row.slide).is_file()
 
     columns = columns_from_args(args)
@@ -196,20 +203,19 @@ def load_training_slides(args: argparse.Namespace, *, clinical: ClinicalSpec | N
         unknown_slide_hint=f"no embedding cache in {args.cache} and no slide file",
     )
     _check_clinical(cohort, clinical)
-    embed = None
+    embed: Callable[[CohortRow], Generator[Progress, None, EmbedResult]] | None = None
     if args.embed_missing:
         from ..embedding import embed_slide  # lazy: help (imports zarr)
 
         params = TilingParams(patch_size=args.patch_size, target_mpp=args.target_mpp, region_size=args.region_size)
 
-        def embed(row):
+        def embed(row: CohortRow) -> Generator[Progress, None, EmbedResult]:
             path = Path(row.slide) if Path(row.slide).is_file() else base / row.slide
             if not path.is_file():
                 raise CohortError(f"{cohort.where(row)}: no cache for {row.slide!r} and no such slide file to embed")
             return embed_slide(path, cache_dir=args.cache, tiling_params=params, encoder=args.encoder or "builtin-he")
 
     return cohort, drive(load_cohort_embeddings(cohort, cache_dir=args.cache, encoder=args.encoder, embed=embed))
-
 
 
 def _check_clinical(cohort: Cohort, clinical: ClinicalSpec | None) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import write_json_atomic
 from ..errors import ClinicalError, ConfigError, TrainingError
+from ..jobs import Progress
 from ..runrecord import write_run_record
 from ._config import config_table, read_config
 from ._progress import drive
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ..settings import ModelConfig, TrainConfig
     from ..training.cohort import Cohort
     from ..training.datasets import LabelledSlide
+    from ..training.tuning import TuneGrid
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _grid(args: argparse.Namespace):
+def _grid(args: argparse.Namespace) -> TuneGrid:
     """The tuning grid: the config file's [tune] table, else the default one."""
     from ..training.tuning import TuneGrid  # lazy: help (imports torch)
 
@@ -90,7 +92,8 @@ def _grid(args: argparse.Namespace):
 
     table = config_table(args.config, read_config(args.config), "tune")
     try:
-        return TuneGrid(**{k.replace("-", "_"): tuple(v) if isinstance(v, list) else v for k, v in table.items()})
+        values: dict[str, Any] = {k.replace("-", "_"): tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+        return TuneGrid(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{args.config.name}: [tune]: {exc}") from None
 
@@ -128,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise TrainingError(f"--workers must be at least 1, got {args.workers}")
 
-    def lines(event):  # the memory plan, and each fold's result as it comes (the bar shows the rest)
+    def lines(event: Progress) -> str | None:
+        # the memory plan, and each fold's result as it comes (the bar shows the rest)
         if "fold_auc" in event.metrics:
             return event.message
         return plan_line(event)

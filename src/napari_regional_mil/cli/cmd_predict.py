@@ -15,8 +15,11 @@ from ..jobs import Progress
 from ._progress import drive
 
 if TYPE_CHECKING:
+    from collections.abc import Generator
+
     from ..clinical import ClinicalRecord
     from ..model.checkpoint import Checkpoint
+    from ..training.prediction import SlidePrediction
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             raise CacheError(f"slide {row.name!r}: {where}; embed it first")
         sources.append(found)
 
-    def job():
+    def job() -> Generator[Progress, None, list[SlidePrediction]]:
         out = []
         for i, (row, source) in enumerate(zip(rows, sources)):
             yield Progress("predict", i, len(rows), row.name)
@@ -115,16 +118,16 @@ def run(args: argparse.Namespace) -> int:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     encoding = checkpoint.config.clinical
-    sources = ["slide", *encoding.names] if encoding is not None else []
-    extra = ["explained"] + [f"contribution_{s}" for s in sources] if encoding is not None else []
+    parts = ["slide", *encoding.names] if encoding is not None else []
+    extra = ["explained"] + [f"contribution_{s}" for s in parts] if encoding is not None else []
     writer.writerow(["slide", "predicted"] + [f"prob_{c}" for c in checkpoint.class_names] + extra)
     for p in predictions:
-        row = [p.slide_name, p.predicted] + [f"{x:.6f}" for x in p.probabilities]
+        line = [p.slide_name, p.predicted] + [f"{x:.6f}" for x in p.probabilities]
         if p.contributions is not None:
             values = p.contributions.as_row()
-            row += [p.class_names[p.contributions.class_index]]
-            row += [f"{values[f'contribution_{s}']:+.6f}" for s in sources]
-        writer.writerow(row)
+            line += [p.class_names[p.contributions.class_index]]
+            line += [f"{values[f'contribution_{s}']:+.6f}" for s in parts]
+        writer.writerow(line)
     if args.out is None:
         sys.stdout.write(buffer.getvalue())
     else:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CohortError, EncoderError, TrainingError
 from ._progress import drive
+
+if TYPE_CHECKING:
+    from ..pretrain import AutoencoderConfig, HandoverConfig, MilPretrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,8 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace):
-    """The :class:`AutoencoderConfig` or :class:`MilPretrainConfig` of the parsed options."""
+def config_from_args(args: argparse.Namespace) -> AutoencoderConfig | MilPretrainConfig | HandoverConfig:
+    """The :class:`AutoencoderConfig`, :class:`MilPretrainConfig` or :class:`HandoverConfig` of the parsed options."""
     from ..pretrain import AutoencoderConfig, HandoverConfig, MilPretrainConfig  # lazy: help (imports torch)
 
     if args.method == "handover":
@@ -80,15 +84,21 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pretrain``."""
-    from ..pretrain import fine_tune_handover, train_autoencoder, train_mil_encoder  # lazy: help (imports torch)
+    from ..pretrain import (  # lazy: help (imports torch)
+        AutoencoderConfig,
+        HandoverConfig,
+        fine_tune_handover,
+        train_autoencoder,
+        train_mil_encoder,
+    )
 
     config = config_from_args(args)
     slides = args.slides[0] if len(args.slides) == 1 else args.slides
     if args.method != "autoencoder" and args.labels is None:
         raise CohortError(f"pretrain {args.method} needs --labels CSV (slide,label[,patient][,split])")
-    if args.method == "autoencoder":
+    if isinstance(config, AutoencoderConfig):  # --method autoencoder
         result = drive(train_autoencoder(slides, out=args.out, config=config, slide_mpp=args.slide_mpp, register=False))
-    elif args.method == "handover":
+    elif isinstance(config, HandoverConfig):  # --method handover
         if args.encoder is None:
             raise EncoderError(
                 "pretrain handover needs --encoder (a .safetensors file made by pretrain autoencoder or mil)"
@@ -97,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             slides, labels=args.labels, encoder=args.encoder, out=args.out, config=config, slide_mpp=args.slide_mpp,
             register=False,
         )).encoder
-    else:
+    else:  # --method mil
         result = drive(
             train_mil_encoder(slides, labels=args.labels, out=args.out, config=config, slide_mpp=args.slide_mpp,
                               register=False)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from ..errors import CheckpointError
+from ..jobs import Progress
 from ..runrecord import write_run_record
 from ._progress import drive
 from ._run import record_for
@@ -21,6 +24,9 @@ from ._train_options import (
     model_config_from_args,
     train_config_from_args,
 )
+
+if TYPE_CHECKING:
+    from ..training.datasets import LabelledSlide
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,16 +51,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _print_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int,
+    file: TextIO | None = None, line: str | None = None,
+) -> None:
+    """Show a warning as one ``warning: <message>`` line on stderr (``warnings.showwarning``)."""
     print(f"warning: {message}", file=sys.stderr)
 
 
-def plan_line(event) -> str | None:
+def plan_line(event: Progress) -> str | None:
     """The line saying whether the slides are held in memory or streamed from the caches (printed once)."""
     return f"memory: {event.message}" if "memory" in event.metrics else None
 
 
-def context_dims_of(slides) -> dict[str, int]:
+def context_dims_of(slides: Sequence[LabelledSlide]) -> dict[str, int]:
     """Context embeddings (several scales) that every slide has.
 
     The core's :func:`~napari_regional_mil.training.workflow.context_dims_of`, shared with the

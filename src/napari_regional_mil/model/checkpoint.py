@@ -15,7 +15,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import safetensors.torch
 import torch
@@ -27,6 +27,9 @@ from ..embedding.types import SlideEmbeddings
 from ..errors import CheckpointError
 from .config import ModelConfig
 from .first_model import FirstModel
+
+if TYPE_CHECKING:
+    from ..embedding.store import LazyEmbeddings
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "load_checkpoint", "provenance", "save_checkpoint"]
 
@@ -91,7 +94,7 @@ class Checkpoint:
         """The model's hyper-parameters."""
         return self.model.config
 
-    def check_compatible(self, embeddings: SlideEmbeddings) -> None:
+    def check_compatible(self, embeddings: SlideEmbeddings | LazyEmbeddings) -> None:
         """Refuse embeddings from another encoder or tiling than the model's.
 
         Raises

@@ -32,6 +32,7 @@ the patch vectors); ``"mean"`` also replaces the attention by a mean.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -50,6 +51,9 @@ from .layers import (
     segment_sum,
 )
 from .selection import grid_neighbours
+
+if TYPE_CHECKING:
+    from ..embedding.store import LazyEmbeddings
 
 __all__ = ["CLINICAL_DIM", "Bag", "FirstModel", "ModelOutput", "clinical_tensor", "make_bag"]
 
@@ -128,7 +132,7 @@ def clinical_tensor(name: str, config: ModelConfig, clinical: ClinicalRecord | N
 
 
 def make_bag(
-    embeddings: SlideEmbeddings, config: ModelConfig, *, clinical: ClinicalRecord | None = None
+    embeddings: SlideEmbeddings | LazyEmbeddings, config: ModelConfig, *, clinical: ClinicalRecord | None = None
 ) -> Bag:
     """Turn cached :class:`SlideEmbeddings` into a :class:`Bag` for ``config``.
 
@@ -163,7 +167,8 @@ def make_bag(
     encoded = clinical_tensor(name, config, clinical)
     if not config.uses_regions:
         return Bag(name=name, features=features, clinical=encoded)
-    if not embeddings.has_regions:
+    grid_xy = embeddings.grid_xy
+    if not embeddings.has_regions or grid_xy is None:
         raise TrainingError(f"slide {name!r}: the regional model needs patch grid and regions; this bag has none")
     region_index = np.asarray(embeddings.region_index, dtype=np.int64)
     n_regions = embeddings.n_regions
@@ -171,11 +176,11 @@ def make_bag(
     if config.regional_source != "attention":
         cached = embeddings.regional_embeddings.get(config.regional_source)
         if cached is None or cached.shape[0] != n_regions:
-            cached = _pooled_regions(embeddings.features, region_index, n_regions, config.regional_source)
+            cached = _pooled_regions(np.asarray(embeddings.features), region_index, n_regions, config.regional_source)
         regional = torch.from_numpy(np.ascontiguousarray(cached, dtype=np.float32))
     neighbours = None
     if config.selection.n_neighbours:
-        neighbours = torch.from_numpy(grid_neighbours(embeddings.grid_xy, config.selection.n_neighbours))
+        neighbours = torch.from_numpy(grid_neighbours(grid_xy, config.selection.n_neighbours))
     context = {}
     for key in config.context_dims:
         if key not in embeddings.context_embeddings:
@@ -232,6 +237,10 @@ class FirstModel(nn.Module):
 
     #: Patches processed at once by the per-patch layers (bounds memory at inference).
     chunk_size: int = 16384
+    # buffers (register_buffer): the embeddings' standardisation and the slide term's reference
+    feature_shift: Tensor
+    feature_scale: Tensor
+    slide_logit_reference: Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

@@ -280,7 +280,10 @@ def train_autoencoder(
 
 
 @torch.no_grad()
-def _preview(encoder, decoder, patches: np.ndarray, mean_t, std_t, kind: str, epoch: int) -> ReconstructionPreview:
+def _preview(
+    encoder: PatchCNN, decoder: PatchDecoder, patches: np.ndarray, mean_t: torch.Tensor, std_t: torch.Tensor,
+    kind: str, epoch: int,
+) -> ReconstructionPreview:
     encoder.eval()
     decoder.eval()
     x = torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 3, 1, 2).float().div(255.0).to(mean_t.device)

@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -143,15 +144,18 @@ def fine_tune_handover(
     """
     started = time.perf_counter()
     out = check_encoder_path(out)
-    frozen = load_encoder(encoder)
+    frozen = load_encoder(encoder if isinstance(encoder, str) else Path(encoder))
     if not isinstance(frozen.module, PatchCNN):
         raise EncoderError(
             f"{encoder}: the hand-over needs an encoder trained by the tool (pretrain), not {frozen.spec.kind}"
         )
     spec = frozen.spec
+    if spec.input_size is None or spec.mpp is None:
+        raise EncoderError(f"{encoder}: the encoder does not state its input size and microns per pixel")
+    input_size, mpp = int(spec.input_size), float(spec.mpp)
     cohort, paths = read_labelled_slides(slides, labels, class_names=class_names)
     sample = yield from sample_patches(
-        paths, patch_size=int(spec.input_size), mpp=float(spec.mpp), max_patches=config.patches_per_slide * len(paths),
+        paths, patch_size=input_size, mpp=mpp, max_patches=config.patches_per_slide * len(paths),
         min_patches=config.bag_size, region_size=config.region_size, tissue_threshold=config.tissue_threshold,
         seed=config.seed, num_readers=config.num_readers, slide_mpp=slide_mpp,
     )
@@ -216,7 +220,7 @@ def fine_tune_handover(
     provenance = {"initial_encoder": str(encoder), "initial_hash": spec.weights_hash, "labels": str(cohort.path),
                   "classes": list(cohort.class_names), "epochs": config.epochs, "final_loss": history[-1]["loss"]}
     saved = save_pretrained_encoder(
-        extractor, out, mpp=float(spec.mpp), mean=spec.mean, std=spec.std, method="handover", provenance=provenance
+        extractor, out, mpp=mpp, mean=spec.mean, std=spec.std, method="handover", provenance=provenance
     )
     name = register_pretrained_encoder(out) if register else None
     result = PretrainResult(out, saved.spec, tuple(history), time.perf_counter() - started, len(sample), name)

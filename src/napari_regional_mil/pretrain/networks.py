@@ -175,8 +175,8 @@ def save_pretrained_encoder(
         embedding_dim=cpu.output_dim,
         input_size=cpu.input_size,
         mpp=float(mpp),
-        mean=tuple(float(v) for v in mean),
-        std=tuple(float(v) for v in std),
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
         kind="torch",
         extra={"method": method, "architecture": ARCHITECTURE, **(provenance or {})},
     )

@@ -269,9 +269,17 @@ def augment(
     return x.contiguous()
 
 
-def channel_statistics(patches: np.ndarray, *, max_patches: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation in [0, 1] (the encoder's normalisation)."""
+def channel_statistics(
+    patches: np.ndarray, *, max_patches: int = 1024
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Per-channel (RGB) mean and standard deviation in [0, 1] (the encoder's normalisation)."""
     step = max(1, math.ceil(len(patches) / max_patches))
     x = patches[::step].reshape(-1, 3).astype(np.float64) / 255.0
     mean, std = x.mean(0), np.maximum(x.std(0), 1e-3)
-    return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+    return _rgb(mean), _rgb(std)
+
+
+def _rgb(values: np.ndarray) -> tuple[float, float, float]:
+    """Three per-channel values, rounded to 6 decimals."""
+    r, g, b = (round(float(v), 6) for v in values)
+    return r, g, b

@@ -244,7 +244,7 @@ class StepLoader:
         selected, step_bag, local = _step_bag(self.slides[i], self.config, self.selector, i, rng, self._clinical[i])
         return StepBatch(i, selected, step_bag, local)
 
-    def epoch(self, order: Sequence[int], rng: np.random.Generator) -> Iterator[StepBatch]:
+    def epoch(self, order: Sequence[int] | np.ndarray, rng: np.random.Generator) -> Iterator[StepBatch]:
         """The steps of one epoch, slides in ``order``; ``rng`` draws the selections (in order).
 
         Closing the iterator early stops the background reader. An error reading a slide

@@ -133,7 +133,9 @@ def _class_weights(config: TrainConfig, labels: np.ndarray, n_classes: int) -> t
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int):
+def _scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     if config.schedule == "onecycle":
         pct = min(0.5, max(0.05, config.warmup_epochs / config.epochs))
         return torch.optim.lr_scheduler.OneCycleLR(
@@ -263,7 +265,8 @@ def _train(
     scaler = grad_scaler(device)
 
     history: list[dict[str, float]] = []
-    best_state, best_key, best_epoch = copy.deepcopy(model.state_dict()), (-math.inf, math.inf), 0
+    best_state: dict[str, Any] | None = copy.deepcopy(model.state_dict())
+    best_key, best_epoch = (-math.inf, math.inf), 0
     total = config.epochs * len(bags)
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
@@ -300,7 +303,7 @@ def _train(
         }
         if val_bags:
             probs = predict_bags(model, val_bags, device=device)
-            predicted = decide(probs, rule.target, 1)
+            predicted = np.asarray(decide(probs, rule.target, 1))
             metrics.update(
                 val_loss=cross_entropy(probs, val_labels),
                 val_auc=roc_auc(probs, val_labels),
