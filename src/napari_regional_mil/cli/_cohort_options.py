@@ -7,12 +7,15 @@ Argparse only here; :func:`columns_from_args` builds the core's
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..training.cohort import CohortColumns
 
 __all__ = ["add_column_options", "columns_from_args"]
 
 
-def add_column_options(parser: argparse.ArgumentParser | Any) -> None:
+def add_column_options(parser: argparse.ArgumentParser) -> None:
     """``--slide-column``, ``--label-column``, ``--patient-column``, ``--split-column``."""
     group = parser.add_argument_group(
         "cohort table columns",
@@ -25,7 +28,7 @@ def add_column_options(parser: argparse.ArgumentParser | Any) -> None:
     group.add_argument("--split-column", metavar="NAME", help="column with train/val/test")
 
 
-def columns_from_args(args: argparse.Namespace) -> Any:
+def columns_from_args(args: argparse.Namespace) -> CohortColumns:
     """The :class:`~napari_regional_mil.training.cohort.CohortColumns` the options name."""
     from ..training.cohort import CohortColumns  # lazy: help (imports torch)
 

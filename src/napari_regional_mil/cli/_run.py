@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..runrecord import run_record
+
+if TYPE_CHECKING:
+    from ..training.datasets import LabelledSlide
 
 __all__ = ["record_for"]
 
@@ -15,7 +18,7 @@ _NOT_OPTIONS = ("func", "config_values", "command")
 
 
 def record_for(
-    args: argparse.Namespace, command: str, *, slides: Sequence[Any] = (), outputs: Iterable[str] = ()
+    args: argparse.Namespace, command: str, *, slides: Sequence[LabelledSlide] = (), outputs: Iterable[str] = ()
 ) -> dict[str, Any]:
     """The run record of a command (see :mod:`napari_regional_mil.runrecord`).
 

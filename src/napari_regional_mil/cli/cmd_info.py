@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import RegionalMilError
 from ..geometry import patch_size_level0
-from ..slide import open_slide
+from ..slide import Slide, open_slide
 from ..tiling import TilingParams, tile_slide
 from ._tissue_options import add_tissue_arguments, tissue_source
 
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _tiling_summary(slide: Any, args: argparse.Namespace) -> dict[str, Any]:
+def _tiling_summary(slide: Slide, args: argparse.Namespace) -> dict[str, Any]:
     params = TilingParams(
         patch_size=args.patch_size, target_mpp=args.target_mpp, region_size=args.region_size,
         tissue_threshold=args.tissue_threshold,

@@ -17,6 +17,7 @@ import time
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,13 +105,13 @@ class MilPretrainConfig:
             )
 
     @classmethod
-    def for_gpu(cls, **changes: object) -> MilPretrainConfig:
+    def for_gpu(cls, **changes: Any) -> MilPretrainConfig:
         """Larger settings for a GPU: 128 px at 1 um/px, wider extractor, bigger bags."""
         base = cls(
             patch_size=128, mpp=1.0, patches_per_slide=2048, bag_size=128, epochs=40, bags_per_slide=4,
             embedding_dim=256, widths=(32, 64, 128, 256, 256), device="cuda", num_readers=8,
         )
-        return replace(base, **changes)  # type: ignore[arg-type]
+        return replace(base, **changes)
 
 
 class AttentionMilPretrainer(nn.Module):
@@ -288,8 +289,8 @@ def train_mil_encoder(
     yield Progress("pretrain", total, total, f"saving the encoder to {out.name}")
     provenance = {
         "slides": [p.name for p in sample.slide_paths], "labels": str(cohort.path), "classes": list(cohort.class_names),
-        "n_patches": len(sample), "config": {k: list(v) if isinstance(v, tuple) else v for k,
-                                             v in asdict(config).items()},
+        "n_patches": len(sample),
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
         "final_loss": history[-1]["loss"],
     }
     frozen = save_pretrained_encoder(

@@ -24,7 +24,7 @@ import os
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -45,6 +45,8 @@ from .metrics import finite_or_none
 from .report import EvaluationReport, evaluate_predictions
 from .train import DEFAULT_TRAIN_CONFIG, TrainConfig, TrainResult, train_model
 from .tuning import TuneGrid, TuneResult, apply_candidate, tune_hyperparameters
+
+T = TypeVar("T")
 
 __all__ = ["CrossValResult", "FoldResult", "FoldRun", "cross_validate", "refit_model", "run_fold"]
 
@@ -289,7 +291,7 @@ def cross_validate(
     return result
 
 
-def _relabel(job: Generator[Progress, None, Any], what: str, offset: int, total: int) -> Generator[Progress, None, Any]:
+def _relabel(job: Generator[Progress, None, T], what: str, offset: int, total: int) -> Generator[Progress, None, T]:
     try:
         while True:
             event = next(job)

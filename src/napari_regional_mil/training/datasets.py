@@ -149,11 +149,12 @@ def load_cohort_embeddings(
             f"{cohort.path.name}: no embedding cache in {cache_dir} for {len(missing)} slide(s): {listed}{more}; "
             "embed them first (napari-regional-mil embed)"
         )
-    for i, row in enumerate(missing):
-        yield Progress("embed", i, len(missing), f"embedding missing slide {row.name}")
-        yield from embed(row)  # type: ignore[misc]
-        if find_cache(cache_dir, row, encoder=encoder) is None:
-            raise CacheError(f"{cohort.where(row)}: embedding {row.slide!r} wrote no cache in {cache_dir}")
+    if embed is not None:  # (none missing otherwise)
+        for i, row in enumerate(missing):
+            yield Progress("embed", i, len(missing), f"embedding missing slide {row.name}")
+            yield from embed(row)
+            if find_cache(cache_dir, row, encoder=encoder) is None:
+                raise CacheError(f"{cohort.where(row)}: embedding {row.slide!r} wrote no cache in {cache_dir}")
     out: list[LabelledSlide] = []
     for i, (row, label) in enumerate(zip(cohort.rows, labels)):
         path = find_cache(cache_dir, row, encoder=encoder)

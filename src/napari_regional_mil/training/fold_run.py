@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,6 +27,8 @@ from .train import DEFAULT_TRAIN_CONFIG, TrainConfig, train_model
 from .tuning import TuneGrid, TuneResult, apply_candidate, tune_hyperparameters
 
 __all__ = ["FoldResult", "FoldRun", "as_fold_events", "run_fold"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -123,8 +125,7 @@ def run_fold(
     return FoldRun(result, checkpoint, tuning)
 
 
-def as_fold_events(job: Generator[Progress, None, Any], fold: int, start: int, end: int) -> Generator[Progress,
-                                                                                                      None, Any]:
+def as_fold_events(job: Generator[Progress, None, T], fold: int, start: int, end: int) -> Generator[Progress, None, T]:
     """Pass a job's events on as ``stage="fold"`` in thousandths ``[start, end]`` of the fold."""
     try:
         while True:

@@ -159,8 +159,9 @@ def write_report(
     return written
 
 
-def save_report(out: str | os.PathLike[str], report: EvaluationReport, *, extra: Mapping[str,
-                                                                                         Any] | None = None) -> Path:
+def save_report(
+    out: str | os.PathLike[str], report: EvaluationReport, *, extra: Mapping[str, Any] | None = None
+) -> Path:
     """Write a report's files (see :func:`write_report`) into the folder ``out``: all or none."""
     out = Path(out)
     with staged_folder(out) as stage:
