@@ -45,7 +45,7 @@ from .train import TrainConfig
 from .tuning import TuneGrid
 
 if TYPE_CHECKING:
-    from distributed import Client, LocalCluster
+    from distributed import Client, Future, LocalCluster
 
 __all__ = ["SlideRef", "check_workers_read", "fold_task", "run_folds_on_cluster"]
 
@@ -230,7 +230,7 @@ def run_folds_on_cluster(
     total = 1000 * n if total is None else int(total)
     client, cluster = _connect(scheduler, workers)
     inbox: collections.deque[tuple[float, dict[str, Any]]] = collections.deque()
-    futures: list[Any] = []
+    futures: list[Future] = []
     try:
         address = client.scheduler.address if client.scheduler is not None else scheduler
         yield Progress("crossval", 0, total, f"{n} folds on {address}: checking that every worker reads the caches")

@@ -265,7 +265,7 @@ def _train(
     scaler = grad_scaler(device)
 
     history: list[dict[str, float]] = []
-    best_state: dict[str, Any] | None = copy.deepcopy(model.state_dict())
+    best_state: dict[str, torch.Tensor] | None = copy.deepcopy(model.state_dict())
     best_key, best_epoch = (-math.inf, math.inf), 0
     total = config.epochs * len(bags)
     started = time.perf_counter()
