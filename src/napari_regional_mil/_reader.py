@@ -16,20 +16,26 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari_regional_mil.errors import SlideError
+
+if TYPE_CHECKING:
+    import dask.array as da
+
+    from napari_regional_mil.slide import Slide
+    from napari_regional_mil.slide.damage import DamageNotice
 
 __all__ = ["layer_data", "napari_get_reader", "read_slide"]
 
 # Slides behind open layers stay open here (their dask levels read through them).
-_OPEN: OrderedDict[str, Any] = OrderedDict()
+_OPEN: OrderedDict[str, Slide] = OrderedDict()
 _MAX_OPEN = 32
 
-LayerData = tuple[Any, dict[str, Any], str]
+LayerData = tuple["list[da.Array]", dict[str, Any], str]
 
 
-def _keep_open(slide: Any) -> None:
+def _keep_open(slide: Slide) -> None:
     key = str(slide.path)
     old = _OPEN.pop(key, None)
     if old is not None and old is not slide:
@@ -41,7 +47,7 @@ def _keep_open(slide: Any) -> None:
         _OPEN.popitem(last=False)
 
 
-def layer_data(slide: Any) -> LayerData:
+def layer_data(slide: Slide) -> LayerData:
     """The ``(data, kwargs, "image")`` layer tuple of an opened slide."""
     info = slide.info
     meta = {
@@ -65,7 +71,7 @@ def layer_data(slide: Any) -> LayerData:
     return (slide.display_pyramid(), kwargs, "image")
 
 
-def _show_damage(notice: Any) -> None:
+def _show_damage(notice: DamageNotice) -> None:
     """Damaged tiles (any thread) -> one napari warning notification per slide and level."""
     import napari  # lazy: startup (napari, only when a damaged tile is shown: the reader imports little)
     from napari.utils.notifications import show_warning  # lazy: startup (see above)
@@ -74,7 +80,7 @@ def _show_damage(notice: Any) -> None:
         show_warning(notice.message)
 
 
-def _layer_of(slide: Any) -> LayerData:
+def _layer_of(slide: Slide) -> LayerData:
     """Keep the slide open, show its warnings (napari notifies them), give its layer."""
     from napari_regional_mil.slide import damage  # lazy: startup (the slide package: the reader stays cheap)
 
@@ -119,7 +125,7 @@ def _looks_like_slide(path: Path) -> bool:
     return kind in ("tiff", "dicom") or path.suffix.lower() in _NON_TIFF_SUFFIXES
 
 
-def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
+def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
     """Return a reader for slides this plugin opens, else ``None`` (cheap: nothing is opened).
 
     A path is accepted by its suffix (the one list in :mod:`napari_regional_mil.slide.formats`)
@@ -131,7 +137,7 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
     if not paths or not all(_looks_like_slide(Path(p)) for p in paths):
         return None
 
-    def reader(_path: Any) -> list[LayerData]:
+    def reader(_path: str | list[str]) -> list[LayerData]:
         from napari_regional_mil.slide import open_slide  # lazy: startup (the slide package, when read)
 
         # only the header: the first frame decodes the smallest level anyway, through the guarded

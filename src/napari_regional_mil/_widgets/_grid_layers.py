@@ -9,7 +9,7 @@ that tiled the slide; the GUI thread only adds the layers, or updates them in pl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Vectors
@@ -25,6 +25,10 @@ from napari_regional_mil._widgets._slide_layers import (
     placement,
 )
 from napari_regional_mil.tiling import Tiling
+
+if TYPE_CHECKING:
+    from napari.components import ViewerModel
+    from napari.layers import Image, Layer
 
 __all__ = ["GridOutlines", "grid_outlines", "outline_segments", "show_grid_rgba", "show_grids"]
 
@@ -125,7 +129,8 @@ def grid_outlines(tiling: Tiling) -> GridOutlines:
     return GridOutlines(_as_vectors(patch_segs), _as_vectors(region_segs), max(1.0, 0.03 * s), max(2.0, 0.1 * s))
 
 
-def _grid_layer(viewer: Any, slide_layer: Any, what: str, vectors: np.ndarray, colour: str, width: float) -> Any:
+def _grid_layer(viewer: ViewerModel, slide_layer: Layer, what: str, vectors: np.ndarray, colour: str,
+                width: float) -> Vectors:
     """Add a Vectors layer of outlines, or update the existing one in place.
 
     No remove/re-add: removing a layer makes napari run a full garbage collection.
@@ -157,7 +162,7 @@ def _grid_layer(viewer: Any, slide_layer: Any, what: str, vectors: np.ndarray, c
     )
 
 
-def show_grids(viewer: Any, slide_layer: Any, tiling: Tiling | GridOutlines) -> tuple[Any, Any]:
+def show_grids(viewer: ViewerModel, slide_layer: Layer, tiling: Tiling | GridOutlines) -> tuple[Vectors, Vectors]:
     """Show the kept patches' grid and their regions' grid as outline layers.
 
     Parameters
@@ -182,7 +187,7 @@ def show_grids(viewer: Any, slide_layer: Any, tiling: Tiling | GridOutlines) -> 
     return patches, regions
 
 
-def show_grid_rgba(viewer: Any, slide_layer: Any, rgba: np.ndarray, step_level0: float, what: str) -> Any:
+def show_grid_rgba(viewer: ViewerModel, slide_layer: Layer, rgba: np.ndarray, step_level0: float, what: str) -> Image:
     """Show an ``(rows, cols, 4)`` RGBA image on a grid of ``step_level0``-px cells.
 
     Pixel ``(gy, gx)`` is centred on the centre of grid cell ``(gx, gy)``; transparent

@@ -8,13 +8,17 @@ layers aligned with the slide layer and keeps them up to date.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QIcon, QImage, QPixmap
 
 from napari_regional_mil.heatmap import AttentionMaps, GridPlacement, contrast_limits
+
+if TYPE_CHECKING:
+    from napari.components import Camera, ViewerModel
+    from napari.layers import Image, Vectors
 
 __all__ = [
     "HeatmapSpec",
@@ -92,8 +96,8 @@ def heatmap_specs(
     return specs
 
 
-def sync_heatmap_layers(viewer: Any, layers: dict[str, Any], specs: list[HeatmapSpec], *,
-                        opacity: float, units: Any = None, derived_from: str | None = None) -> dict[str, Any]:
+def sync_heatmap_layers(viewer: ViewerModel, layers: dict[str, Image], specs: list[HeatmapSpec], *,
+                        opacity: float, units: Any = None, derived_from: str | None = None) -> dict[str, Image]:
     """Add or update (in place) one Image layer per spec; remove the ones no longer wanted.
 
     Parameters
@@ -127,15 +131,15 @@ def sync_heatmap_layers(viewer: Any, layers: dict[str, Any], specs: list[Heatmap
     return out
 
 
-def remove_unwanted(viewer: Any, layers: dict[str, Any], keys: set[str]) -> None:
+def remove_unwanted(viewer: ViewerModel, layers: dict[str, Image], keys: set[str]) -> None:
     """Remove the heatmap layers whose key is not in ``keys`` (e.g. evidence switched off)."""
     for key, layer in list(layers.items()):
         if key not in keys and layer in viewer.layers:
             viewer.layers.remove(layer)
 
 
-def show_heatmap_layer(viewer: Any, layer: Any, spec: HeatmapSpec, *, opacity: float, units: Any = None,
-                       derived_from: str | None = None) -> Any:
+def show_heatmap_layer(viewer: ViewerModel, layer: Image | None, spec: HeatmapSpec, *, opacity: float,
+                       units: Any = None, derived_from: str | None = None) -> Image:
     """Update ``layer`` in place to ``spec``, or add a new Image layer when there is none of that shape.
 
     Only what changed is set (each change redraws). Returns the layer; the active layer stays active.
@@ -218,8 +222,8 @@ def read_thumbnail(level_arrays: list[Any], box: tuple[int, int, int], *, size: 
     return np.ascontiguousarray(tile)
 
 
-def show_selection(viewer: Any, layer: Any, maps: AttentionMaps, region: int, patches: Any, *,
-                   units: Any = None, offset: tuple[float, float] = (0.0, 0.0)) -> Any:
+def show_selection(viewer: ViewerModel, layer: Vectors | None, maps: AttentionMaps, region: int, patches: Any, *,
+                   units: Any = None, offset: tuple[float, float] = (0.0, 0.0)) -> Vectors:
     """Outline ``region`` (cyan) and its listed ``patches`` (white) in a Vectors layer.
 
     The layer is re-used when it exists (outlines are cheap to redraw, unlike Shapes).
@@ -263,13 +267,13 @@ def show_selection(viewer: Any, layer: Any, maps: AttentionMaps, region: int, pa
     return layer
 
 
-def camera_of(viewer: Any) -> Any:
+def camera_of(viewer: ViewerModel) -> Camera:
     """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
-def rgb_icon(tile: np.ndarray, size: int) -> Any:
+def rgb_icon(tile: np.ndarray, size: int) -> QIcon:
     """A ``QIcon`` of an ``(h, w, 3)`` uint8 RGB tile, scaled to fit ``size`` px."""
     tile = np.ascontiguousarray(tile[..., :3], dtype=np.uint8)
     h, w, _ = tile.shape
@@ -277,7 +281,7 @@ def rgb_icon(tile: np.ndarray, size: int) -> Any:
     return QIcon(QPixmap.fromImage(image).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio))
 
 
-def jump_to(viewer: Any, centre_yx: tuple[float, float], extent_um: float) -> None:
+def jump_to(viewer: ViewerModel, centre_yx: tuple[float, float], extent_um: float) -> None:
     """Centre the camera on ``centre_yx`` (world um); zoom in so ``extent_um`` fills ~60 %.
 
     The camera never zooms *out*: a user looking closer than that stays as close.

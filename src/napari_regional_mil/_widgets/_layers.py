@@ -23,7 +23,7 @@ arrays prepared in the worker (:func:`prepare_tiling_layers` there,
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from napari_regional_mil._widgets._grid_layers import (
     GridOutlines,
@@ -55,6 +55,13 @@ from napari_regional_mil._widgets._tissue_layers import (
     tissue_mask_of,
 )
 from napari_regional_mil._widgets._warm_up import warm_up
+
+if TYPE_CHECKING:
+    from napari.components import ViewerModel
+    from napari.layers import Layer, Vectors
+
+    from napari_regional_mil.tiling import Tiling
+    from napari_regional_mil.tissue import TissueMask
 
 __all__ = [
     "SLIDE_PATH_KEY",
@@ -101,14 +108,14 @@ class TilingLayers:
         ``(width, height)`` of level 0.
     """
 
-    tiling: Any
+    tiling: Tiling
     outlines: GridOutlines
-    tissue: Any
+    tissue: TissueMask | None
     slide_dimensions: tuple[int, int]
 
 
 def prepare_tiling_layers(
-    tiling: Any, tissue: Any = None, slide_dimensions: tuple[int, int] | None = None
+    tiling: Tiling, tissue: TissueMask | None = None, slide_dimensions: tuple[int, int] | None = None
 ) -> TilingLayers:
     """The layers' geometry of a tiling (plain numpy; call it in the worker).
 
@@ -119,7 +126,7 @@ def prepare_tiling_layers(
     return TilingLayers(tiling, grid_outlines(tiling), tissue, (width, height))
 
 
-def show_tiling_layers(viewer: Any, slide_layer: Any, prepared: TilingLayers) -> tuple[Any, Any]:
+def show_tiling_layers(viewer: ViewerModel, slide_layer: Layer, prepared: TilingLayers) -> tuple[Vectors, Vectors]:
     """Show (add or update in place) the tissue and grid layers of a prepared tiling.
 
     The tiling is recorded on the slide layer (``metadata["tiling"]``, ``["tiling_params"]``).

@@ -16,7 +16,7 @@ dict) and, once the Slide widget tiled it, ``tiling_params`` (a dict of
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image
@@ -24,6 +24,12 @@ from napari.layers import Image
 from napari_regional_mil import _reader, geometry
 from napari_regional_mil.slide import open_slide
 from napari_regional_mil.tiling import Tiling, TilingParams
+
+if TYPE_CHECKING:
+    from napari.components import ViewerModel
+    from napari.layers import Layer
+
+    from napari_regional_mil.slide import Slide, SlideInfo
 
 __all__ = [
     "SLIDE_PATH_KEY",
@@ -43,14 +49,14 @@ __all__ = [
 SLIDE_PATH_KEY = "slide_path"
 
 # -- the slide layer ------------------------------------------------------------------------
-def slide_path_of(layer: Any) -> Path | None:
+def slide_path_of(layer: Layer) -> Path | None:
     """The slide file behind a layer (from its metadata), or ``None``."""
     meta = getattr(layer, "metadata", None) or {}
     path = meta.get(SLIDE_PATH_KEY) or (meta.get("regional_mil") or {}).get(SLIDE_PATH_KEY)
     return Path(path) if path else None
 
 
-def slide_layers(viewer: Any) -> list[Any]:
+def slide_layers(viewer: ViewerModel) -> list[Image]:
     """The viewer's slide layers, in order.
 
     Image layers whose metadata names a slide and that are not derived from one (overlays
@@ -63,7 +69,7 @@ def slide_layers(viewer: Any) -> list[Any]:
     ]
 
 
-def find_slide_layer(viewer: Any) -> Any | None:
+def find_slide_layer(viewer: ViewerModel) -> Image | None:
     """The active layer when it is a slide layer, else the topmost slide layer, else ``None``."""
     active = viewer.layers.selection.active
     if active is not None and active in slide_layers(viewer):
@@ -72,7 +78,7 @@ def find_slide_layer(viewer: Any) -> Any | None:
     return layers[-1] if layers else None
 
 
-def layer_mpp(layer: Any) -> tuple[float, float] | None:
+def layer_mpp(layer: Layer) -> tuple[float, float] | None:
     """``(mpp_x, mpp_y)`` recorded on a slide layer, or ``None``."""
     mpp = (getattr(layer, "metadata", None) or {}).get("mpp")
     if mpp is None:
@@ -82,7 +88,7 @@ def layer_mpp(layer: Any) -> tuple[float, float] | None:
     return (float(mpp[0]), float(mpp[1]))
 
 
-def tiling_params_of(layer: Any) -> TilingParams | None:
+def tiling_params_of(layer: Layer) -> TilingParams | None:
     """The tiling parameters recorded on a slide layer by the Slide widget, or ``None``."""
     raw = (getattr(layer, "metadata", None) or {}).get("tiling_params")
     if not raw:
@@ -93,7 +99,7 @@ def tiling_params_of(layer: Any) -> TilingParams | None:
         return None
 
 
-def tiling_of(layer: Any) -> Any | None:
+def tiling_of(layer: Layer) -> Tiling | None:
     """The :class:`~napari_regional_mil.tiling.Tiling` recorded on a slide layer, or ``None``.
 
     The Slide or Cohort widget records it in ``metadata["tiling"]``.
@@ -102,12 +108,12 @@ def tiling_of(layer: Any) -> Any | None:
     return tiling if isinstance(tiling, Tiling) else None
 
 
-def _info_dict(info: Any) -> dict[str, Any]:
+def _info_dict(info: SlideInfo) -> dict[str, Any]:
     to_dict = getattr(info, "to_dict", None)
     return to_dict() if callable(to_dict) else dict(getattr(info, "__dict__", {}))
 
 
-def make_slide_layer(layer_data: tuple[Any, dict[str, Any], str]) -> Any:
+def make_slide_layer(layer_data: _reader.LayerData) -> Image:
     """The napari Image layer of the reader's layer data, not yet in a viewer.
 
     Call it in a worker: making a layer model slices its data; only adding it is left to the GUI thread.
@@ -116,7 +122,7 @@ def make_slide_layer(layer_data: tuple[Any, dict[str, Any], str]) -> Any:
     return Image(data, **kwargs)
 
 
-def show_slide_layer(viewer: Any, layer: Any) -> Any:
+def show_slide_layer(viewer: ViewerModel, layer: Image | _reader.LayerData) -> Image:
     """Add a slide layer, or return the layer already showing that slide.
 
     ``layer`` comes from :func:`make_slide_layer`, or is the reader's layer data.
@@ -130,7 +136,7 @@ def show_slide_layer(viewer: Any, layer: Any) -> Any:
     return viewer.add_layer(layer)
 
 
-def add_slide_layer(viewer: Any, slide: Any, *, mpp: tuple[float, float] | None = None) -> Any:
+def add_slide_layer(viewer: ViewerModel, slide: Slide, *, mpp: tuple[float, float] | None = None) -> Image:
     """Add a slide as a lazy multiscale RGB layer, or update the layer already showing it.
 
     The layer is the reader's (:func:`napari_regional_mil._reader.layer_data`), so a slide
@@ -165,7 +171,7 @@ def add_slide_layer(viewer: Any, slide: Any, *, mpp: tuple[float, float] | None 
     return layer
 
 
-def open_slide_of(layer: Any) -> Any:
+def open_slide_of(layer: Layer) -> Slide:
     """The open :class:`~napari_regional_mil.slide.Slide` behind a slide layer (opened if needed)."""
     path = slide_path_of(layer)
     slide = _reader._OPEN.get(str(path))
@@ -175,15 +181,15 @@ def open_slide_of(layer: Any) -> Any:
     return slide
 
 
-def _by_name(viewer: Any, name: str) -> Any | None:
+def _by_name(viewer: ViewerModel, name: str) -> Layer | None:
     return next((layer for layer in viewer.layers if layer.name == name), None)
 
 
-def _derived_name(slide_layer: Any, what: str) -> str:
+def _derived_name(slide_layer: Layer, what: str) -> str:
     return f"{what} ({slide_layer.name})"
 
 
-def set_slide_mpp(viewer: Any, slide_layer: Any, mpp: tuple[float, float] | None) -> None:
+def set_slide_mpp(viewer: ViewerModel, slide_layer: Layer, mpp: tuple[float, float] | None) -> None:
     """Set a slide layer's mpp and rescale it and the layers derived from it.
 
     The tissue and grid layers keep their level-0 geometry in ``metadata['level0_step']``
@@ -200,7 +206,7 @@ def set_slide_mpp(viewer: Any, slide_layer: Any, mpp: tuple[float, float] | None
             _place(layer, meta["level0_step"], mpp, corner=meta.get("corner", False), units=units)
 
 
-def _units(slide_layer: Any) -> tuple[Any, ...]:
+def _units(slide_layer: Layer) -> tuple[Any, ...]:
     """The slide layer's own napari ``units`` (its last two axes).
 
     Every layer derived from it takes them, so napari never sees inconsistent units across layers.
@@ -225,7 +231,7 @@ def placement(step: tuple[float, float], mpp: tuple[float, float] | None, *, cor
     return {"scale": tuple(transform["scale"]), "translate": tuple(transform["translate"])}
 
 
-def _place(layer: Any, step: tuple[float, float], mpp: tuple[float, float] | None, *, corner: bool,
+def _place(layer: Layer, step: tuple[float, float], mpp: tuple[float, float] | None, *, corner: bool,
            units: Any = None) -> None:
     """Scale/translate (and give ``units``) to an existing layer, touching only what changed.
 
@@ -253,7 +259,7 @@ def _as_units(units: Any) -> tuple[Any, ...]:
     return tuple(get_units_from_name(u) if isinstance(u, str) else u for u in units)
 
 
-def _derived(viewer: Any, slide_layer: Any, what: str, step: tuple[float, float], corner: bool) -> dict:
+def _derived(viewer: ViewerModel, slide_layer: Layer, what: str, step: tuple[float, float], corner: bool) -> dict:
     return {
         "derived_from": slide_layer.name,
         SLIDE_PATH_KEY: str(slide_path_of(slide_layer)),

@@ -8,7 +8,7 @@ it edits the mask tiling uses.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Labels
@@ -25,12 +25,17 @@ from napari_regional_mil._widgets._slide_layers import (
 )
 from napari_regional_mil.tissue import TissueMask
 
+if TYPE_CHECKING:
+    from napari.components import ViewerModel
+    from napari.layers import Layer
+
 __all__ = ["read_tissue_mask", "show_tissue_mask", "tissue_labels", "tissue_layer_of", "tissue_mask_of"]
 
 _TISSUE_COLOUR = "#00d7ff"
 
 
-def show_tissue_mask(viewer: Any, slide_layer: Any, tissue: Any, slide_dimensions: tuple[int, int]) -> Any:
+def show_tissue_mask(viewer: ViewerModel, slide_layer: Layer, tissue: TissueMask,
+                     slide_dimensions: tuple[int, int]) -> Labels:
     """Show a low-resolution tissue mask as an editable Labels layer aligned with the slide.
 
     Parameters
@@ -66,7 +71,7 @@ def show_tissue_mask(viewer: Any, slide_layer: Any, tissue: Any, slide_dimension
     return layer
 
 
-def tissue_labels(tissue: Any, slide_dimensions: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
+def tissue_labels(tissue: TissueMask, slide_dimensions: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
     """The Labels data of a tissue mask and the ``(y, x)`` level-0 pixels one of its pixels covers.
 
     No napari: a worker may compute it.
@@ -79,12 +84,12 @@ def tissue_labels(tissue: Any, slide_dimensions: tuple[int, int]) -> tuple[np.nd
     return mask.view(np.uint8).copy(), (height / mask.shape[0], width / mask.shape[1])
 
 
-def read_tissue_mask(layer: Any) -> np.ndarray:
+def read_tissue_mask(layer: Layer) -> np.ndarray:
     """The (possibly user-painted) tissue mask of a tissue Labels layer: ``data > 0``."""
     return np.asarray(layer.data) > 0
 
 
-def tissue_layer_of(viewer: Any, slide_layer: Any) -> Any | None:
+def tissue_layer_of(viewer: ViewerModel, slide_layer: Layer) -> Labels | None:
     """The tissue Labels layer of a slide layer, or ``None``."""
     name = _derived_name(slide_layer, "tissue")
     layer = _by_name(viewer, name)
@@ -92,7 +97,7 @@ def tissue_layer_of(viewer: Any, slide_layer: Any) -> Any | None:
     return layer if isinstance(layer, Labels) else None
 
 
-def tissue_mask_of(viewer: Any, slide_layer: Any, *, only_if_edited: bool = False) -> Any | None:
+def tissue_mask_of(viewer: ViewerModel, slide_layer: Layer, *, only_if_edited: bool = False) -> TissueMask | None:
     """The slide's tissue mask as the user left it on its Labels layer, or ``None``.
 
     Parameters
