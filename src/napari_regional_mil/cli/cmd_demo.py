@@ -18,7 +18,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .. import demo
 from ..errors import TrainingError
 from ..tiling import TilingParams
 from ._progress import drive
@@ -84,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         print("warning: no display and no xvfb-run: napari cannot open. Install Xvfb (apt-get install xvfb) "
               "or run on a desktop; computing the predictions only.", file=sys.stderr)
         gui = False
+
+    from .. import demo  # lazy: help (imports torch)
 
     try:
         settings = replace(demo.FAST if args.quick else demo.DemoSettings(),
