@@ -172,7 +172,8 @@ def _train(train, qtbot, out):
 
 def _model_meta(path):
     with safe_open(str(path), framework="pt") as fh:
-        return {k: fh.get_tensor(k) for k in fh}, json.loads(fh.metadata()["napari_regional_mil"])
+        names = fh.keys()  # safe_open is not iterable
+        return {k: fh.get_tensor(k) for k in names}, json.loads(fh.metadata()["napari_regional_mil"])
 
 
 def test_train_widget_lists_the_cached_contexts(train_widget, context_cohort, tmp_path):

@@ -66,6 +66,8 @@ def test_mil_from_the_cohort_widget(widget, qtbot, pretrain_cohort, tmp_path):
     cohort = CohortWidget(viewer)
     viewer.window.add_dock_widget(cohort)
     assert cohort.import_csv(pretrain_cohort.labels_csv)
+    # the table lists the rows at once; a worker finds their slide files
+    qtbot.waitUntil(lambda: all(row.path is not None for row in cohort.table.rows), timeout=60000)
     w.method.setCurrentIndex(1)
     w.source.setCurrentIndex(1)
     w.epochs.setValue(1)

@@ -31,7 +31,8 @@ FAST = {
 
 def _tensors(path):
     with safe_open(str(path), framework="pt") as fh:
-        return {key: fh.get_tensor(key) for key in fh}, json.loads(fh.metadata()["napari_regional_mil"])
+        names = fh.keys()  # safe_open is not iterable
+        return {key: fh.get_tensor(key) for key in names}, json.loads(fh.metadata()["napari_regional_mil"])
 
 
 @pytest.fixture

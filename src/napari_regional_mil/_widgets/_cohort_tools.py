@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari.utils import notifications
 from qtpy.QtCore import Qt, Signal
@@ -29,6 +29,14 @@ from napari_regional_mil._widgets._slide_jobs import open_job, tiling_job
 from napari_regional_mil._widgets._worker import start_job
 from napari_regional_mil.embedding.workflow import default_cache_dir, embed_slides
 from napari_regional_mil.training.cohort_table import CohortTable
+
+if TYPE_CHECKING:
+    from napari.components import ViewerModel
+    from qtpy.QtCore import QObject
+
+    from napari_regional_mil._widgets._layers import TilingLayers
+    from napari_regional_mil._widgets._worker import JobHandle
+    from napari_regional_mil.tiling import TilingParams
 
 __all__ = ["ClassEditor", "EmbedBox", "embed_missing_job", "open_with_grids"]
 
@@ -214,8 +222,8 @@ def embed_missing_job(rows: list[tuple[str, Path]], **kwargs: Any):
     return embed_slides([path for _, path in rows], on_error="raise", **kwargs)
 
 
-def open_with_grids(viewer: Any, path: Path, params: Any, cache_dir: Path | None, *, owner: Any = None,
-                    progress_bar: Any = None) -> Any:
+def open_with_grids(viewer: ViewerModel, path: Path, params: TilingParams, cache_dir: Path | None, *,
+                    owner: QObject | None = None, progress_bar: JobProgressBar | None = None) -> JobHandle | None:
     """Open a slide in a worker and show it alone, then detect tissue and tile it in another worker.
 
     The slide is read by this plugin's reader; other slides and their layers are hidden; the
@@ -241,7 +249,7 @@ def open_with_grids(viewer: Any, path: Path, params: Any, cache_dir: Path | None
             notifications.show_warning(f"{path.name}: the slide has no mpp; set it in the Slide widget to tile it")
             return
 
-        def show_grids(prepared: Any) -> None:  # a _layers.TilingLayers made in the worker
+        def show_grids(prepared: TilingLayers) -> None:  # made in the worker
             if layer not in viewer.layers:
                 return
             _layers.show_tiling_layers(viewer, layer, prepared)

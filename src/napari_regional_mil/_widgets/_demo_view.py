@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication
 
 from napari_regional_mil._widgets._worker import running_job
+
+if TYPE_CHECKING:
+    from qtpy.QtWidgets import QWidget
 
 __all__ = ["raise_dock", "save_screenshot", "show_demo", "wait_for_jobs"]
 
@@ -48,11 +51,11 @@ def _wait_until(condition: Any, *, timeout: float = 60.0) -> bool:
     return True
 
 
-def _dock(viewer: Any, widget: Any, name: str) -> Any:
+def _dock(viewer: napari.Viewer, widget: QWidget, name: str) -> Any:
     return viewer.window.add_dock_widget(widget, name=name, area="right")
 
 
-def show_demo(result: Any, *, tiling: Any, settings: Any = None, viewer: Any = None) -> dict[str, Any]:
+def show_demo(result: Any, *, tiling: Any, settings: Any = None, viewer: napari.Viewer | None = None) -> dict[str, Any]:
     """Open the demo's outcome in napari.
 
     Parameters
@@ -146,7 +149,7 @@ def raise_dock(dock: Any) -> None:
     dock.raise_()
 
 
-def _close_toasts(viewer: Any) -> None:
+def _close_toasts(viewer: napari.Viewer) -> None:
     """Dismiss notification pop-ups so they do not cover a screenshot."""
     qt_window = getattr(viewer.window, "_qt_window", None)
     if qt_window is None:
@@ -159,7 +162,8 @@ def _close_toasts(viewer: Any) -> None:
         toast.close()
 
 
-def save_screenshot(viewer: Any, path: str | Path, *, size: tuple[int, int] = (1600, 1000), reset: bool = True) -> Path:
+def save_screenshot(viewer: napari.Viewer, path: str | Path, *, size: tuple[int, int] = (1600, 1000),
+                    reset: bool = True) -> Path:
     """Show the window at ``size``, render it and write a PNG of the whole window.
 
     ``reset``: fit the view to the layers first (``False`` keeps the camera).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
@@ -20,10 +20,18 @@ from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_
 from napari_regional_mil.errors import CohortError
 from napari_regional_mil.jobs import Progress
 
+if TYPE_CHECKING:
+    from napari.components import ViewerModel
+
+    from napari_regional_mil.model.checkpoint import Checkpoint
+    from napari_regional_mil.training.cohort import Cohort
+    from napari_regional_mil.training.cohort_table import CohortTable
+    from napari_regional_mil.training.evaluate import Evaluation
+
 __all__ = ["EvaluateBox", "evaluate_job"]
 
 
-def evaluate_job(checkpoint: Any, cohort: Any, cache_dir: Path, threshold: float | None):
+def evaluate_job(checkpoint: Checkpoint, cohort: Cohort, cache_dir: Path, threshold: float | None):
     """Job: score ``checkpoint`` on the cohort's test split, then draw the ROC and confusion."""
     from napari_regional_mil.training.evaluate import evaluate_cohort  # lazy: torch (in the worker)
     from napari_regional_mil.training.plots import report_images  # lazy: torch (in the worker)
@@ -50,9 +58,9 @@ class EvaluateBox(ReportView):
         assert isinstance(layout, QVBoxLayout)
         layout.insertWidget(0, self.status)
         layout.insertWidget(0, self.button)
-        self.evaluation: Any = None
+        self.evaluation: Evaluation | None = None
 
-    def caption_of(self, evaluation: Any) -> str:
+    def caption_of(self, evaluation: Evaluation) -> str:
         """The headline figures of an evaluation, and on what."""
         report = evaluation.report
         low, high = report.auroc_ci
@@ -84,7 +92,8 @@ class EvaluateBox(ReportView):
                          on_error=lambda _: self.status.setText("Failed (see the notification)."),
                          viewer=state.viewer, owner=owner, progress_bar=progress_bar)
 
-    def show_evaluation(self, evaluation: Any, images: dict[str, bytes], *, table: Any, viewer: Any) -> list[int]:
+    def show_evaluation(self, evaluation: Evaluation, images: dict[str, bytes], *, table: CohortTable,
+                        viewer: ViewerModel) -> list[int]:
         """Show an evaluation's plots and mark the table's rows; return the rows that changed."""
         report = evaluation.report
         changed = [i for i, row in enumerate(table.rows) if row.outcome]
@@ -101,6 +110,6 @@ class EvaluateBox(ReportView):
                          extra=evaluation.record(), viewer=viewer)
         return sorted(set(changed))
 
-    def _folder_for(self, evaluation: Any) -> Path:
+    def _folder_for(self, evaluation: Evaluation) -> Path:
         base = evaluation.model_path.parent if evaluation.model_path is not None else Path.cwd()
         return base / f"{Path(evaluation.model).stem}.test-evaluation"

@@ -11,7 +11,7 @@ a click on the canvas listing the region's top patches, and the exports
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.utils import notifications
@@ -46,6 +46,15 @@ from napari_regional_mil._widgets._heatmap_layers import (
 from napari_regional_mil._widgets._worker import start_job
 from napari_regional_mil.heatmap import NORMALISATIONS, AttentionMaps, normalise
 
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from napari.components import ViewerModel
+    from napari.layers import Image, Layer, Vectors
+    from napari.utils.events import Event
+
+    from napari_regional_mil._widgets._job_handle import JobHandle
+
 __all__ = ["THUMB_PX", "HeatmapView"]
 
 #: Side of a patch thumbnail in the top-patch list (px).
@@ -61,14 +70,14 @@ class HeatmapView:
     :meth:`_build_heatmap_box` and :meth:`_build_export_row` to its layout.
     """
 
-    viewer: Any
+    viewer: ViewerModel
     maps: AttentionMaps | None
-    _slide_layer: Any
+    _slide_layer: Layer | None
 
     def _init_heatmaps(self) -> None:
         """The heatmap state: no layers yet, and the timer that adds queued layers one by one."""
-        self.heatmap_layers: dict[str, Any] = {}
-        self.selection_layer: Any = None
+        self.heatmap_layers: dict[str, Image] = {}
+        self.selection_layer: Vectors | None = None
         self._layer_queue: list[tuple[HeatmapSpec, dict[str, Any]]] = []
         self._layer_timer = QTimer(self)  # the widget this is mixed into is a QObject
         self._layer_timer.setSingleShot(True)
@@ -200,7 +209,7 @@ class HeatmapView:
                 layer.opacity = value / 100
 
     # -- clicking ---------------------------------------------------------------------------
-    def _on_mouse_drag(self, viewer: Any, event: Any):
+    def _on_mouse_drag(self, viewer: ViewerModel, event: Event) -> Generator[None, None, None]:
         """A click (press and release without moving) on the canvas selects what is under it.
 
         Only while the widget is docked (napari un-parents a closed dock's widget) and in
@@ -269,7 +278,7 @@ class HeatmapView:
                   on_result=self._set_thumbnails, viewer=self.viewer, owner=self, show_progress=False,
                   on_busy="replace")  # a new click supersedes the thumbnails of the previous one
 
-    def _set_thumbnails(self, tiles: list[Any]) -> None:
+    def _set_thumbnails(self, tiles: list[np.ndarray]) -> None:
         for row, tile in enumerate(tiles):
             item = self.patch_list.item(row)
             if item is None:
@@ -296,7 +305,7 @@ class HeatmapView:
         if path:
             self.export(kind, path)
 
-    def export(self, kind: str, path: str | Path) -> Any:
+    def export(self, kind: str, path: str | Path) -> JobHandle | None:
         """Export the current prediction as ``kind`` (``geojson``, ``tiff``, ``csv``) to ``path``.
 
         Runs in the background (large slides have 100k patches); returns the job handle

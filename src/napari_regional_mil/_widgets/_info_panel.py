@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy.QtCore import Qt
@@ -10,6 +10,9 @@ from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from napari_regional_mil._widgets._fields import form
+
+if TYPE_CHECKING:
+    from napari_regional_mil.slide import Slide
 
 __all__ = ["SlideInfoPanel", "rgb_pixmap"]
 
@@ -73,7 +76,7 @@ class SlideInfoPanel(QGroupBox):
         self.warnings.hide()
         self._set_images({})
 
-    def show_slide(self, slide: Any, *, mpp: tuple[float, float] | None = None) -> None:
+    def show_slide(self, slide: Slide, *, mpp: tuple[float, float] | None = None) -> None:
         """Show ``slide``'s metadata (``mpp``: the one in use); no pixels are read.
 
         The associated images are read in a worker and given to :meth:`show_images`.

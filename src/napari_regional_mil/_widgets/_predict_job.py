@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari_regional_mil._widgets._heatmap_layers import HeatmapSpec, heatmap_specs
 from napari_regional_mil._widgets._warm_up import warm_up
@@ -19,16 +19,20 @@ from napari_regional_mil.heatmap import AttentionMaps
 from napari_regional_mil.jobs import Progress
 from napari_regional_mil.tiling import TilingParams
 
+if TYPE_CHECKING:
+    from napari_regional_mil.model.checkpoint import Checkpoint
+    from napari_regional_mil.tissue import TissueMask
+
 __all__ = ["describe_model", "export", "load_model", "model_tiling", "predict_job", "with_layers"]
 
-def load_model(path: str | os.PathLike) -> Any:
+def load_model(path: str | os.PathLike) -> Checkpoint:
     """Load a checkpoint (``CheckpointError`` for a missing, corrupt or foreign file)."""
     from napari_regional_mil.model.checkpoint import load_checkpoint  # lazy: torch (in the worker)
 
     return load_checkpoint(path)
 
 
-def describe_model(checkpoint: Any) -> str:
+def describe_model(checkpoint: Checkpoint) -> str:
     """One line about a loaded checkpoint: file, type, classes, encoder."""
     where = checkpoint.path.name if getattr(checkpoint, "path", None) else "trained model"
     model_type = getattr(checkpoint.config, "model_type", "?")
@@ -37,7 +41,7 @@ def describe_model(checkpoint: Any) -> str:
     return f"{where}: {model_type} model, classes {classes}; encoder {encoder}"
 
 
-def model_tiling(checkpoint: Any, layer_params: TilingParams | None = None) -> TilingParams | None:
+def model_tiling(checkpoint: Checkpoint, layer_params: TilingParams | None = None) -> TilingParams | None:
     """The tiling a model was trained on, as :class:`TilingParams` (``None`` when unknown).
 
     The tissue threshold (not part of a model's tiling) comes from ``layer_params`` (what
@@ -48,14 +52,14 @@ def model_tiling(checkpoint: Any, layer_params: TilingParams | None = None) -> T
 
 
 def predict_job(
-    checkpoint: Any,
+    checkpoint: Checkpoint,
     slide_path: str | None,
     *,
     cache_dir: str | os.PathLike | None = None,
     mpp: tuple[float, float] | None = None,
     slide_mpp: float | None = None,
     layer_params: TilingParams | None = None,
-    tissue_mask: Any = None,
+    tissue_mask: TissueMask | None = None,
     clinical: Any = None,
     encoder_weights: str | os.PathLike | None = None,
     from_hub: bool = False,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,14 +21,14 @@ from napari_regional_mil.slide import open_slide
 from napari_regional_mil.tiling import TilingParams, tile_slide
 from napari_regional_mil.tissue import TissueMask, TissueOptions, detect_tissue
 
+if TYPE_CHECKING:
+    from napari.layers import Image
+
 __all__ = ["associated_images_job", "open_job", "tiling_job", "tissue_job"]
 
 logger = logging.getLogger(__name__)
 
-LayerData = tuple[Any, dict[str, Any], str]
-
-
-def open_job(path: Path) -> LayerData:
+def open_job(path: Path) -> Image:
     """Job: read a slide with this plugin's reader (the layer data napari would get from it).
 
     Only the file's structure is read; the slide stays open for the layer
@@ -63,7 +63,7 @@ def tissue_job(
 
 
 def tiling_job(
-    path: Path, mpp: float, params: TilingParams, tissue: Any, options: TissueOptions | None = None
+    path: Path, mpp: float, params: TilingParams, tissue: TissueMask | None, options: TissueOptions | None = None
 ) -> Generator[Progress, None, _layers.TilingLayers]:
     """Job: (detect tissue with ``options`` when ``tissue`` is None, then) tile the slide.
 

@@ -34,6 +34,8 @@ from napari_regional_mil._widgets._slide_layers import find_slide_layer, slide_l
 
 if TYPE_CHECKING:
     import napari.viewer
+    from napari.layers import Layer
+    from napari.utils.events import Event
 
     from napari_regional_mil.heatmap import AttentionMaps
     from napari_regional_mil.model.checkpoint import Checkpoint
@@ -103,7 +105,7 @@ class ViewerState:
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
-        self._slide_layer: Any = find_slide_layer(viewer)
+        self._slide_layer: Layer | None = find_slide_layer(viewer)
         self._cohort: CohortTable | None = None
         self._cache_dir: Path | None = None
         self._model: Checkpoint | None = None
@@ -114,11 +116,11 @@ class ViewerState:
 
     # -- the open slide -----------------------------------------------------------------------
     @property
-    def slide_layer(self) -> Any:
+    def slide_layer(self) -> Layer | None:
         """The current slide layer: the last slide layer made active, else the topmost one."""
         return self._slide_layer
 
-    def _follow_layers(self, event: Any = None) -> None:
+    def _follow_layers(self, event: Event | None = None) -> None:
         slides = slide_layers(self.viewer)
         active = self.viewer.layers.selection.active
         if active is not None and active in slides:

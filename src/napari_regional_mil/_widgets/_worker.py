@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari.utils import notifications
 from napari.utils.task_status import Status
@@ -57,6 +57,9 @@ from napari_regional_mil._widgets._job_handle import _be_nice as _be_nice
 from napari_regional_mil._widgets._job_handle import _drive as _drive
 from napari_regional_mil._widgets._job_handle import _Outcome as _Outcome
 from napari_regional_mil.jobs import Progress
+
+if TYPE_CHECKING:
+    from napari.components import ViewerModel
 
 __all__ = ["JobHandle", "cancel_all", "notify_error", "running_job", "start_job"]
 
@@ -98,7 +101,7 @@ def start_job(
     on_progress: Callable[[Progress], Any] | None = None,
     on_error: Callable[[BaseException], Any] | None = None,
     on_finish: Callable[[str], Any] | None = None,
-    viewer: Any = None,
+    viewer: ViewerModel | None = None,
     owner: Any = None,
     show_progress: bool = True,
     progress_bar: Any = None,
@@ -185,7 +188,7 @@ def _detach(handle: JobHandle) -> None:
     handle._close_pbar()
 
 
-def _bind_viewer(handle: JobHandle, viewer: Any) -> None:
+def _bind_viewer(handle: JobHandle, viewer: ViewerModel | None) -> None:
     """Make closing ``viewer``'s window cancel ``handle`` and wait for its thread."""
     window = getattr(viewer, "window", None)
     if window is None:
@@ -207,7 +210,7 @@ def _bind_viewer(handle: JobHandle, viewer: Any) -> None:
 class _CloseFilter(QObject):
     """Fallback when napari lacks task registration: a window Close shuts down all jobs."""
 
-    def eventFilter(self, obj: Any, event: Any) -> bool:
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
         if event.type() == QEvent.Type.Close:
             for handle in list(_RUNNING.values()):
                 handle._shutdown()

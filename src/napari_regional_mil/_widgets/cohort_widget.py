@@ -419,7 +419,7 @@ class CohortWidget(QWidget):
             self._set_busy(True)
         return self.job
 
-    def _on_progress(self, event: Any) -> None:
+    def _on_progress(self, event: object) -> None:
         if not isinstance(event, Progress):
             return
         if event.stage == "embedded":

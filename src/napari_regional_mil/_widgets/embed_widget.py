@@ -54,6 +54,8 @@ from napari_regional_mil.jobs import Progress
 
 if TYPE_CHECKING:
     import napari.viewer
+    from napari.layers import Layer
+    from qtpy.QtGui import QShowEvent
 
 __all__ = ["EmbedWidget"]
 
@@ -104,7 +106,7 @@ class EmbedWidget(QWidget):
         super().__init__(parent)
         viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a public-only proxy
         self.viewer = viewer
-        self.slide_layer: Any = None
+        self.slide_layer: Layer | None = None
         self.job: JobHandle | None = None
         self.result: Any = None
         self.context_results: list[Any] = []
@@ -228,7 +230,7 @@ class EmbedWidget(QWidget):
         else:
             events.disconnect(self._on_slide_changed)
 
-    def showEvent(self, event: Any) -> None:
+    def showEvent(self, event: QShowEvent) -> None:
         """Take over the Slide widget's latest settings when shown."""
         super().showEvent(event)
         self.refresh_slide()
@@ -287,7 +289,7 @@ class EmbedWidget(QWidget):
         if self.job is not None:
             self._set_busy(True)
 
-    def _on_progress(self, event: Any) -> None:
+    def _on_progress(self, event: object) -> None:
         if isinstance(event, Progress) and event.stage == "download":
             size = f": {event.done / 1e6:,.0f} / {event.total / 1e6:,.0f} MB" if event.total else ""
             self.status.setText(f"{event.message}{size}")

@@ -12,7 +12,7 @@ are :class:`~._heatmap_view.HeatmapView`'s.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from napari.utils import notifications
 from qtpy.QtCore import Signal
@@ -48,6 +48,10 @@ from napari_regional_mil.heatmap import AttentionMaps
 
 if TYPE_CHECKING:
     import napari.viewer
+    from napari.layers import Layer
+
+    from napari_regional_mil._widgets._job_handle import JobHandle
+    from napari_regional_mil.model.checkpoint import Checkpoint
 
 __all__ = ["PredictWidget"]
 
@@ -70,10 +74,10 @@ class PredictWidget(HeatmapView, QWidget):
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a public-only proxy
-        self.model: Any = None  # a loaded Checkpoint
+        self.model: Checkpoint | None = None
         self.maps: AttentionMaps | None = None
-        self._slide_layer: Any = None
-        self.job: Any = None
+        self._slide_layer: Layer | None = None
+        self.job: JobHandle | None = None
         self._init_heatmaps()
         self.state = viewer_state(self.viewer)
         self._build()
@@ -154,7 +158,7 @@ class PredictWidget(HeatmapView, QWidget):
             self.model_path.setText(path)
             self.set_model(path)
 
-    def set_model(self, model: Any) -> None:
+    def set_model(self, model: str | Path | Checkpoint) -> None:
         """Use ``model``: a checkpoint path (loaded in the background) or a loaded ``Checkpoint``.
 
         It becomes the viewer's current model, and its stored threshold the decision
@@ -173,7 +177,7 @@ class PredictWidget(HeatmapView, QWidget):
             return
         self.state.model = model  # -> _show_model
 
-    def _show_model(self, model: Any) -> None:
+    def _show_model(self, model: Checkpoint | None) -> None:
         self.model = model
         self.model_encoder.set_record(None if model is None else model.encoder)
         self.clinical_form.set_encoding(None if model is None else getattr(model.config, "clinical", None))
@@ -198,7 +202,7 @@ class PredictWidget(HeatmapView, QWidget):
         self.state.threshold = value
 
     # -- prediction -------------------------------------------------------------------------
-    def slide_layer(self) -> Any:
+    def slide_layer(self) -> Layer | None:
         """The slide layer predicted on: the viewer's open slide."""
         return self.state.slide_layer
 

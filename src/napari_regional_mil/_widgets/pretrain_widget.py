@@ -282,7 +282,7 @@ class PretrainWidget(QWidget):
         if self.job is not None:
             self.job.cancel()
 
-    def _on_progress(self, event: Any) -> None:
+    def _on_progress(self, event: object) -> None:
         if not isinstance(event, Progress):
             return
         if event.stage == "sample":

@@ -63,6 +63,11 @@ from napari_regional_mil.slide.formats import dialog_filter
 
 if TYPE_CHECKING:
     import napari.viewer
+    from napari.layers import Layer
+
+    from napari_regional_mil._widgets._layers import TilingLayers
+    from napari_regional_mil.slide import Slide
+    from napari_regional_mil.tiling import Tiling
 
 __all__ = ["SLIDE_FILTER", "SlideWidget"]
 
@@ -82,9 +87,9 @@ class SlideWidget(QWidget):
         super().__init__(parent)
         viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a public-only proxy
         self.viewer = viewer
-        self.slide: Any = None
-        self.slide_layer: Any = None
-        self.tiling: Any = None
+        self.slide: Slide | None = None
+        self.slide_layer: Layer | None = None
+        self.tiling: Tiling | None = None
         self.job: JobHandle | None = None
         self.state = viewer_state(viewer)
         self._build()
@@ -264,7 +269,7 @@ class SlideWidget(QWidget):
         self.tiling = tiling
         self._show_counts(tiling)
 
-    def _show_counts(self, tiling: Any) -> None:
+    def _show_counts(self, tiling: Tiling | None) -> None:
         if tiling is None:
             self.counts.setText("Not tiled yet.")
             return
@@ -420,7 +425,7 @@ class SlideWidget(QWidget):
         self._start(lambda: tiling_job(path, mpp, params, tissue, options), "tiling", f"Tiling {path.name}",
                     self._show_tiling)
 
-    def _show_tiling(self, prepared: Any) -> None:
+    def _show_tiling(self, prepared: TilingLayers) -> None:
         """Show a :class:`._layers.TilingLayers` made in the worker (adds or updates layers only)."""
         if self.slide_layer is None:
             return

@@ -54,6 +54,10 @@ from napari_regional_mil.jobs import Progress
 
 if TYPE_CHECKING:
     import napari.viewer
+    from qtpy.QtGui import QShowEvent
+
+    from napari_regional_mil.training.cohort import Cohort
+    from napari_regional_mil.training.crossval import CrossValResult
 
 __all__ = ["SOURCES", "TrainWidget"]
 
@@ -132,7 +136,7 @@ class TrainWidget(QWidget):
         self.viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a public-only proxy
         self.job: JobHandle | None = None
         self.result: Any = None
-        self.crossval: Any = None
+        self.crossval: CrossValResult | None = None
         self.saved_path: Path | None = None
         self.state = viewer_state(self.viewer)
         self._build()
@@ -228,7 +232,7 @@ class TrainWidget(QWidget):
             self.out_path.setText(path)
 
     # -- the cohort --------------------------------------------------------------------------
-    def cohort_and_cache(self) -> tuple[Any, Path]:
+    def cohort_and_cache(self) -> tuple[Cohort, Path]:
         """The validated cohort and the cache folder to train on.
 
         Raises
@@ -280,7 +284,7 @@ class TrainWidget(QWidget):
             columns = ()
         self.clinical_fields.set_columns(columns)
 
-    def showEvent(self, event: Any) -> None:
+    def showEvent(self, event: QShowEvent) -> None:
         """Look for context embeddings again when shown (the cohort may have changed)."""
         super().showEvent(event)
         self.refresh_contexts()
@@ -338,7 +342,7 @@ class TrainWidget(QWidget):
             raise CheckpointError(f"{path}: folder {path.parent} does not exist")
         return path
 
-    def _on_progress(self, event: Any) -> None:
+    def _on_progress(self, event: object) -> None:
         if not isinstance(event, Progress) or not event.metrics:
             return
         if "epoch" in event.metrics:
