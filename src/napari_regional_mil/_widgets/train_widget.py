@@ -37,16 +37,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_regional_mil._widgets import _train_job
 from napari_regional_mil._widgets._clinical_fields import ClinicalFields
 from napari_regional_mil._widgets._fields import PathPicker, form, scrollable_column
 from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._report_view import ReportView
 from napari_regional_mil._widgets._state import follow, viewer_state
-from napari_regional_mil._widgets._train_fields import (
-    ContextFields,
-    ModelFields,
-    OptimFields,
-)
+from napari_regional_mil._widgets._train_fields import ContextFields, ModelFields, OptimFields
 from napari_regional_mil._widgets._train_plot import TrainingPlot
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CheckpointError, CohortError, RegionalMilError
@@ -63,58 +60,6 @@ __all__ = ["SOURCES", "TrainWidget"]
 
 #: Where the cohort comes from.
 SOURCES = ("Cohort widget", "CSV file")
-#: Bootstrap resamples of the confidence intervals shown after training.
-REPORT_BOOTSTRAP = 500
-
-
-def _warm_up() -> None:
-    """Build a throw-away AdamW optimiser, so that training's start does not stall the viewer.
-
-    Its first construction imports ``torch._dynamo`` (about 800 modules, 1-2 s on 2 cores).
-    """
-    import torch  # lazy: torch (the optimiser warm-up runs in a worker)
-
-    torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
-
-
-def _train_job(cohort: Any, cache_dir: Path, options: Any, config: Any, n_folds: int, clinical: Any = None):
-    """Job: open the caches, cross-validate, train the final model, then score it and draw the ROC and confusion.
-
-    The embeddings are held in memory or streamed, by size, as the CLI; cross-validation runs when
-    ``n_folds`` > 0; the score is pooled out-of-fold, else on the validation slides.
-
-    ``clinical``: the clinical variables (a ``ClinicalSpec``) fused with the slide, or None.
-    """
-    from napari_regional_mil.training.crossval import cross_validate  # lazy: torch (in the worker)
-    from napari_regional_mil.training.datasets import load_cohort_embeddings  # lazy: torch (in the worker)
-    from napari_regional_mil.training.evaluate import validation_report  # lazy: torch (in the worker)
-    from napari_regional_mil.training.memory import prepare_slides  # lazy: torch (in the worker)
-    from napari_regional_mil.training.plots import report_images  # lazy: torch (in the worker)
-    from napari_regional_mil.training.workflow import train_cohort  # lazy: torch (in the worker)
-
-    slides = yield from load_cohort_embeddings(cohort, cache_dir=cache_dir)
-    slides = yield from prepare_slides(slides, mode=config.stream)  # once for cross-validation and training
-    cv = None
-    if n_folds:
-        pool = [s for s in slides if s.split != "test"]
-        cv = yield from cross_validate(pool, class_names=cohort.class_names, n_folds=n_folds,
-                                       model_config=options.model_config(pool, len(cohort.class_names)),
-                                       config=config, clinical=clinical)
-    trained = yield from train_cohort(slides, class_names=cohort.class_names, options=options, config=config,
-                                      clinical=clinical)
-    yield Progress("evaluate", 0, 1, "scoring and plotting")
-    if cv is not None:
-        report = cv.pooled_report(n_bootstrap=REPORT_BOOTSTRAP, patients=cohort.has_patients)
-        what = f"pooled out-of-fold predictions of {len(cv.folds)}-fold cross-validation"
-    else:
-        names = set(trained.result.validation_slides)
-        report = validation_report(trained.result.checkpoint, [s for s in slides if s.name in names],
-                                   n_bootstrap=REPORT_BOOTSTRAP)
-        what = "the validation slides (the threshold may be tuned on them: optimistic)"
-    images = report_images(report) if report is not None else {}
-    return trained, cv, report, what, images
-
-
 class TrainWidget(QWidget):
     """Train a model on the cohort; plot loss and AUC live; save the checkpoint.
 
@@ -142,8 +87,8 @@ class TrainWidget(QWidget):
         self._build()
         follow(self, self.state.cohort_changed, self.refresh_clinical)
         self.refresh_clinical()
-        start_job(_warm_up, kind="train-warm-up", description="Preparing training", viewer=self.viewer, owner=self,
-                  show_progress=False)
+        start_job(_train_job.warm_up_optimiser, kind="train-warm-up", description="Preparing training",
+                  viewer=self.viewer, owner=self, show_progress=False)
 
     # -- UI ----------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -317,7 +262,7 @@ class TrainWidget(QWidget):
             what += f"with {', '.join(clinical.names)}: "
         self.status.setText(f"Training ({what}{options.model_type}) on {len(cohort)} slides...")
         self.job = start_job(
-            lambda: _train_job(cohort, cache, options, config, n_folds, clinical),
+            lambda: _train_job.train_job(cohort, cache, options, config, n_folds, clinical),
             kind="train",
             description=f"Training a {options.model_type} model",
             on_progress=self._on_progress,
@@ -351,7 +296,7 @@ class TrainWidget(QWidget):
         elif "fold_auc" in event.metrics:
             self.status.setText(event.message)
 
-    def _finished(self, result: tuple[Any, ...], out: Path) -> None:
+    def _finished(self, result: _train_job.TrainOutcome, out: Path) -> None:
         from napari_regional_mil.model.checkpoint import save_checkpoint  # lazy: torch (model.checkpoint imports torch)
 
         trained, cv, report, what, images = result

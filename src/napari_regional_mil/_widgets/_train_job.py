@@ -1,0 +1,81 @@
+"""The Train widget's jobs, run in a worker: training a cohort, and the optimiser warm-up.
+
+:func:`train_job` is the widget's whole run (the CLI's path: the caches opened, optional
+cross-validation, the final model trained, then scored); :func:`warm_up_optimiser` pays
+torch's first-optimiser import cost before the user starts training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from napari_regional_mil.jobs import Progress
+
+if TYPE_CHECKING:
+    from napari_regional_mil.clinical import ClinicalSpec
+    from napari_regional_mil.settings import TrainConfig
+    from napari_regional_mil.training.cohort import Cohort
+    from napari_regional_mil.training.crossval import CrossValResult
+    from napari_regional_mil.training.report import EvaluationReport
+    from napari_regional_mil.training.workflow import CohortTraining, ModelOptions
+
+__all__ = ["REPORT_BOOTSTRAP", "TrainOutcome", "train_job", "warm_up_optimiser"]
+
+#: ``(trained, cross-validation or None, report or None, what was scored, ROC/confusion PNGs)``.
+TrainOutcome = tuple["CohortTraining", "CrossValResult | None", "EvaluationReport | None", str, dict[str, bytes]]
+
+#: Bootstrap resamples of the confidence intervals shown after training.
+REPORT_BOOTSTRAP = 500
+
+
+def warm_up_optimiser() -> None:
+    """Build a throw-away AdamW optimiser, so that training's start does not stall the viewer.
+
+    Its first construction imports ``torch._dynamo`` (about 800 modules, 1-2 s on 2 cores).
+    """
+    import torch  # lazy: torch (the optimiser warm-up runs in a worker)
+
+    torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+
+
+def train_job(
+    cohort: Cohort, cache_dir: Path, options: ModelOptions, config: TrainConfig, n_folds: int,
+    clinical: ClinicalSpec | None = None,
+) -> Generator[Progress, None, TrainOutcome]:
+    """Job: open the caches, cross-validate, train the final model, then score it and draw the ROC and confusion.
+
+    The embeddings are held in memory or streamed, by size, as the CLI; cross-validation runs when
+    ``n_folds`` > 0; the score is pooled out-of-fold, else on the validation slides.
+
+    ``clinical``: the clinical variables (a ``ClinicalSpec``) fused with the slide, or None.
+    """
+    from napari_regional_mil.training.crossval import cross_validate  # lazy: torch (in the worker)
+    from napari_regional_mil.training.datasets import load_cohort_embeddings  # lazy: torch (in the worker)
+    from napari_regional_mil.training.evaluate import validation_report  # lazy: torch (in the worker)
+    from napari_regional_mil.training.memory import prepare_slides  # lazy: torch (in the worker)
+    from napari_regional_mil.training.plots import report_images  # lazy: torch (in the worker)
+    from napari_regional_mil.training.workflow import train_cohort  # lazy: torch (in the worker)
+
+    slides = yield from load_cohort_embeddings(cohort, cache_dir=cache_dir)
+    slides = yield from prepare_slides(slides, mode=config.stream)  # once for cross-validation and training
+    cv = None
+    if n_folds:
+        pool = [s for s in slides if s.split != "test"]
+        cv = yield from cross_validate(pool, class_names=cohort.class_names, n_folds=n_folds,
+                                       model_config=options.model_config(pool, len(cohort.class_names)),
+                                       config=config, clinical=clinical)
+    trained = yield from train_cohort(slides, class_names=cohort.class_names, options=options, config=config,
+                                      clinical=clinical)
+    yield Progress("evaluate", 0, 1, "scoring and plotting")
+    if cv is not None:
+        report = cv.pooled_report(n_bootstrap=REPORT_BOOTSTRAP, patients=cohort.has_patients)
+        what = f"pooled out-of-fold predictions of {len(cv.folds)}-fold cross-validation"
+    else:
+        names = set(trained.result.validation_slides)
+        report = validation_report(trained.result.checkpoint, [s for s in slides if s.name in names],
+                                   n_bootstrap=REPORT_BOOTSTRAP)
+        what = "the validation slides (the threshold may be tuned on them: optimistic)"
+    images = report_images(report) if report is not None else {}
+    return trained, cv, report, what, images
