@@ -129,10 +129,11 @@ def test_open_tile_embed_label_train_predict_click_export(
     assert [row.label for row in cohort_w.table.rows] == [_truth(first), _truth(other)]
     cohort_w.embed_box.tiling.set_params(tiling)
     type_into(qtbot, cohort_w.embed_box.cache_dir.line, str(cache))
-    assert "embedded: 1/2" in cohort_w.summary.text()  # the Embed widget's cache is found
+    # the Embed widget's cache is found by the background status check
+    qtbot.waitUntil(lambda: "embedded: 1/2" in cohort_w.summary.text(), timeout=30000)
     click(qtbot, cohort_w.embed_box.embed_button)
     qtbot.waitUntil(lambda: _idle("embed")() and cohort_w.embed_box.embed_button.isEnabled(), timeout=120000)
-    assert "embedded: 2/2" in cohort_w.summary.text()
+    qtbot.waitUntil(lambda: "embedded: 2/2" in cohort_w.summary.text(), timeout=30000)
 
     # 6. train (a few epochs; two slides: no validation)
     train_w = open_widget(viewer, "Train", qtbot)
