@@ -8,7 +8,7 @@ splits); every edit goes through the core table, so its checks apply.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt
 from qtpy.QtGui import QBrush, QColor
@@ -16,6 +16,10 @@ from qtpy.QtWidgets import QComboBox, QStyledItemDelegate, QWidget
 
 from napari_regional_mil.training.cohort import SPLITS
 from napari_regional_mil.training.cohort_table import CohortTable
+
+if TYPE_CHECKING:
+    from qtpy.QtCore import QAbstractItemModel, QObject
+    from qtpy.QtWidgets import QStyleOptionViewItem
 
 __all__ = ["EMBEDDED", "LABEL", "OUTCOME_COLOUR", "PREDICTION", "SLIDE", "SPLIT", "ChoiceDelegate", "CohortTableModel"]
 
@@ -45,7 +49,7 @@ class CohortTableModel(QAbstractTableModel):
         Called with an exception when an edit is refused (e.g. a notification).
     """
 
-    def __init__(self, table: CohortTable, on_error: Any = None, parent: Any = None) -> None:
+    def __init__(self, table: CohortTable, on_error: Any = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.table = table
         self._on_error = on_error
@@ -140,7 +144,7 @@ class CohortTableModel(QAbstractTableModel):
 class ChoiceDelegate(QStyledItemDelegate):
     """A ``QComboBox`` editor offering the class names (label column) or the splits (split column)."""
 
-    def __init__(self, table: CohortTable, parent: Any = None) -> None:
+    def __init__(self, table: CohortTable, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.table = table
 
@@ -150,7 +154,7 @@ class ChoiceDelegate(QStyledItemDelegate):
             return ["", *self.table.class_names]
         return [_AUTO, *SPLITS]
 
-    def createEditor(self, parent: QWidget, option: Any, index: QModelIndex) -> QWidget:
+    def createEditor(self, parent: QWidget, option: QStyleOptionViewItem, index: QModelIndex) -> QWidget:
         editor = QComboBox(parent)
         editor.addItems(self.choices(index.column()))
         editor.setToolTip(_TIPS[index.column()])
@@ -163,5 +167,5 @@ class ChoiceDelegate(QStyledItemDelegate):
             value = _AUTO
         editor.setCurrentText(value)
 
-    def setModelData(self, editor: QWidget, model: Any, index: QModelIndex) -> None:
+    def setModelData(self, editor: QWidget, model: QAbstractItemModel, index: QModelIndex) -> None:
         model.setData(index, editor.currentText(), Qt.ItemDataRole.EditRole)

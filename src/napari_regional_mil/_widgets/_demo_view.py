@@ -20,7 +20,9 @@ from qtpy.QtWidgets import QApplication
 from napari_regional_mil._widgets._worker import running_job
 
 if TYPE_CHECKING:
-    from qtpy.QtWidgets import QWidget
+    from collections.abc import Callable
+
+    from qtpy.QtWidgets import QDockWidget, QWidget
 
 __all__ = ["raise_dock", "save_screenshot", "show_demo", "wait_for_jobs"]
 
@@ -39,7 +41,7 @@ def wait_for_jobs(kinds: tuple[str, ...], *, timeout: float = 300.0) -> bool:
     return True
 
 
-def _wait_until(condition: Any, *, timeout: float = 60.0) -> bool:
+def _wait_until(condition: Callable[[], object], *, timeout: float = 60.0) -> bool:
     """Process Qt events until ``condition()`` holds; return whether it did in time."""
     deadline = time.monotonic() + timeout
     app = QApplication.instance()
@@ -141,7 +143,7 @@ def _show_settings(train: Any, settings: Any) -> None:
     o.val_fraction.setValue(0.0)
 
 
-def raise_dock(dock: Any) -> None:
+def raise_dock(dock: QDockWidget) -> None:
     """Bring a tabified dock widget to the front (after pending events, which may raise others)."""
     for _ in range(3):
         QApplication.instance().processEvents()

@@ -21,8 +21,13 @@ from napari_regional_mil.errors import CohortError
 from napari_regional_mil.jobs import Progress
 
 if TYPE_CHECKING:
-    from napari.components import ViewerModel
+    from collections.abc import Callable
 
+    from napari.components import ViewerModel
+    from qtpy.QtCore import QObject
+
+    from napari_regional_mil._widgets._progress_bar import JobProgressBar
+    from napari_regional_mil._widgets._state import ViewerState
     from napari_regional_mil.model.checkpoint import Checkpoint
     from napari_regional_mil.training.cohort import Cohort
     from napari_regional_mil.training.cohort_table import CohortTable
@@ -70,8 +75,9 @@ class EvaluateBox(ReportView):
                 f"balanced accuracy {report.balanced_accuracy:.3f}{decision}; "
                 f"{int(report.correct.sum())} correct, {int((~report.correct).sum())} incorrect")
 
-    def start(self, state: Any, table: Any, cache_dir: Path | None, *, on_result: Any, owner: Any,
-              progress_bar: Any = None) -> JobHandle | None:
+    def start(self, state: ViewerState, table: CohortTable, cache_dir: Path | None, *,
+              on_result: Callable[[tuple[Evaluation, dict[str, bytes]]], Any], owner: QObject,
+              progress_bar: JobProgressBar | None = None) -> JobHandle | None:
         """Start scoring ``state.model`` on ``table``'s test split at ``state.threshold``.
 
         A notification instead when there is no model, no cache folder or a table that cannot be used.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
@@ -17,6 +17,11 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil.training.evaluation import decide
+
+if TYPE_CHECKING:
+    from qtpy.QtWidgets import QWidget
+
+    from napari_regional_mil.training.prediction import SlidePrediction
 
 __all__ = ["PredictionPanel"]
 
@@ -39,9 +44,9 @@ class PredictionPanel(QGroupBox):
 
     threshold_edited = Signal(float)
 
-    def __init__(self, parent: Any = None) -> None:
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Result", parent)
-        self.prediction: Any = None
+        self.prediction: SlidePrediction | None = None
         self.value = 0.5  # the threshold decided with (exact; the spin box shows 4 decimals)
         self.model_threshold: float | None = None
         form = QFormLayout(self)
@@ -123,7 +128,7 @@ class PredictionPanel(QGroupBox):
             self.model_button.setEnabled(True)
 
     # -- the prediction -----------------------------------------------------------------------
-    def show_prediction(self, prediction: Any) -> None:
+    def show_prediction(self, prediction: SlidePrediction) -> None:
         """Show a :class:`~napari_regional_mil.training.prediction.SlidePrediction` (the threshold stays)."""
         self.prediction = prediction
         names = prediction.class_names
@@ -138,7 +143,7 @@ class PredictionPanel(QGroupBox):
         self._show_contributions(prediction)
         self.update_decision()
 
-    def _show_contributions(self, prediction: Any) -> None:
+    def _show_contributions(self, prediction: SlidePrediction) -> None:
         """The slide's and each clinical variable's contribution (models with clinical variables)."""
         contributions = getattr(prediction, "contributions", None)
         self.contributions.setVisible(contributions is not None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari.utils import notifications
 from qtpy.QtCore import Qt
@@ -27,6 +27,11 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets._worker import JobHandle, start_job
+
+if TYPE_CHECKING:
+    from napari.components import ViewerModel
+
+    from napari_regional_mil.training.report import EvaluationReport
 
 __all__ = ["ReportView"]
 
@@ -45,11 +50,11 @@ class ReportView(QGroupBox):
 
     def __init__(self, title: str, parent: QWidget | None = None) -> None:
         super().__init__(title, parent)
-        self.report: Any = None
+        self.report: EvaluationReport | None = None
         self.folder: Path | None = None
         self.extra: dict[str, Any] = {}
         self.saved: Path | None = None
-        self.viewer: Any = None
+        self.viewer: ViewerModel | None = None
         self.caption = QLabel("")
         self.caption.setWordWrap(True)
         self.caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -79,8 +84,8 @@ class ReportView(QGroupBox):
             label.clear()
         self.save_button.setEnabled(False)
 
-    def show_report(self, report: Any, images: dict[str, bytes], *, caption: str, folder: Path,
-                    extra: dict[str, Any] | None = None, viewer: Any = None) -> None:
+    def show_report(self, report: EvaluationReport, images: dict[str, bytes], *, caption: str, folder: Path,
+                    extra: dict[str, Any] | None = None, viewer: ViewerModel | None = None) -> None:
         """Show ``images`` (PNG bytes by plot) of ``report``; "Save plots" will write into ``folder``."""
         self.report, self.folder, self.extra, self.viewer = report, Path(folder), dict(extra or {}), viewer
         self.caption.setText(caption)

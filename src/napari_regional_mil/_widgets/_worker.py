@@ -59,7 +59,10 @@ from napari_regional_mil._widgets._job_handle import _Outcome as _Outcome
 from napari_regional_mil.jobs import Progress
 
 if TYPE_CHECKING:
+
     from napari.components import ViewerModel
+
+    from napari_regional_mil._widgets._progress_bar import JobProgressBar
 
 __all__ = ["JobHandle", "cancel_all", "notify_error", "running_job", "start_job"]
 
@@ -102,9 +105,9 @@ def start_job(
     on_error: Callable[[BaseException], Any] | None = None,
     on_finish: Callable[[str], Any] | None = None,
     viewer: ViewerModel | None = None,
-    owner: Any = None,
+    owner: QObject | None = None,
     show_progress: bool = True,
-    progress_bar: Any = None,
+    progress_bar: JobProgressBar | None = None,
     on_busy: str = "refuse",
 ) -> JobHandle | None:
     """Run a job in a worker thread with a progress bar and Cancel.

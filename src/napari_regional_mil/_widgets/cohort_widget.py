@@ -61,6 +61,11 @@ from napari_regional_mil.training.evaluation import decide
 
 if TYPE_CHECKING:
     import napari.viewer
+    from qtpy.QtCore import QModelIndex
+
+    from napari_regional_mil.heatmap import AttentionMaps
+    from napari_regional_mil.training.evaluate import Evaluation
+    from napari_regional_mil.training.prediction import SlidePrediction
 
 __all__ = ["CSV_FILTER", "CohortWidget"]
 
@@ -333,12 +338,12 @@ class CohortWidget(QWidget):
         if row is not None:
             self.model.rows_changed([row], PREDICTION)
 
-    def _on_predicted(self, maps: Any) -> None:
+    def _on_predicted(self, maps: AttentionMaps) -> None:
         prediction = maps.prediction
         self.predictions[prediction.slide_name] = prediction
         self._show_prediction(prediction)
 
-    def _show_prediction(self, prediction: Any) -> None:
+    def _show_prediction(self, prediction: SlidePrediction) -> None:
         """The decision at the viewer's threshold (the Predict widget's spin box) and its probability."""
         index = decide(prediction.probabilities, self.state.threshold, prediction.positive_class)
         p = float(prediction.probabilities[index])
@@ -354,14 +359,14 @@ class CohortWidget(QWidget):
 
         The rows are coloured by whether their decision was correct.
         """
-        def evaluated(result: tuple[Any, dict[str, bytes]]) -> None:
+        def evaluated(result: tuple[Evaluation, dict[str, bytes]]) -> None:
             self.model.rows_changed(self.evaluate_box.show_evaluation(*result, table=self.table, viewer=self.viewer))
 
         return self.evaluate_box.start(self.state, self.table, self.cache_dir(), on_result=evaluated,
                                        owner=self, progress_bar=self.embed_box.progress)
 
     # -- opening -----------------------------------------------------------------------------
-    def _on_double_click(self, index: Any) -> None:
+    def _on_double_click(self, index: QModelIndex) -> None:
         if index.column() not in (LABEL, SPLIT):
             self.open_row(index.row())
 

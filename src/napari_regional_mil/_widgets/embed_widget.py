@@ -217,10 +217,10 @@ class EmbedWidget(QWidget):
             self.fields.set_params(params)
             self._applied_params = params
 
-    def _on_slide_changed(self, layer: Any = None) -> None:
+    def _on_slide_changed(self, layer: Layer | None = None) -> None:
         self.refresh_slide()
 
-    def _follow_metadata(self, layer: Any, on: bool) -> None:
+    def _follow_metadata(self, layer: Layer | None, on: bool) -> None:
         """(Dis)connect :meth:`refresh_slide` to a slide layer's ``events.metadata`` (mpp, tiling)."""
         events = getattr(getattr(layer, "events", None), "metadata", None)
         if events is None:

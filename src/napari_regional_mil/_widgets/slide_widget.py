@@ -63,11 +63,13 @@ from napari_regional_mil.slide.formats import dialog_filter
 
 if TYPE_CHECKING:
     import napari.viewer
-    from napari.layers import Layer
+    from napari.layers import Image, Layer
+    from napari.utils.events import Event
 
     from napari_regional_mil._widgets._layers import TilingLayers
     from napari_regional_mil.slide import Slide
     from napari_regional_mil.tiling import Tiling
+    from napari_regional_mil.tissue import TissueMask
 
 __all__ = ["SLIDE_FILTER", "SlideWidget"]
 
@@ -176,7 +178,7 @@ class SlideWidget(QWidget):
         scrollable_column(self, file_box, self.info, mpp_box, self.tissue_box, tile_box)
         self._set_busy(False)
 
-    def _show_reader_preference(self, event: Any = None) -> None:
+    def _show_reader_preference(self, event: Event | None = None) -> None:
         """Follow napari's preference when it changes elsewhere (its reader dialog, Preferences)."""
         self.default_reader.blockSignals(True)
         self.default_reader.setChecked(is_default_reader())
@@ -208,12 +210,12 @@ class SlideWidget(QWidget):
                     show_progress=False)
         return self.job
 
-    def _show_opened(self, layer_data: Any) -> None:
+    def _show_opened(self, layer_data: Image) -> None:
         layer = _layers.show_slide_layer(self.viewer, layer_data)
         self.viewer.layers.selection.active = layer  # the viewer's open slide: shown here
         self.viewer.reset_view()
 
-    def use_layer(self, layer: Any) -> None:
+    def use_layer(self, layer: Layer) -> None:
         """Make an existing slide layer (e.g. the reader's) the current slide."""
         path = _layers.slide_path_of(layer)
         if path is None or layer is self.slide_layer:
@@ -226,7 +228,7 @@ class SlideWidget(QWidget):
         self.picker.set_text(str(path))
         self._show(slide, layer)
 
-    def _show(self, slide: Any, layer: Any) -> None:
+    def _show(self, slide: Slide, layer: Layer) -> None:
         self._follow_metadata(self.slide_layer, False)
         self.slide, self.slide_layer, self.tiling = slide, layer, None
         self._follow_metadata(layer, True)
@@ -246,7 +248,7 @@ class SlideWidget(QWidget):
                   on_result=lambda images: self.slide_layer is layer and self.info.show_images(images),
                   viewer=self.viewer, owner=self, show_progress=False, on_busy="replace")
 
-    def _follow_metadata(self, layer: Any, on: bool) -> None:
+    def _follow_metadata(self, layer: Layer | None, on: bool) -> None:
         """(Dis)connect :meth:`refresh_tiling` to a slide layer's ``events.metadata``."""
         events = getattr(getattr(layer, "events", None), "metadata", None)
         if events is None:
@@ -256,7 +258,7 @@ class SlideWidget(QWidget):
         else:
             events.disconnect(self.refresh_tiling)
 
-    def refresh_tiling(self, event: Any = None) -> None:
+    def refresh_tiling(self, event: Event | None = None) -> None:
         """Show the tiling recorded on the current slide layer (``metadata["tiling"]``).
 
         It may come from another widget (the Cohort widget tiles the slides it opens).
@@ -279,11 +281,11 @@ class SlideWidget(QWidget):
             f"(grid {cols} x {rows} patches of {tiling.patch_size_level0:.4g} level-0 px)"
         )
 
-    def _on_active_layer(self, event: Any = None) -> None:
+    def _on_active_layer(self, event: Event | None = None) -> None:
         if self.slide_layer is not None and self.viewer.layers.selection.active is self.slide_layer:
             self.refresh_tiling()  # tiled elsewhere meanwhile (metadata set without an event)?
 
-    def _on_slide_changed(self, layer: Any) -> None:
+    def _on_slide_changed(self, layer: Layer | None) -> None:
         """Show the viewer's open slide (opened here, by the reader or by the Cohort widget)."""
         if layer is None:
             self._follow_metadata(self.slide_layer, False)
@@ -345,7 +347,7 @@ class SlideWidget(QWidget):
         self._start(lambda: tissue_job(path, mpp, options), "tissue", f"Tissue of {path.name}",
                     lambda mask: self._show_tissue(mask, default=options.is_default))
 
-    def _show_tissue(self, mask: Any, *, default: bool = False) -> None:
+    def _show_tissue(self, mask: TissueMask, *, default: bool = False) -> None:
         if self.slide_layer is None:
             return
         layer = _layers.show_tissue_mask(self.viewer, self.slide_layer, mask, self.slide.info.dimensions)

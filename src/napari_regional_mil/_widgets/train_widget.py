@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
     from napari_regional_mil.training.cohort import Cohort
     from napari_regional_mil.training.crossval import CrossValResult
+    from napari_regional_mil.training.report import EvaluationReport
 
 __all__ = ["SOURCES", "TrainWidget"]
 
@@ -344,7 +345,7 @@ class TrainWidget(QWidget):
             self.job.cancel()
 
 
-def _caption(report: Any, what: str) -> str:
+def _caption(report: EvaluationReport, what: str) -> str:
     """One line of the report's headline figures and what they were computed on."""
     low, high = report.auroc_ci
     ci = "" if math.isnan(low) else f" (95% CI {low:.2f}-{high:.2f})"
