@@ -18,7 +18,6 @@ from napari.settings import get_settings
 from qtpy.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
-    QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -49,14 +48,8 @@ from napari_regional_mil._widgets._slide_jobs import (
     tissue_job,
 )
 from napari_regional_mil._widgets._state import follow, viewer_state
-from napari_regional_mil._widgets._tissue_box import (
-    ANNOTATION_FILTER,
-    MASK_FILTER,
-    TissueBox,
-    annotate_job,
-    load_mask_job,
-    save_mask_job,
-)
+from napari_regional_mil._widgets._tissue_box import TissueBox
+from napari_regional_mil._widgets._tissue_files import TissueFiles
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import SlideError
 from napari_regional_mil.slide.formats import dialog_filter
@@ -76,7 +69,7 @@ __all__ = ["SLIDE_FILTER", "SlideWidget"]
 SLIDE_FILTER = dialog_filter()  # the one list of slide suffixes (slide/formats.py)
 
 
-class SlideWidget(QWidget):
+class SlideWidget(TissueFiles, QWidget):
     """Open a slide, see its metadata, set its mpp, detect tissue and tile it.
 
     Parameters
@@ -354,57 +347,6 @@ class SlideWidget(QWidget):
         # a mask made another way than default detection is what embedding must use, painted or not
         layer.metadata["tissue_default"] = default
         self.viewer.layers.selection.active = self.slide_layer
-
-    def _ask_path(self, save: bool, caption: str, filter: str) -> Path | None:
-        ask = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
-        chosen, _ = ask(self, caption, "", filter)
-        return Path(chosen) if chosen else None
-
-    def save_mask(self, path: str | Path | None = None) -> None:
-        """Save the tissue layer, as painted, as a PNG mask of the whole slide (in a worker)."""
-        layer = _layers.tissue_layer_of(self.viewer, self.slide_layer) if self.slide_layer is not None else None
-        if layer is None:
-            notify_error(SlideError("detect tissue (or load a mask) first: there is no tissue layer to save"))
-            return
-        target = Path(path) if path is not None else self._ask_path(True, "Save the tissue mask", MASK_FILTER)
-        if target is None:
-            return
-        target = target if target.suffix.lower() == ".png" else target.with_name(target.name + ".png")
-        mask, info = _layers.read_tissue_mask(layer), self.slide.info
-        name = Path(info.path).stem
-        self._start(lambda: save_mask_job(target, mask, info.dimensions, name), "tissue-file",
-                    f"Saving {target.name}", lambda saved: None, show_progress=False)
-
-    def load_mask(self, path: str | Path | None = None) -> None:
-        """Load a mask file (checked against this slide) as the tissue layer (in a worker)."""
-        if self.slide is None:
-            notify_error(SlideError("open a slide first"))
-            return
-        source = Path(path) if path is not None else self._ask_path(False, "Load a tissue mask", MASK_FILTER)
-        if source is None:
-            return
-        dims = self.slide.info.dimensions
-        self._start(lambda: load_mask_job(source, dims), "tissue-file", f"Loading {source.name}",
-                    self._show_tissue, show_progress=False)
-
-    def import_annotations(self, path: str | Path | None = None, mode: str | None = None) -> None:
-        """Apply QuPath annotations to the tissue layer as painted (detecting tissue first if absent)."""
-        if self.slide is None:
-            notify_error(SlideError("open a slide first"))
-            return
-        source = Path(path) if path is not None else self._ask_path(False, "QuPath annotations", ANNOTATION_FILTER)
-        if source is None:
-            return
-        how = mode or self.tissue_box.mode()
-        tissue = _layers.tissue_mask_of(self.viewer, self.slide_layer)
-        slide_path, mpp, options, dims = Path(self.slide.info.path), self.current_mpp(), self.tissue_box.options(), (
-            self.slide.info.dimensions)
-
-        def job() -> Any:
-            base = tissue if tissue is not None else (yield from tissue_job(slide_path, mpp, options))
-            return annotate_job(source, base, dims, how)
-
-        self._start(job, "tissue", f"Annotations of {slide_path.name}", self._show_tissue)
 
     def tile(self) -> None:
         """Tile the slide in a worker with the tissue layer as painted (detecting it if absent)."""
