@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_regional_mil._widgets._cohort_embedding import CohortEmbedding
 from napari_regional_mil._widgets._cohort_model import (
     LABEL,
     PREDICTION,
@@ -43,14 +44,12 @@ from napari_regional_mil._widgets._cohort_model import (
 from napari_regional_mil._widgets._cohort_tools import (
     ClassEditor,
     EmbedBox,
-    embed_missing_job,
     open_with_grids,
 )
 from napari_regional_mil._widgets._evaluate_box import EvaluateBox
 from napari_regional_mil._widgets._state import follow, offer_encoder, viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CohortError, SlideError
-from napari_regional_mil.jobs import Progress
 from napari_regional_mil.slide.formats import dialog_filter
 from napari_regional_mil.training.cohort_table import (
     CohortTable,
@@ -72,7 +71,7 @@ __all__ = ["CSV_FILTER", "CohortWidget"]
 CSV_FILTER = "Cohort CSV (*.csv);;All files (*)"
 SLIDE_FILTER = dialog_filter()  # the one list of slide suffixes (slide/formats.py)
 
-class CohortWidget(QWidget):
+class CohortWidget(CohortEmbedding, QWidget):
     """A table of slides: label them, import/export the CSV, open them, embed the missing ones.
 
     Parameters
@@ -383,64 +382,3 @@ class CohortWidget(QWidget):
             return None
         return open_with_grids(self.viewer, entry.path, self.embed_box.tiling.params(), self.cache_dir(), owner=self,
                                progress_bar=self.embed_box.progress)
-
-    # -- embedding ---------------------------------------------------------------------------
-    def embed_missing(self) -> JobHandle | None:
-        """Embed every slide without a complete cache, in the background (progress, Cancel)."""
-        cache = self.cache_dir()
-        if cache is None:
-            notify_error(CohortError("choose a cache folder first"), context="Embed missing")
-            return None
-        self.refresh_embedded()
-        rows = self.table.missing()
-        without_file = [self.table.rows[i].name for i in rows if self.table.rows[i].path is None]
-        todo = [(self.table.rows[i].name, self.table.rows[i].path) for i in rows if self.table.rows[i].path is not None]
-        if without_file:
-            notifications.show_warning(
-                f"Embed missing: no slide file for {len(without_file)} slide(s) "
-                f"({', '.join(without_file[:5])}); skipped"
-            )
-        if not todo:
-            notifications.show_info("Embed missing: every slide with a file is embedded")
-            return None
-        try:
-            kwargs = self.embed_box.embed_options()
-        except Exception as exc:
-            notify_error(exc, context="Embed missing")
-            return None
-        self.embed_box.status.setText(f"Embedding {len(todo)} slide(s)...")
-        self.job = start_job(
-            lambda: embed_missing_job(todo, cache_dir=cache, **kwargs),
-            kind="embed",
-            description=f"Embedding {len(todo)} slide(s)",
-            on_progress=self._on_progress,
-            on_result=lambda done: self.embed_box.status.setText(f"Embedded {len(done)} slide(s)."),
-            on_finish=self._on_finish,
-            viewer=self.viewer,
-            owner=self,
-            progress_bar=self.embed_box.progress,
-        )
-        if self.job is not None:
-            self._set_busy(True)
-        return self.job
-
-    def _on_progress(self, event: object) -> None:
-        if not isinstance(event, Progress):
-            return
-        if event.stage == "embedded":
-            self.check_status_later()
-        elif event.stage == "embed" and event.total:
-            self.embed_box.status.setText(f"{event.message.split(':')[0]}: {event.done:,}/{event.total:,} patches")
-
-    def _on_finish(self, status: str) -> None:
-        self._set_busy(False)
-        self.refresh_embedded()
-        if status == "cancelled":
-            self.embed_box.status.setText("Cancelled: partial caches are kept and resumed next time.")
-        elif status == "failed":
-            self.embed_box.status.setText("Failed (see the notification).")
-
-    def cancel(self) -> None:
-        """Cancel the running embedding."""
-        if self.job is not None:
-            self.job.cancel()
