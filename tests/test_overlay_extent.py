@@ -55,7 +55,9 @@ def testslides_dir_or_none():
     return shared if (shared / "CMU-1-Small-Region.svs").is_file() else None
 
 
-def test_tissue_grids_and_attention_end_where_the_slide_ends(make_napari_viewer, slide_and_params, tmp_path):
+# slide_and_params first: it skips without the vendor slide, before napari's viewer fixture is set up
+# (that fixture's teardown reads the call's report, which a test skipped in its set-up never has)
+def test_tissue_grids_and_attention_end_where_the_slide_ends(slide_and_params, make_napari_viewer, tmp_path):
     from napari_regional_mil.embedding import embed_slide, load_slide_embeddings
 
     path, params = slide_and_params

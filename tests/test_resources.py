@@ -182,10 +182,14 @@ def _thread_names() -> set[str]:
     """Python threads alive (the job's helpers: readers, executors).
 
     zarr's process-wide I/O pool (``zarr_io``, ``asyncio_<n>``) is left out: it is started
-    lazily by the first read and lives, idle, as long as the process, by zarr's design.
+    lazily by the first read and lives, idle, as long as the process, by zarr's design. So are
+    Qt's pool threads: ``threading`` lists one as ``Dummy-<n>`` for good once it has run Python
+    code (a ``_DummyThread`` is never marked as ended), idle or not; whether one still runs a
+    task is :func:`_pool_threads`'s to say.
     """
     return {f"{t.name}-{t.ident}" for t in threading.enumerate()
-            if t.is_alive() and not t.name.startswith(("asyncio_", "zarr_io"))}
+            if t.is_alive() and not isinstance(t, threading._DummyThread)
+            and not t.name.startswith(("asyncio_", "zarr_io"))}
 
 
 def _pool_threads() -> int:
