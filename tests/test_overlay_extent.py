@@ -2,14 +2,13 @@
 
 On a slide whose size is not a multiple of the patch (and whose patch grid is not a multiple
 of the region size), the last row and column of regions are partial: their attention is cut
-at the slide's edge, not drawn past it. Checked on a real Aperio slide (CMU-1-Small-Region,
+at the slide's edge, not drawn past it. Checked on an Aperio slide (CMU-1-Small-Region, or
+its synthetic stand-in of the same size on a clean clone,
 2220 x 2967 px at 0.499 um/px: patches of 256.5 level-0 px, a 8 x 11 grid, regions of 8 x 8
 cut to 8 x 3 at the bottom) and on a synthetic odd-sized slide.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,25 +37,16 @@ def _edges(layer) -> np.ndarray:
 
 
 @pytest.fixture(params=["CMU-1-Small-Region.svs", "synthetic"])
-def slide_and_params(request, synthetic_slide, testslides_dir_or_none):
+def slide_and_params(request, synthetic_slide, testslides_dir):
     if request.param == "synthetic":
         types = np.full((13, 23), -1, np.int16)  # 13 x 23 cells of 37 px: 851 x 481 px, odd
         types[1:12, 1:22] = np.arange(11 * 21).reshape(11, 21) % 5
         path = synthetic_slide(types, patch_px=37, mpp=0.5, seed=5, tile=64)
         return path, TilingParams(patch_size=48, target_mpp=0.5, region_size=4)  # 17 x 10 patches
-    if testslides_dir_or_none is None:
-        pytest.skip("needs the real Aperio slide CMU-1-Small-Region.svs from ../shared/testslides")
-    return testslides_dir_or_none / request.param, TilingParams()
+    # the real slide from ../shared/testslides, or its stand-in of the same size and mpp on a clean clone
+    return testslides_dir / request.param, TilingParams()
 
 
-@pytest.fixture
-def testslides_dir_or_none():
-    shared = Path(__file__).resolve().parents[2] / "shared" / "testslides"
-    return shared if (shared / "CMU-1-Small-Region.svs").is_file() else None
-
-
-# slide_and_params first: it skips without the vendor slide, before napari's viewer fixture is set up
-# (that fixture's teardown reads the call's report, which a test skipped in its set-up never has)
 def test_tissue_grids_and_attention_end_where_the_slide_ends(slide_and_params, make_napari_viewer, tmp_path):
     from napari_regional_mil.embedding import embed_slide, load_slide_embeddings
 
