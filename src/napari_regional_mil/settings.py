@@ -32,6 +32,7 @@ from .options import option
 from .thresholds import ThresholdRule, parse_threshold
 
 __all__ = [
+    "DEFAULT_TRAIN_CONFIG",
     "MODEL_TYPES",
     "PATCH_UNITS",
     "REGIONAL_SOURCES",
@@ -367,3 +368,7 @@ class ClinicalOptions:
         "level) or refuse (every value is required, in training and when predicting)",
         label="Missing values",
     ))
+
+
+#: The default optimisation settings (one frozen instance, used as a default argument).
+DEFAULT_TRAIN_CONFIG = TrainConfig()

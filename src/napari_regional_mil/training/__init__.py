@@ -13,14 +13,60 @@ Cohort CSV, datasets, training job, cross-validation, metrics, prediction.
     prediction = predict_slide(result.checkpoint, slides[0].embeddings)
 """
 
-from .cohort import Cohort, CohortRow, read_cohort
-from .crossval import CrossValResult, FoldResult, cross_validate
-from .datasets import LabelledSlide, load_cohort_embeddings, load_feature_bags
-from .feature_files import find_feature_file, read_feature_file
-from .folds import stratified_group_folds
-from .predict import attention_path, predict_slide, read_attention, write_attention
-from .prediction import SlidePrediction
-from .train import TrainConfig, TrainResult, split_validation, train_model
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names below, for type checkers and IDEs
+    from .cohort import Cohort, CohortRow, read_cohort
+    from .crossval import CrossValResult, FoldResult, cross_validate
+    from .datasets import LabelledSlide, load_cohort_embeddings, load_feature_bags
+    from .feature_files import find_feature_file, read_feature_file
+    from .folds import stratified_group_folds
+    from .predict import attention_path, predict_slide, read_attention, write_attention
+    from .prediction import SlidePrediction
+    from .train import TrainConfig, TrainResult, split_validation, train_model
+
+#: Public name -> submodule. Imported on first use (PEP 562), so importing a torch-free
+#: submodule (e.g. ``training.cohort_table`` from a widget) does not import torch.
+_LAZY = {
+    "Cohort": "cohort",
+    "CohortRow": "cohort",
+    "read_cohort": "cohort",
+    "CrossValResult": "crossval",
+    "FoldResult": "crossval",
+    "cross_validate": "crossval",
+    "LabelledSlide": "datasets",
+    "load_cohort_embeddings": "datasets",
+    "load_feature_bags": "datasets",
+    "find_feature_file": "feature_files",
+    "read_feature_file": "feature_files",
+    "stratified_group_folds": "folds",
+    "attention_path": "predict",
+    "predict_slide": "predict",
+    "read_attention": "predict",
+    "write_attention": "predict",
+    "SlidePrediction": "prediction",
+    "TrainConfig": "train",
+    "TrainResult": "train",
+    "split_validation": "train",
+    "train_model": "train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule when the name is first used."""
+    module = _LAZY.get(name)
+    if module is None:  # a submodule (``training.crossval``), as when this package imported them all
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Cohort",

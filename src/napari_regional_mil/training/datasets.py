@@ -23,7 +23,6 @@ from ..embedding.store import LazyEmbeddings, StoredEmbeddings, find_slide_cache
 from ..embedding.types import SlideEmbeddings
 from ..errors import CacheError, ClinicalError, MissingCacheError, TrainingError
 from ..jobs import Progress
-from ..model.checkpoint import provenance
 from .clinical_values import clinical_record_of
 from .cohort import Cohort, CohortRow
 from .feature_files import find_feature_file, read_feature_file
@@ -223,6 +222,8 @@ def common_provenance(slides: Sequence[LabelledSlide]) -> tuple[dict[str, Any], 
     TrainingError
         Two slides were embedded with different encoders or tilings (naming both).
     """
+    from ..model.checkpoint import provenance  # lazy: torch (the Train widget's form imports this module)
+
     encoder: dict[str, Any] = {}
     tiling: dict[str, Any] = {}
     origin: dict[str, str] = {}

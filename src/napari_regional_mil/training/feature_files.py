@@ -34,7 +34,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch
 
 from ..embedding.h5io import import_h5, regions_from_grid
 from ..embedding.store import pool_regions
@@ -209,6 +208,8 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]
 
 
 def _read_pt(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    import torch  # lazy: torch (only CLAM .pt files need it; the Train widget's form imports this module)
+
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:

@@ -31,7 +31,7 @@ from ..jobs import Progress
 from ..model.checkpoint import Checkpoint, save_checkpoint
 from ..model.config import ModelConfig
 from ..model.first_model import FirstModel
-from ..settings import TrainConfig
+from ..settings import DEFAULT_TRAIN_CONFIG, TrainConfig
 from .datasets import LabelledSlide, clinical_records, common_provenance
 from .device import autocast, bag_to, grad_scaler, resolve_device
 from .evaluation import ThresholdRule, decide, tune_threshold
@@ -42,10 +42,6 @@ from .streaming import BagSequence, StepLoader, make_selector, training_moments
 
 __all__ = ["DEFAULT_TRAIN_CONFIG", "TrainConfig", "TrainResult", "adapt_model_config", "split_validation",
            "train_model"]
-
-#: The default optimisation settings (frozen, so one shared instance serves as every default argument).
-DEFAULT_TRAIN_CONFIG = TrainConfig()
-
 
 @dataclass(frozen=True, eq=False)
 class TrainResult:

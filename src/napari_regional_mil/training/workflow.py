@@ -16,13 +16,14 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..clinical import ClinicalSpec
 from ..embedding.store import cached_contexts
 from ..errors import TrainingError
 from ..jobs import Progress
-from ..model.config import ModelConfig, SelectionConfig
 from ..options import OptionValue, make, option_values, options_of
+from ..settings import DEFAULT_TRAIN_CONFIG, ModelConfig, SelectionConfig, TrainConfig
 from .clinical_values import check_clinical_values
 from .cohort import Cohort
 from .datasets import (
@@ -32,7 +33,9 @@ from .datasets import (
     find_cache,
     load_cohort_embeddings,
 )
-from .train import DEFAULT_TRAIN_CONFIG, TrainConfig, TrainResult, train_model
+
+if TYPE_CHECKING:
+    from .train import TrainResult
 
 __all__ = [
     "CohortTraining",
@@ -273,6 +276,8 @@ def train_cohort(
             model_config = options.model_config(slides, len(class_names))
         except ValueError as exc:
             raise TrainingError(f"invalid option: {exc}") from None
+    from .train import train_model  # lazy: torch (the Train widget's form imports this module)
+
     result = yield from train_model(
         train, class_names=class_names, model_config=model_config, config=config, validation=validation,
         clinical=clinical,
