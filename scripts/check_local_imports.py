@@ -10,8 +10,9 @@ these reasons, written as a trailing comment on its first line, ``# lazy: <reaso
 - ``startup``: keeps napari's start-up, the reader and the widgets' first display fast
   (a heavy library such as napari, scikit-image, matplotlib or a vendor reader);
 - ``optional``: an optional dependency (dask.distributed, transformers, openslide, ...),
-  imported when the feature that needs it is used;
-- ``cycle``: never: import circles are refused by import-linter (listed for completeness).
+  imported when the feature that needs it is used.
+
+An import kept local to break an import circle is not a reason: import-linter refuses circles.
 
 Run: ``python scripts/check_local_imports.py [src/napari_regional_mil]``; prints every
 offending ``file:line`` and the totals (function-local imports, with and without a reason).
@@ -55,7 +56,8 @@ def reason_of(comment: str) -> str | None:
     text = comment.lstrip("#").strip()
     if not text.startswith("lazy:"):
         return None
-    word = text[len("lazy:"):].strip().split()[0].rstrip(",;:.") if text[len("lazy:"):].strip() else ""
+    words = text.removeprefix("lazy:").split()
+    word = words[0].rstrip(",;:.") if words else ""
     return word if word in REASONS else None
 
 

@@ -15,6 +15,7 @@ other tools have their own reader (``training/feature_rows.py``).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from types import EllipsisType
@@ -167,7 +168,7 @@ class StoredArray:
         return values if dtype is None else values.astype(dtype, copy=False)
 
 
-class LazyEmbeddings:
+class LazyEmbeddings(ABC):
     """A :class:`~napari_regional_mil.embedding.types.SlideEmbeddings` look-alike whose arrays stay on disk.
 
     Parameters
@@ -183,9 +184,9 @@ class LazyEmbeddings:
         size = f"{self.n_patches} x {self.embedding_dim} {self.reader.dtype}"
         return f"{type(self).__name__}({self.reader.path!s}, {size})"
 
+    @abstractmethod
     def reopen(self) -> LazyEmbeddings:
         """The same slide opened afresh (e.g. on another machine of a cluster)."""
-        raise NotImplementedError
 
     @property
     def path(self) -> Path:
