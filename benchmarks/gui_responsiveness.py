@@ -75,7 +75,7 @@ def _start_sampler(state: dict) -> None:
 
 def _time_callbacks() -> dict[str, list[float]]:
     """Wrap the GUI-thread callbacks of the jobs and the plot to time them (ms per call)."""
-    from napari_regional_mil._widgets import _job_handle, _train_plot, _worker
+    from napari_regional_mil._widgets import _job_handle, _worker
 
     busy: dict[str, list[float]] = {"job start": [], "job event": [], "job result": [], "plot draw": []}
 
@@ -93,7 +93,9 @@ def _time_callbacks() -> dict[str, list[float]]:
 
     timed(_job_handle.JobHandle, "_on_yield", "job event")
     timed(_job_handle.JobHandle, "_on_returned", "job result")
-    timed(_train_plot.TrainingPlot, "draw", "plot draw")
+    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+
+    timed(FigureCanvasQTAgg, "draw", "plot draw")
     original_start = _worker.start_job
 
     def start_job(*args, **kwargs):
@@ -194,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance()
     busy = _time_callbacks()
 
+    def _startup_jobs() -> list[str]:
+        """The widgets' start-up workers still running (the GPU list, the optimiser warm-up)."""
+        from napari_regional_mil._widgets._worker import running_job
+
+        return [kind for kind in ("embed-devices", "train-warm-up") if running_job(kind) is not None]
+
     to_open = [cohort.slides[2], cohort.slides[1], cohort.slides[0]]  # the last one is embedded
     ticks: dict[str, list[float]] = {"idle": [], "open": [], "embed": [], "train": []}
     cpu: dict[str, list[float]] = {phase: [] for phase in ticks}  # GUI-thread CPU ms per tick interval
@@ -229,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 long_stalls.append((phase, now - state["phase_t0"], stall, busy_ms))
         state["last"], state["cpu"] = now, now_cpu
         since = now - state["phase_t0"]
-        if phase == "setup" and since > 2.0:  # the window is up and drawn
+        if phase == "setup" and since > 2.0 and not _startup_jobs():  # up, drawn, the widgets' start-up done
             switch("idle")
         elif phase == "idle" and since > 2.0:
             switch("open")

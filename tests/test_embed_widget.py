@@ -217,3 +217,17 @@ def test_removed_dock_widget_ignores_layer_events(make_napari_viewer, widget_sli
     viewer.layers.selection.active = layer
     viewer.layers.remove(layer)
     assert not [n for n in notes if n[0] == "error"]
+
+
+def test_the_device_box_lists_gpus_found_later_and_keeps_the_users_choice(qtbot):
+    from napari_regional_mil._widgets._devices import DeviceBox, known_devices
+
+    box = DeviceBox(None, kind="test-devices")  # torch is imported in the test process: no worker
+    qtbot.addWidget(box)
+    assert [box.itemText(i) for i in range(box.count())] == known_devices()
+    box.set_devices(["cpu", "cuda", "cuda:1"])
+    assert [box.itemText(i) for i in range(box.count())] == ["cpu", "cuda", "cuda:1"] and box.currentText() == "cuda"
+    box.setCurrentIndex(0)
+    box.activated.emit(0)  # the user picks cpu
+    box.set_devices(["cpu", "cuda", "cuda:1", "cuda:2"])
+    assert box.currentText() == "cpu" and box.count() == 4

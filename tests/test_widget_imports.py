@@ -1,6 +1,7 @@
-"""napari imports a dock widget's module on the GUI thread when the user opens it: no torch there.
+"""napari imports and builds a dock widget on the GUI thread when the user opens it: no torch there.
 
-torch takes seconds to import; the widgets import it in their workers when a job needs it.
+torch takes seconds to import (scikit-learn about one); the widgets import them in their
+workers when a job needs them, so opening a widget never freezes the viewer for that long.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+MENU = ["Slide", "Embed", "Cohort", "Train", "Predict", "Pretrain"]
 WIDGETS = ["slide_widget", "embed_widget", "cohort_widget", "train_widget", "predict_widget", "pretrain_widget"]
 
 _CHECK = """
@@ -35,3 +37,62 @@ def test_the_training_package_resolves_every_public_name_lazily():
     assert set(training._LAZY) == set(training.__all__)
     for name in training.__all__:
         assert getattr(training, name) is not None
+
+
+_BUILD = """
+import sys, threading
+gui_imports = []
+
+class Hook:  # torch and scikit-learn: recorded on the GUI thread, kept out of the workers
+    def find_spec(self, name, path=None, target=None):
+        if name in ("torch", "sklearn"):
+            if threading.current_thread() is threading.main_thread():
+                gui_imports.append(name)
+            else:
+                raise ImportError(name + " is kept out of the workers by this test")
+        return None
+
+import napari
+
+viewer = napari.Viewer(show=False)
+sys.meta_path.insert(0, Hook())
+for name in sys.argv[1:]:
+    viewer.window.add_plugin_dock_widget("napari-regional-mil", name)
+    if gui_imports:
+        print(name, "imported", ",".join(gui_imports), "on the GUI thread")
+        break
+else:
+    print("GUI thread clean" if "torch" not in sys.modules else "torch imported")
+viewer.close()
+"""
+
+
+def test_opening_every_widget_from_the_plugins_menu_imports_no_torch_on_the_gui_thread():
+    """The Plugins-menu path: npe2 resolves the widget, napari injects the viewer and builds it.
+
+    The workers' own imports (the GPU list, the optimiser warm-up) are refused here, so that
+    a GUI-thread import cannot hide behind a module a worker loaded first.
+    """
+    done = subprocess.run([sys.executable, "-c", _BUILD, *MENU], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "GUI thread clean"
+
+
+def test_the_encoders_package_resolves_every_public_name_lazily():
+    import napari_regional_mil.encoders as encoders
+
+    assert set(encoders._LAZY) == set(encoders.__all__)
+    for name in encoders.__all__:
+        assert getattr(encoders, name) is not None
+
+
+def test_the_encoder_names_without_torch_are_the_registry_names():
+    from napari_regional_mil.encoders import list_encoders, register_encoder
+    from napari_regional_mil.encoders.names import SELF_CONTAINED, encoder_names, is_registered
+
+    assert encoder_names() == list_encoders() and encoder_names()[:2] == list(SELF_CONTAINED)
+    assert is_registered("uni") and is_registered("uni_v1") and not is_registered("no-such-encoder")
+    name = "test-widget-imports-encoder"
+    register_encoder(name, lambda **_: None, overwrite=True)
+    assert encoder_names()[-1] == name == list_encoders()[-1] and is_registered(name)

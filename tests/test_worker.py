@@ -234,3 +234,28 @@ def test_owner_destroyed_cancels(qtbot):
     owner.deleteLater()
     qtbot.waitUntil(lambda: not handle.running, timeout=10000)
     assert log == [("finally", False)] and rec.results == []
+
+
+_SCRIPT_ENDS = """
+import napari
+
+viewer = napari.Viewer(show=False)
+viewer.window.add_plugin_dock_widget("napari-regional-mil", "Train")  # starts the optimiser warm-up worker
+print("docked", flush=True)
+"""
+
+
+def test_a_script_that_ends_while_a_worker_runs_exits_cleanly():
+    """No ``napari.run()``, no close: the workers are waited for at exit, not left to emit into deleted objects.
+
+    Before, PyQt aborted the process (``wrapped C/C++ object of type GeneratorWorkerSignals
+    has been deleted``) when the Train widget's warm-up returned after the interpreter began to exit.
+    """
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _SCRIPT_ENDS], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.stdout.strip() == "docked"
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "has been deleted" not in done.stderr

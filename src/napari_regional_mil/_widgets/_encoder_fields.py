@@ -34,6 +34,8 @@ from napari_regional_mil._widgets._encoder_weights import (
 )
 from napari_regional_mil._widgets._fields import PathPicker, form
 from napari_regional_mil._widgets._worker import notify_error
+from napari_regional_mil.encoders.known import KNOWN_ENCODERS
+from napari_regional_mil.encoders.names import DEFAULT_ENCODER, encoder_names
 from napari_regional_mil.errors import EncoderError
 
 __all__ = [
@@ -64,19 +66,13 @@ class EncoderFields(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from napari_regional_mil.encoders import (  # lazy: torch (encoders imports torch)
-            DEFAULT_ENCODER,
-            KNOWN_ENCODERS,
-            list_encoders,
-        )
-
         self.kind = QComboBox()
         self.kind.addItems(KINDS)
         self.kind.setToolTip("Where the encoder comes from.")
 
         # built-in, published (TRIDENT's names) and registered (e.g. pretrained) encoders
         self.name = QComboBox()
-        self.name.addItems(list_encoders())
+        self.name.addItems(encoder_names())
         for i in range(self.name.count()):
             known = KNOWN_ENCODERS.get(self.name.itemText(i))
             if known is not None:

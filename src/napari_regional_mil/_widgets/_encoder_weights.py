@@ -16,6 +16,8 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QCheckBox, QLabel, QVBoxLayout, QWidget
 
 from napari_regional_mil._widgets._fields import PathPicker
+from napari_regional_mil.encoders.known import KNOWN_ENCODERS, canonical_name
+from napari_regional_mil.encoders.policy import stored_encoder
 from napari_regional_mil.errors import EncoderError
 
 __all__ = ["WEIGHTS_FILTER", "ModelEncoderFields", "WeightsSource"]
@@ -74,8 +76,6 @@ class WeightsSource(QWidget):
 
     def set_encoder(self, name: str | None) -> None:
         """Show what ``name`` (a known encoder, TRIDENT's name or an alias) needs; hide for others."""
-        from napari_regional_mil.encoders import KNOWN_ENCODERS, canonical_name  # lazy: torch (encoders imports torch)
-
         known = KNOWN_ENCODERS.get(canonical_name(name)) if name else None
         self.name = known.name if known else None
         self.setVisible(known is not None)
@@ -90,7 +90,9 @@ class WeightsSource(QWidget):
                 '("TorchScript file") instead.'
             )
             return
-        from napari_regional_mil.encoders.hub import cached_file  # lazy: torch (encoders.hub imports torch)
+        from napari_regional_mil.encoders.hub import (
+            cached_file,  # lazy: startup (huggingface_hub, for a published encoder)
+        )
 
         self.from_hub.setEnabled(True)
         self.weights.setEnabled(not self.from_hub.isChecked())
@@ -119,8 +121,6 @@ class WeightsSource(QWidget):
         """:meth:`options`, or :class:`EncoderError` when a published encoder has neither."""
         options = self.options()
         if self.name is not None and not options:
-            from napari_regional_mil.encoders import KNOWN_ENCODERS  # lazy: torch (encoders imports torch)
-
             known = KNOWN_ENCODERS[self.name]
             if not known.loadable:
                 raise EncoderError(
@@ -164,8 +164,6 @@ class ModelEncoderFields(QWidget):
 
     def set_record(self, record: Any) -> None:
         """Show what the model's stored encoder record needs (nothing for built-in encoders)."""
-        from napari_regional_mil.encoders import stored_encoder  # lazy: torch (encoders imports torch)
-
         try:
             need = stored_encoder(record) if record else None
         except EncoderError:

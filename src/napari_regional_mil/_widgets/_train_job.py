@@ -7,6 +7,7 @@ torch's first-optimiser import cost before the user starts training.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,13 +32,18 @@ REPORT_BOOTSTRAP = 500
 
 
 def warm_up_optimiser() -> None:
-    """Build a throw-away AdamW optimiser, so that training's start does not stall the viewer.
+    """Build a throw-away AdamW optimiser and import the plot's matplotlib: training's start must not stall.
 
-    Its first construction imports ``torch._dynamo`` (about 800 modules, 1-2 s on 2 cores).
+    The optimiser's first construction imports ``torch._dynamo`` (about 800 modules, 1-2 s
+    on 2 cores); matplotlib takes a few hundred ms more.
     """
     import torch  # lazy: torch (the optimiser warm-up runs in a worker)
 
+    from napari_regional_mil._widgets._train_plot import MATPLOTLIB_MODULES
+
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+    for name in MATPLOTLIB_MODULES:
+        importlib.import_module(name)
 
 
 def train_job(

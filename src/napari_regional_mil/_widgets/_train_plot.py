@@ -1,16 +1,22 @@
-"""Live training curves in the Train widget: loss and AUC per epoch (matplotlib in Qt)."""
+"""Live training curves in the Train widget: loss and AUC per epoch (matplotlib in Qt).
+
+matplotlib's Qt canvas is made at the first draw (a training run's start), not when the
+widget is built: importing matplotlib takes a few hundred ms, which the Train widget's
+warm-up worker pays in its thread (:data:`MATPLOTLIB_MODULES`) while the user fills the form.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-__all__ = ["TrainingPlot"]
+__all__ = ["MATPLOTLIB_MODULES", "TrainingPlot"]
+
+#: What the canvas imports (the warm-up worker imports them first).
+MATPLOTLIB_MODULES = ("matplotlib.backends.backend_qtagg", "matplotlib.figure", "matplotlib.ticker")
 
 _BG = "#262930"  # napari's dark panel colour
 _FG = "#d6d6d6"
@@ -21,28 +27,44 @@ _KEY = "blue: training · orange: validation"
 REDRAW_MS = 1000
 
 
-class TrainingPlot(FigureCanvasQTAgg):
+class TrainingPlot(QWidget):
     """Two small axes: train/validation loss, and train/validation AUC, against the epoch.
 
     Feed it the ``metrics`` of the training job's per-epoch events with :meth:`add`. The
     lines are updated in place and redrawn at most every :data:`REDRAW_MS` ms (drawing a
     figure costs tens of ms of the GUI thread; epochs of small cohorts take less), without
-    markers or legends (they double the cost of a draw).
+    markers or legends (they double the cost of a draw). The matplotlib canvas
+    (:attr:`canvas`) is made at the first draw.
     """
 
     SERIES = (("train_loss", "train loss", 0), ("val_loss", "val loss", 0), ("train_auc", "train AUC", 1),
               ("val_auc", "val AUC", 1))
 
-    def __init__(self) -> None:
-        self.figure = Figure(figsize=(3.6, 2.6), dpi=90, facecolor=_BG)
-        super().__init__(self.figure)
-        self.loss_ax, self.auc_ax = self.figure.subplots(2, 1, sharex=True)
-        self.figure.subplots_adjust(left=0.17, right=0.97, top=0.9, bottom=0.15, hspace=0.15)
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
         self.data: dict[str, dict[float, float]] = {key: {} for key, _, _ in self.SERIES}
         self.lines: dict[str, Any] = {}
         self.title = ""
         self.n_draws = 0
+        self.canvas: Any = None  # matplotlib's FigureCanvasQTAgg, made by the first draw
         self.setMinimumHeight(220)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(REDRAW_MS)
+        self._timer.timeout.connect(self._redraw)
+
+    def _make_canvas(self) -> Any:
+        """The matplotlib canvas with the two axes and their (empty) lines."""
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg  # lazy: startup (see MATPLOTLIB_MODULES)
+        from matplotlib.figure import Figure  # lazy: startup (see MATPLOTLIB_MODULES)
+        from matplotlib.ticker import MaxNLocator  # lazy: startup (see MATPLOTLIB_MODULES)
+
+        self.figure = Figure(figsize=(3.6, 2.6), dpi=90, facecolor=_BG)
+        canvas = FigureCanvasQTAgg(self.figure)
+        self.loss_ax, self.auc_ax = self.figure.subplots(2, 1, sharex=True)
+        self.figure.subplots_adjust(left=0.17, right=0.97, top=0.9, bottom=0.15, hspace=0.15)
         for ax, label in ((self.loss_ax, "loss"), (self.auc_ax, "AUC")):
             ax.set_facecolor(_BG)
             ax.tick_params(colors=_FG, labelsize=7)
@@ -59,10 +81,8 @@ class TrainingPlot(FigureCanvasQTAgg):
             (self.lines[key],) = ax.plot([], [], linewidth=1.4, label=label, color=_COLOURS[key.split("_")[0]])
         # no legend and no markers: they double the cost of a draw; the title names the colours
         self.loss_ax.set_title(_KEY, color=_FG, fontsize=7)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(REDRAW_MS)
-        self._timer.timeout.connect(self._redraw)
+        self.layout().addWidget(canvas)
+        return canvas
 
     def clear(self, title: str = "") -> None:
         """Forget every point (a new run or a new fold)."""
@@ -95,6 +115,8 @@ class TrainingPlot(FigureCanvasQTAgg):
         self._redraw()
 
     def _redraw(self) -> None:
+        if self.canvas is None:
+            self.canvas = self._make_canvas()
         for key, line in self.lines.items():
             points = self.series(key)
             line.set_data([p[0] for p in points], [p[1] for p in points])
@@ -105,4 +127,4 @@ class TrainingPlot(FigureCanvasQTAgg):
             self.auc_ax.set_xlim(0.5, max(epochs) + 0.5)
         self.loss_ax.set_title(f"{self.title} — {_KEY}" if self.title else _KEY, color=_FG, fontsize=7)
         self.n_draws += 1
-        self.draw_idle()
+        self.canvas.draw_idle()

@@ -34,6 +34,7 @@ Examples
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 from collections.abc import Callable, Generator
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari.utils import notifications
 from napari.utils.task_status import Status
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import QEvent, QObject, QThreadPool
 
 from napari_regional_mil._widgets._job_handle import (
     CLOSE_WAIT_S,
@@ -93,6 +94,23 @@ def cancel_all(*, wait: bool = True, timeout: float = CLOSE_WAIT_S) -> None:
     if wait:
         for handle in list(_RUNNING.values()):
             handle.wait(timeout)
+
+
+def _quit_at_exit() -> None:
+    """At interpreter exit: cancel every job and let the worker threads end before Qt's objects go.
+
+    A script that docks a widget and ends without ``napari.run()`` (or closing the viewer)
+    would otherwise leave a worker that emits into its deleted signals object when it
+    returns, and PyQt aborts the process on that error.
+    """
+    if not _RUNNING:
+        return
+    cancel_all(wait=True)
+    with contextlib.suppress(RuntimeError):  # Qt already gone: nothing left to wait for
+        QThreadPool.globalInstance().waitForDone(int(CLOSE_WAIT_S * 1000))
+
+
+atexit.register(_quit_at_exit)
 
 
 def start_job(

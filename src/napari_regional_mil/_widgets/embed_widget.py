@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
-    QComboBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -27,6 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_regional_mil._widgets import _layers
+from napari_regional_mil._widgets._devices import DeviceBox
 from napari_regional_mil._widgets._encoder_fields import (
     ContextEncoderFields,
     EncoderFields,
@@ -59,21 +59,13 @@ if TYPE_CHECKING:
 
 __all__ = ["EmbedWidget"]
 
-def _devices() -> list[str]:
-    try:
-        import torch  # lazy: torch (only to list the devices when the widget is built)
-
-        return ["cpu"] + [f"cuda:{i}" if i else "cuda" for i in range(torch.cuda.device_count())]
-    except Exception:
-        return ["cpu"]
-
 
 def _embed_job(slide_path: Path, grid_shape_of: Any, contexts: list | tuple = (), **kwargs: Any):
     """Job: embed (or find the cache), the context embeddings, then the PCA-to-RGB image of the patch grid.
 
     ``contexts``: ``(encoder, options, scale)`` each.
     """
-    from napari_regional_mil.encoders.hub import prefetch_job  # lazy: torch (encoders.hub imports torch)
+    from napari_regional_mil.encoders.hub import prefetch_job  # lazy: startup (huggingface_hub, in the worker)
 
     yield from prefetch_job(kwargs.get("encoder"), kwargs.get("encoder_options"))  # "download from the hub"
     requests = [ContextRequest(c[0], c[2], c[1] or None) for c in contexts]
@@ -150,9 +142,7 @@ class EmbedWidget(QWidget):
         self.batch_size.setRange(1, 4096)
         self.batch_size.setValue(64)
         self.batch_size.setToolTip("Patches per encoder forward pass.")
-        self.device = QComboBox()
-        self.device.addItems(_devices())
-        self.device.setCurrentIndex(min(1, self.device.count() - 1))  # the first GPU when there is one
+        self.device = DeviceBox(self.viewer, kind="embed-devices")
         self.device.setToolTip("Where the encoder runs (cuda only when a GPU is visible; chosen by default then).")
         self.cache_dir = PathPicker(caption="Embedding cache folder", directory=True, placeholder="cache folder")
         self.cache_dir.line.setToolTip(

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_regional_mil._widgets._devices import DeviceBox
 from napari_regional_mil._widgets._fields import PathPicker, form
 from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._state import viewer_state
@@ -57,10 +58,6 @@ def preview_pixmap(montage: np.ndarray, *, scale: int = 2) -> QPixmap:
     return QPixmap.fromImage(qimage)
 
 
-def _devices() -> list[str]:
-    import torch  # lazy: torch (only to list the devices when the widget is built)
-
-    return ["cpu"] + [f"cuda:{i}" if i else "cuda" for i in range(torch.cuda.device_count())]
 
 
 class PretrainWidget(QWidget):
@@ -138,8 +135,7 @@ class PretrainWidget(QWidget):
         self.patches.setToolTip("Autoencoder: tissue patches in all. MIL: tissue patches per slide.")
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
-        self.device = QComboBox()
-        self.device.addItems(_devices())
+        self.device = DeviceBox(self.viewer, kind="pretrain-devices")
         train_box = QGroupBox("Training")
         train = form(train_box)
         train.addRow("Patch size", self.patch_size)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..encoders.known import KNOWN_ENCODERS, canonical_name
 from ..errors import EncoderError, TilingError
 from ..jobs import Progress
 from ..runrecord import run_record, write_run_record
@@ -132,8 +133,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _encoder_options(args: argparse.Namespace) -> dict[str, object] | None:
     """``--weights`` / ``--from-hub`` as encoder options; ``--from-hub`` only for a published encoder."""
-    from ..encoders import KNOWN_ENCODERS, canonical_name  # lazy: help (imports torch)
-
     if args.from_hub:
         if canonical_name(str(args.encoder)) not in KNOWN_ENCODERS:
             raise EncoderError(

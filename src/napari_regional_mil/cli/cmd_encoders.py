@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ..encoders.known import ALIASES, IMAGENET_MEAN, IMAGENET_STD, KNOWN_ENCODERS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``encoders`` subcommand."""
@@ -27,8 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
-    from ..encoders.spec import IMAGENET_MEAN, IMAGENET_STD  # lazy: help (imports torch)
-
     if tuple(mean) == IMAGENET_MEAN and tuple(std) == IMAGENET_STD:
         return "imagenet"
     if all(m == 0.0 for m in mean) and all(s == 1.0 for s in std):
@@ -38,8 +38,7 @@ def _normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
 
 def rows() -> list[dict[str, object]]:
     """One record per encoder: built-ins, then the known published encoders (no network)."""
-    from ..encoders import ALIASES, KNOWN_ENCODERS  # lazy: help (imports torch)
-    from ..encoders.hub import cached_file  # lazy: help (imports torch)
+    from ..encoders.hub import cached_file  # lazy: help (imports huggingface_hub)
 
     out: list[dict[str, object]] = [
         {
@@ -97,7 +96,7 @@ def rows() -> list[dict[str, object]]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``encoders``."""
-    from ..encoders.hub import hub_cache_dir  # lazy: help (imports torch)
+    from ..encoders.hub import hub_cache_dir  # lazy: help (imports huggingface_hub)
 
     records = rows()
     if args.json:
@@ -139,8 +138,6 @@ def run(args: argparse.Namespace) -> int:
         "a login: "
         "hf auth login, or HF_TOKEN)"
     )
-    from ..encoders import ALIASES  # lazy: help (imports torch)
-
     aliases = [f"{alias} -> {name}" for alias, name in ALIASES.items()]
     if aliases:
         print("aliases (earlier names): " + ", ".join(aliases))

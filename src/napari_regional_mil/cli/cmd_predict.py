@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         if found is None:
             if args.cache is not None and checkpoint.encoder.get("name"):
                 # embed_hint says what the encoder needs; it never loads it
-                from ..encoders.policy import embed_hint  # lazy: help (imports torch)
+                from ..encoders.policy import embed_hint  # lazy: help (only on a failed prediction)
 
                 hint = embed_hint(checkpoint.encoder)
                 raise CacheError(

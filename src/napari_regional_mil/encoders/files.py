@@ -38,6 +38,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..atomic import atomic_path
+from ..encoders.names import TORCHSCRIPT_SUFFIXES
+from ..encoders.patch_cnn import ARCHITECTURE as PATCH_CNN_ARCHITECTURE
+from ..encoders.patch_cnn import PatchCNN
+from ..encoders.resnet import ResNet50
 from ..encoders.spec import EncoderSpec, FrozenEncoder, hash_file, hash_state_dict
 from ..errors import EncoderError
 
@@ -55,8 +59,6 @@ __all__ = [
     "sidecar_path",
 ]
 
-#: Suffixes of TorchScript files (loading one runs its code: only files the user picked).
-TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript", ".jit")
 #: Suffixes of weights files (state dicts): safetensors, or torch files read with ``weights_only=True``.
 WEIGHTS_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
 #: The safetensors header metadata key / TorchScript extra file holding an encoder's description.
@@ -80,6 +82,10 @@ def register_architecture(name: str, builder: Callable[..., nn.Module], *, overw
     if name in _ARCHITECTURES and not overwrite:
         raise ValueError(f"architecture {name!r} is already registered")
     _ARCHITECTURES[name] = builder
+
+
+register_architecture("resnet50", lambda layers=3: ResNet50(layers=layers))
+register_architecture(PATCH_CNN_ARCHITECTURE, PatchCNN)  # encoders trained by the tool (``pretrain/``)
 
 
 def sidecar_path(path: str | Path) -> Path:

@@ -18,9 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..encoders.spec import IMAGENET_MEAN, IMAGENET_STD
-
-__all__ = ["ALIASES", "KNOWN_ENCODERS", "Family", "KnownEncoder", "Pooling", "canonical_name"]
+__all__ = [
+    "ALIASES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "KNOWN_ENCODERS",
+    "Family",
+    "KnownEncoder",
+    "Pooling",
+    "canonical_name",
+]
 
 #: How the architecture is built: a timm model, a transformers model, the project's own
 #: ResNet-50, or code that is not on the package registry (not loadable here).
@@ -28,6 +35,9 @@ Family = Literal["timm", "transformers", "resnet50", "unavailable"]
 #: How the model's output becomes the patch embedding.
 Pooling = Literal["timm", "cls+mean", "cls", "pooled"]
 
+#: ImageNet's normalisation (most published encoders', and the default of an encoder spec).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 _HOPT_MEAN = (0.707223, 0.578729, 0.703617)
 _HOPT_STD = (0.211883, 0.230117, 0.177517)
 _LUNIT_MEAN = (0.70322989, 0.53606487, 0.66096631)

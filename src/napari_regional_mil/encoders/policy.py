@@ -16,19 +16,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ..encoders.files import TORCHSCRIPT_SUFFIXES
-from ..encoders.hub import ProgressFn
 from ..encoders.known import KNOWN_ENCODERS, KnownEncoder, canonical_name
-from ..encoders.registry import is_registered, load_encoder
-from ..encoders.spec import FrozenEncoder
+from ..encoders.names import SELF_CONTAINED, TORCHSCRIPT_SUFFIXES, is_registered
 from ..errors import EncoderError
 
-__all__ = ["SELF_CONTAINED", "StoredEncoder", "embed_hint", "encoder_for_stored", "stored_encoder"]
+if TYPE_CHECKING:
+    from ..encoders.hub import ProgressFn
+    from ..encoders.spec import FrozenEncoder
 
-#: Encoders that need no file and no download: safe to build for any stored name.
-SELF_CONTAINED = ("builtin-he", "resnet50-random")
+__all__ = ["SELF_CONTAINED", "StoredEncoder", "embed_hint", "encoder_for_stored", "stored_encoder"]
 
 Kind = Literal["self-contained", "known", "file", "timm", "hub", "registered", "unknown"]
 
@@ -171,6 +169,8 @@ def encoder_for_stored(
         What is needed was not given (one line saying what and how), or the given
         weights are not the recorded ones (hash mismatch).
     """
+    from ..encoders.registry import load_encoder  # lazy: torch (classifying a record needs none)
+
     need = stored_encoder(record)
     if need.kind in ("self-contained", "registered"):
         encoder = load_encoder(need.name, device=device)

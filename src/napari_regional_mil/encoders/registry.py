@@ -24,25 +24,24 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..encoders.builtin import BUILTIN_NAME, builtin_he
+from ..encoders.builtin import builtin_he
 from ..encoders.files import (
-    TORCHSCRIPT_SUFFIXES,
     load_saved_encoder,
     load_torchscript,
-    register_architecture,
 )
-from ..encoders.known import KNOWN_ENCODERS, canonical_name
-from ..encoders.patch_cnn import ARCHITECTURE as PATCH_CNN_ARCHITECTURE
-from ..encoders.patch_cnn import PatchCNN
+from ..encoders.known import IMAGENET_MEAN, IMAGENET_STD, KNOWN_ENCODERS, canonical_name
+from ..encoders.names import (
+    BUILTIN_NAME,
+    DEFAULT_ENCODER,
+    RESNET_RANDOM_NAME,
+    TORCHSCRIPT_SUFFIXES,
+    add_name,
+    encoder_names,
+    is_registered,
+)
 from ..encoders.published import load_known
-from ..encoders.resnet import ResNet50, resnet50
-from ..encoders.spec import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    EncoderSpec,
-    FrozenEncoder,
-    hash_state_dict,
-)
+from ..encoders.resnet import resnet50
+from ..encoders.spec import EncoderSpec, FrozenEncoder, hash_state_dict
 from ..encoders.timm_models import load_timm
 from ..errors import EncoderError
 
@@ -56,7 +55,6 @@ __all__ = [
     "resolve_encoder",
 ]
 
-DEFAULT_ENCODER = BUILTIN_NAME
 _FACTORIES: dict[str, Callable[..., FrozenEncoder]] = {}
 
 
@@ -76,16 +74,12 @@ def register_encoder(name: str, factory: Callable[..., FrozenEncoder], *, overwr
     if (taken and not overwrite) or name.startswith(("timm:", "hf-hub:", "hf_hub:")):
         raise ValueError(f"encoder name {name!r} is taken or reserved")
     _FACTORIES[name] = factory
+    add_name(name)
 
 
 def list_encoders() -> list[str]:
     """Registered encoder names: built-ins first, then the known encoders (TRIDENT's names), then others."""
-    return list(_FACTORIES)
-
-
-def is_registered(name: str) -> bool:
-    """Whether ``name`` (or the alias of a known encoder) is a registered encoder name."""
-    return name in _FACTORIES or canonical_name(name) in _FACTORIES
+    return encoder_names()
 
 
 def load_encoder(name_or_path: str | Path, *, device: str = "cpu", **options: Any) -> FrozenEncoder:
@@ -205,8 +199,6 @@ def _known_factory(name: str) -> Callable[..., FrozenEncoder]:
 
 
 register_encoder(BUILTIN_NAME, builtin_he)
-register_encoder("resnet50-random", _resnet_random)
+register_encoder(RESNET_RANDOM_NAME, _resnet_random)
 for _name in KNOWN_ENCODERS:
     _FACTORIES[_name] = _known_factory(_name)
-register_architecture("resnet50", lambda layers=3: ResNet50(layers=layers))
-register_architecture(PATCH_CNN_ARCHITECTURE, PatchCNN)  # encoders trained by the tool (``pretrain/``)

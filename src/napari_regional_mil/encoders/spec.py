@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..encoders.known import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import EncoderError
 
 __all__ = [
@@ -33,9 +34,6 @@ __all__ = [
     "hash_state_dict",
     "resolve_device",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from typing import overload
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import roc_curve
 
 from ..thresholds import ThresholdRule, parse_threshold
 
@@ -110,6 +109,8 @@ def tune_threshold(
     positive = y == positive_class
     if positive.all() or not positive.any():
         raise ValueError(f"threshold {rule.text} needs validation slides of both classes; they hold one class only")
+    from sklearn.metrics import roc_curve  # lazy: startup (scikit-learn takes a second; widgets use decide())
+
     fpr, tpr, thresholds = roc_curve(positive, p[:, positive_class], drop_intermediate=False)
     thresholds = np.minimum(thresholds, 1.0)  # the first point (nothing positive) is +inf
     if rule.kind == "youden":
