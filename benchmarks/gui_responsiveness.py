@@ -197,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     busy = _time_callbacks()
 
     def _startup_jobs() -> list[str]:
-        """The widgets' start-up workers still running (the GPU list, the optimiser warm-up)."""
+        """The widgets' start-up workers still running (first-layer costs, the GPU list, the training warm-up)."""
         from napari_regional_mil._widgets._worker import running_job
 
-        return [kind for kind in ("embed-devices", "train-warm-up") if running_job(kind) is not None]
+        kinds = ("slide-warm-up", "embed-devices", "train-warm-up")
+        return [kind for kind in kinds if running_job(kind) is not None]
 
     to_open = [cohort.slides[2], cohort.slides[1], cohort.slides[0]]  # the last one is embedded
     ticks: dict[str, list[float]] = {"idle": [], "open": [], "embed": [], "train": []}

@@ -1,8 +1,8 @@
 """The Train widget's jobs, run in a worker: training a cohort, and the optimiser warm-up.
 
 :func:`train_job` is the widget's whole run (the CLI's path: the caches opened, optional
-cross-validation, the final model trained, then scored); :func:`warm_up_optimiser` pays
-torch's first-optimiser import cost before the user starts training.
+cross-validation, the final model trained, then scored); :func:`warm_up_training` pays
+torch's first-optimiser import and the training plot's first draw before the user starts training.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from napari_regional_mil._widgets._train_plot import MATPLOTLIB_MODULES, PlotFigure, build_figure
 from napari_regional_mil.jobs import Progress
 
 if TYPE_CHECKING:
@@ -22,28 +23,35 @@ if TYPE_CHECKING:
     from napari_regional_mil.training.report import EvaluationReport
     from napari_regional_mil.training.workflow import CohortTraining, ModelOptions
 
-__all__ = ["REPORT_BOOTSTRAP", "TrainOutcome", "train_job", "warm_up_optimiser"]
+__all__ = ["REPORT_BOOTSTRAP", "TRAIN_JOB_MODULES", "TrainOutcome", "train_job", "warm_up_training"]
 
 #: ``(trained, cross-validation or None, report or None, what was scored, ROC/confusion PNGs)``.
 TrainOutcome = tuple["CohortTraining", "CrossValResult | None", "EvaluationReport | None", str, dict[str, bytes]]
+
+#: The modules :func:`train_job` imports in its worker (torch, scikit-learn, matplotlib's Agg):
+#: :func:`warm_up_training` imports them first, since importing holds the GIL at times and a
+#: training's start would otherwise stall the viewer for a few hundred ms.
+TRAIN_JOB_MODULES = tuple(f"napari_regional_mil.training.{name}" for name in (
+    "crossval", "datasets", "evaluate", "memory", "metrics", "plots", "workflow"))
 
 #: Bootstrap resamples of the confidence intervals shown after training.
 REPORT_BOOTSTRAP = 500
 
 
-def warm_up_optimiser() -> None:
-    """Build a throw-away AdamW optimiser and import the plot's matplotlib: training's start must not stall.
+def warm_up_training() -> PlotFigure:
+    """Build a throw-away AdamW optimiser and the training plot's figure, so that training's start does not stall.
 
     The optimiser's first construction imports ``torch._dynamo`` (about 800 modules, 1-2 s
-    on 2 cores); matplotlib takes a few hundred ms more.
+    on 2 cores); the train job's modules (:data:`TRAIN_JOB_MODULES`, scikit-learn) and
+    matplotlib's import and first draw (fonts, text layout) take a second more. Returns the
+    figure for :meth:`TrainingPlot.set_figure`.
     """
-    import torch  # lazy: torch (the optimiser warm-up runs in a worker)
-
-    from napari_regional_mil._widgets._train_plot import MATPLOTLIB_MODULES
+    import torch  # lazy: torch (the warm-up runs in a worker)
 
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
-    for name in MATPLOTLIB_MODULES:
+    for name in (*MATPLOTLIB_MODULES, *TRAIN_JOB_MODULES, "sklearn.metrics"):
         importlib.import_module(name)
+    return build_figure()
 
 
 def train_job(

@@ -4,9 +4,10 @@ Adding the first layer of a session makes napari (and the libraries under it) do
 work in the GUI thread: dask's first ``compute`` imports ``distributed`` when it is
 installed (about 0.5 s), napari's unit registry (pint) parses its definitions at the first
 layer with units (0.4 to 0.6 s), and the first Labels layer imports pandas, scipy.ndimage
-and scikit-image parts (about 0.4 s). :func:`warm_up` does all of it once, from the jobs
-that prepare layers (opening a slide, tiling it, predicting it), before their layers are
-added.
+and scikit-image parts (about 0.4 s). :func:`warm_up` does all of it once (and imports the
+slide reader), from the jobs that prepare layers (opening a slide, tiling it, predicting
+it) before their layers are added, and from the Slide widget's own start-up worker: these
+imports hold the GIL at times, so they are best paid before the user's first open.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ __all__ = ["warm_up"]
 #: Libraries napari imports lazily when the first Labels layer is made (its features table,
 #: label colours).
 NAPARI_LAZY_IMPORTS = ("pandas", "scipy.ndimage", "skimage.color", "skimage.exposure", "skimage.util")
+#: The slide reader the first slide's open imports.
+READER_IMPORTS = ("tiffslide",)
 
 _lock = threading.Lock()
 _done = False
@@ -45,6 +48,6 @@ def warm_up() -> None:
             pass
         else:
             get_units_from_name(("um", "um"))
-        for name in NAPARI_LAZY_IMPORTS:
+        for name in (*NAPARI_LAZY_IMPORTS, *READER_IMPORTS):
             with contextlib.suppress(ImportError):  # napari does without it, or imports it itself
                 importlib.import_module(name)

@@ -88,7 +88,8 @@ class TrainWidget(QWidget):
         self._build()
         follow(self, self.state.cohort_changed, self.refresh_clinical)
         self.refresh_clinical()
-        start_job(_train_job.warm_up_optimiser, kind="train-warm-up", description="Preparing training",
+        start_job(_train_job.warm_up_training, kind="train-warm-up", description="Preparing training",
+                  on_result=self.plot.set_figure,
                   viewer=self.viewer, owner=self, show_progress=False)
 
     # -- UI ----------------------------------------------------------------------------------
