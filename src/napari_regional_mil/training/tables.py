@@ -23,9 +23,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from openpyxl import load_workbook
-from openpyxl.utils.exceptions import InvalidFileException
-
 from ..errors import CohortError
 
 __all__ = ["EXCEL_SUFFIXES", "TABLE_SUFFIXES", "TSV_SUFFIXES", "Table", "read_table"]
@@ -132,6 +129,9 @@ def _cell_text(value: object) -> str:
 
 
 def _read_excel(path: Path) -> Table:
+    from openpyxl import load_workbook  # lazy: startup (openpyxl takes 0.1 s; only .xlsx tables need it)
+    from openpyxl.utils.exceptions import InvalidFileException  # lazy: startup (as above)
+
     try:
         # not read_only: merged-cell ranges are only known in the full mode
         book = load_workbook(path, data_only=True)
