@@ -60,11 +60,8 @@ class DeviceBox(QComboBox):
 
     def set_devices(self, devices: list[str]) -> None:
         """Offer ``devices``; the first GPU becomes the choice unless the user chose already."""
-        current = self.currentText()
         for name in devices:
             if self.findText(name) < 0:
-                self.addItem(name)
+                self.addItem(name)  # keeps the current choice
         if not self._touched and self.count() > 1:
             self.setCurrentIndex(1)  # the first GPU when there is one
-        elif current:
-            self.setCurrentText(current)

@@ -10,8 +10,9 @@ encoders and the stored-encoder policy (:mod:`.names`, :mod:`.known`, :mod:`.pol
 import no torch, so a widget can list the encoders without it.
 """
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from ..lazy import resolve as _resolve
 
 if TYPE_CHECKING:  # the names below, for type checkers and IDEs
     from .files import load_state_dict_file, read_encoder_metadata, register_architecture, save_encoder
@@ -56,17 +57,7 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     """Import a public name's submodule on first use (or a submodule asked for by name)."""
-    module = _LAZY.get(name)
-    if module is None:
-        try:
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    return _resolve(__name__, _LAZY, globals(), name)
 
 
 __all__ = [

@@ -13,8 +13,9 @@ Cohort CSV, datasets, training job, cross-validation, metrics, prediction.
     prediction = predict_slide(result.checkpoint, slides[0].embeddings)
 """
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from ..lazy import resolve as _resolve
 
 if TYPE_CHECKING:  # the names below, for type checkers and IDEs
     from .cohort import Cohort, CohortRow, read_cohort
@@ -55,17 +56,7 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     """Import a public name's submodule when the name is first used."""
-    module = _LAZY.get(name)
-    if module is None:  # a submodule (``training.crossval``), as when this package imported them all
-        try:
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    return _resolve(__name__, _LAZY, globals(), name)
 
 
 __all__ = [
