@@ -18,14 +18,20 @@ Run (needs an X server; on a headless machine ``xvfb-run`` is used automatically
     python benchmarks/gui_responsiveness.py [--slides 6] [--epochs 20] [--load 1] [--work DIR]
 
 Diagnosis: with ``GUI_BENCH_SAMPLE=1`` a sampler thread prints every thread's top frames
-whenever the GUI thread is more than 40 ms late (stderr), to see what holds it up.
+whenever the GUI thread is more than 40 ms late (stderr), to see what holds it up; with
+``GUI_BENCH_PROFILE=1`` every widget callback that takes more than 40 ms prints its
+cProfile (stderr; the profiler slows the callbacks, so the stall figures are then not the
+ones to report).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import os
 import platform
+import pstats
 import shutil
 import subprocess
 import sys
@@ -37,6 +43,7 @@ import numpy as np
 
 INTERVAL_MS = 10
 PLUGIN = "napari-regional-mil"
+PROFILE = bool(os.environ.get("GUI_BENCH_PROFILE"))
 _BUSY = "import time\nt = time.perf_counter()\nwhile True:\n    t += 1\n"
 
 
@@ -83,11 +90,19 @@ def _time_callbacks() -> dict[str, list[float]]:
         original = getattr(owner, name)
 
         def wrapper(*args, **kwargs):
+            profiler = cProfile.Profile() if PROFILE else None
             t = time.perf_counter()
             try:
-                return original(*args, **kwargs)
+                if profiler is None:
+                    return original(*args, **kwargs)
+                return profiler.runcall(original, *args, **kwargs)
             finally:
-                busy[key].append((time.perf_counter() - t) * 1000)
+                ms = (time.perf_counter() - t) * 1000
+                busy[key].append(ms)
+                if profiler is not None and ms > 40:
+                    out = io.StringIO()
+                    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(25)
+                    print(f"--- {key} took {ms:.0f} ms (profiled)\n{out.getvalue()}", file=sys.stderr, flush=True)
 
         setattr(owner, name, wrapper)
 
