@@ -1,8 +1,8 @@
-"""A package's public names resolved on first use (PEP 562), for packages whose parts import torch.
+"""A package's public names resolved on first use (PEP 562), for packages whose parts import torch or zarr.
 
-``training/`` and ``encoders/`` list each public name's submodule and import it when the
-name is first used, so importing one of their torch-free submodules (from a widget, or the
-CLI's ``--help``) does not import torch::
+``training/``, ``encoders/``, ``embedding/`` and ``embedding/store/`` list each public
+name's submodule and import it when the name is first used, so importing one of their light
+submodules (from a widget, or the CLI's ``--help``) imports neither torch nor zarr::
 
     _LAZY = {"read_cohort": "cohort", ...}
 

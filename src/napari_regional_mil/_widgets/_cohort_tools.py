@@ -27,7 +27,7 @@ from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form
 from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._slide_jobs import open_job, tiling_job
 from napari_regional_mil._widgets._worker import start_job
-from napari_regional_mil.embedding.workflow import default_cache_dir, embed_slides
+from napari_regional_mil.embedding.folders import default_cache_dir
 from napari_regional_mil.training.cohort_table import CohortTable
 
 if TYPE_CHECKING:
@@ -219,6 +219,8 @@ class EmbedBox(QGroupBox):
 
 def embed_missing_job(rows: list[tuple[str, Path]], **kwargs: Any):
     """Job: embed each ``(name, path)`` in turn; one ``"embedded"`` event per finished slide."""
+    from napari_regional_mil.embedding.workflow import embed_slides  # lazy: startup (zarr, when embedding)
+
     return embed_slides([path for _, path in rows], on_error="raise", **kwargs)
 
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from napari_regional_mil._widgets._heatmap_layers import HeatmapSpec, heatmap_specs
 from napari_regional_mil._widgets._warm_up import warm_up
-from napari_regional_mil.embedding.workflow import checkpoint_tiling, embeddings_for
 from napari_regional_mil.errors import SlideError
 from napari_regional_mil.heatmap import AttentionMaps
 from napari_regional_mil.jobs import Progress
@@ -47,6 +46,8 @@ def model_tiling(checkpoint: Checkpoint, layer_params: TilingParams | None = Non
     The tissue threshold (not part of a model's tiling) comes from ``layer_params`` (what
     the Slide widget used) when given.
     """
+    from napari_regional_mil.embedding.workflow import checkpoint_tiling  # lazy: startup (zarr, in the worker)
+
     threshold = layer_params.tissue_threshold if layer_params is not None else None
     return checkpoint_tiling(checkpoint, tissue_threshold=threshold)
 
@@ -96,6 +97,7 @@ def predict_job(
     SlideError, CacheError, CheckpointError
         No slide path, no usable cache, a model that does not match the cache.
     """
+    from napari_regional_mil.embedding.workflow import embeddings_for  # lazy: startup (zarr, in the worker)
     from napari_regional_mil.training.predict import predict_slide  # lazy: torch (in the worker)
 
     if not slide_path:

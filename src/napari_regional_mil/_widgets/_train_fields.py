@@ -8,6 +8,8 @@ same cohort. A new option in the settings appears here without a change to this 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -30,7 +32,9 @@ from napari_regional_mil._widgets._fields import form
 from napari_regional_mil.errors import TrainingError
 from napari_regional_mil.options import Option, OptionValue, options_of
 from napari_regional_mil.settings import ModelConfig, SelectionConfig, TrainConfig
-from napari_regional_mil.training.workflow import ModelOptions, train_config_from
+
+if TYPE_CHECKING:
+    from napari_regional_mil.training.workflow import ModelOptions
 
 __all__ = ["VALIDATION_MODES", "ContextFields", "ModelFields", "OptimFields", "OptionForm", "option_widget"]
 
@@ -153,6 +157,10 @@ class ModelFields(OptionForm):
         TrainingError
             An invalid combination (e.g. min patches > max patches).
         """
+        from napari_regional_mil.training.workflow import (
+            ModelOptions,  # lazy: startup (zarr, h5py; see TRAIN_JOB_MODULES)
+        )
+
         try:
             return ModelOptions.from_values(self.values())
         except ValueError as exc:
@@ -285,6 +293,8 @@ class OptimFields(OptionForm):
 
     def train_config(self) -> TrainConfig:
         """The :class:`TrainConfig` shown (other settings at their defaults, as in the CLI)."""
+        from napari_regional_mil.training.workflow import train_config_from  # lazy: startup (see options)
+
         return train_config_from(self.values())
 
 

@@ -40,15 +40,8 @@ from napari_regional_mil._widgets._fields import (
 from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._state import follow, offer_encoder, viewer_state
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
-from napari_regional_mil.embedding.context import describe_context
+from napari_regional_mil.embedding.folders import CACHE_FOLDER, default_cache_dir
 from napari_regional_mil.embedding.pca import patch_rgba_grid, pca_rgb
-from napari_regional_mil.embedding.store import load_slide_embeddings
-from napari_regional_mil.embedding.workflow import (
-    CACHE_FOLDER,
-    ContextRequest,
-    default_cache_dir,
-    embed_with_contexts,
-)
 from napari_regional_mil.errors import CacheError, SlideError
 from napari_regional_mil.jobs import Progress
 
@@ -65,6 +58,12 @@ def _embed_job(slide_path: Path, grid_shape_of: Any, contexts: list | tuple = ()
 
     ``contexts``: ``(encoder, options, scale)`` each.
     """
+    from napari_regional_mil.embedding.context import describe_context  # lazy: startup (zarr, in the worker)
+    from napari_regional_mil.embedding.store import load_slide_embeddings  # lazy: startup (zarr, in the worker)
+    from napari_regional_mil.embedding.workflow import (  # lazy: startup (zarr, in the worker)
+        ContextRequest,
+        embed_with_contexts,
+    )
     from napari_regional_mil.encoders.hub import prefetch_job  # lazy: startup (huggingface_hub, in the worker)
 
     yield from prefetch_job(kwargs.get("encoder"), kwargs.get("encoder_options"))  # "download from the hub"
@@ -82,7 +81,7 @@ def _embed_job(slide_path: Path, grid_shape_of: Any, contexts: list | tuple = ()
     cols = max(cols, int(emb.grid_xy[:, 0].max()) + 1 if emb.n_patches else 0)
     rgba = patch_rgba_grid(emb.grid_xy, pca_rgb(emb.features), (rows, cols))
     yield Progress("pca", 1, 1, message="done")
-    return result, rgba, step, context_results
+    return result, rgba, step, [(c, describe_context(c)) for c in context_results]
 
 
 class EmbedWidget(QWidget):
@@ -296,9 +295,9 @@ class EmbedWidget(QWidget):
         elif status == "failed":
             self.status.setText("Failed (see the notification).")
 
-    def _show_result(self, layer: Any, out: tuple[Any, Any, float, list[Any]]) -> None:
-        result, rgba, step, context_results = out
-        self.result, self.context_results = result, list(context_results)
+    def _show_result(self, layer: Any, out: tuple[Any, Any, float, list[tuple[Any, str]]]) -> None:
+        result, rgba, step, described = out
+        self.result, self.context_results = result, [c for c, _ in described]
         if layer not in self.viewer.layers:
             return
         _layers.show_grid_rgba(self.viewer, layer, rgba, step, "embedding PCA")
@@ -310,7 +309,7 @@ class EmbedWidget(QWidget):
         )
         if result.computed and result.resumed_from:
             how += f", resumed after {result.resumed_from:,} cached patches"
-        contexts = "".join(f"<br>{describe_context(c)}" for c in context_results)
+        contexts = "".join(f"<br>{line}" for _, line in described)
         self.status.setText(
             f"<b>{result.n_patches:,}</b> patches, <b>{result.n_regions:,}</b> regions, "
             f"{result.embedding_dim}-d ({result.encoder}): {how}.{contexts}<br>Cache: {result.cache_path}"

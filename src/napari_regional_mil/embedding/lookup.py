@@ -1,8 +1,9 @@
-"""Finding a slide's embeddings for a trained model, or embedding the slide first; the default cache folder.
+"""Finding a slide's embeddings for a trained model, or embedding the slide first.
 
 - :func:`embeddings_for` finds the cached embeddings of a slide for a trained model, or
   embeds the slide first with the model's encoder and tiling ("find the cache or embed").
-- :func:`default_cache_dir` is where a slide's cache goes when the user chose none.
+- :func:`default_cache_dir` (from :mod:`.folders`) is where a slide's cache goes when the user
+  chose none.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import platformdirs
 
 from ..errors import CacheError
 from ..jobs import Progress
 from ..tiling import TilingParams
 from ..tissue import TissueMask
+from .folders import default_cache_dir
 from .pipeline import embed_slide
 from .store import find_slide_cache, load_slide_embeddings
 from .types import SlideEmbeddings
@@ -26,32 +27,9 @@ from .types import SlideEmbeddings
 if TYPE_CHECKING:
     from ..model.checkpoint import Checkpoint
 
-__all__ = ["CACHE_FOLDER", "checkpoint_tiling", "default_cache_dir", "embeddings_for", "user_cache_dir"]
-
-#: Name of the cache folder made next to the slides.
-CACHE_FOLDER = "regional-mil-cache"
+__all__ = ["checkpoint_tiling", "embeddings_for"]
 
 PathLike = str | os.PathLike[str]
-
-
-def user_cache_dir() -> Path:
-    """The user's cache folder for embeddings (``$XDG_CACHE_HOME`` on Linux, the platform's elsewhere)."""
-    return Path(platformdirs.user_cache_dir("napari-regional-mil", appauthor=False)) / "embeddings"
-
-
-def default_cache_dir(slide_path: PathLike) -> Path:
-    """``<slide folder>/regional-mil-cache`` when that folder is writable, else :func:`user_cache_dir`.
-
-    Parameters
-    ----------
-    slide_path
-        The slide file.
-    """
-    folder = Path(slide_path).expanduser().resolve().parent
-    cache = folder / CACHE_FOLDER
-    if (cache.is_dir() and os.access(cache, os.W_OK)) or (not cache.exists() and os.access(folder, os.W_OK)):
-        return cache
-    return user_cache_dir()
 
 
 def checkpoint_tiling(checkpoint: Checkpoint, *, tissue_threshold: float | None = None) -> TilingParams | None:

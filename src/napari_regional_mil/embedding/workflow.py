@@ -10,14 +10,17 @@ This module gathers the public names of the embedding workflows, each defined by
 - :mod:`.cluster`: the cluster side (:func:`embed_on_cluster`, :func:`embed_one` on a worker).
 - :mod:`.lookup`: :func:`embeddings_for` finds the cached embeddings of a slide for a trained
   model, or embeds the slide first with the model's encoder and tiling ("find the cache or
-  embed"); :func:`default_cache_dir` is where a slide's cache goes when the user chose none.
+  embed").
+- :mod:`.folders`: :func:`default_cache_dir` is where a slide's cache goes when the user
+  chose none (no zarr: the widgets ask for it on the GUI thread).
 - :mod:`.summaries`: :class:`SlideSummary` and :func:`summary_line`.
 """
 
 from __future__ import annotations
 
 from .cluster import embed_on_cluster, embed_one, worker_encoder
-from .lookup import CACHE_FOLDER, checkpoint_tiling, default_cache_dir, embeddings_for, user_cache_dir
+from .folders import CACHE_FOLDER, default_cache_dir, user_cache_dir
+from .lookup import checkpoint_tiling, embeddings_for
 from .many_slides import ContextRequest, embed_slides, embed_with_contexts
 from .summaries import SlideSummary, summarise, summary_line
 

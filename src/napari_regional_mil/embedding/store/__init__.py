@@ -28,54 +28,111 @@ int32, ``tissue_fraction`` (N,) float32, ``features`` (N, D) float16 or float32 
 store's ``dtype`` attribute, part of the key; uncompressed so rows can be read alone), ``region_xy``
 (R, 2) int32, ``region_mean`` and ``region_max`` (R, D) float32, and per context
 encoder ``context_<name>`` (R, D_k) float32, listed in the ``context`` attribute.
+
+The names are resolved on first use (PEP 562): the key, the finder and the listing
+(:mod:`.keys`, :mod:`.reader`) read JSON attributes and import no zarr, so listing caches
+(the Cohort widget, on the GUI thread) does not import it.
 """
 
-from .keys import (
-    AUTO_FLOAT16_ABOVE,
-    DTYPES,
-    FORMAT_VERSION,
-    LOCK_SUFFIX,
-    PARTIAL_SUFFIX,
-    StoreLocation,
-    cache_key,
-    check_dtype,
-    import_key,
-    locate_store,
-    mask_hash,
-    resolve_dtype,
-    slide_identity,
-    store_path,
-)
-from .lazy import (
-    LazyEmbeddings,
-    RowReader,
-    StoredArray,
-    StoredEmbeddings,
-    StoredFeatures,
-)
-from .reader import (
-    CONTEXT_PREFIX,
-    META_KEYS,
-    CacheInfo,
-    cached_contexts,
-    find_slide_cache,
-    is_complete,
-    list_caches,
-    read_attrs,
-    read_context_embeddings,
-    store_array,
-    store_info,
-    store_state,
-)
-from .rows import StoreReader, load_slide_embeddings, open_store
-from .writer import (
-    CHUNK_ROWS,
-    CacheWriter,
-    StoreLock,
-    check_writable,
-    pool_regions,
-    write_slide_embeddings,
-)
+from typing import TYPE_CHECKING, Any
+
+from ...lazy import resolve as _resolve
+
+if TYPE_CHECKING:  # the names below, for type checkers and IDEs
+    from .keys import (
+        AUTO_FLOAT16_ABOVE,
+        DTYPES,
+        FORMAT_VERSION,
+        LOCK_SUFFIX,
+        PARTIAL_SUFFIX,
+        StoreLocation,
+        cache_key,
+        check_dtype,
+        import_key,
+        locate_store,
+        mask_hash,
+        resolve_dtype,
+        slide_identity,
+        store_path,
+    )
+    from .lazy import (
+        LazyEmbeddings,
+        RowReader,
+        StoredArray,
+        StoredEmbeddings,
+        StoredFeatures,
+    )
+    from .reader import (
+        CONTEXT_PREFIX,
+        META_KEYS,
+        CacheInfo,
+        cached_contexts,
+        find_slide_cache,
+        is_complete,
+        list_caches,
+        read_attrs,
+        store_info,
+        store_state,
+    )
+    from .rows import (
+        StoreReader,
+        load_slide_embeddings,
+        open_store,
+        read_context_embeddings,
+        store_array,
+    )
+    from .writer import (
+        CHUNK_ROWS,
+        CacheWriter,
+        StoreLock,
+        check_writable,
+        pool_regions,
+        write_slide_embeddings,
+    )
+
+#: Public name -> submodule, imported on first use.
+_LAZY = {
+    "AUTO_FLOAT16_ABOVE": "keys",
+    "CHUNK_ROWS": "writer",
+    "CONTEXT_PREFIX": "reader",
+    "CacheInfo": "reader",
+    "CacheWriter": "writer",
+    "DTYPES": "keys",
+    "FORMAT_VERSION": "keys",
+    "LOCK_SUFFIX": "keys",
+    "LazyEmbeddings": "lazy",
+    "META_KEYS": "reader",
+    "PARTIAL_SUFFIX": "keys",
+    "RowReader": "lazy",
+    "StoreLocation": "keys",
+    "StoreLock": "writer",
+    "StoreReader": "rows",
+    "StoredArray": "lazy",
+    "StoredEmbeddings": "lazy",
+    "StoredFeatures": "lazy",
+    "cache_key": "keys",
+    "cached_contexts": "reader",
+    "check_dtype": "keys",
+    "check_writable": "writer",
+    "find_slide_cache": "reader",
+    "import_key": "keys",
+    "is_complete": "reader",
+    "list_caches": "reader",
+    "load_slide_embeddings": "rows",
+    "locate_store": "keys",
+    "mask_hash": "keys",
+    "open_store": "rows",
+    "pool_regions": "writer",
+    "read_attrs": "reader",
+    "read_context_embeddings": "rows",
+    "resolve_dtype": "keys",
+    "slide_identity": "keys",
+    "store_array": "rows",
+    "store_info": "reader",
+    "store_path": "keys",
+    "store_state": "reader",
+    "write_slide_embeddings": "writer",
+}
 
 __all__ = [
     "AUTO_FLOAT16_ABOVE",
@@ -119,3 +176,7 @@ __all__ = [
     "store_state",
     "write_slide_embeddings",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    return _resolve(__name__, _LAZY, globals(), name)

@@ -1,16 +1,16 @@
-"""Reading stores: attributes, the one cache finder, listing, and a store's state (loading: :mod:`.rows`)."""
+"""Reading stores: attributes, the one cache finder, listing, and a store's state (loading: :mod:`.rows`).
+
+Everything here reads a store's JSON attributes and its folder names, never its arrays, so
+this module does not import zarr (the Cohort widget lists caches on the GUI thread).
+"""
 
 from __future__ import annotations
 
 import glob
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
-
-import numpy as np
-import zarr
 
 from ...errors import CacheError, MissingCacheError
 from ...slide.formats import SLIDE_SUFFIXES
@@ -29,8 +29,6 @@ __all__ = [
     "is_complete",
     "list_caches",
     "read_attrs",
-    "read_context_embeddings",
-    "store_array",
     "store_info",
     "store_state",
 ]
@@ -190,31 +188,6 @@ def find_slide_cache(
             f"{cache_dir}: {len(complete)} caches for slide {stem} ({listed}): choose with encoder=/tiling_params="
         )
     return max(complete, key=lambda i: i.created).path  # the newest (older ones: earlier file versions)
-
-
-def store_array(group: zarr.Group, name: str) -> zarr.Array:
-    """The array ``name`` of an open store.
-
-    Raises
-    ------
-    KeyError
-        The store has no array called ``name``.
-    """
-    arr = group[name]
-    if not isinstance(arr, zarr.Array):
-        raise KeyError(f"{name!r} is a group, not an array")
-    return arr
-
-
-def read_context_embeddings(group: zarr.Group, attrs: Mapping[str, object]) -> dict[str, np.ndarray]:
-    """The listed context arrays of an open store, by name (missing arrays are skipped)."""
-    names = set(group.array_keys())
-    listed = attrs.get("context", {})
-    return {
-        key: np.asarray(store_array(group, CONTEXT_PREFIX + key)[...], dtype=np.float32)
-        for key in (listed if isinstance(listed, dict) else {})
-        if CONTEXT_PREFIX + key in names
-    }
 
 
 def cached_contexts(path: PathLike) -> dict[str, dict[str, object]]:

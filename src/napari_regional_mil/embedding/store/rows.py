@@ -37,7 +37,8 @@ from .keys import FORMAT_VERSION, PARTIAL_SUFFIX, PathLike
 from .reader import CONTEXT_PREFIX, META_KEYS, read_attrs
 
 __all__ = [
-    "ArrayLayout", "StoreReader", "check_store", "load_slide_embeddings", "open_store",
+    "ArrayLayout", "StoreReader", "check_store", "load_slide_embeddings", "open_store", "read_context_embeddings",
+    "store_array",
 ]
 
 _REGIONAL = ("mean", "max")
@@ -415,3 +416,28 @@ def load_slide_embeddings(path: PathLike) -> SlideEmbeddings:
         (a missing, truncated or damaged chunk included).
     """
     return StoreReader(path).load()
+
+
+def store_array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of an open store.
+
+    Raises
+    ------
+    KeyError
+        The store has no array called ``name``.
+    """
+    arr = group[name]
+    if not isinstance(arr, zarr.Array):
+        raise KeyError(f"{name!r} is a group, not an array")
+    return arr
+
+
+def read_context_embeddings(group: zarr.Group, attrs: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """The listed context arrays of an open store, by name (missing arrays are skipped)."""
+    names = set(group.array_keys())
+    listed = attrs.get("context", {})
+    return {
+        key: np.asarray(store_array(group, CONTEXT_PREFIX + key)[...], dtype=np.float32)
+        for key in (listed if isinstance(listed, dict) else {})
+        if CONTEXT_PREFIX + key in names
+    }

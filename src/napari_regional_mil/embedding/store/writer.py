@@ -28,7 +28,8 @@ from .keys import (
     check_dtype,
     store_path,
 )
-from .reader import META_KEYS, is_complete, store_array
+from .reader import META_KEYS, is_complete
+from .rows import store_array
 
 __all__ = [
     "CHUNK_ROWS",
