@@ -126,6 +126,27 @@ def _time_callbacks() -> dict[str, list[float]]:
     return busy
 
 
+def _record_collections(state: dict) -> list[tuple[str, int, float, str]]:
+    """Every garbage collection over 20 ms: ``(phase, generation, ms, thread name)`` (it holds the GIL)."""
+    import gc
+    import threading
+
+    pauses: list[tuple[str, int, float, str]] = []
+    started: dict[int, float] = {}
+
+    def callback(phase: str, info: dict) -> None:
+        ident = threading.get_ident()
+        if phase == "start":
+            started[ident] = time.perf_counter()
+        elif ident in started:
+            ms = (time.perf_counter() - started.pop(ident)) * 1000
+            if ms > 20:
+                pauses.append((state["phase"], int(info["generation"]), ms, threading.current_thread().name))
+
+    gc.callbacks.append(callback)
+    return pauses
+
+
 def _widget_modules() -> list:
     import importlib
     import pkgutil
@@ -228,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "opened": 0,
         "cpu": time.thread_time(),
     }
+    collections = _record_collections(state)
     durations: dict[str, float] = {}
     long_stalls: list[tuple[str, float, float, float]] = []
 
@@ -327,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "GUI-thread time in the widgets' callbacks (max ms per call, calls): "
         + ", ".join(f"{name} {max(v):.0f} ({len(v)})" for name, v in busy.items() if v)
+    )
+    print(
+        "garbage collections over 20 ms (phase, generation, ms, thread): "
+        + (", ".join(f"{p} {g} {ms:.0f} {name}" for p, g, ms, name in collections) or "none")
     )
     if tmp is not None:
         tmp.cleanup()

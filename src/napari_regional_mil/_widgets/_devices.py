@@ -13,6 +13,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QComboBox
 
+from napari_regional_mil._widgets._warm_up import collect_after_imports
 from napari_regional_mil._widgets._worker import start_job
 
 __all__ = ["DeviceBox", "find_devices", "known_devices"]
@@ -29,10 +30,12 @@ def known_devices() -> list[str]:
 
 
 def find_devices() -> list[str]:
-    """Every device torch sees (call it in a worker: it imports torch)."""
+    """Every device torch sees (call it in a worker: it imports torch, then :func:`collect_after_imports`)."""
     import torch  # lazy: torch (a worker lists the GPUs)
 
-    return _devices_of(torch)
+    devices = _devices_of(torch)
+    collect_after_imports()
+    return devices
 
 
 class DeviceBox(QComboBox):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_regional_mil._widgets._train_plot import MATPLOTLIB_MODULES, PlotFigure, build_figure
+from napari_regional_mil._widgets._warm_up import collect_after_imports
 from napari_regional_mil.jobs import Progress
 
 if TYPE_CHECKING:
@@ -43,15 +44,18 @@ def warm_up_training() -> PlotFigure:
 
     The optimiser's first construction imports ``torch._dynamo`` (about 800 modules, 1-2 s
     on 2 cores); the train job's modules (:data:`TRAIN_JOB_MODULES`, scikit-learn) and
-    matplotlib's import and first draw (fonts, text layout) take a second more. Returns the
-    figure for :meth:`TrainingPlot.set_figure`.
+    matplotlib's import and first draw (fonts, text layout) take a second more. Then one
+    full garbage collection (:func:`._warm_up.collect_after_imports`). Returns the figure for
+    :meth:`TrainingPlot.set_figure`.
     """
     import torch  # lazy: torch (the warm-up runs in a worker)
 
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
     for name in (*MATPLOTLIB_MODULES, *TRAIN_JOB_MODULES, "sklearn.metrics"):
         importlib.import_module(name)
-    return build_figure()
+    figure = build_figure()
+    collect_after_imports()
+    return figure
 
 
 def train_job(
