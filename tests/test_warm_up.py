@@ -41,12 +41,25 @@ def test_the_collection_frees_what_the_imports_left_behind(monkeypatch):
         gc.enable()
 
 
-def test_the_start_up_workers_collect_after_their_imports(monkeypatch):
-    from napari_regional_mil._widgets import _devices, _train_job
+def test_the_start_up_jobs_collect_on_the_gui_thread_when_their_results_arrive(make_napari_viewer, qtbot, monkeypatch):
+    """A pass may free Qt objects: it runs where their results are delivered, never in the worker."""
+    import threading
+
+    from napari_regional_mil._widgets import _devices, slide_widget, train_widget
+    from napari_regional_mil._widgets.slide_widget import SlideWidget
+    from napari_regional_mil._widgets.train_widget import TrainWidget
 
     calls = []
-    monkeypatch.setattr(_devices, "collect_after_imports", lambda: calls.append("devices"))
-    monkeypatch.setattr(_train_job, "collect_after_imports", lambda: calls.append("training"))
-    assert _devices.find_devices()[0] == "cpu"
-    figure = _train_job.warm_up_training()
-    assert figure is not None and calls == ["devices", "training"]
+
+    def record():
+        calls.append(threading.current_thread() is threading.main_thread())
+        return True
+
+    for module in (_devices, slide_widget, train_widget):
+        monkeypatch.setattr(module, "collect_after_imports", record)
+    viewer = make_napari_viewer()
+    slide, train = SlideWidget(viewer), TrainWidget(viewer)
+    box = _devices.DeviceBox(viewer, kind="test-devices")
+    qtbot.waitUntil(lambda: len(calls) >= 2 + ("torch" not in __import__("sys").modules), timeout=120_000)
+    assert all(calls)
+    del slide, train, box

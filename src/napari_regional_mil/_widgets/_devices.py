@@ -30,12 +30,10 @@ def known_devices() -> list[str]:
 
 
 def find_devices() -> list[str]:
-    """Every device torch sees (call it in a worker: it imports torch, then :func:`collect_after_imports`)."""
+    """Every device torch sees (call it in a worker: it imports torch)."""
     import torch  # lazy: torch (a worker lists the GPUs)
 
-    devices = _devices_of(torch)
-    collect_after_imports()
-    return devices
+    return _devices_of(torch)
 
 
 class DeviceBox(QComboBox):
@@ -55,8 +53,12 @@ class DeviceBox(QComboBox):
         self.set_devices(known_devices())
         self.activated.connect(self._on_activated)
         if "torch" not in sys.modules:
-            start_job(find_devices, kind=kind, description="Looking for GPUs", on_result=self.set_devices,
+            start_job(find_devices, kind=kind, description="Looking for GPUs", on_result=self._found,
                       viewer=viewer, owner=self, show_progress=False, on_busy="replace")
+
+    def _found(self, devices: list[str]) -> None:
+        self.set_devices(devices)
+        collect_after_imports()  # torch's import: its garbage now, not at a random later moment
 
     def _on_activated(self, _index: int) -> None:
         self._touched = True

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_regional_mil._widgets._train_plot import MATPLOTLIB_MODULES, PlotFigure, build_figure
-from napari_regional_mil._widgets._warm_up import collect_after_imports
 from napari_regional_mil.jobs import Progress
 
 if TYPE_CHECKING:
@@ -39,23 +38,31 @@ TRAIN_JOB_MODULES = tuple(f"napari_regional_mil.training.{name}" for name in (
 REPORT_BOOTSTRAP = 500
 
 
-def warm_up_training() -> PlotFigure:
-    """Build a throw-away AdamW optimiser and the training plot's figure, so that training's start does not stall.
+def warm_up_training() -> Generator[Progress, None, PlotFigure]:
+    """Job: build a throw-away AdamW optimiser and the training plot's figure, so that training's start does not stall.
 
     The optimiser's first construction imports ``torch._dynamo`` (about 800 modules, 1-2 s
     on 2 cores); the train job's modules (:data:`TRAIN_JOB_MODULES`, scikit-learn) and
-    matplotlib's import and first draw (fonts, text layout) take a second more. Then one
-    full garbage collection (:func:`._warm_up.collect_after_imports`). Returns the figure for
-    :meth:`TrainingPlot.set_figure`.
+    matplotlib's import and first draw (fonts, text layout) take a second more. Returns the
+    figure for :meth:`TrainingPlot.set_figure` (the widget then collects the garbage these
+    imports left, :func:`._warm_up.collect_after_imports`).
+
+    A generator with a step per import, so it stops between imports when cancelled: when
+    napari quits while it runs, no library is imported while the interpreter exits (h5py's
+    exit handler, registered that late, would never run, and HDF5 then crashes the process
+    at exit).
     """
+    modules = (*MATPLOTLIB_MODULES, *TRAIN_JOB_MODULES, "sklearn.metrics")
+    steps = len(modules) + 2
+    yield Progress("warm-up", 0, steps, "the optimiser")
     import torch  # lazy: torch (the warm-up runs in a worker)
 
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
-    for name in (*MATPLOTLIB_MODULES, *TRAIN_JOB_MODULES, "sklearn.metrics"):
+    for done, name in enumerate(modules, 1):
+        yield Progress("warm-up", done, steps, f"importing {name}")
         importlib.import_module(name)
-    figure = build_figure()
-    collect_after_imports()
-    return figure
+    yield Progress("warm-up", steps - 1, steps, "the training plot")
+    return build_figure()
 
 
 def train_job(

@@ -14,8 +14,10 @@ start-up workers) also more than double the objects Python's garbage collector t
 (about 200,000 in a napari viewer, 500,000 after them). Its next full pass, which comes
 once the long-lived objects have grown by a quarter since the last one, walks all of them
 with the GIL held: 250 to 450 ms on 2 cores, a freeze wherever it lands (measured at the
-first slide's open). :func:`collect_after_imports` makes that pass at the end of the
-start-up workers instead, so the next one is a quarter of the whole heap away.
+first slide's open). :func:`collect_after_imports` makes that pass when a start-up worker
+has delivered its result instead, so the next one is a quarter of the whole heap away. It
+runs on the GUI thread: a pass may free Qt objects, which must be deleted in their own thread
+(a pass in a worker crashed a script that ended while the Train widget's warm-up ran).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ COLLECT_GROWTH = 0.2
 
 
 def collect_after_imports() -> bool:
-    """One full garbage collection now, if start-up imports grew the heap since the last one (call it in a worker).
+    """One full garbage collection now, if start-up imports grew the heap since the last one (GUI thread).
 
     Returns whether it collected: only when the objects the collector tracks grew by
     :data:`COLLECT_GROWTH` since the last call that collected, so several start-up workers
@@ -80,4 +82,3 @@ def warm_up() -> None:
         for name in (*NAPARI_LAZY_IMPORTS, *READER_IMPORTS):
             with contextlib.suppress(ImportError):  # napari does without it, or imports it itself
                 importlib.import_module(name)
-    collect_after_imports()

@@ -50,7 +50,7 @@ from napari_regional_mil._widgets._slide_jobs import (
 from napari_regional_mil._widgets._state import follow, viewer_state
 from napari_regional_mil._widgets._tissue_box import TissueBox
 from napari_regional_mil._widgets._tissue_files import TissueFiles
-from napari_regional_mil._widgets._warm_up import warm_up
+from napari_regional_mil._widgets._warm_up import collect_after_imports, warm_up
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import SlideError
 from napari_regional_mil.slide.formats import dialog_filter
@@ -95,7 +95,7 @@ class SlideWidget(TissueFiles, QWidget):
         if self.state.slide_layer is not None:
             self.use_layer(self.state.slide_layer)
         start_job(warm_up, kind="slide-warm-up", description="Preparing the viewer", viewer=self.viewer, owner=self,
-                  show_progress=False)
+                  on_result=lambda _: collect_after_imports(), show_progress=False)
 
     # -- UI ----------------------------------------------------------------------------------
     def _build(self) -> None:

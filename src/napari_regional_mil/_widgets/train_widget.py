@@ -44,7 +44,8 @@ from napari_regional_mil._widgets._progress_bar import JobProgressBar
 from napari_regional_mil._widgets._report_view import ReportView
 from napari_regional_mil._widgets._state import follow, viewer_state
 from napari_regional_mil._widgets._train_fields import ContextFields, ModelFields, OptimFields
-from napari_regional_mil._widgets._train_plot import TrainingPlot
+from napari_regional_mil._widgets._train_plot import PlotFigure, TrainingPlot
+from napari_regional_mil._widgets._warm_up import collect_after_imports
 from napari_regional_mil._widgets._worker import JobHandle, notify_error, start_job
 from napari_regional_mil.errors import CheckpointError, CohortError, RegionalMilError
 from napari_regional_mil.jobs import Progress
@@ -89,8 +90,12 @@ class TrainWidget(QWidget):
         follow(self, self.state.cohort_changed, self.refresh_clinical)
         self.refresh_clinical()
         start_job(_train_job.warm_up_training, kind="train-warm-up", description="Preparing training",
-                  on_result=self.plot.set_figure,
+                  on_result=self._warmed_up,
                   viewer=self.viewer, owner=self, show_progress=False)
+
+    def _warmed_up(self, figure: PlotFigure) -> None:
+        self.plot.set_figure(figure)
+        collect_after_imports()  # the warm-up's imports: their garbage now, not at a random later moment
 
     # -- UI ----------------------------------------------------------------------------------
     def _build(self) -> None:
