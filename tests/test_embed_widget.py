@@ -231,3 +231,39 @@ def test_the_device_box_lists_gpus_found_later_and_keeps_the_users_choice(qtbot)
     box.activated.emit(0)  # the user picks cpu
     box.set_devices(["cpu", "cuda", "cuda:1", "cuda:2"])
     assert box.currentText() == "cpu" and box.count() == 4
+
+
+_WHILE_TORCH_IMPORTS = """
+import napari
+
+viewer = napari.Viewer(show=False)
+viewer.window.add_plugin_dock_widget("napari-regional-mil", "Embed")  # its worker starts importing torch
+viewer.window.add_plugin_dock_widget("napari-regional-mil", "Pretrain")  # built while that import runs
+print("opened", flush=True)
+viewer.close()
+"""
+
+
+def test_a_device_box_built_while_another_worker_imports_torch_opens_from_the_plugins_menu():
+    """A half-imported torch (no ``cuda`` yet) counts as not imported: the box asks its own worker."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _WHILE_TORCH_IMPORTS], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert "partially initialized" not in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 0 and done.stdout.strip() == "opened", done.stderr[-2000:]
+
+
+def test_a_half_imported_torch_is_not_used_for_the_device_list(qtbot, monkeypatch):
+    import torch
+
+    from napari_regional_mil._widgets import _devices
+
+    started = []
+    monkeypatch.setattr(torch.__spec__, "_initializing", True, raising=False)  # as while another thread imports it
+    monkeypatch.setattr(_devices, "start_job", lambda job, **kwargs: started.append(kwargs["kind"]))
+    assert _devices.known_devices() == ["cpu"]
+    box = _devices.DeviceBox(None, kind="test-devices")
+    qtbot.addWidget(box)
+    assert [box.itemText(i) for i in range(box.count())] == ["cpu"] and started == ["test-devices"]

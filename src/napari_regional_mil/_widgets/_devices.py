@@ -23,9 +23,17 @@ def _devices_of(torch: Any) -> list[str]:
     return ["cpu"] + [f"cuda:{i}" if i else "cuda" for i in range(torch.cuda.device_count())]
 
 
+def _imported_torch() -> Any:
+    """The torch module once imported, else None (also while another thread is still importing it)."""
+    torch = sys.modules.get("torch")
+    if torch is None or getattr(getattr(torch, "__spec__", None), "_initializing", False):
+        return None  # a half-imported torch has no ``cuda`` yet (e.g. another widget's worker imports it)
+    return torch
+
+
 def known_devices() -> list[str]:
     """The devices known without importing torch: ``cpu``, and the GPUs when torch is imported."""
-    torch = sys.modules.get("torch")
+    torch = _imported_torch()
     return ["cpu"] if torch is None else _devices_of(torch)
 
 
@@ -52,7 +60,7 @@ class DeviceBox(QComboBox):
         self._touched = False
         self.set_devices(known_devices())
         self.activated.connect(self._on_activated)
-        if "torch" not in sys.modules:
+        if _imported_torch() is None:  # the worker's import waits for one in progress
             start_job(find_devices, kind=kind, description="Looking for GPUs", on_result=self._found,
                       viewer=viewer, owner=self, show_progress=False, on_busy="replace")
 
