@@ -25,6 +25,7 @@ from napari_regional_mil._widgets import _layers
 from napari_regional_mil._widgets._encoder_fields import EncoderFields
 from napari_regional_mil._widgets._fields import PathPicker, TilingFields, form
 from napari_regional_mil._widgets._progress_bar import JobProgressBar
+from napari_regional_mil._widgets._selection import activate_soon
 from napari_regional_mil._widgets._slide_jobs import open_job, tiling_job
 from napari_regional_mil._widgets._worker import start_job
 from napari_regional_mil.embedding.folders import default_cache_dir
@@ -244,7 +245,7 @@ def open_with_grids(viewer: ViewerModel, path: Path, params: TilingParams, cache
         layer.metadata["tiling_params"] = asdict(params)
         if cache_dir is not None:
             layer.metadata["cache_dir"] = str(cache_dir)
-        viewer.layers.selection.active = layer
+        activate_soon(viewer, layer)  # its controls in the next event-loop pass
         viewer.reset_view()
         mpp = _layers.layer_mpp(layer)
         if mpp is None:

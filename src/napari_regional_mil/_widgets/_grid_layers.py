@@ -15,6 +15,7 @@ import numpy as np
 from napari.layers import Vectors
 
 from napari_regional_mil import geometry
+from napari_regional_mil._widgets._selection import adding_quietly
 from napari_regional_mil._widgets._slide_layers import (
     _by_name,
     _derived,
@@ -149,17 +150,18 @@ def _grid_layer(viewer: ViewerModel, slide_layer: Layer, what: str, vectors: np.
         return layer
     if layer is not None:
         viewer.layers.remove(layer)
-    return viewer.add_vectors(
-        vectors,
-        name=name,
-        edge_color=colour,
-        edge_width=width,
-        vector_style="line",
-        opacity=0.9,
-        metadata=meta,
-        units=units,
-        **placement((1.0, 1.0), mpp, corner=True),
-    )
+    with adding_quietly(viewer):
+        return viewer.add_vectors(
+            vectors,
+            name=name,
+            edge_color=colour,
+            edge_width=width,
+            vector_style="line",
+            opacity=0.9,
+            metadata=meta,
+            units=units,
+            **placement((1.0, 1.0), mpp, corner=True),
+        )
 
 
 def show_grids(viewer: ViewerModel, slide_layer: Layer, tiling: Tiling | GridOutlines) -> tuple[Vectors, Vectors]:
@@ -198,7 +200,8 @@ def show_grid_rgba(viewer: ViewerModel, slide_layer: Layer, rgba: np.ndarray, st
     layer = _by_name(viewer, name)
     if layer is not None:
         viewer.layers.remove(layer)
-    return viewer.add_image(
-        rgba, rgb=True, name=name, opacity=0.6, metadata=meta, interpolation2d="nearest", units=_units(slide_layer),
-        **placement((step_level0, step_level0), layer_mpp(slide_layer), corner=False),
-    )
+    with adding_quietly(viewer):
+        return viewer.add_image(
+            rgba, rgb=True, name=name, opacity=0.6, metadata=meta, interpolation2d="nearest",
+            units=_units(slide_layer), **placement((step_level0, step_level0), layer_mpp(slide_layer), corner=False),
+        )

@@ -14,6 +14,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QIcon, QImage, QPixmap
 
+from napari_regional_mil._widgets._selection import adding_quietly
 from napari_regional_mil.heatmap import AttentionMaps, GridPlacement, contrast_limits
 
 if TYPE_CHECKING:
@@ -122,13 +123,9 @@ def sync_heatmap_layers(viewer: ViewerModel, layers: dict[str, Image], specs: li
     dict
         The layers now shown, by spec key.
     """
-    active = viewer.layers.selection.active
     remove_unwanted(viewer, layers, {spec.key for spec in specs})
-    out = {spec.key: show_heatmap_layer(viewer, layers.get(spec.key), spec, opacity=opacity, units=units,
-                                        derived_from=derived_from) for spec in specs}
-    if active is not None and active in viewer.layers:  # adding layers selects them: undo that
-        viewer.layers.selection.active = active
-    return out
+    return {spec.key: show_heatmap_layer(viewer, layers.get(spec.key), spec, opacity=opacity, units=units,
+                                         derived_from=derived_from) for spec in specs}
 
 
 def remove_unwanted(viewer: ViewerModel, layers: dict[str, Image], keys: set[str]) -> None:
@@ -159,25 +156,22 @@ def show_heatmap_layer(viewer: ViewerModel, layer: Image | None, spec: HeatmapSp
             layer.name = spec.name
         layer.metadata.update(meta)
         return layer
-    active = viewer.layers.selection.active
     if layer is not None and layer in viewer.layers:
         viewer.layers.remove(layer)
-    layer = viewer.add_image(
-        spec.data,
-        name=spec.name,
-        scale=spec.scale,
-        translate=spec.translate,
-        colormap=spec.colormap,
-        contrast_limits=spec.contrast_limits,
-        opacity=opacity,
-        blending="translucent",
-        interpolation2d="nearest",
-        metadata=meta,
-        **({} if units is None else {"units": units}),
-    )
-    if active is not None and active in viewer.layers:  # adding a layer selects it: undo that
-        viewer.layers.selection.active = active
-    return layer
+    with adding_quietly(viewer):  # the user's layer stays selected
+        return viewer.add_image(
+            spec.data,
+            name=spec.name,
+            scale=spec.scale,
+            translate=spec.translate,
+            colormap=spec.colormap,
+            contrast_limits=spec.contrast_limits,
+            opacity=opacity,
+            blending="translucent",
+            interpolation2d="nearest",
+            metadata=meta,
+            **({} if units is None else {"units": units}),
+        )
 
 
 def read_thumbnail(level_arrays: list[Any], box: tuple[int, int, int], *, size: int = 96) -> np.ndarray:
@@ -254,17 +248,14 @@ def show_selection(viewer: ViewerModel, layer: Vectors | None, maps: AttentionMa
         if layer.edge_width != width:
             layer.edge_width = width
         return layer
-    active = viewer.layers.selection.active
     mpp_y, mpp_x = maps.patch.mpp
-    layer = viewer.add_vectors(
-        vectors, name="selected region", edge_color=colours, edge_width=width, vector_style="line",
-        scale=(mpp_y, mpp_x), translate=(offset[0] - mpp_y / 2, offset[1] - mpp_x / 2),
-        metadata={"napari_regional_mil": {"heatmap": "selection"}},
-        **({} if units is None else {"units": units}),
-    )
-    if active is not None:  # keep the user's layer selected
-        viewer.layers.selection.active = active
-    return layer
+    with adding_quietly(viewer):  # the user's layer stays selected
+        return viewer.add_vectors(
+            vectors, name="selected region", edge_color=colours, edge_width=width, vector_style="line",
+            scale=(mpp_y, mpp_x), translate=(offset[0] - mpp_y / 2, offset[1] - mpp_x / 2),
+            metadata={"napari_regional_mil": {"heatmap": "selection"}},
+            **({} if units is None else {"units": units}),
+        )
 
 
 def camera_of(viewer: ViewerModel) -> Camera:

@@ -22,6 +22,7 @@ import numpy as np
 from napari.layers import Image
 
 from napari_regional_mil import _reader, geometry
+from napari_regional_mil._widgets._selection import adding_quietly
 from napari_regional_mil.slide import open_slide
 from napari_regional_mil.tiling import Tiling, TilingParams
 
@@ -125,7 +126,8 @@ def make_slide_layer(layer_data: _reader.LayerData) -> Image:
 def show_slide_layer(viewer: ViewerModel, layer: Image | _reader.LayerData) -> Image:
     """Add a slide layer, or return the layer already showing that slide.
 
-    ``layer`` comes from :func:`make_slide_layer`, or is the reader's layer data.
+    ``layer`` comes from :func:`make_slide_layer`, or is the reader's layer data. Adding it
+    leaves the selection as it was: the caller makes it active (:func:`._selection.activate_soon`).
     """
     if isinstance(layer, tuple):
         layer = make_slide_layer(layer)
@@ -133,7 +135,8 @@ def show_slide_layer(viewer: ViewerModel, layer: Image | _reader.LayerData) -> I
     for existing in slide_layers(viewer):
         if slide_path_of(existing) == path:
             return existing
-    return viewer.add_layer(layer)
+    with adding_quietly(viewer):
+        return viewer.add_layer(layer)
 
 
 def add_slide_layer(viewer: ViewerModel, slide: Slide, *, mpp: tuple[float, float] | None = None) -> Image:
@@ -166,6 +169,7 @@ def add_slide_layer(viewer: ViewerModel, slide: Slide, *, mpp: tuple[float, floa
             return layer
     _reader._keep_open(slide)
     layer = show_slide_layer(viewer, _reader.layer_data(slide))
+    viewer.layers.selection.active = layer
     if mpp is not None:
         set_slide_mpp(viewer, layer, mpp)
     return layer

@@ -14,6 +14,7 @@ import numpy as np
 from napari.layers import Labels
 from napari.utils.colormaps import DirectLabelColormap
 
+from napari_regional_mil._widgets._selection import adding_quietly
 from napari_regional_mil._widgets._slide_layers import (
     _by_name,
     _derived,
@@ -62,8 +63,9 @@ def show_tissue_mask(viewer: ViewerModel, slide_layer: Layer, tissue: TissueMask
     layer = _by_name(viewer, name)
     if layer is None:
         colours = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: _TISSUE_COLOUR})
-        layer = viewer.add_labels(data, name=name, opacity=0.3, colormap=colours, metadata=meta, units=units,
-                                  **placement(step, mpp, corner=False))
+        with adding_quietly(viewer):
+            layer = viewer.add_labels(data, name=name, opacity=0.3, colormap=colours, metadata=meta, units=units,
+                                      **placement(step, mpp, corner=False))
     else:
         layer.data = data
         layer.metadata.update(meta)

@@ -41,6 +41,7 @@ from napari_regional_mil._widgets._reader_preference import (
     reader_patterns,
     set_default_reader,
 )
+from napari_regional_mil._widgets._selection import activate_soon
 from napari_regional_mil._widgets._slide_jobs import (
     associated_images_job,
     open_job,
@@ -208,7 +209,7 @@ class SlideWidget(TissueFiles, QWidget):
 
     def _show_opened(self, layer_data: Image) -> None:
         layer = _layers.show_slide_layer(self.viewer, layer_data)
-        self.viewer.layers.selection.active = layer  # the viewer's open slide: shown here
+        activate_soon(self.viewer, layer)  # the viewer's open slide: shown here (its controls: next pass)
         self.viewer.reset_view()
 
     def use_layer(self, layer: Layer) -> None:
