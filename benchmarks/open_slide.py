@@ -21,6 +21,7 @@ comparison with other peers; see ``docs/benchmarks.md``.
 Run (needs an X server; under a headless machine ``xvfb-run`` is used automatically)::
 
     python benchmarks/open_slide.py [--sizes 10240 60160] [--cache DIR] [--repeats 5] [--warm]
+                                    [--compare-python PEER_VENV/bin/python]
 """
 
 from __future__ import annotations
@@ -67,6 +68,26 @@ def open_plain(viewer, path: str) -> list:
     mx, my = slide.properties.get("tiffslide.mpp-x"), slide.properties.get("tiffslide.mpp-y")
     scale = (float(my), float(mx)) if mx and my else (1.0, 1.0)
     return [viewer.add_image(levels, multiscale=True, rgb=True, scale=scale, metadata={"tiffslide": slide})]
+
+
+#: dask's first ``compute`` in a fresh process with napari imported (what the first slice pays).
+_FIRST_COMPUTE = (
+    "import time, importlib.util, napari, dask.array as da, numpy as np\n"
+    "t = time.perf_counter(); np.asarray(da.zeros((1,), chunks=1))\n"
+    "print(time.perf_counter() - t, importlib.util.find_spec('distributed') is not None)"
+)
+
+
+def first_compute(python: str = sys.executable, *, repeats: int = 3) -> tuple[float, bool]:
+    """Median seconds of dask's first compute in fresh processes of ``python``, and whether distributed is installed.
+
+    With ``distributed`` installed (this project's ``[cluster]`` extra), dask's scheduler
+    choice imports it at the first compute of any dask array: a slide reader's first slice
+    pays that, in the GUI thread, whatever the reader.
+    """
+    runs = [subprocess.run([python, "-c", _FIRST_COMPUTE], capture_output=True, text=True, check=True).stdout.split()
+            for _ in range(repeats)]
+    return sorted(float(r[0]) for r in runs)[len(runs) // 2], runs[0][1] == "True"
 
 
 def child(path: str, reader: str, warm: bool) -> None:
@@ -163,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="fresh processes per slide and reader")
     parser.add_argument("--warm", action="store_true",
                         help="import dask, tiffslide and this plugin before the clock starts (both readers)")
+    parser.add_argument("--compare-python", metavar="PY",
+                        help="also time dask's first compute in this interpreter's environment (e.g. a peer's venv)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--reader", choices=("plugin", "layer", "plain"), default="plugin", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -178,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     print("reader: this plugin through viewer.open (what a user does) against the plain tiffslide + dask reader;",
           "fresh process per run, the two alternating; medians; wall s (CPU s)", "(imports warmed)" if args.warm else
           "(imports counted)", flush=True)
+    for label, python in (("this environment", sys.executable), (args.compare_python, args.compare_python)):
+        if python:
+            seconds, installed = first_compute(python)
+            print(f"dask's first compute in {label}: {seconds:.3f} s (distributed "
+                  f"{'installed: dask imports it' if installed else 'not installed'}); every reader's first slice "
+                  "pays it", flush=True)
     for size in args.sizes:
         path, seconds = make_slide(args.cache, size)
         mb = path.stat().st_size / 2**20
