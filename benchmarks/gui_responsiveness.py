@@ -81,10 +81,10 @@ def _start_sampler(state: dict) -> None:
 
 
 def _time_callbacks() -> dict[str, list[float]]:
-    """Wrap the GUI-thread callbacks of the jobs and the plot to time them (ms per call)."""
+    """Wrap the GUI-thread callbacks of the jobs to time them (ms per call)."""
     from napari_regional_mil._widgets import _job_handle, _worker
 
-    busy: dict[str, list[float]] = {"job start": [], "job event": [], "job result": [], "plot draw": []}
+    busy: dict[str, list[float]] = {"job start": [], "job event": [], "job result": []}
 
     def timed(owner, name, key):
         original = getattr(owner, name)
@@ -108,9 +108,7 @@ def _time_callbacks() -> dict[str, list[float]]:
 
     timed(_job_handle.JobHandle, "_on_yield", "job event")
     timed(_job_handle.JobHandle, "_on_returned", "job result")
-    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-
-    timed(FigureCanvasQTAgg, "draw", "plot draw")
+    # the training plot is drawn in a worker; showing its image is a job result
     original_start = _worker.start_job
 
     def start_job(*args, **kwargs):

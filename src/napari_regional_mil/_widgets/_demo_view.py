@@ -102,6 +102,7 @@ def show_demo(result: Any, *, tiling: Any, settings: Any = None, viewer: napari.
     for metrics in result.history:
         train.plot.add(metrics)
     train.plot.flush()
+    _wait_until(lambda: not train.plot.drawing, timeout=30)  # drawn in a worker
     train.status.setText(f"Trained {result.model_path.name} ({len(result.history)} epochs) by the demo.")
 
     row = cohort.table.index_of(result.slide_name)
