@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtGui import QColor, QImage, QPainter
+from qtpy.QtGui import QColor, QImage, QPainter, QPaintEvent, QResizeEvent
 from qtpy.QtWidgets import QWidget
 
 from napari_regional_mil._widgets._worker import start_job
@@ -222,13 +222,13 @@ class TrainingPlot(QWidget):
             self._again = False
             self._redraw()
 
-    def resizeEvent(self, event: Any) -> None:
+    def resizeEvent(self, event: QResizeEvent) -> None:
         """Draw again at the new size (the last image is stretched meanwhile)."""
         super().resizeEvent(event)
         if self.image is not None and not self._timer.isActive():
             self._timer.start()
 
-    def paintEvent(self, event: Any) -> None:
+    def paintEvent(self, event: QPaintEvent) -> None:
         """Paint the last drawing, stretched to the widget."""
         painter = QPainter(self)
         try:
