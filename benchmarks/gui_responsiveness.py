@@ -32,7 +32,6 @@ import io
 import os
 import platform
 import pstats
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,19 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
+from _xvfb import needs_xvfb, rerun_under_xvfb
+
 INTERVAL_MS = 10
 PLUGIN = "napari-regional-mil"
 PROFILE = bool(os.environ.get("GUI_BENCH_PROFILE"))
 _BUSY = "import time\nt = time.perf_counter()\nwhile True:\n    t += 1\n"
-
-
-def _rerun_under_xvfb() -> int:
-    xvfb = shutil.which("xvfb-run")
-    if xvfb is None:
-        print("no display and no xvfb-run: install Xvfb (apt-get install xvfb)", file=sys.stderr)
-        return 2
-    env = {**os.environ, "_GUI_BENCH_XVFB": "1"}
-    return subprocess.call([xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, *sys.argv], env=env)
 
 
 def _start_sampler(state: dict) -> None:
@@ -195,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     args = parser.parse_args(argv)
-    if not os.environ.get("DISPLAY") and not os.environ.get("_GUI_BENCH_XVFB"):
-        return _rerun_under_xvfb()
+    if needs_xvfb("_GUI_BENCH_XVFB"):
+        return rerun_under_xvfb("_GUI_BENCH_XVFB")
 
     import napari
     import torch

@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,18 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from _xvfb import needs_xvfb, rerun_under_xvfb
+
 INTERVAL_MS = 10
 K = 8  # patches per region side
 PATCH_PX = 256
-
-
-def _rerun_under_xvfb() -> int:
-    xvfb = shutil.which("xvfb-run")
-    if xvfb is None:
-        print("no display and no xvfb-run: install Xvfb (apt-get install xvfb)", file=sys.stderr)
-        return 2
-    env = {**os.environ, "_HEATMAP_BENCH_XVFB": "1"}
-    return subprocess.call([xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, *sys.argv], env=env)
 
 
 def _prepare(work: Path, side: int):
@@ -159,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="predictions timed (the first one included)")
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     args = parser.parse_args(argv)
-    if not os.environ.get("DISPLAY") and not os.environ.get("_HEATMAP_BENCH_XVFB"):
-        return _rerun_under_xvfb()
+    if needs_xvfb("_HEATMAP_BENCH_XVFB"):
+        return rerun_under_xvfb("_HEATMAP_BENCH_XVFB")
 
     import napari
     from qtpy.QtCore import QTimer

@@ -16,21 +16,19 @@ Run (needs an X server; under a headless machine ``xvfb-run`` is used automatica
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
+
+from _xvfb import needs_xvfb, rerun_under_xvfb
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=8, help="adds timed per way (default: 8)")
     args = parser.parse_args(argv)
-    if not os.environ.get("DISPLAY") and not os.environ.get("_OVERLAY_BENCH_XVFB"):
-        env = {**os.environ, "_OVERLAY_BENCH_XVFB": "1"}
-        command = ["xvfb-run", "-a", "-s", "-screen 0 1920x1080x24", sys.executable, *sys.argv]
-        return subprocess.run(command, env=env, check=False).returncode
+    if needs_xvfb("_OVERLAY_BENCH_XVFB"):
+        return rerun_under_xvfb("_OVERLAY_BENCH_XVFB", screen="1920x1080x24")
 
     import napari
     import numpy as np

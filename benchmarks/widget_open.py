@@ -21,10 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
+
+from _xvfb import needs_xvfb, rerun_under_xvfb
 
 WIDGETS = ("Slide", "Embed", "Cohort", "Train", "Predict", "Pretrain")
 
@@ -91,12 +92,8 @@ def main() -> int:
     parser.add_argument("--src", action="append", default=[],
                         help="another checkout's src folder to compare (repeatable)")
     args = parser.parse_args()
-    if not os.environ.get("DISPLAY"):
-        xvfb = shutil.which("xvfb-run")
-        if xvfb is None:
-            print("no display and no xvfb-run: install Xvfb (apt-get install xvfb)", file=sys.stderr)
-            return 2
-        return subprocess.call([xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, *sys.argv])
+    if needs_xvfb():
+        return rerun_under_xvfb()
     sources: list[str | None] = [*args.src, None]
     print("| code | widget | build on the GUI thread (s) | max stall after (ms) | torch imported in |")
     print("|---|---|---|---|---|")
