@@ -9,7 +9,9 @@ the first frame that shows tissue, then zooms to one level-0 pixel per screen pi
 the slide centre and waits for the level-0 frame. It prints medians of wall time and
 process CPU time (CPU time is steadier on a busy machine) for the open call, open ->
 first frame and zoom -> level-0 frame, the peak RSS, and the plugin/plain ratios
-(targets: open and first frame within 1.1 x, zoom no slower). A third reader, ``layer``,
+(targets: open and first frame within 1.1 x, zoom no slower), and the garbage collector's full
+passes between the open and the first frame (each one walks the whole napari heap on the GUI
+thread). A third reader, ``layer``,
 is this plugin's reader with its layer data added directly (``viewer.add_layer``), which is
 what the Slide widget's Open does: the difference between ``plugin`` and ``layer`` is
 napari's own File > Open path (``viewer.open``: npe2 resolves the reader, an "Opening Files"
@@ -27,6 +29,7 @@ Run (needs an X server; under a headless machine ``xvfb-run`` is used automatica
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import os
@@ -126,6 +129,17 @@ def child(path: str, reader: str, warm: bool) -> None:
         rgb = frame.astype(np.int16)  # tissue is purple/pink: saturated pixels
         return frame if ((rgb.max(-1) - rgb.min(-1)) > 40).mean() > 0.01 else None
 
+    full_passes: list[float] = []  # the collector's full passes from the open to the first frame (ms)
+    pass_start: list[float] = []
+
+    def on_collection(phase: str, info: dict) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                pass_start[:] = [time.perf_counter()]
+            elif pass_start:
+                full_passes.append(1000 * (time.perf_counter() - pass_start[0]))
+
+    gc.callbacks.append(on_collection)
     cpu, start = time.process_time(), time.perf_counter()
     if reader == "plain":
         [layer] = open_plain(viewer, path)
@@ -143,6 +157,7 @@ def child(path: str, reader: str, warm: bool) -> None:
     while frame is None and time.perf_counter() - start < 60:
         frame = frame_with_tissue()
     t_frame, cpu_frame = time.perf_counter() - start, time.process_time() - cpu
+    gc.callbacks.remove(on_collection)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for _ in range(10):  # settle at the overview
         frame_with_tissue()
@@ -156,6 +171,7 @@ def child(path: str, reader: str, warm: bool) -> None:
     t_zoom, cpu_zoom = time.perf_counter() - start, time.process_time() - cpu
     print(json.dumps({
         "reader": reader, "warmup_s": warm_s, "open_s": t_open, "first_frame_s": t_frame, "zoom_s": t_zoom,
+        "gc_full_passes": len(full_passes), "gc_full_ms": sum(full_passes),
         "open_cpu_s": cpu_open, "first_frame_cpu_s": cpu_frame, "zoom_cpu_s": cpu_zoom,
         "peak_rss_mb": peak, "peak_rss_after_zoom_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_open_mb": rss_before, "levels": len(layer.data), "level0": list(layer.data[0].shape),
@@ -223,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"open {med(rs, 'open_s'):.3f} ({med(rs, 'open_cpu_s'):.3f}), "
                 f"first frame {med(rs, 'first_frame_s'):.3f} ({med(rs, 'first_frame_cpu_s'):.3f}), "
                 f"zoom to level 0 {med(rs, 'zoom_s'):.3f} ({med(rs, 'zoom_cpu_s'):.3f}), "
-                f"peak RSS {med(rs, 'peak_rss_after_zoom_mb'):.0f} MB",
+                f"peak RSS {med(rs, 'peak_rss_after_zoom_mb'):.0f} MB; full garbage collections to the first frame: "
+                f"{sum(r['gc_full_passes'] for r in rs)} in {len(rs)} runs, {med(rs, 'gc_full_ms'):.0f} ms median",
                 flush=True,
             )
         plain = runs["plain"]
