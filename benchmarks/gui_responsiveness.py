@@ -10,7 +10,9 @@ before the clock started). Meanwhile ``--load`` other processes keep CPU cores b
 
 A ``QTimer`` fires every 10 ms; a tick's stall is how much later than 10 ms it fires. Printed
 per phase (idle, open, embed, train) and over all: ticks, max, p99 and mean stall in ms, the
-longest stalls with where they happened, and the GUI-thread time of the widgets' callbacks.
+longest stalls with where they happened, and the GUI-thread time of the widgets' callbacks
+(the jobs' callbacks; the Slide widget adding an opened slide's layer, which is mostly
+napari's ``add_layer``; the plugin following napari's layer events).
 Last lines: ``p99_stall_ms=<x>`` (target < 20) and ``max_stall_ms=<x>`` (target < 50).
 
 Run (needs an X server; on a headless machine ``xvfb-run`` is used automatically)::
@@ -73,10 +75,15 @@ def _start_sampler(state: dict) -> None:
 
 
 def _time_callbacks() -> dict[str, list[float]]:
-    """Wrap the GUI-thread callbacks of the jobs to time them (ms per call)."""
-    from napari_regional_mil._widgets import _job_handle, _worker
+    """Wrap the GUI-thread callbacks of the jobs, and the slide's arrival, to time them (ms per call).
 
-    busy: dict[str, list[float]] = {"job start": [], "job event": [], "job result": []}
+    Call it before the viewer and the widgets are made (the layer-list handler is connected then).
+    """
+    from napari_regional_mil._widgets import _job_handle, _state, _worker, slide_widget
+
+    busy: dict[str, list[float]] = {
+        "job start": [], "job event": [], "job result": [], "slide layer added": [], "widgets follow the layers": []
+    }
 
     def timed(owner, name, key):
         original = getattr(owner, name)
@@ -100,6 +107,10 @@ def _time_callbacks() -> dict[str, list[float]]:
 
     timed(_job_handle.JobHandle, "_on_yield", "job event")
     timed(_job_handle.JobHandle, "_on_returned", "job result")
+    # an opened slide: the Slide widget adds its layer (napari's add_layer, inside a job result), and
+    # every widget follows the new slide (the shared state's handler of napari's layer events)
+    timed(slide_widget.SlideWidget, "_show_opened", "slide layer added")
+    timed(_state.ViewerState, "_follow_layers", "widgets follow the layers")
     # the training plot is drawn in a worker; showing its image is a job result
     original_start = _worker.start_job
 
@@ -204,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     cohort, params = _prepare(work, args.slides)
     load = [subprocess.Popen([sys.executable, "-c", _BUSY]) for _ in range(args.load)]
 
+    busy = _time_callbacks()
     viewer = napari.Viewer(title="gui responsiveness")
     window = viewer.window
     _, slide_w = window.add_plugin_dock_widget(PLUGIN, "Slide")
@@ -220,7 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     train_w.model_fields.hidden_dim.setValue(64)
     train_w.out_path.setText(str(work / "model.safetensors"))
     app = QApplication.instance()
-    busy = _time_callbacks()
 
     def _startup_jobs() -> list[str]:
         """The widgets' start-up workers still running (first-layer costs, the GPU list, the training warm-up)."""
